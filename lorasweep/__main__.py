@@ -1,0 +1,3 @@
+from lorasweep.cli import main
+
+main()

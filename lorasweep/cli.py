@@ -1,0 +1,201 @@
+"""The lorasweep command line: thin commands over plain functions.
+
+Each command parses its options, calls one function, prints. Heavy libraries load inside those
+functions, so ``lorasweep --help`` stays instant. Bad input exits with code 2 and one line that
+names the problem and the fix.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="lorasweep",
+    help="Learning-rate sweeps of LoRA variants, and their sensitivity reports.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+# Options shared by several commands, defined once.
+SweepOpt = Annotated[str | None, typer.Option("--sweep", help="Sweep name (default: all sweeps for reports, 'default' for run).")]
+StorageOpt = Annotated[str | None, typer.Option("--storage", help="Study store URL: sqlite:///FILE (default lorasweep/studies.db), postgresql+psycopg://..., or journal:FILE.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+def _fail(message: str) -> None:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    from .config import ConfigError
+    from .sweep.store import StorageError
+
+    return ConfigError, StorageError
+
+
+@app.command()
+def run(
+    variant: Annotated[str | None, typer.Option("--variant", "-v", help="Variant key(s), comma-separated (see `lorasweep variants`).")] = None,
+    task: Annotated[str | None, typer.Option("--task", "-t", help="Task key (see `lorasweep tasks`).")] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="embedded:minilm, a hub id or a local folder.")] = None,
+    lrs: Annotated[str | None, typer.Option("--lrs", help="Learning-rate grid, e.g. 1e-5,1e-4,1e-3.")] = None,
+    seeds: Annotated[str | None, typer.Option("--seeds", help="Seeds, e.g. 0,1,2.")] = None,
+    steps: Annotated[int | None, typer.Option("--steps", help="Optimizer steps per trial.")] = None,
+    epochs: Annotated[float | None, typer.Option("--epochs", help="Epochs per trial (if --steps is not given).")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Micro-batch size.")] = None,
+    rank: Annotated[int | None, typer.Option("--rank", "-r", help="Adapter rank r.")] = None,
+    alpha: Annotated[float | None, typer.Option("--alpha", help="Adapter alpha (scale alpha/r).")] = None,
+    sweep: SweepOpt = None,
+    storage: StorageOpt = None,
+    launcher: Annotated[str | None, typer.Option("--launcher", help="inline (this process) or local (worker processes).")] = None,
+    workers: Annotated[int | None, typer.Option("--workers", help="Worker processes for --launcher local.")] = None,
+    recipe: Annotated[Path | None, typer.Option("--recipe", help="A recipe YAML (flags override it).")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override any setting: train.steps=50, task.eval_limit=200, variant.ratio=8.")] = None,
+) -> None:
+    """Sweep learning rates for one or more variants (the embedded offline default with no flags)."""
+    from .config import SweepSpec, apply_overrides, load_recipe, parse_floats, parse_ints
+
+    try:
+        data: dict[str, Any] = load_recipe(recipe) if recipe else {}
+        flags = {"task": task, "model": model, "name": sweep, "storage": storage,
+                 "launcher": launcher, "workers": workers, "rank": rank, "alpha": alpha}
+        data.update({k: v for k, v in flags.items() if v is not None})
+        if variant is not None:
+            data["variants"] = [v.strip() for v in variant.split(",") if v.strip()]
+        if lrs is not None:
+            data["lrs"] = parse_floats(lrs)
+        if seeds is not None:
+            data["seeds"] = parse_ints(seeds)
+        train = dict(data.get("train") or {"steps": SweepSpec().train.steps})
+        if steps is not None:
+            train.update(steps=steps)
+        if epochs is not None:
+            train.update(epochs=epochs, steps=None if steps is None else steps)
+        if batch_size is not None:
+            train.update(batch_size=batch_size)
+        data["train"] = train
+        spec = SweepSpec.from_dict(apply_overrides(data, set_ or []))
+        spec.validate()
+    except _user_errors() as err:
+        _fail(str(err))
+    _run(spec)
+
+
+def _run(spec: Any) -> None:
+    from .launch.progress import SweepProgress
+    from .sweep.run import run_sweep
+
+    variants = ", ".join(v.tag for v in spec.variants)
+    err_console.print(
+        f"[bold]sweep[/] {spec.name}: {spec.task} on {spec.model}; {variants}; "
+        f"{len(spec.lrs)} learning rates x {len(spec.seeds)} seed(s)", highlight=False)
+    try:
+        outcome = run_sweep(spec, progress_factory=lambda total: SweepProgress(total, err_console))
+    except _user_errors() as err:
+        _fail(str(err))
+    s = outcome.summary
+    running = sum(x.running for x in outcome.syncs)
+    console.print(
+        f"done: {s.completed} completed ({s.diverged} diverged), {s.failed} failed, "
+        f"{s.pruned} pruned; {outcome.skipped} already done, skipped", highlight=False)
+    if running:
+        console.print(f"{running} trial(s) still running elsewhere; rerun later to retry them if "
+                      "their worker died.")
+    console.print(f"report: lorasweep report --sweep {spec.name}"
+                  + (f" --storage {spec.storage}" if spec.storage else ""))
+    if s.failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def report(
+    sweep: SweepOpt = None,
+    storage: StorageOpt = None,
+    out: Annotated[Path, typer.Option("--out", help="Folder for report.md, curves.png, results.csv, results.json.")] = Path("lorasweep/reports"),
+    tolerance: Annotated[float, typer.Option("--band-tolerance", help="A learning rate is 'good' within this (absolute) of the peak.")] = 0.01,
+) -> None:
+    """Collate the studies into a learning-rate sensitivity report."""
+    from .report import collect_rows, render_terminal, summarise, write_report
+
+    try:
+        rows = collect_rows(storage, sweep)
+    except _user_errors() as err:
+        _fail(str(err))
+    if not rows:
+        _fail(f"no trials found{f' for sweep {sweep!r}' if sweep else ''}: run `lorasweep run` first or check --sweep/--storage")
+    summaries = summarise(rows, tolerance)
+    render_terminal(summaries, console)
+    paths = write_report(summaries, rows, out, tolerance)
+    console.print("wrote " + ", ".join(str(p) for p in paths.values()), highlight=False)
+
+
+@app.command()
+def status(sweep: SweepOpt = None, storage: StorageOpt = None, as_json: JsonOpt = False) -> None:
+    """Per study: trials waiting, running, complete, failed, pruned."""
+    from rich.table import Table
+
+    from .report import study_status
+
+    try:
+        studies = study_status(storage, sweep)
+    except _user_errors() as err:
+        _fail(str(err))
+    if as_json:
+        typer.echo(json.dumps(studies, indent=2))
+        return
+    table = Table(title="studies")
+    for col in ("sweep", "task", "model", "variant", "waiting", "running", "complete", "failed", "pruned"):
+        table.add_column(col, justify="right" if col in ("waiting", "running", "complete", "failed", "pruned") else "left")
+    for s in studies:
+        table.add_row(*(str(s[c]) for c in ("sweep", "task", "model", "variant", "waiting", "running", "complete", "failed", "pruned")))
+    console.print(table)
+
+
+@app.command()
+def variants(as_json: JsonOpt = False) -> None:
+    """List the variants: key, taxonomy axis, one-line summary."""
+    from .variants import list_variants
+
+    _listing(list_variants(), ("key", "axis", "summary"), as_json)
+
+
+@app.command()
+def tasks(as_json: JsonOpt = False) -> None:
+    """List the tasks: key, metric, default model, one-line summary."""
+    from .tasks import list_tasks
+
+    _listing(list_tasks(), ("key", "metric", "default_model", "summary"), as_json)
+
+
+def _listing(entries: list[dict[str, Any]], columns: tuple[str, ...], as_json: bool) -> None:
+    from rich.table import Table
+
+    if as_json:
+        typer.echo(json.dumps(entries, indent=2))
+        return
+    table = Table()
+    for col in columns:
+        table.add_column(col)
+    for e in entries:
+        table.add_row(*(str(e[c]) for c in columns))
+    console.print(table)
+
+
+def main() -> None:
+    app(prog_name="lorasweep")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

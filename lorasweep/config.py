@@ -1,0 +1,300 @@
+"""Sweep configuration: recipe YAML -> validated dataclasses -> overrides -> TrialSpec.
+
+Config flows one way. A recipe (or the CLI's flags) becomes a :class:`SweepSpec`; every problem
+is found here, before anything touches the study store, and raised as :class:`ConfigError` with
+one line that names the problem and the fix. Each trial then gets a :class:`TrialSpec`: plain,
+picklable data, written into its run folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = [
+    "DEFAULT_LRS",
+    "ConfigError",
+    "SweepSpec",
+    "TrainConfig",
+    "TrialSpec",
+    "VariantSpec",
+    "apply_overrides",
+    "load_recipe",
+    "parse_floats",
+    "parse_ints",
+]
+
+#: The embedded default grid: spans collapse (too low), the peak and divergence (too high).
+DEFAULT_LRS = (1e-5, 1e-4, 1e-3, 3e-3, 1e-2)
+
+
+class ConfigError(ValueError):
+    """Bad input: the message is one line naming the problem and the fix."""
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """The one training loop's settings (the learning rate and seed come from the grid)."""
+
+    steps: int | None = None  # optimizer steps; wins over epochs
+    epochs: float | None = None
+    batch_size: int = 32
+    grad_accum: int = 1
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.06
+    schedule: str = "cosine"  # cosine | linear | constant
+    max_grad_norm: float = 1.0
+    eval_every: int = 0  # 0: at the end only
+    max_length: int = 64
+    estimation_batches: int = 64  # batches a data-driven init may look at (prepare hook)
+    precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16
+    device: str = "auto"
+
+    def validate(self) -> None:
+        if self.steps is not None and self.steps <= 0:
+            raise ConfigError(f"steps must be positive, got {self.steps}: pass e.g. --steps 100")
+        if self.epochs is not None and self.epochs <= 0:
+            raise ConfigError(f"epochs must be positive, got {self.epochs}: pass e.g. --epochs 1")
+        for name in ("batch_size", "grad_accum", "max_length"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"train.{name} must be positive, got {getattr(self, name)}")
+        if self.eval_every < 0 or self.estimation_batches < 0:
+            raise ConfigError("train.eval_every and train.estimation_batches must be >= 0")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ConfigError(f"train.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.schedule not in ("cosine", "linear", "constant"):
+            raise ConfigError(
+                f"train.schedule must be cosine, linear or constant, got {self.schedule!r}"
+            )
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise ConfigError(f"train.precision must be auto, fp32 or bf16, got {self.precision!r}")
+
+
+@dataclasses.dataclass
+class VariantSpec:
+    """One variant configuration: a registry key and its settings."""
+
+    key: str = "lora"
+    rank: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.0
+    target_modules: list[str] | None = None
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def tag(self) -> str:
+        """Short, stable name: ``lora-r8-a16``, plus a hash when options or targets are set."""
+        tag = f"{self.key}-r{self.rank}-a{self.alpha:g}"
+        if self.dropout:
+            tag += f"-d{self.dropout:g}"
+        extra = {"options": self.options, "targets": self.target_modules}
+        if self.options or self.target_modules:
+            digest = hashlib.sha1(json.dumps(extra, sort_keys=True).encode()).hexdigest()[:8]
+            tag += f"-{digest}"
+        return tag
+
+    def validate(self) -> None:
+        from .variants import VariantError, get_variant_class
+
+        try:
+            cls = get_variant_class(self.key)
+            cls(self.rank, self.alpha, self.dropout, **self.options)
+        except VariantError as err:
+            raise ConfigError(str(err)) from None
+
+
+@dataclasses.dataclass
+class SweepSpec:
+    """A whole sweep: model x task x variants x learning rates x seeds."""
+
+    name: str = "default"
+    model: str = "embedded:minilm"
+    task: str = "sentiment"
+    variants: list[VariantSpec] = dataclasses.field(default_factory=lambda: [VariantSpec()])
+    lrs: list[float] = dataclasses.field(default_factory=lambda: list(DEFAULT_LRS))
+    seeds: list[int] = dataclasses.field(default_factory=lambda: [0])
+    train: TrainConfig = dataclasses.field(default_factory=lambda: TrainConfig(steps=100))
+    task_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    storage: str | None = None
+    launcher: str = "inline"
+    workers: int = 1
+    runs_dir: str = "lorasweep/runs"
+
+    def validate(self) -> SweepSpec:
+        if not self.name or any(c in self.name for c in "/: "):
+            raise ConfigError(f"sweep name {self.name!r} must be non-empty, without '/', ':' or spaces")
+        if not self.lrs:
+            raise ConfigError("the learning-rate grid is empty: pass e.g. --lrs 1e-4,1e-3")
+        for lr in self.lrs:
+            if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+                raise ConfigError(f"learning rate {lr!r} must be a positive number: e.g. --lrs 1e-4,1e-3")
+        if not self.seeds:
+            raise ConfigError("the seed list is empty: pass e.g. --seeds 0")
+        if not self.variants:
+            raise ConfigError("no variant given: pass e.g. --variant lora,dora")
+        if self.launcher not in ("inline", "local"):
+            raise ConfigError(f"unknown launcher {self.launcher!r}: choose inline or local")
+        if self.workers <= 0:
+            raise ConfigError(f"workers must be positive, got {self.workers}")
+        tags = [v.tag for v in self.variants]
+        if len(set(tags)) != len(tags):
+            raise ConfigError(f"the same variant configuration is listed twice: {tags}")
+        for variant in self.variants:
+            variant.validate()
+        self.train.validate()
+        from .tasks import TaskError, get_task
+        from .train.model import ModelError, check_model
+
+        try:
+            get_task(self.task, **self.task_options)
+            check_model(self.model)
+        except (TaskError, ModelError) as err:
+            raise ConfigError(str(err)) from None
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SweepSpec:
+        data = dict(data)
+        known = {f.name for f in dataclasses.fields(cls)} | {"rank", "alpha", "target_modules"}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(
+                f"unknown recipe key {unknown[0]!r}: known keys are {', '.join(sorted(known))}"
+            )
+        shared = {k: data.pop(k) for k in ("rank", "alpha", "target_modules") if k in data}
+        variants = [_variant_from(v, shared) for v in _as_list(data.pop("variants", ["lora"]))]
+        train = data.pop("train", {}) or {}
+        try:
+            spec = cls(**data, variants=variants, train=TrainConfig(**train))
+        except TypeError as err:
+            raise ConfigError(f"bad recipe: {err}") from None
+        spec.lrs = [float(x) for x in _as_list(spec.lrs)] if not isinstance(spec.lrs, str) else parse_floats(spec.lrs)
+        spec.seeds = [int(x) for x in _as_list(spec.seeds)]
+        return spec
+
+
+@dataclasses.dataclass(frozen=True)
+class TrialSpec:
+    """Everything one trial needs, as plain data (picklable, written to the run folder)."""
+
+    sweep: str
+    study: str
+    storage: str
+    trial_number: int
+    model: str
+    task: str
+    task_options: dict[str, Any]
+    variant: VariantSpec
+    lr: float
+    seed: int
+    train: TrainConfig
+    run_dir: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrialSpec:
+        data = dict(data)
+        data["variant"] = VariantSpec(**data["variant"])
+        data["train"] = TrainConfig(**data["train"])
+        return cls(**data)
+
+
+def _as_list(value: Any) -> list:
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _variant_from(item: Any, shared: dict[str, Any]) -> VariantSpec:
+    if isinstance(item, str):
+        item = {"key": item}
+    if not isinstance(item, dict) or "key" not in item:
+        raise ConfigError(f"a variant entry must be a key or a mapping with 'key', got {item!r}")
+    fields = {f.name for f in dataclasses.fields(VariantSpec)}
+    merged = {**shared, **item}
+    options = dict(merged.pop("options", {}) or {})
+    options.update({k: merged.pop(k) for k in list(merged) if k not in fields})
+    if isinstance(merged.get("target_modules"), str):
+        merged["target_modules"] = _as_list(merged["target_modules"])
+    return VariantSpec(**merged, options=options)
+
+
+def parse_floats(text: str, what: str = "learning rate") -> list[float]:
+    """``"1e-5,1e-4"`` -> ``[1e-5, 1e-4]``, with a clear error for a malformed list."""
+    values = []
+    for part in text.split(","):
+        part = part.strip()
+        try:
+            values.append(float(part))
+        except ValueError:
+            raise ConfigError(
+                f"malformed {what} list {text!r}: {part!r} is not a number (e.g. --lrs 1e-5,1e-4,1e-3)"
+            ) from None
+    return values
+
+
+def parse_ints(text: str, what: str = "seed") -> list[int]:
+    try:
+        return [int(p) for p in text.split(",") if p.strip()]
+    except ValueError:
+        raise ConfigError(f"malformed {what} list {text!r}: use integers, e.g. --seeds 0,1,2") from None
+
+
+def load_recipe(path: str | Path) -> dict[str, Any]:
+    """Read a recipe YAML into a plain mapping (validated later, with the CLI's flags)."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as err:
+        raise ConfigError(f"cannot read recipe {str(path)!r}: {err.strerror}; check the path") from None
+    except yaml.YAMLError as err:
+        line = getattr(getattr(err, "problem_mark", None), "line", None)
+        where = f" at line {line + 1}" if line is not None else ""
+        raise ConfigError(f"recipe {str(path)!r} is not valid YAML{where}: fix the syntax") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"recipe {str(path)!r} must be a YAML mapping of sweep settings")
+    return data
+
+
+def apply_overrides(data: dict[str, Any], assignments: list[str]) -> dict[str, Any]:
+    """Apply ``--set key=value`` overrides to recipe data (dotted keys, YAML-typed values).
+
+    ``train.steps=50``, ``task.eval_limit=100`` (task options), ``variant.ratio=8`` (an option of
+    every listed variant), ``rank=4``, ``target_modules=query,value``.
+    """
+    data = dict(data)
+    for assignment in assignments:
+        key, sep, raw = assignment.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects key=value, got {assignment!r} (e.g. --set train.steps=50)")
+        key = key.strip()
+        value = yaml.safe_load(raw) if raw.strip() else None
+        head, _, rest = key.partition(".")
+        if head == "train" and rest:
+            data["train"] = {**(data.get("train") or {}), rest: value}
+        elif head == "task" and rest:
+            data["task_options"] = {**(data.get("task_options") or {}), rest: value}
+        elif head == "variant" and rest:
+            variants = [v if isinstance(v, dict) else {"key": v}
+                        for v in _as_list(data.get("variants", ["lora"]))]
+            for v in variants:
+                v["options"] = {**(v.get("options") or {}), rest: value}
+            data["variants"] = variants
+        elif not rest:
+            data[key] = value
+        else:
+            raise ConfigError(
+                f"unknown override {key!r}: use train.X, task.X, variant.X or a top-level recipe key"
+            )
+    return data

@@ -1,0 +1,16 @@
+"""In-process launcher: one worker loop in this process (the default; shows per-trial progress)."""
+
+from __future__ import annotations
+
+from ..sweep.worker import TrialEvents, WorkerSummary, run_worker
+from .base import Launcher
+
+__all__ = ["InlineLauncher"]
+
+
+class InlineLauncher(Launcher):
+    name = "inline"
+
+    def launch(self, storage_url: str, study_names: list[str], total: int,
+               events: TrialEvents) -> WorkerSummary:
+        return run_worker(storage_url, study_names, events)

@@ -1,0 +1,92 @@
+"""Local launcher: N worker processes on this machine, one GPU each when there are GPUs.
+
+Each process runs the same worker loop against the study store; trials are popped atomically
+from the store, so workers never share a trial. The CPU threads are split between workers.
+Worker output goes to ``<runs_dir>/workers/worker-I.log``; the parent polls the store for progress.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import time
+from pathlib import Path
+
+from ..sweep.worker import TrialEvents, WorkerSummary
+from .base import Launcher
+
+__all__ = ["LocalLauncher"]
+
+
+def _worker_main(storage_url: str, study_names: list[str], index: int, threads: int,
+                 gpu: int | None, log_path: str) -> None:
+    import sys
+
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
+    log = open(log_path, "a", buffering=1)  # noqa: SIM115  (lives as long as the process)
+    sys.stdout = sys.stderr = log
+    import torch
+
+    torch.set_num_threads(threads)
+    from ..sweep.worker import run_worker
+
+    summary = run_worker(storage_url, study_names)
+    print(f"worker {index} done: {summary}", flush=True)
+
+
+def _gpu_count() -> int:
+    try:
+        import torch
+
+        return torch.cuda.device_count()
+    except Exception:  # no usable torch/CUDA: CPU workers
+        return 0
+
+
+def _finished(counts) -> int:
+    return counts["completed"] + counts["pruned"] + counts["failed"]
+
+
+class LocalLauncher(Launcher):
+    name = "local"
+
+    def __init__(self, workers: int = 1, log_dir: str | Path = "lorasweep/runs/workers"):
+        self.workers = workers
+        self.log_dir = Path(log_dir)
+
+    def launch(self, storage_url: str, study_names: list[str], total: int,
+               events: TrialEvents) -> WorkerSummary:
+        from .poll import count_finished
+
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        gpus = _gpu_count()
+        threads = max(1, (os.cpu_count() or 1) // self.workers)
+        ctx = mp.get_context("spawn")
+        procs = []
+        before = count_finished(storage_url, study_names)
+        for i in range(self.workers):
+            gpu = i % gpus if gpus else None
+            log = str(self.log_dir / f"worker-{i}.log")
+            p = ctx.Process(target=_worker_main, args=(storage_url, study_names, i, threads, gpu, log))
+            p.start()
+            procs.append(p)
+        try:
+            while any(p.is_alive() for p in procs):
+                events.sweep_progress(_finished(count_finished(storage_url, study_names)) - _finished(before))
+                time.sleep(2.0)
+        except KeyboardInterrupt:
+            for p in procs:
+                p.terminate()
+            raise
+        finally:
+            for p in procs:
+                p.join()
+        after = count_finished(storage_url, study_names)
+        events.sweep_progress(_finished(after) - _finished(before))
+        crashed = [i for i, p in enumerate(procs) if p.exitcode != 0]
+        if crashed:
+            raise RuntimeError(
+                f"local worker(s) {crashed} exited abnormally: see {self.log_dir}/worker-N.log"
+            )
+        return WorkerSummary(**{k: after[k] - before[k] for k in ("completed", "pruned", "failed", "diverged")})

@@ -1,0 +1,1 @@
+"""The sweep: study naming, storage URLs, grid enqueueing, the worker loop, status."""

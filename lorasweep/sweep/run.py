@@ -1,0 +1,46 @@
+"""run_sweep: the function behind ``lorasweep run`` (validate -> sync the grid -> launch)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from ..config import SweepSpec
+from .study import GridSync, sync_sweep
+from .worker import TrialEvents, WorkerSummary
+
+__all__ = ["SweepOutcome", "run_sweep"]
+
+
+@dataclasses.dataclass
+class SweepOutcome:
+    storage: str
+    syncs: list[GridSync]
+    summary: WorkerSummary
+
+    @property
+    def skipped(self) -> int:
+        return sum(s.done for s in self.syncs)
+
+
+def run_sweep(spec: SweepSpec, events: TrialEvents | None = None,
+              progress_factory=None) -> SweepOutcome:
+    """Validate ``spec``, enqueue its missing grid points, and run them with its launcher.
+
+    Raises ``ConfigError`` / ``StorageError`` before anything is written when the input is bad.
+    """
+    from ..launch import get_launcher
+    from .store import default_storage_url, open_storage
+
+    spec.validate()
+    url = spec.storage or default_storage_url()
+    storage = open_storage(url)
+    syncs = sync_sweep(spec, storage)
+    pending = sum(s.enqueued + s.waiting for s in syncs)
+    launcher = get_launcher(spec.launcher, spec.workers, spec.runs_dir)
+    names = [s.study for s in syncs]
+    if progress_factory is not None and pending:
+        with progress_factory(pending) as progress:
+            summary = launcher.launch(url, names, pending, progress)
+    else:
+        summary = launcher.launch(url, names, pending, events or TrialEvents())
+    return SweepOutcome(storage=url, syncs=syncs, summary=summary)

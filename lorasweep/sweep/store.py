@@ -1,0 +1,90 @@
+"""Study storage: the one shared state. SQLite by default, any SQLAlchemy URL, or a journal file.
+
+URLs:
+* ``None``: ``sqlite:///lorasweep/studies.db`` under the current directory;
+* ``sqlite:///...``, ``postgresql+psycopg://...``: Optuna's ``RDBStorage``;
+* ``journal:PATH`` (or a path ending in ``.journal``/``.log``): Optuna's ``JournalStorage`` over a
+  file, the choice for shared file systems on clusters.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["StorageError", "default_storage_url", "open_storage", "storage_label"]
+
+DEFAULT_DB = Path("lorasweep") / "studies.db"
+
+
+class StorageError(ValueError):
+    """A storage URL that cannot be opened."""
+
+
+def default_storage_url() -> str:
+    return f"sqlite:///{DEFAULT_DB.resolve()}"
+
+
+def storage_label(url: str) -> str:
+    """The URL without its password, for messages and provenance."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        return f"{scheme}://{creds.split(':')[0]}@{host}"
+    return url
+
+
+def _journal_path(url: str) -> str | None:
+    if url.startswith("journal:"):
+        return url.split(":", 1)[1]
+    if "://" not in url and url.endswith((".journal", ".log")):
+        return url
+    return None
+
+
+def open_storage(url: str | None, create: bool = True):
+    """An Optuna storage for ``url``; a clear :class:`StorageError` when it cannot be reached."""
+    import optuna
+    import sqlalchemy.exc
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # lorasweep reports progress itself
+    url = url or default_storage_url()
+    journal = _journal_path(url)
+    if journal is not None:
+        from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+        path = Path(journal)
+        if not path.parent.exists():
+            if not create:
+                raise StorageError(f"no journal file at {journal!r}: check --storage")
+            path.parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(str(path)))
+    if url.startswith("sqlite:///"):
+        path = Path(url[len("sqlite:///") :])
+        if not path.exists() and not create:
+            raise StorageError(f"no study store at {url!r}: run `lorasweep run` first or pass --storage")
+        if create:
+            path.parent.mkdir(parents=True, exist_ok=True)
+    elif "://" not in url:
+        raise StorageError(
+            f"storage {url!r} is not a URL: use sqlite:///FILE, postgresql+psycopg://..., or journal:FILE"
+        )
+    try:
+        return optuna.storages.RDBStorage(
+            url, engine_kwargs=_engine_kwargs(url), skip_compatibility_check=False
+        )
+    except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.ArgumentError) as err:
+        reason = str(getattr(err, "orig", err)).strip().splitlines()[0]
+        raise StorageError(
+            f"cannot open storage {storage_label(url)}: {reason}; start the server or fix --storage"
+        ) from None
+    except ModuleNotFoundError as err:
+        raise StorageError(
+            f"storage {storage_label(url)} needs the driver {err.name}: pip install 'lorasweep[postgres]'"
+        ) from None
+
+
+def _engine_kwargs(url: str) -> dict:
+    if url.startswith("sqlite"):
+        # Parallel local workers: wait for the write lock instead of failing at once.
+        return {"connect_args": {"timeout": 60}}
+    return {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}}

@@ -1,0 +1,147 @@
+"""One Optuna study per (sweep, task, model, variant configuration); the grid as enqueued trials.
+
+A grid point is ``(lr, seed)``. Each is enqueued once as a WAITING trial carrying the user attr
+``grid_point``; workers pop WAITING trials atomically (Optuna's ``ask``). Syncing the grid again
+(every ``lorasweep run``) enqueues only the points that have no finished, waiting or live trial,
+so no grid point ever completes twice and failed or killed trials are retried.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections import Counter
+from typing import Any
+
+from ..config import SweepSpec, VariantSpec
+
+__all__ = [
+    "HEARTBEAT_GRACE_S",
+    "GridSync",
+    "fail_stale_trials",
+    "grid_point",
+    "study_name",
+    "sync_sweep",
+]
+
+HEARTBEAT_ATTR = "heartbeat"
+HEARTBEAT_INTERVAL_S = 10.0
+HEARTBEAT_GRACE_S = 60.0
+_SEARCH_SPACE_KEYS = ("lr", "seed")
+
+
+def study_name(spec: SweepSpec, variant: VariantSpec) -> str:
+    return f"{spec.name}|{spec.task}|{spec.model}|{variant.tag}"
+
+
+def grid_point(lr: float, seed: int) -> str:
+    return f"lr={lr:.6g},seed={seed}"
+
+
+@dataclasses.dataclass
+class GridSync:
+    study: str
+    variant: str
+    enqueued: int = 0
+    done: int = 0
+    waiting: int = 0
+    running: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.enqueued + self.done + self.waiting + self.running
+
+
+def fail_stale_trials(study: Any, grace_s: float = HEARTBEAT_GRACE_S) -> int:
+    """Mark RUNNING trials whose worker stopped beating as FAIL; returns how many."""
+    from optuna.exceptions import UpdateFinishedTrialError
+    from optuna.trial import TrialState
+
+    now, failed = time.time(), 0
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        beat = trial.user_attrs.get(HEARTBEAT_ATTR)
+        start = trial.datetime_start.timestamp() if trial.datetime_start else now
+        if now - (beat if beat is not None else start) > grace_s:
+            try:
+                study._storage.set_trial_user_attr(trial._trial_id, "fail_reason", "worker lost (no heartbeat)")
+                study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+                failed += 1
+            except UpdateFinishedTrialError:  # another worker got there first
+                pass
+    return failed
+
+
+def _sync_study(study: Any, spec: SweepSpec, variant: VariantSpec) -> GridSync:
+    from optuna.trial import TrialState
+
+    fail_stale_trials(study)
+    states: dict[str, Counter] = {}
+    for trial in study.get_trials(deepcopy=False):
+        point = trial.user_attrs.get("grid_point")
+        if point is not None:
+            states.setdefault(point, Counter())[trial.state] += 1
+    sync = GridSync(study=study.study_name, variant=variant.tag)
+    for seed in spec.seeds:
+        for lr in spec.lrs:
+            point = grid_point(lr, seed)
+            seen = states.get(point, Counter())
+            if seen[TrialState.COMPLETE] or seen[TrialState.PRUNED]:
+                sync.done += 1
+            elif seen[TrialState.WAITING]:
+                sync.waiting += 1
+            elif seen[TrialState.RUNNING]:
+                sync.running += 1
+            else:
+                study.enqueue_trial(
+                    {"lr": float(lr), "seed": int(seed)},
+                    user_attrs={"grid_point": point, "retry": seen[TrialState.FAIL]},
+                )
+                sync.enqueued += 1
+    return sync
+
+
+def _check_same_settings(study: Any, spec: SweepSpec) -> None:
+    """A sweep's trials must be comparable: refuse to mix training budgets in one study."""
+    from ..config import ConfigError
+
+    for key, value in (("train", dataclasses.asdict(spec.train)), ("task_options", spec.task_options)):
+        stored = study.user_attrs.get(key)
+        if stored is not None and stored != value:
+            changed = sorted(k for k in set(stored) | set(value) if stored.get(k) != value.get(k))
+            raise ConfigError(
+                f"sweep {spec.name!r} already ran with other {key} settings ({', '.join(changed)}): "
+                "use the same settings, or a new --sweep NAME"
+            )
+
+
+def sync_sweep(spec: SweepSpec, storage: Any) -> list[GridSync]:
+    """Create (or reopen) the sweep's studies and enqueue what is missing. Returns per-study counts."""
+    import optuna
+
+    existing = set(optuna.get_all_study_names(storage))
+    for variant in spec.variants:  # check every study before writing to any
+        name = study_name(spec, variant)
+        if name in existing:
+            _check_same_settings(optuna.load_study(study_name=name, storage=storage), spec)
+    syncs = []
+    for variant in spec.variants:
+        name = study_name(spec, variant)
+        study = optuna.create_study(
+            study_name=name, storage=storage, direction="maximize", load_if_exists=True
+        )
+        attrs = {
+            "sweep": spec.name,
+            "task": spec.task,
+            "model": spec.model,
+            "variant": variant.key,
+            "variant_tag": variant.tag,
+            "variant_spec": dataclasses.asdict(variant),
+            "train": dataclasses.asdict(spec.train),
+            "task_options": spec.task_options,
+            "runs_dir": spec.runs_dir,
+        }
+        for key, value in attrs.items():
+            if study.user_attrs.get(key) != value:
+                study.set_user_attr(key, value)
+        syncs.append(_sync_study(study, spec, variant))
+    return syncs

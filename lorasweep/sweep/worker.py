@@ -1,0 +1,169 @@
+"""The worker loop: pop the next waiting trial of a study, run it, record everything.
+
+Every launcher runs this same loop (in-process, in local processes, in SLURM jobs). The worker
+holds no state the sweep needs: a trial is popped atomically, beats a heartbeat while it runs and
+is told COMPLETE / PRUNED / FAIL with its metrics and provenance. A killed worker loses only its
+running trial, which the next sync (after the heartbeat grace period) marks FAIL and re-enqueues.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..config import TrainConfig, TrialSpec, VariantSpec
+from .study import HEARTBEAT_ATTR, HEARTBEAT_INTERVAL_S, fail_stale_trials
+
+__all__ = ["TrialEvents", "WorkerSummary", "run_worker"]
+
+
+@dataclasses.dataclass
+class WorkerSummary:
+    completed: int = 0
+    pruned: int = 0
+    failed: int = 0
+    diverged: int = 0
+
+
+class TrialEvents:
+    """Callbacks for progress display; the default shows nothing."""
+
+    def trial_started(self, spec: TrialSpec, total_steps: int) -> None: ...
+    def trial_step(self, step: int, loss: float) -> None: ...
+    def trial_finished(self, spec: TrialSpec, state: str, value: float | None) -> None: ...
+    def sweep_progress(self, finished: int) -> None:
+        """Trials finished so far, for launchers that only see the store."""
+
+
+class _Heartbeat:
+    def __init__(self, study: Any, trial_id: int, interval: float = HEARTBEAT_INTERVAL_S):
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, args=(study, trial_id, interval), daemon=True)
+
+    def _beat(self, study: Any, trial_id: int, interval: float) -> None:
+        while True:
+            study._storage.set_trial_user_attr(trial_id, HEARTBEAT_ATTR, time.time())
+            if self._stop.wait(interval):
+                return
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+class _OptunaReporter:
+    """Bridges the training loop to the trial: intermediate scores, pruning, progress."""
+
+    def __init__(self, trial: Any, events: TrialEvents, spec: TrialSpec):
+        self.trial, self.events, self.spec = trial, events, spec
+
+    def on_start(self, total_steps: int) -> None:
+        self.events.trial_started(self.spec, total_steps)
+
+    def on_step(self, step: int, loss: float) -> None:
+        self.events.trial_step(step, loss)
+
+    def report(self, step: int, value: float) -> bool:
+        self.trial.report(value, step)
+        return self.trial.should_prune()
+
+
+def _trial_spec(study: Any, trial: Any, storage_url: str) -> TrialSpec:
+    attrs = study.user_attrs
+    lr = trial.suggest_float("lr", 1e-12, 1e3, log=True)
+    seed = trial.suggest_int("seed", 0, 2**31 - 1)
+    run_dir = Path(attrs["runs_dir"]) / attrs["sweep"] / attrs["variant_tag"] / f"trial-{trial.number:04d}"
+    return TrialSpec(
+        sweep=attrs["sweep"],
+        study=study.study_name,
+        storage=storage_url,
+        trial_number=trial.number,
+        model=attrs["model"],
+        task=attrs["task"],
+        task_options=attrs["task_options"],
+        variant=VariantSpec(**attrs["variant_spec"]),
+        lr=lr,
+        seed=seed,
+        train=TrainConfig(**attrs["train"]),
+        run_dir=str(run_dir.resolve()),
+    )
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def run_worker(storage_url: str, study_names: list[str], events: TrialEvents | None = None,
+               should_stop: Callable[[], bool] = lambda: False) -> WorkerSummary:
+    """Run waiting trials of ``study_names`` (in order) until none is left."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from ..train.trial import run_trial
+    from .store import open_storage
+
+    events = events or TrialEvents()
+    storage = open_storage(storage_url, create=False)
+    summary = WorkerSummary()
+    for name in study_names:
+        study = optuna.load_study(study_name=name, storage=storage)
+        while not should_stop():
+            fail_stale_trials(study)
+            if not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+                break
+            trial = study.ask()
+            if "grid_point" not in trial.user_attrs:
+                # Another worker popped the last waiting trial between our check and ask():
+                # Optuna created a fresh trial instead. Close it, marked, and move on.
+                trial.set_user_attr("stray", True)
+                study.tell(trial, state=TrialState.FAIL)
+                continue
+            spec = _trial_spec(study, trial, storage_url)
+            state, value = _run_one(study, trial, spec, events, run_trial)
+            events.trial_finished(spec, state, value)
+            if state == "diverged":  # a diverged trial is a result: complete, at the worst score
+                summary.diverged += 1
+                state = "completed"
+            setattr(summary, state, getattr(summary, state) + 1)
+    return summary
+
+
+def _run_one(study: Any, trial: Any, spec: TrialSpec, events: TrialEvents,
+             run_trial: Callable[..., Any]) -> tuple[str, float | None]:
+    from optuna.trial import TrialState
+
+    with _Heartbeat(study, trial._trial_id):
+        try:
+            result = run_trial(spec, _OptunaReporter(trial, events, spec))
+        except KeyboardInterrupt:  # free the grid point at once, so a rerun retries it
+            trial.set_user_attr("fail_reason", "interrupted")
+            study.tell(trial, state=TrialState.FAIL)
+            raise
+        except Exception as err:  # a trial's failure is recorded, never fatal to the sweep
+            trial.set_user_attr("fail_reason", f"{type(err).__name__}: {err}")
+            trial.set_user_attr("traceback", traceback.format_exc()[-4000:])
+            study.tell(trial, state=TrialState.FAIL)
+            return "failed", None
+    for key, val in {**result.metrics, **result.attrs}.items():
+        trial.set_user_attr(key, _json_safe(val))
+    if result.pruned:
+        study.tell(trial, state=TrialState.PRUNED)
+        return "pruned", None
+    study.tell(trial, result.value)
+    return ("diverged" if result.metrics.get("diverged") else "completed"), result.value

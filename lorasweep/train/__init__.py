@@ -1,0 +1,1 @@
+"""Model loading, the one training loop, and run_trial."""

@@ -1,0 +1,172 @@
+"""The one training loop. Variants plug in through hooks; the loop never asks which one it runs.
+
+Reads top to bottom: optimizer from the variant's parameter groups -> warm-up + decay schedule ->
+steps of (accumulated) micro-batches -> clip -> hooks -> step -> periodic evaluation reported to
+the trial -> final evaluation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
+
+import torch
+
+from ..config import TrainConfig
+from ..tasks import Task, TaskData
+from ..variants import Variant
+
+__all__ = ["Diverged", "Reporter", "TrainResult", "lr_lambda", "train", "total_steps"]
+
+
+class Diverged(Exception):
+    """The loss became NaN or infinite: the learning rate is too high for this variant."""
+
+
+class Reporter(Protocol):
+    def on_start(self, total_steps: int) -> None: ...
+    def on_step(self, step: int, loss: float) -> None: ...
+    def report(self, step: int, value: float) -> bool:
+        """Record an intermediate score; True means stop this trial (pruned)."""
+
+
+class SilentReporter:
+    def on_start(self, total_steps: int) -> None:
+        pass
+
+    def on_step(self, step: int, loss: float) -> None:
+        pass
+
+    def report(self, step: int, value: float) -> bool:
+        return False
+
+
+@dataclasses.dataclass
+class TrainResult:
+    validation: float
+    test: float
+    best_validation: float
+    steps: int
+    final_loss: float
+    diverged: bool
+    pruned: bool
+    train_seconds: float
+    tokens: int
+    history: list[dict[str, float]]
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / self.train_seconds if self.train_seconds > 0 else 0.0
+
+
+def total_steps(cfg: TrainConfig, n_train: int) -> int:
+    if cfg.steps is not None:
+        return cfg.steps
+    per_epoch = math.ceil(n_train / (cfg.batch_size * cfg.grad_accum))
+    return max(1, math.ceil((cfg.epochs or 1.0) * per_epoch))
+
+
+def lr_lambda(cfg: TrainConfig, steps: int) -> Callable[[int], float]:
+    """Linear warm-up to 1, then cosine or linear decay to 0 (or constant)."""
+    warmup = int(cfg.warmup_ratio * steps)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        if cfg.schedule == "constant":
+            return 1.0
+        progress = (step - warmup) / max(1, steps - warmup)
+        if cfg.schedule == "linear":
+            return max(0.0, 1.0 - progress)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def autocast_for(cfg: TrainConfig, device: torch.device) -> Callable[[], Any]:
+    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
+    if bf16:
+        return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext
+
+
+def micro_batches(task: Task, tokenizer: Any, examples: list[dict[str, Any]], cfg: TrainConfig,
+                  seed: int) -> Iterator[dict[str, torch.Tensor]]:
+    """Endless seeded shuffles of the training set, collated into micro-batches."""
+    generator = torch.Generator().manual_seed(seed)
+    while True:
+        order = torch.randperm(len(examples), generator=generator).tolist()
+        for start in range(0, len(order) - cfg.batch_size + 1, cfg.batch_size):
+            chunk = [examples[i] for i in order[start : start + cfg.batch_size]]
+            yield task.collate(tokenizer, chunk, cfg.max_length)
+
+
+def train(model: torch.nn.Module, variant: Variant, task: Task, tokenizer: Any, data: TaskData,
+          cfg: TrainConfig, lr: float, seed: int, device: torch.device,
+          reporter: Reporter | None = None) -> TrainResult:
+    reporter = reporter or SilentReporter()
+    autocast = autocast_for(cfg, device)
+    steps = total_steps(cfg, len(data.train))
+    optimizer = torch.optim.AdamW(variant.param_groups(lr, cfg.weight_decay))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, steps))
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    batches = micro_batches(task, tokenizer, data.train, cfg, seed)
+
+    def evaluate(examples: list[dict[str, Any]]) -> float:
+        return task.evaluate(model, tokenizer, examples, cfg.batch_size, cfg.max_length, autocast)
+
+    history: list[dict[str, float]] = []
+    best = -math.inf
+    loss_value, tokens, diverged, pruned = math.nan, 0, False, False
+    reporter.on_start(steps)
+    model.train()
+    started = time.perf_counter()
+    step = 0
+    try:
+        for step in range(1, steps + 1):
+            loss_sum = 0.0
+            for _ in range(cfg.grad_accum):
+                batch = {k: v.to(device) for k, v in next(batches).items()}
+                tokens += int(batch["attention_mask"].sum())
+                with autocast():
+                    loss = model(**batch).loss
+                    extra = variant.extra_loss()
+                    if extra is not None:
+                        loss = loss + extra
+                if not torch.isfinite(loss):
+                    raise Diverged(f"non-finite loss at step {step}")
+                (loss / cfg.grad_accum).backward()
+                loss_sum += float(loss.detach())
+            if cfg.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            variant.before_optimizer_step()
+            optimizer.step()
+            variant.after_optimizer_step(step, optimizer)
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            loss_value = loss_sum / cfg.grad_accum
+            reporter.on_step(step, loss_value)
+            if cfg.eval_every and step % cfg.eval_every == 0 and step < steps:
+                score = evaluate(data.validation)
+                best = max(best, score)
+                history.append({"step": step, "validation": score, "loss": loss_value})
+                if reporter.report(step, score):
+                    pruned = True
+                    break
+    except Diverged:
+        diverged = True
+    seconds = time.perf_counter() - started
+    if diverged:
+        worst = task.worst_score
+        history.append({"step": step, "validation": worst, "loss": math.nan})
+        return TrainResult(worst, worst, worst, step, math.nan, True, False, seconds, tokens, history)
+    validation = evaluate(data.validation)
+    best = max(best, validation)
+    history.append({"step": step, "validation": validation, "loss": loss_value})
+    test = evaluate(data.test) if not pruned else math.nan
+    return TrainResult(validation, test, best, step, loss_value, False, pruned, seconds, tokens,
+                       history)

@@ -1,0 +1,134 @@
+"""run_trial: one TrialSpec in, one result out (model -> variant -> prepare -> train -> save)."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import math
+import platform
+import resource
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ..config import TrialSpec
+from .loop import Reporter, micro_batches, train
+
+__all__ = ["TrialResult", "provenance", "run_trial"]
+
+
+@dataclasses.dataclass
+class TrialResult:
+    value: float  # the objective: validation score (the task's worst score if diverged)
+    pruned: bool
+    metrics: dict[str, Any]
+    attrs: dict[str, Any]
+
+
+def _device(name: str):
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def provenance(device: Any) -> dict[str, Any]:
+    import torch
+    import transformers
+
+    from .. import __version__
+
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    return {
+        "lorasweep_version": __version__,
+        "torch_version": torch.__version__,
+        "transformers_version": transformers.__version__,
+        "python_version": sys.version.split()[0],
+        "host": socket.gethostname(),
+        "device": f"{device.type}: {name}",
+    }
+
+
+def _peak_memory_mb(device: Any) -> float:
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # process peak RSS
+
+
+def run_trial(spec: TrialSpec, reporter: Reporter | None = None) -> TrialResult:
+    import torch
+
+    from ..tasks import get_task
+    from ..variants import apply_variant, get_variant, save_adapter
+    from .model import load_model
+
+    started = time.perf_counter()
+    run_dir = Path(spec.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(json.dumps(spec.to_dict(), indent=2, sort_keys=True))
+    device = _device(spec.train.device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    task = get_task(spec.task, **spec.task_options)
+    data = task.load()
+    model, tokenizer, heads = load_model(spec.model, task.model_kind, task.num_labels, spec.seed)
+    torch.manual_seed(spec.seed)
+    v = spec.variant
+    apply_variant(model, v.key, rank=v.rank, alpha=v.alpha, dropout=v.dropout,
+                  target_modules=v.target_modules, modules_to_save=heads, **v.options)
+    model.to(device)
+    variant = get_variant(model)
+
+    prepare_started = time.perf_counter()
+    estimation = itertools.islice(
+        micro_batches(task, tokenizer, data.train, spec.train, seed=spec.seed + 10_000),
+        spec.train.estimation_batches,
+    )
+    prepared = variant.prepare(model, ({k: t.to(device) for k, t in b.items()} for b in estimation))
+    prepare_seconds = time.perf_counter() - prepare_started
+
+    result = train(model, variant, task, tokenizer, data, spec.train, spec.lr, spec.seed, device,
+                   reporter)
+    if not result.diverged and not result.pruned:
+        save_adapter(model, run_dir / "adapter", base_model=spec.model)
+
+    trainable = sum(p.numel() for _, p in variant.adapter_parameters())
+    metrics = {
+        f"validation_{task.metric}": result.validation,
+        f"test_{task.metric}": result.test,
+        f"best_validation_{task.metric}": result.best_validation,
+        "final_loss": result.final_loss,
+        "steps": result.steps,
+        "diverged": result.diverged,
+        "tokens_per_second": result.tokens_per_second,
+    }
+    attrs = {
+        "metric": task.metric,
+        "config": spec.to_dict(),
+        "variant_config": variant.describe(),
+        "trainable_params": trainable,
+        "wall_time_s": time.perf_counter() - started,
+        "train_time_s": result.train_seconds,
+        "prepare": {**prepared, "seconds": prepare_seconds},
+        "peak_memory_mb": _peak_memory_mb(device),
+        "history": result.history,
+        "run_dir": str(run_dir),
+        **provenance(device),
+    }
+    (run_dir / "metrics.json").write_text(
+        json.dumps({**metrics, **{k: attrs[k] for k in ("wall_time_s", "peak_memory_mb")}},
+                   indent=2, default=_json_default)
+    )
+    return TrialResult(result.validation, result.pruned, metrics, attrs)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return str(value)

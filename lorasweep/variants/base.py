@@ -1,0 +1,361 @@
+"""The adapter base every variant is built on: one layer class, one model-level class, one registry.
+
+A variant is two small classes in one file:
+
+* an :class:`AdapterLayer` subclass: the math of one wrapped ``nn.Linear`` (its parameters, their
+  initialisation, its update ``delta_weight`` and its ``forward``);
+* a :class:`Variant` subclass: the registry entry (key, taxonomy axis, one-line summary, options)
+  and the training-loop hooks that need the whole model (``prepare``, ``param_groups``,
+  ``extra_loss``, ``before_optimizer_step``, ``after_optimizer_step``).
+
+The training loop only ever calls the hooks; it never asks which variant it is running.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterable
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+__all__ = [
+    "AXES",
+    "AdapterLayer",
+    "NoOptions",
+    "Variant",
+    "VariantError",
+    "get_variant_class",
+    "register",
+    "registry",
+]
+
+AXES = ("baseline", "rank", "optimization", "initialization", "moe")
+
+
+class VariantError(ValueError):
+    """A variant key, option or target that cannot be used."""
+
+
+@dataclasses.dataclass
+class NoOptions:
+    """Variants without options of their own."""
+
+
+class AdapterLayer(nn.Module):
+    """A frozen ``nn.Linear`` plus a trainable low-rank update (plain LoRA math by default).
+
+    ``y = W x + b + s · B A dropout(x)``, ``A ∈ R^{r×in}`` Kaiming-uniform, ``B ∈ R^{out×r}`` zero,
+    ``s = alpha / r``. Subclasses override ``scaling``, ``reset_adapter``, ``delta_weight`` and
+    ``forward`` as their math needs; everything else (merge, save, export) follows from those.
+
+    A layer whose initial update ``s · B0 A0`` is not zero keeps ``B0``/``A0`` as buffers and
+    writes the residual ``W - s · B0 A0`` into the frozen weight, so the model starts as the base
+    model and can still be exported as a plain LoRA adapter of the untouched base weight.
+    """
+
+    def __init__(self, base: nn.Linear, variant: Variant):
+        super().__init__()
+        if not isinstance(base, nn.Linear):
+            raise VariantError(f"{variant.key} wraps nn.Linear layers, got {type(base).__name__}")
+        self.base = base
+        self.base.weight.requires_grad_(False)
+        if self.base.bias is not None:
+            self.base.bias.requires_grad_(False)
+        self.rank = variant.rank
+        self.alpha = variant.alpha
+        self.options = variant.options
+        self.in_features = base.in_features
+        self.out_features = base.out_features
+        self.dropout = nn.Dropout(variant.dropout) if variant.dropout > 0 else nn.Identity()
+        self.merged = False
+        factory = {"device": base.weight.device, "dtype": _adapter_dtype(base.weight.dtype)}
+        self.lora_A = nn.Parameter(torch.empty(self.rank, self.in_features, **factory))
+        self.lora_B = nn.Parameter(torch.zeros(self.out_features, self.rank, **factory))
+
+    # ----------------------------------------------------------------- the math, overridable
+    @property
+    def scaling(self) -> float:
+        return self.alpha / self.rank
+
+    @torch.no_grad()
+    def reset_adapter(self) -> None:
+        """Initialise the adapter tensors (called once, right after wrapping)."""
+        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
+        nn.init.zeros_(self.lora_B)
+
+    def delta_weight(self) -> torch.Tensor:
+        """The update added to the frozen weight, ``out × in``, in the adapter's dtype."""
+        return self.scaling * (self.lora_B @ self.lora_A)
+
+    def adapter_output(self, x: torch.Tensor) -> torch.Tensor:
+        """The update applied to an input: ``s · B A dropout(x)`` without forming ``B A``."""
+        return self.scaling * ((self.dropout(x) @ self.lora_A.t()) @ self.lora_B.t())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.base(x)
+        if self.merged:
+            return out
+        return out + self.adapter_output(x).to(out.dtype)
+
+    # --------------------------------------------------------------------- merge / unmerge
+    def merged_weight(self) -> torch.Tensor:
+        """The weight that makes ``base(x)`` equal this layer's forward (dropout off)."""
+        return self.base.weight + self.delta_weight().to(self.base.weight.dtype)
+
+    @torch.no_grad()
+    def merge(self) -> None:
+        if not self.merged:
+            self._unmerged_weight = self.base.weight.detach().clone()
+            self.base.weight.copy_(self.merged_weight())
+            self.merged = True
+
+    @torch.no_grad()
+    def unmerge(self) -> None:
+        if self.merged:
+            self.base.weight.copy_(self._unmerged_weight)
+            del self._unmerged_weight
+            self.merged = False
+
+    # ------------------------------------------------------ non-zero initial update support
+    @torch.no_grad()
+    def keep_initial_update(self) -> None:
+        """Record ``B0, A0`` and write the residual ``W - s·B0 A0`` into the frozen weight."""
+        self.register_buffer("lora_B0", self.lora_B.detach().clone(), persistent=True)
+        self.register_buffer("lora_A0", self.lora_A.detach().clone(), persistent=True)
+        self.subtract_initial_update()
+
+    @torch.no_grad()
+    def subtract_initial_update(self) -> None:
+        initial = self.scaling * (self.lora_B0 @ self.lora_A0)
+        self.base.weight.sub_(initial.to(self.base.weight.dtype))
+
+    @property
+    def has_initial_update(self) -> bool:
+        return hasattr(self, "lora_B0")
+
+    # -------------------------------------------------------------------- state for saving
+    def adapter_state(self) -> dict[str, torch.Tensor]:
+        """Trainable tensors and the buffers needed to rebuild the layer on a fresh base."""
+        state = {n: p.detach() for n, p in self.named_parameters() if not n.startswith("base.")}
+        state.update(
+            {n: b.detach() for n, b in self.named_buffers() if not n.startswith("base.")}
+        )
+        return state
+
+
+def _adapter_dtype(weight_dtype: torch.dtype) -> torch.dtype:
+    """Adapters of quantised or half-precision bases train in fp32 (autocast handles the rest)."""
+    return torch.float32 if weight_dtype in (torch.float16, torch.bfloat16) else weight_dtype
+
+
+class Variant:
+    """The model-level side of a variant: its registry entry, options and training-loop hooks.
+
+    One instance per adapted model; it holds the wrapped layers by module name. The defaults here
+    are plain LoRA's: one parameter group, no extra loss, nothing around the optimizer step.
+    """
+
+    key: ClassVar[str] = ""
+    axis: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    layer: ClassVar[type[AdapterLayer]] = AdapterLayer
+    Options: ClassVar[type] = NoOptions
+    #: How the exported peft ``LoraConfig`` marks this variant (``None``: no peft export).
+    peft_flags: ClassVar[dict[str, Any] | None] = {}
+
+    def __init__(self, rank: int = 8, alpha: float = 16.0, dropout: float = 0.0, **options: Any):
+        if not isinstance(rank, int) or rank <= 0:
+            raise VariantError(f"rank must be a positive integer, got {rank!r}: pass e.g. --rank 8")
+        if not alpha or alpha <= 0:
+            raise VariantError(f"alpha must be positive, got {alpha!r}: pass e.g. --alpha 16")
+        if not 0.0 <= dropout < 1.0:
+            raise VariantError(f"dropout must be in [0, 1), got {dropout!r}")
+        self.rank = rank
+        self.alpha = float(alpha)
+        self.dropout = float(dropout)
+        self.options = self.parse_options(options)
+        self.layers: dict[str, AdapterLayer] = {}
+        self.modules_to_save: dict[str, nn.Module] = {}
+
+    @classmethod
+    def parse_options(cls, options: dict[str, Any]):
+        """Build the Options dataclass, naming unknown options and the known ones."""
+        fields = {f.name: f for f in dataclasses.fields(cls.Options)}
+        unknown = sorted(set(options) - set(fields))
+        if unknown:
+            known = ", ".join(sorted(fields)) or "none"
+            raise VariantError(
+                f"unknown option {unknown[0]!r} for variant {cls.key!r} (its options: {known})"
+            )
+        typed = {}
+        for name, value in options.items():
+            typed[name] = _coerce(value, fields[name].type, f"{cls.key} option {name}")
+        parsed = cls.Options(**typed)
+        validate = getattr(parsed, "validate", None)
+        if validate is not None:
+            validate()
+        return parsed
+
+    @classmethod
+    def option_defaults(cls) -> dict[str, Any]:
+        return dataclasses.asdict(cls.Options())
+
+    def describe(self) -> dict[str, Any]:
+        """The resolved configuration, as stored with every trial and adapter."""
+        return {
+            "variant": self.key,
+            "rank": self.rank,
+            "alpha": self.alpha,
+            "dropout": self.dropout,
+            "options": dataclasses.asdict(self.options),
+            "target_modules": sorted(self.layers),
+            "modules_to_save": sorted(self.modules_to_save),
+        }
+
+    # ----------------------------------------------------------------------- construction
+    def build_layer(self, name: str, base: nn.Linear) -> AdapterLayer:
+        layer = self.layer(base, self)
+        layer.reset_adapter()
+        self.layers[name] = layer
+        return layer
+
+    # ------------------------------------------------------------------------------ hooks
+    def prepare(self, model: nn.Module, batches: Iterable[dict[str, torch.Tensor]]) -> dict:
+        """Data-driven initialisation before the optimizer is built; returns facts to record."""
+        return {}
+
+    def adapter_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        seen: set[int] = set()
+        out = []
+        for lname, layer in self.layers.items():
+            for pname, p in layer.named_parameters():
+                if p.requires_grad and id(p) not in seen and not pname.startswith("base."):
+                    seen.add(id(p))
+                    out.append((f"{lname}.{pname}", p))
+        return out
+
+    def saved_module_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        return [
+            (f"{mname}.{pname}", p)
+            for mname, module in self.modules_to_save.items()
+            for pname, p in module.named_parameters()
+        ]
+
+    def param_groups(self, lr: float, weight_decay: float = 0.0) -> list[dict[str, Any]]:
+        """Optimizer parameter groups: the adapter tensors at ``lr``, then fully trained heads."""
+        params = [p for _, p in self.adapter_parameters()]
+        group = {"params": params, "lr": lr, "weight_decay": weight_decay, "name": "adapter"}
+        return [group, *self.head_groups(lr, weight_decay)]
+
+    def head_groups(self, lr: float, weight_decay: float) -> list[dict[str, Any]]:
+        params = [p for _, p in self.saved_module_parameters()]
+        if not params:
+            return []
+        return [{"params": params, "lr": lr, "weight_decay": weight_decay, "name": "heads"}]
+
+    def extra_loss(self) -> torch.Tensor | None:
+        """A term added to the task loss (regularisers, router balance); ``None`` for none."""
+        return None
+
+    def before_optimizer_step(self) -> None:
+        """Runs after backward (and clipping), before ``optimizer.step()``: gradient rewrites."""
+
+    def after_optimizer_step(self, step: int, optimizer: torch.optim.Optimizer) -> None:
+        """Runs after each optimizer step (rank allocation, periodic merges)."""
+
+    # ---------------------------------------------------------------------- whole-model ops
+    def merge(self) -> None:
+        for layer in self.layers.values():
+            layer.merge()
+
+    def unmerge(self) -> None:
+        for layer in self.layers.values():
+            layer.unmerge()
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Adapter tensors (and buffers) of every layer, plus the fully trained modules."""
+        state = {}
+        for lname, layer in self.layers.items():
+            for k, v in layer.adapter_state().items():
+                state[f"{lname}.{k}"] = v
+        state.update({k: p.detach() for k, p in self.saved_module_parameters()})
+        return state
+
+    @torch.no_grad()
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Load tensors saved by :meth:`state_dict` (the model must be freshly wrapped)."""
+        for name, p in self.saved_module_parameters():
+            p.copy_(state[name].to(p.dtype))
+        for lname, layer in self.layers.items():
+            prefix = f"{lname}."
+            mine = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+            if layer.has_initial_update:  # undo the fresh init's residual, apply the saved one
+                layer.base.weight.add_(
+                    (layer.scaling * (layer.lora_B0 @ layer.lora_A0)).to(layer.base.weight.dtype)
+                )
+            for k, v in mine.items():
+                target = layer.get_parameter(k) if k in dict(layer.named_parameters()) else None
+                if target is None:
+                    target = layer.get_buffer(k)
+                target.copy_(v.to(target.dtype))
+            if layer.has_initial_update:
+                layer.subtract_initial_update()
+
+
+_REGISTRY: dict[str, type[Variant]] = {}
+
+
+def register(cls: type[Variant]) -> type[Variant]:
+    """Class decorator: add a variant to the registry under ``cls.key``."""
+    if not cls.key or cls.axis not in AXES or not cls.summary:
+        raise TypeError(f"{cls.__name__} needs a key, an axis in {AXES} and a summary")
+    if cls.key in _REGISTRY and _REGISTRY[cls.key] is not cls:
+        raise TypeError(f"variant key {cls.key!r} registered twice")
+    if cls.__doc__ is None:
+        raise TypeError(f"{cls.__name__}: the math lives in the class docstring")
+    _REGISTRY[cls.key] = cls
+    return cls
+
+
+def registry() -> dict[str, type[Variant]]:
+    return dict(_REGISTRY)
+
+
+def get_variant_class(key: str) -> type[Variant]:
+    try:
+        return _REGISTRY[key]
+    except KeyError:
+        known = ", ".join(sorted(_REGISTRY))
+        raise VariantError(
+            f"unknown variant {key!r}: choose one of {known} (see `lorasweep variants`)"
+        ) from None
+
+
+def _coerce(value: Any, annotation: Any, what: str) -> Any:
+    """Turn CLI strings into the option's declared type (int, float, bool, str)."""
+    kind = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
+    if not isinstance(value, str):
+        if kind == "float" and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        expected = {"int": int, "float": float, "bool": bool, "str": str}.get(kind)
+        wrong_bool = isinstance(value, bool) and kind in ("int", "float")
+        if expected is not None and (wrong_bool or not isinstance(value, expected)):
+            raise VariantError(f"{what} must be a {kind}, got {value!r}")
+        return value
+    try:
+        if kind == "int":
+            return int(value)
+        if kind == "float":
+            return float(value)
+        if kind == "bool":
+            if value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if value.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+    except ValueError:
+        raise VariantError(f"{what} must be a {kind}, got {value!r}") from None
+    return value

@@ -1,0 +1,62 @@
+"""DoRA: weight-decomposed low-rank adaptation."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .base import AdapterLayer, Variant, register
+
+__all__ = ["Dora", "DoraLayer"]
+
+
+class DoraLayer(AdapterLayer):
+    def __init__(self, base: nn.Linear, variant: Variant):
+        super().__init__(base, variant)
+        self.lora_magnitude = nn.Parameter(
+            torch.empty(self.out_features, dtype=self.lora_A.dtype, device=self.lora_A.device)
+        )
+
+    @torch.no_grad()
+    def reset_adapter(self) -> None:
+        super().reset_adapter()
+        self.lora_magnitude.copy_(self.base.weight.float().norm(dim=1).to(self.lora_magnitude))
+
+    def _column_scale(self) -> torch.Tensor:
+        """``m / ‖W + s·B A‖_row``, the norm detached from the graph (as the paper advises)."""
+        combined = self.base.weight + self.delta_weight().to(self.base.weight.dtype)
+        norm = combined.detach().float().norm(dim=1)
+        return self.lora_magnitude / norm.to(self.lora_magnitude.dtype)
+
+    def delta_weight(self) -> torch.Tensor:
+        return self.scaling * (self.lora_B @ self.lora_A)
+
+    def merged_weight(self) -> torch.Tensor:
+        combined = self.base.weight + self.delta_weight().to(self.base.weight.dtype)
+        return (self._column_scale()[:, None] * combined).to(self.base.weight.dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.merged:
+            return self.base(x)
+        bias = self.base.bias
+        base_out = nn.functional.linear(x, self.base.weight)
+        out = base_out + self.adapter_output(x).to(base_out.dtype)
+        out = out * self._column_scale().to(out.dtype)
+        return out if bias is None else out + bias
+
+
+@register
+class Dora(Variant):
+    """DoRA (Liu et al., 2024): learn a magnitude and a LoRA-updated direction separately.
+
+    ``W' = m ⊙ (W + s·B A) / ‖W + s·B A‖_row``: the norm is taken per output row and detached
+    from the graph; ``m ∈ R^{out}`` starts at ``‖W‖_row`` so the model starts as the base model.
+    The forward never forms ``W'``: ``y = (m / ‖W + s·BA‖) ⊙ (W x + s·B A x) + b``; only the
+    row norm needs ``B A`` (``out × in``), once per forward.
+    """
+
+    key = "dora"
+    axis = "optimization"
+    summary = "magnitude m times the normalised LoRA-updated direction (row norms, detached)"
+    layer = DoraLayer
+    peft_flags = {"use_dora": True}
