@@ -69,7 +69,7 @@ def open_storage(url: str | None, create: bool = True):
             f"storage {url!r} is not a URL: use sqlite:///FILE, postgresql+psycopg://..., or journal:FILE"
         )
     try:
-        return optuna.storages.RDBStorage(
+        storage = optuna.storages.RDBStorage(
             url, engine_kwargs=_engine_kwargs(url), skip_compatibility_check=False
         )
     except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.ArgumentError) as err:
@@ -81,6 +81,30 @@ def open_storage(url: str | None, create: bool = True):
         raise StorageError(
             f"storage {storage_label(url)} needs the driver {err.name}: pip install 'lorasweep[postgres]'"
         ) from None
+    if url.startswith("sqlite"):
+        _serialise_sqlite_transactions(storage.engine)
+    return storage
+
+
+def _serialise_sqlite_transactions(engine) -> None:
+    """Make each SQLite transaction take the write lock at BEGIN.
+
+    Python's sqlite3 driver opens no transaction before a SELECT, so Optuna's pop of a waiting
+    trial (read WAITING, then write RUNNING) is not atomic on SQLite: two workers can pop the
+    same enqueued trial and run a grid point twice. ``BEGIN IMMEDIATE`` serialises them; the
+    busy timeout makes the others wait rather than fail. (PostgreSQL locks the row instead.)
+    """
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _no_implicit_transactions(dbapi_connection, _record):
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(connection):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # connections made before the listeners existed must not be reused
 
 
 def _engine_kwargs(url: str) -> dict:

@@ -9,6 +9,7 @@ so no grid point ever completes twice and failed or killed trials are retried.
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from collections import Counter
 from typing import Any
@@ -25,8 +26,10 @@ __all__ = [
 ]
 
 HEARTBEAT_ATTR = "heartbeat"
-HEARTBEAT_INTERVAL_S = 10.0
-HEARTBEAT_GRACE_S = 60.0
+#: A running trial beats every interval; one silent for the grace period is taken as lost.
+#: Both can be set from the environment (clusters with slow shared storage want longer ones).
+HEARTBEAT_INTERVAL_S = float(os.environ.get("LORASWEEP_HEARTBEAT_INTERVAL", "10"))
+HEARTBEAT_GRACE_S = float(os.environ.get("LORASWEEP_HEARTBEAT_GRACE", "60"))
 _SEARCH_SPACE_KEYS = ("lr", "seed")
 
 
@@ -52,11 +55,12 @@ class GridSync:
         return self.enqueued + self.done + self.waiting + self.running
 
 
-def fail_stale_trials(study: Any, grace_s: float = HEARTBEAT_GRACE_S) -> int:
+def fail_stale_trials(study: Any, grace_s: float | None = None) -> int:
     """Mark RUNNING trials whose worker stopped beating as FAIL; returns how many."""
     from optuna.exceptions import UpdateFinishedTrialError
     from optuna.trial import TrialState
 
+    grace_s = HEARTBEAT_GRACE_S if grace_s is None else grace_s
     now, failed = time.time(), 0
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         beat = trial.user_attrs.get(HEARTBEAT_ATTR)

@@ -92,7 +92,10 @@ class AdapterLayer(nn.Module):
 
     def adapter_output(self, x: torch.Tensor) -> torch.Tensor:
         """The update applied to an input: ``s · B A dropout(x)`` without forming ``B A``."""
-        return self.scaling * ((self.dropout(x) @ self.lora_A.t()) @ self.lora_B.t())
+        x = self.dropout(x)
+        if x.dtype != self.lora_A.dtype and not torch.is_autocast_enabled(x.device.type):
+            x = x.to(self.lora_A.dtype)  # half-precision base, fp32 adapter, no autocast
+        return self.scaling * ((x @ self.lora_A.t()) @ self.lora_B.t())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.base(x)

@@ -277,6 +277,30 @@ def test_bf16_autocast_forward_backward_is_finite(key, case):
 
 @variant_param
 @case_param
+def test_bf16_base_runs_without_autocast_with_fp32_adapters(key, case):
+    """Evaluation and generation often run outside autocast: a bf16 base must still work."""
+    model = case.build().to(torch.bfloat16)
+    lorasweep.apply_variant(
+        model,
+        key,
+        rank=RANK,
+        alpha=ALPHA,
+        target_modules=case.target_modules,
+        modules_to_save=case.modules_to_save,
+    )
+    variant = lorasweep.get_variant(model)
+    _perturb(variant)
+    inputs = {k: v.bfloat16() if v.is_floating_point() else v for k, v in case.inputs.items()}
+    out = _output(model, dataclasses.replace(case, inputs=inputs))
+    assert out.dtype == torch.bfloat16 and torch.isfinite(out).all()
+    out.float().pow(2).mean().backward()
+    for name, p in variant.adapter_parameters():
+        assert p.dtype == torch.float32, f"{name} should train in fp32"
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+
+
+@variant_param
+@case_param
 def test_trainable_parameter_count_matches_formula(key, case):
     if key not in PARAM_FORMULAS:
         pytest.skip(f"no parameter-count formula recorded for {key!r} in PARAM_FORMULAS")
