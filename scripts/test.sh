@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PY="${PYTHON:-python3}"
 
-bash scripts/install.sh
+bash scripts/install.sh --dev
 
 # pytest's exit code is passed on as is (5 = no tests collected is a failure too).
 exec "$PY" -m pytest -q tests "$@"

@@ -167,8 +167,12 @@ def test_override_variant_option_with_default_variant():
     _config_error(lambda: spec, "ratio")  # plain LoRA has no such option
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="bug: an inline variant option (key: loraplus, ratio: 8) "
-                   "wins over --set variant.ratio=4 (config._variant_from merges it last)")
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="bug: an inline variant option (key: loraplus, ratio: 8) "
+    "wins over --set variant.ratio=4 (config._variant_from merges it last)",
+)
 def test_override_variant_option_beats_inline_option():
     data = {"variants": [{"key": "loraplus", "ratio": 8}]}
     spec = SweepSpec.from_dict(apply_overrides(data, ["variant.ratio=4"]))
@@ -208,8 +212,12 @@ def test_override_unknown_train_key_names_it():
     _config_error(lambda: SweepSpec.from_dict(apply_overrides({}, ["train.stepz=5"])), "stepz")
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="bug: apply_overrides mutates the caller's variant mappings "
-                   "(variant.X writes 'options' into the input dicts)")
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="bug: apply_overrides mutates the caller's variant mappings "
+    "(variant.X writes 'options' into the input dicts)",
+)
 def test_overrides_do_not_mutate_their_input():
     data = {"train": {"steps": 1}, "variants": [{"key": "loraplus"}]}
     before = copy.deepcopy(data)
@@ -217,14 +225,22 @@ def test_overrides_do_not_mutate_their_input():
     assert data == before
 
 
-@pytest.mark.xfail(strict=True, raises=yaml.YAMLError, reason="bug: --set name=[a (invalid YAML value) raises yaml's "
-                   "ParserError instead of ConfigError (config.apply_overrides, yaml.safe_load)")
+@pytest.mark.xfail(
+    strict=True,
+    raises=yaml.YAMLError,
+    reason="bug: --set name=[a (invalid YAML value) raises yaml's "
+    "ParserError instead of ConfigError (config.apply_overrides, yaml.safe_load)",
+)
 def test_override_invalid_yaml_value_is_a_config_error():
     _config_error(lambda: apply_overrides({}, ["name=[a"]), "name")
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError, reason="bug: --set variant.rank=4 puts 'rank' into options and "
-                   "VariantSpec.validate raises TypeError (multiple values for 'rank')")
+@pytest.mark.xfail(
+    strict=True,
+    raises=TypeError,
+    reason="bug: --set variant.rank=4 puts 'rank' into options and "
+    "VariantSpec.validate raises TypeError (multiple values for 'rank')",
+)
 def test_override_variant_field_is_not_an_uncaught_type_error():
     spec = SweepSpec.from_dict(apply_overrides({}, ["variant.rank=4"]))
     try:
@@ -242,13 +258,15 @@ def test_unknown_variant():
 
 
 def test_unknown_variant_option():
-    _config_error(lambda: SweepSpec(variants=[VariantSpec("lora", options={"ratio": 2})]),
-                  "'ratio'", "lora")
+    _config_error(
+        lambda: SweepSpec(variants=[VariantSpec("lora", options={"ratio": 2})]), "'ratio'", "lora"
+    )
 
 
 def test_bad_variant_option_value():
-    _config_error(lambda: SweepSpec(variants=[VariantSpec("loraplus", options={"ratio": -1})]),
-                  "-1")
+    _config_error(
+        lambda: SweepSpec(variants=[VariantSpec("loraplus", options={"ratio": -1})]), "-1"
+    )
 
 
 @pytest.mark.parametrize("rank", [0, -3])
@@ -282,26 +300,42 @@ def test_string_lr_in_spec():
     _config_error(lambda: SweepSpec(lrs=["fast"]), "'fast'")
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason="bug: a recipe list 'lrs: [1e-4, abc]' raises ValueError "
-                   "from float() in SweepSpec.from_dict instead of ConfigError (CLI traceback)")
+@pytest.mark.xfail(
+    strict=True,
+    raises=ValueError,
+    reason="bug: a recipe list 'lrs: [1e-4, abc]' raises ValueError "
+    "from float() in SweepSpec.from_dict instead of ConfigError (CLI traceback)",
+)
 def test_malformed_lr_in_recipe_list(tmp_path):
     _config_error(lambda: _spec(tmp_path, "lrs: [1e-4, abc]\n"), "abc")
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason="bug: a recipe list 'seeds: [0, x]' raises ValueError "
-                   "from int() in SweepSpec.from_dict instead of ConfigError (CLI traceback)")
+@pytest.mark.xfail(
+    strict=True,
+    raises=ValueError,
+    reason="bug: a recipe list 'seeds: [0, x]' raises ValueError "
+    "from int() in SweepSpec.from_dict instead of ConfigError (CLI traceback)",
+)
 def test_malformed_seed_in_recipe_list(tmp_path):
     _config_error(lambda: _spec(tmp_path, "seeds: [0, x]\n"), "x")
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason="bug: 'alpha: abc' in a recipe makes VariantSpec.tag raise "
-                   "ValueError (format code 'g') before the variant is validated")
+@pytest.mark.xfail(
+    strict=True,
+    raises=ValueError,
+    reason="bug: 'alpha: abc' in a recipe makes VariantSpec.tag raise "
+    "ValueError (format code 'g') before the variant is validated",
+)
 def test_non_numeric_alpha_in_recipe(tmp_path):
     _config_error(lambda: _spec(tmp_path, "alpha: abc\n"), "abc")
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError, reason="bug: a non-string recipe name ('name: 2024') raises "
-                   "TypeError in SweepSpec.validate instead of ConfigError")
+@pytest.mark.xfail(
+    strict=True,
+    raises=TypeError,
+    reason="bug: a non-string recipe name ('name: 2024') raises "
+    "TypeError in SweepSpec.validate instead of ConfigError",
+)
 def test_numeric_sweep_name_in_recipe(tmp_path):
     spec = _spec(tmp_path, "name: 2024\n")
     try:
@@ -320,8 +354,9 @@ def test_empty_seeds_and_variants():
 
 
 def test_same_variant_twice():
-    _config_error(lambda: SweepSpec(variants=[VariantSpec("lora"), VariantSpec("lora")]),
-                  "lora-r8-a16")
+    _config_error(
+        lambda: SweepSpec(variants=[VariantSpec("lora"), VariantSpec("lora")]), "lora-r8-a16"
+    )
 
 
 @pytest.mark.parametrize("name", ["", "a/b", "a:b", "a b"])
@@ -442,8 +477,9 @@ def test_tag_is_the_same_in_another_process():
         "target_modules=['query']).tag)"
     )
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                         check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
     assert out.stdout.strip() == spec.tag
 
 
@@ -452,12 +488,20 @@ def test_tag_is_the_same_in_another_process():
 
 def _trial_spec() -> TrialSpec:
     return TrialSpec(
-        sweep="s", study="s|sentiment|embedded:minilm|loraplus-r4-a8", storage="sqlite:///x.db",
-        trial_number=3, model="embedded:minilm", task="sentiment",
+        sweep="s",
+        study="s|sentiment|embedded:minilm|loraplus-r4-a8",
+        storage="sqlite:///x.db",
+        trial_number=3,
+        model="embedded:minilm",
+        task="sentiment",
         task_options={"eval_limit": 10},
-        variant=VariantSpec("loraplus", rank=4, alpha=8, target_modules=["query"],
-                            options={"ratio": 8.0}),
-        lr=3e-4, seed=2, train=TrainConfig(steps=7, batch_size=4), run_dir="/tmp/run",
+        variant=VariantSpec(
+            "loraplus", rank=4, alpha=8, target_modules=["query"], options={"ratio": 8.0}
+        ),
+        lr=3e-4,
+        seed=2,
+        train=TrainConfig(steps=7, batch_size=4),
+        run_dir="/tmp/run",
     )
 
 

@@ -25,8 +25,14 @@ LRS = [1e-4, 1e-3, 1e-2]
 LORA, DORA, RSLORA = VariantSpec("lora"), VariantSpec("dora"), VariantSpec("rslora")
 
 # Test accuracies per (lr, seed). LoRA diverges at 1e-2 (scored at the task's worst, 0.5).
-LORA_SCORES = {(1e-4, 0): 0.60, (1e-4, 1): 0.64, (1e-3, 0): 0.80, (1e-3, 1): 0.84,
-               (1e-2, 0): 0.50, (1e-2, 1): 0.50}
+LORA_SCORES = {
+    (1e-4, 0): 0.60,
+    (1e-4, 1): 0.64,
+    (1e-3, 0): 0.80,
+    (1e-3, 1): 0.84,
+    (1e-2, 0): 0.50,
+    (1e-2, 1): 0.50,
+}
 LORA_DIVERGED = {(1e-2, 0), (1e-2, 1)}
 # DoRA: (1e-3, 0) fails once (with a stray 0.99 recorded) and its retry completes at 0.86;
 # (1e-2, 0) fails and its retry is still waiting; (1e-2, 1) is pruned.
@@ -62,8 +68,15 @@ def _fail(study, trial, recorded_score: float | None = None) -> None:
 
 
 def _spec(url: str, name: str = "rep", variants=(LORA, DORA, RSLORA), seeds=(0, 1)) -> SweepSpec:
-    return SweepSpec(name=name, model="embedded:minilm", task="sentiment",
-                     variants=list(variants), lrs=list(LRS), seeds=list(seeds), storage=url)
+    return SweepSpec(
+        name=name,
+        model="embedded:minilm",
+        task="sentiment",
+        variants=list(variants),
+        lrs=list(LRS),
+        seeds=list(seeds),
+        storage=url,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -130,8 +143,10 @@ def by_tag(rows):
 
 
 def test_rows_one_per_grid_trial(rows):
-    per_tag = {tag: [r for r in rows if r["variant_tag"] == tag]
-               for tag in (LORA.tag, DORA.tag, RSLORA.tag)}
+    per_tag = {
+        tag: [r for r in rows if r["variant_tag"] == tag]
+        for tag in (LORA.tag, DORA.tag, RSLORA.tag)
+    }
     assert len(per_tag[LORA.tag]) == 6  # the stray trial is not a grid trial
     assert len(per_tag[DORA.tag]) == 8  # 6 + 2 retries
     assert len(per_tag[RSLORA.tag]) == 6
@@ -141,7 +156,8 @@ def test_rows_one_per_grid_trial(rows):
 def test_rows_carry_the_study_attributes_and_scores(rows):
     lora = [r for r in rows if r["variant_tag"] == LORA.tag]
     assert {(r["sweep"], r["task"], r["model"], r["variant"]) for r in lora} == {
-        ("rep", "sentiment", "embedded:minilm", "lora")}
+        ("rep", "sentiment", "embedded:minilm", "lora")
+    }
     assert {(r["lr"], r["seed"]): r["score"] for r in lora} == pytest.approx(LORA_SCORES)
     assert {(r["lr"], r["seed"]) for r in lora if r["diverged"]} == LORA_DIVERGED
     assert all(r["state"] == "complete" and r["metric"] == "accuracy" for r in lora)
@@ -153,12 +169,17 @@ def test_waiting_and_running_rows_are_listed(rows):
     assert states == ["complete", "fail", "pruned", "running", "waiting", "waiting"]
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="bug: collect_rows keeps failed trials whose grid point was "
-                   "retried and completed, though its docstring says superseded failures are "
-                   "excluded (report.md then counts them as failed)")
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="bug: collect_rows keeps failed trials whose grid point was "
+    "retried and completed, though its docstring says superseded failures are "
+    "excluded (report.md then counts them as failed)",
+)
 def test_rows_exclude_superseded_failures(rows):
-    dora_failed = [(r["lr"], r["seed"]) for r in rows
-                   if r["variant_tag"] == DORA.tag and r["state"] == "fail"]
+    dora_failed = [
+        (r["lr"], r["seed"]) for r in rows if r["variant_tag"] == DORA.tag and r["state"] == "fail"
+    ]
     assert (1e-3, 0) not in dora_failed
 
 
@@ -239,9 +260,13 @@ def test_summarise_nothing():
     assert summarise([]) == []
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="bug: summarise groups by (task, model, variant tag) only, "
-                   "so `lorasweep report` without --sweep pools two sweeps' trials (e.g. different "
-                   "step budgets) into one cell, as if they were seeds")
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="bug: summarise groups by (task, model, variant tag) only, "
+    "so `lorasweep report` without --sweep pools two sweeps' trials (e.g. different "
+    "step budgets) into one cell, as if they were seeds",
+)
 def test_two_sweeps_are_not_pooled(tmp_path):
     url = f"sqlite:///{tmp_path / 'two.db'}"
     storage = open_storage(url)
@@ -263,14 +288,18 @@ def test_study_status_counts(store):
     status = {s["variant"]: s for s in study_status(store, "rep")}
     states = ("waiting", "running", "complete", "failed", "pruned")
     assert {k: status[LORA.tag][k] for k in states} == dict(
-        waiting=0, running=0, complete=6, failed=0, pruned=0)  # the stray failure is not counted
+        waiting=0, running=0, complete=6, failed=0, pruned=0
+    )  # the stray failure is not counted
     # DoRA's failures were retried (one completed, one waiting): they no longer count.
     assert {k: status[DORA.tag][k] for k in states} == dict(
-        waiting=1, running=0, complete=4, failed=0, pruned=1)
+        waiting=1, running=0, complete=4, failed=0, pruned=1
+    )
     assert {k: status[RSLORA.tag][k] for k in states} == dict(
-        waiting=2, running=1, complete=1, failed=1, pruned=1)
+        waiting=2, running=1, complete=1, failed=1, pruned=1
+    )
     assert {(s["sweep"], s["task"], s["model"]) for s in status.values()} == {
-        ("rep", "sentiment", "embedded:minilm")}
+        ("rep", "sentiment", "embedded:minilm")
+    }
     assert study_status(store, "no-such-sweep") == []
 
 
@@ -340,7 +369,8 @@ def test_report_csv_one_row_per_trial(report, rows):
         table = list(csv.DictReader(handle))
     assert len(table) == len(rows)
     assert sorted((r["study"], int(r["trial"])) for r in table) == sorted(
-        (r["study"], r["trial"]) for r in rows)
+        (r["study"], r["trial"]) for r in rows
+    )
     assert {r["state"] for r in table} == {"complete", "fail", "pruned", "running", "waiting"}
 
 
@@ -359,9 +389,11 @@ def test_report_json(report, rows):
         assert g["best_lr"] == s.best_lr and g["peak"] == pytest.approx(s.peak)
         assert g["band"] == list(s.band) and g["band_decades"] == pytest.approx(s.band_decades)
         assert [(c["lr"], c["n"], c["diverged"]) for c in g["cells"]] == [
-            (lr, c.n, c.diverged) for lr, c in sorted(s.cells.items())]
+            (lr, c.n, c.diverged) for lr, c in sorted(s.cells.items())
+        ]
         assert [c["mean"] for c in g["cells"]] == pytest.approx(
-            [c.mean for _, c in sorted(s.cells.items())])
+            [c.mean for _, c in sorted(s.cells.items())]
+        )
 
 
 def test_report_png(report):

@@ -1,0 +1,97 @@
+"""End to end through the real CLI: a short sweep, its report, a rerun that runs nothing twice,
+and the saved adapters loaded into peft on the base model."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from optuna.trial import TrialState
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "lorasweep", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=600)
+
+
+def _grid_trials(cwd: Path) -> list[optuna.trial.FrozenTrial]:
+    url = f"sqlite:///{cwd / 'lorasweep' / 'studies.db'}"
+    return [t for name in optuna.get_all_study_names(url)
+            for t in optuna.load_study(study_name=name, storage=url).get_trials()]
+
+
+@pytest.fixture(scope="module")
+def swept(tiny_bert_dir, tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("cli")
+    args = ["run", "--model", str(tiny_bert_dir), "--variant", "lora,dora,pissa",
+            "--lrs", "1e-3,1e-1", "--seeds", "0,1", "--steps", "3", "--batch-size", "8",
+            "--rank", "4", "--set", "task.eval_limit=16", "--set", "train.max_length=32",
+            "--sweep", "e2e"]
+    first = _cli(*args, cwd=cwd)
+    assert first.returncode == 0, first.stderr
+    return cwd, args, first
+
+
+def test_sweep_runs_every_grid_point_once(swept):
+    cwd, _, first = swept
+    assert "12 completed" in first.stdout
+    trials = _grid_trials(cwd)
+    assert len(trials) == 12 and all(t.state == TrialState.COMPLETE for t in trials)
+
+
+def test_rerun_runs_nothing_twice(swept):
+    cwd, args, _ = swept
+    before = {(t.number, t.datetime_complete) for t in _grid_trials(cwd)}
+    again = _cli(*args, cwd=cwd)
+    assert again.returncode == 0, again.stderr
+    assert "0 completed" in again.stdout and "12 already done" in again.stdout
+    assert {(t.number, t.datetime_complete) for t in _grid_trials(cwd)} == before
+
+
+def test_report_and_status(swept):
+    cwd, _, _ = swept
+    rep = _cli("report", "--sweep", "e2e", "--out", "rep", cwd=cwd)
+    assert rep.returncode == 0, rep.stderr
+    out = cwd / "rep"
+    md = (out / "report.md").read_text()
+    for tag in ("lora-r4-a16", "dora-r4-a16", "pissa-r4-a16"):
+        assert tag in md
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    data = json.loads((out / "results.json").read_text())
+    assert len(data["trials"]) == 12 and len(data["summaries"]) == 3
+    assert all(len(s["cells"]) == 2 and s["cells"][0]["n"] == 2 for s in data["summaries"])
+    status = _cli("status", "--json", cwd=cwd)
+    rows = json.loads(status.stdout)
+    assert sorted(r["complete"] for r in rows) == [4, 4, 4]
+    assert all(r["waiting"] == r["running"] == r["failed"] == 0 for r in rows)
+
+
+@pytest.mark.parametrize("variant", ["lora", "dora", "pissa"])
+def test_saved_adapter_loads_in_peft_with_our_logits(swept, tiny_bert_dir, variant):
+    peft = pytest.importorskip("peft")
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    import lorasweep
+
+    cwd, _, _ = swept
+    trial = next(t for t in _grid_trials(cwd)
+                 if t.user_attrs["config"]["variant"]["key"] == variant and t.params["lr"] == 1e-3)
+    adapter = Path(trial.user_attrs["run_dir"]) / "adapter"
+    tok = AutoTokenizer.from_pretrained(tiny_bert_dir)
+    batch = tok(["a gripping, funny film", "dull and far too long"], return_tensors="pt", padding=True)
+
+    def base():
+        return AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir).eval()
+
+    ours = lorasweep.load_adapter(base(), adapter).eval()
+    theirs = peft.PeftModel.from_pretrained(base(), adapter).eval()
+    with torch.no_grad():
+        expected, got = ours(**batch).logits, theirs(**batch).logits
+        untouched = base()(**batch).logits
+    assert not torch.allclose(expected, untouched, atol=1e-6)  # training changed the model
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
