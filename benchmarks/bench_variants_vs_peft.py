@@ -45,7 +45,6 @@ def _load_model(kind: str, device: torch.device) -> nn.Module:
         BertConfig,
         BertForSequenceClassification,
     )
-
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()  # the load report says the head is new: we know

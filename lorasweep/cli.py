@@ -42,8 +42,9 @@ def _fail(message: str) -> None:
 def _user_errors() -> tuple[type[Exception], ...]:
     from .config import ConfigError
     from .sweep.store import StorageError
+    from .variants.base import VariantError
 
-    return ConfigError, StorageError
+    return ConfigError, StorageError, VariantError
 
 
 @app.command()
@@ -101,7 +102,8 @@ def _run(spec: Any) -> None:
     variants = ", ".join(v.tag for v in spec.variants)
     err_console.print(
         f"[bold]sweep[/] {spec.name}: {spec.task} on {spec.model}; {variants}; "
-        f"{len(spec.lrs)} learning rates x {len(spec.seeds)} seed(s)", highlight=False)
+        f"{len(spec.lrs)} learning rates x {len(spec.seeds)} seed(s)", highlight=False,
+        soft_wrap=True)
     try:
         outcome = run_sweep(spec, progress_factory=lambda total: SweepProgress(total, err_console))
     except _user_errors() as err:

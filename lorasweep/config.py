@@ -102,6 +102,11 @@ class VariantSpec:
     def validate(self) -> None:
         from .variants import VariantError, get_variant_class
 
+        self.rank = _number(self.rank, int, f"{self.key} rank", "--rank 8")
+        self.alpha = _number(self.alpha, float, f"{self.key} alpha", "--alpha 16")
+        self.dropout = _number(self.dropout, float, f"{self.key} dropout", "--set variant.dropout=0.05")
+        if not isinstance(self.options, dict):
+            raise ConfigError(f"options of variant {self.key!r} must be a mapping, got {self.options!r}")
         try:
             cls = get_variant_class(self.key)
             cls(self.rank, self.alpha, self.dropout, **self.options)
@@ -127,12 +132,15 @@ class SweepSpec:
     runs_dir: str = "lorasweep/runs"
 
     def validate(self) -> SweepSpec:
-        if not self.name or any(c in self.name for c in "/: "):
-            raise ConfigError(f"sweep name {self.name!r} must be non-empty, without '/', ':' or spaces")
+        """Check everything, cheapest first; raise ConfigError on the first problem."""
+        if not isinstance(self.name, str) or not self.name or any(c in self.name for c in "/:| "):
+            raise ConfigError(
+                f"sweep name {self.name!r} must be a non-empty word without '/', ':', '|' or spaces"
+            )
         if not self.lrs:
             raise ConfigError("the learning-rate grid is empty: pass e.g. --lrs 1e-4,1e-3")
         for lr in self.lrs:
-            if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+            if isinstance(lr, bool) or not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
                 raise ConfigError(f"learning rate {lr!r} must be a positive number: e.g. --lrs 1e-4,1e-3")
         if not self.seeds:
             raise ConfigError("the seed list is empty: pass e.g. --seeds 0")
@@ -142,11 +150,6 @@ class SweepSpec:
             raise ConfigError(f"unknown launcher {self.launcher!r}: choose inline or local")
         if self.workers <= 0:
             raise ConfigError(f"workers must be positive, got {self.workers}")
-        tags = [v.tag for v in self.variants]
-        if len(set(tags)) != len(tags):
-            raise ConfigError(f"the same variant configuration is listed twice: {tags}")
-        for variant in self.variants:
-            variant.validate()
         self.train.validate()
         from .tasks import TaskError, get_task
         from .train.model import ModelError, check_model
@@ -156,6 +159,11 @@ class SweepSpec:
             check_model(self.model)
         except (TaskError, ModelError) as err:
             raise ConfigError(str(err)) from None
+        for variant in self.variants:  # imports torch: after the cheap checks
+            variant.validate()
+        tags = [v.tag for v in self.variants]
+        if len(set(tags)) != len(tags):
+            raise ConfigError(f"the same variant configuration is listed twice: {tags}")
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -172,14 +180,25 @@ class SweepSpec:
             )
         shared = {k: data.pop(k) for k in ("rank", "alpha", "target_modules") if k in data}
         variants = [_variant_from(v, shared) for v in _as_list(data.pop("variants", ["lora"]))]
-        train = data.pop("train", {}) or {}
-        try:
-            spec = cls(**data, variants=variants, train=TrainConfig(**train))
-        except TypeError as err:
-            raise ConfigError(f"bad recipe: {err}") from None
-        spec.lrs = [float(x) for x in _as_list(spec.lrs)] if not isinstance(spec.lrs, str) else parse_floats(spec.lrs)
-        spec.seeds = [int(x) for x in _as_list(spec.seeds)]
-        return spec
+        if "lrs" in data:
+            data["lrs"] = [_number(x, float, "learning rate", "lrs: [1e-5, 1e-4]")
+                           for x in _as_list(data["lrs"])]
+        if "seeds" in data:
+            data["seeds"] = [_number(x, int, "seed", "seeds: [0, 1]") for x in _as_list(data["seeds"])]
+        train = data.pop("train", None)
+        if train is None:
+            train_config = cls().train  # the embedded default budget
+        elif not isinstance(train, dict):
+            raise ConfigError(f"recipe key 'train' must be a mapping, got {train!r}")
+        else:
+            fields = {f.name for f in dataclasses.fields(TrainConfig)}
+            unknown = sorted(set(train) - fields)
+            if unknown:
+                raise ConfigError(
+                    f"unknown train setting {unknown[0]!r}: known are {', '.join(sorted(fields))}"
+                )
+            train_config = TrainConfig(**train)
+        return cls(**data, variants=variants, train=train_config)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -210,6 +229,19 @@ class TrialSpec:
         return cls(**data)
 
 
+def _number(value: Any, kind: type, what: str, example: str) -> Any:
+    """``value`` as an int or float, or a ConfigError naming it (strings from YAML/CLI too)."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{what} must be a number, got {value!r}: e.g. {example}")
+    try:
+        number = kind(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{what} must be a number, got {value!r}: e.g. {example}") from None
+    if kind is int and isinstance(value, float) and value != number:
+        raise ConfigError(f"{what} must be an integer, got {value!r}: e.g. {example}")
+    return number
+
+
 def _as_list(value: Any) -> list:
     if isinstance(value, str):
         return [v.strip() for v in value.split(",") if v.strip()]
@@ -223,7 +255,10 @@ def _variant_from(item: Any, shared: dict[str, Any]) -> VariantSpec:
         raise ConfigError(f"a variant entry must be a key or a mapping with 'key', got {item!r}")
     fields = {f.name for f in dataclasses.fields(VariantSpec)}
     merged = {**shared, **item}
-    options = dict(merged.pop("options", {}) or {})
+    options = merged.pop("options", {}) or {}
+    if not isinstance(options, dict):
+        raise ConfigError(f"options of variant {item['key']!r} must be a mapping, got {options!r}")
+    options = dict(options)
     options.update({k: merged.pop(k) for k in list(merged) if k not in fields})
     if isinstance(merged.get("target_modules"), str):
         merged["target_modules"] = _as_list(merged["target_modules"])
@@ -279,17 +314,27 @@ def apply_overrides(data: dict[str, Any], assignments: list[str]) -> dict[str, A
         if not sep or not key.strip():
             raise ConfigError(f"--set expects key=value, got {assignment!r} (e.g. --set train.steps=50)")
         key = key.strip()
-        value = yaml.safe_load(raw) if raw.strip() else None
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            raise ConfigError(
+                f"--set {key}: value {raw!r} is not valid YAML; quote it (e.g. --set name=\"x\")"
+            ) from None
         head, _, rest = key.partition(".")
         if head == "train" and rest:
             data["train"] = {**(data.get("train") or {}), rest: value}
         elif head == "task" and rest:
             data["task_options"] = {**(data.get("task_options") or {}), rest: value}
         elif head == "variant" and rest:
-            variants = [v if isinstance(v, dict) else {"key": v}
+            variants = [dict(v) if isinstance(v, dict) else {"key": v}
                         for v in _as_list(data.get("variants", ["lora"]))]
+            spec_fields = {f.name for f in dataclasses.fields(VariantSpec)} - {"key", "options"}
             for v in variants:
-                v["options"] = {**(v.get("options") or {}), rest: value}
+                if rest in spec_fields:  # variant.rank=4: a setting, not a variant option
+                    v[rest] = value
+                else:  # an option: the override wins over one written inline in the recipe
+                    v.pop(rest, None)
+                    v["options"] = {**(v.get("options") or {}), rest: value}
             data["variants"] = variants
         elif not rest:
             data[key] = value

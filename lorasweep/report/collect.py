@@ -39,8 +39,12 @@ def collect_rows(storage_url: str | None, sweep: str | None = None) -> list[dict
     storage = _open(storage_url)
     for study in _studies(storage, sweep):
         s = study.user_attrs
-        for t in study.get_trials(deepcopy=False):
+        trials = study.get_trials(deepcopy=False)
+        retried = _retried_points(trials)
+        for t in trials:
             if "grid_point" not in t.user_attrs:
+                continue
+            if t.state.name == "FAIL" and t.user_attrs["grid_point"] in retried:
                 continue
             u = t.user_attrs
             metric = u.get("metric")
@@ -62,19 +66,25 @@ def collect_rows(storage_url: str | None, sweep: str | None = None) -> list[dict
     return rows
 
 
+def _retried_points(trials: list) -> set[str]:
+    """Grid points with a trial that is not a failure: their earlier failures were retried."""
+    return {t.user_attrs.get("grid_point") for t in trials
+            if t.state.name in ("COMPLETE", "PRUNED", "WAITING", "RUNNING")}
+
+
 def study_status(storage_url: str | None, sweep: str | None = None) -> list[dict[str, Any]]:
     """Per study: how many trials wait, run, completed, failed (not since retried), pruned."""
     out = []
     storage = _open(storage_url)
     for study in _studies(storage, sweep):
         counts = dict.fromkeys(_STATES, 0)
-        done_points = {t.user_attrs.get("grid_point") for t in study.get_trials(deepcopy=False)
-                       if t.state.name in ("COMPLETE", "PRUNED", "WAITING", "RUNNING")}
-        for t in study.get_trials(deepcopy=False):
+        trials = study.get_trials(deepcopy=False)
+        retried = _retried_points(trials)
+        for t in trials:
             if "grid_point" not in t.user_attrs:
                 continue
             state = t.state.name.lower()
-            if state == "fail" and t.user_attrs["grid_point"] in done_points:
+            if state == "fail" and t.user_attrs["grid_point"] in retried:
                 continue  # failed, then retried: the retry is what counts
             counts["failed" if state == "fail" else state] += 1
         s = study.user_attrs
@@ -95,6 +105,7 @@ class Cell:
 
 @dataclasses.dataclass
 class VariantSummary:
+    sweep: str
     task: str
     model: str
     variant: str
@@ -120,10 +131,10 @@ def summarise(rows: list[dict[str, Any]], band_tolerance: float = 0.01) -> list[
     groups: dict[tuple, dict[float, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for r in rows:
         if r["state"] == "complete" and r["score"] is not None:
-            key = (r["task"], r["model"], r["variant"], r["variant_tag"], r["metric"])
+            key = (r["sweep"], r["task"], r["model"], r["variant"], r["variant_tag"], r["metric"])
             groups[key][r["lr"]].append(r)
     out = []
-    for (task, model, variant, tag, metric), by_lr in sorted(groups.items()):
+    for (sweep, task, model, variant, tag, metric), by_lr in sorted(groups.items()):
         cells = {}
         for lr, rs in sorted(by_lr.items()):
             scores = [r["score"] for r in rs]
@@ -132,10 +143,11 @@ def summarise(rows: list[dict[str, Any]], band_tolerance: float = 0.01) -> list[
         best_lr = max(cells, key=lambda lr: cells[lr].mean)
         peak = cells[best_lr].mean
         good = [lr for lr, c in cells.items() if c.mean >= peak - band_tolerance]
-        out.append(VariantSummary(task, model, variant, tag, metric, cells, best_lr, peak,
+        out.append(VariantSummary(sweep, task, model, variant, tag, metric, cells, best_lr, peak,
                                   (min(good), max(good))))
     for s in out:
-        lora = [o for o in out if o.task == s.task and o.model == s.model and o.variant == "lora"]
+        lora = [o for o in out if (o.sweep, o.task, o.model) == (s.sweep, s.task, s.model)
+                and o.variant == "lora"]
         if lora and s.peak is not None:
             s.delta_vs_lora = s.peak - max(o.peak for o in lora)
     return out

@@ -15,10 +15,11 @@ from .collect import VariantSummary
 __all__ = ["render_terminal", "write_report"]
 
 
-def _by_task(summaries: list[VariantSummary]) -> dict[tuple[str, str], list[VariantSummary]]:
-    grouped: dict[tuple[str, str], list[VariantSummary]] = defaultdict(list)
+def _by_task(summaries: list[VariantSummary]) -> dict[tuple[str, str, str], list[VariantSummary]]:
+    """One table (and one plot) per sweep, task and model."""
+    grouped: dict[tuple[str, str, str], list[VariantSummary]] = defaultdict(list)
     for s in summaries:
-        grouped[(s.task, s.model)].append(s)
+        grouped[(s.sweep, s.task, s.model)].append(s)
     return grouped
 
 
@@ -47,9 +48,9 @@ def _delta_text(s: VariantSummary) -> str:
 def render_terminal(summaries: list[VariantSummary], console: Any) -> None:
     from rich.table import Table
 
-    for (task, model), group in _by_task(summaries).items():
+    for (sweep, task, model), group in _by_task(summaries).items():
         lrs = _lrs(group)
-        table = Table(title=f"{task} on {model}: test {group[0].metric} by learning rate")
+        table = Table(title=f"{sweep}: {task} on {model}, test {group[0].metric} by learning rate")
         table.add_column("variant", style="bold")
         for lr in lrs:
             table.add_column(f"{lr:.0e}", justify="right")
@@ -65,10 +66,10 @@ def render_terminal(summaries: list[VariantSummary], console: Any) -> None:
 
 def _markdown(summaries: list[VariantSummary], rows: list[dict[str, Any]], tolerance: float) -> str:
     lines = ["# Learning-rate sensitivity report", ""]
-    for (task, model), group in _by_task(summaries).items():
+    for (sweep, task, model), group in _by_task(summaries).items():
         lrs = _lrs(group)
         metric = group[0].metric
-        lines += [f"## {task} on `{model}`", "",
+        lines += [f"## {sweep}: {task} on `{model}`", "",
                   f"Test {metric} (mean ± std over seeds) per learning rate; **bold**: each "
                   "variant's best learning rate.", ""]
         lines.append("| variant | " + " | ".join(f"{lr:.0e}" for lr in lrs) + " |")
@@ -98,7 +99,7 @@ def _plot(summaries: list[VariantSummary], path: Path) -> None:
 
     grouped = _by_task(summaries)
     fig, axes = plt.subplots(1, len(grouped), figsize=(6.5 * len(grouped), 4.5), squeeze=False)
-    for ax, ((task, model), group) in zip(axes[0], grouped.items(), strict=True):
+    for ax, ((sweep, task, model), group) in zip(axes[0], grouped.items(), strict=True):
         for s in group:
             lrs = sorted(s.cells)
             means = [s.cells[lr].mean for lr in lrs]
@@ -112,7 +113,7 @@ def _plot(summaries: list[VariantSummary], path: Path) -> None:
         ax.set_xscale("log")
         ax.set_xlabel("learning rate")
         ax.set_ylabel(f"test {group[0].metric}")
-        ax.set_title(f"{task} · {model}")
+        ax.set_title(f"{sweep}: {task} · {Path(model).name if '/' in model else model}")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize="small")
     fig.tight_layout()

@@ -167,12 +167,6 @@ def test_override_variant_option_with_default_variant():
     _config_error(lambda: spec, "ratio")  # plain LoRA has no such option
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="bug: an inline variant option (key: loraplus, ratio: 8) "
-    "wins over --set variant.ratio=4 (config._variant_from merges it last)",
-)
 def test_override_variant_option_beats_inline_option():
     data = {"variants": [{"key": "loraplus", "ratio": 8}]}
     spec = SweepSpec.from_dict(apply_overrides(data, ["variant.ratio=4"]))
@@ -212,12 +206,6 @@ def test_override_unknown_train_key_names_it():
     _config_error(lambda: SweepSpec.from_dict(apply_overrides({}, ["train.stepz=5"])), "stepz")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="bug: apply_overrides mutates the caller's variant mappings "
-    "(variant.X writes 'options' into the input dicts)",
-)
 def test_overrides_do_not_mutate_their_input():
     data = {"train": {"steps": 1}, "variants": [{"key": "loraplus"}]}
     before = copy.deepcopy(data)
@@ -225,22 +213,10 @@ def test_overrides_do_not_mutate_their_input():
     assert data == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=yaml.YAMLError,
-    reason="bug: --set name=[a (invalid YAML value) raises yaml's "
-    "ParserError instead of ConfigError (config.apply_overrides, yaml.safe_load)",
-)
 def test_override_invalid_yaml_value_is_a_config_error():
     _config_error(lambda: apply_overrides({}, ["name=[a"]), "name")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason="bug: --set variant.rank=4 puts 'rank' into options and "
-    "VariantSpec.validate raises TypeError (multiple values for 'rank')",
-)
 def test_override_variant_field_is_not_an_uncaught_type_error():
     spec = SweepSpec.from_dict(apply_overrides({}, ["variant.rank=4"]))
     try:
@@ -300,42 +276,18 @@ def test_string_lr_in_spec():
     _config_error(lambda: SweepSpec(lrs=["fast"]), "'fast'")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="bug: a recipe list 'lrs: [1e-4, abc]' raises ValueError "
-    "from float() in SweepSpec.from_dict instead of ConfigError (CLI traceback)",
-)
 def test_malformed_lr_in_recipe_list(tmp_path):
     _config_error(lambda: _spec(tmp_path, "lrs: [1e-4, abc]\n"), "abc")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="bug: a recipe list 'seeds: [0, x]' raises ValueError "
-    "from int() in SweepSpec.from_dict instead of ConfigError (CLI traceback)",
-)
 def test_malformed_seed_in_recipe_list(tmp_path):
     _config_error(lambda: _spec(tmp_path, "seeds: [0, x]\n"), "x")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="bug: 'alpha: abc' in a recipe makes VariantSpec.tag raise "
-    "ValueError (format code 'g') before the variant is validated",
-)
 def test_non_numeric_alpha_in_recipe(tmp_path):
     _config_error(lambda: _spec(tmp_path, "alpha: abc\n"), "abc")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason="bug: a non-string recipe name ('name: 2024') raises "
-    "TypeError in SweepSpec.validate instead of ConfigError",
-)
 def test_numeric_sweep_name_in_recipe(tmp_path):
     spec = _spec(tmp_path, "name: 2024\n")
     try:

@@ -148,9 +148,9 @@ def test_rows_one_per_grid_trial(rows):
         for tag in (LORA.tag, DORA.tag, RSLORA.tag)
     }
     assert len(per_tag[LORA.tag]) == 6  # the stray trial is not a grid trial
-    assert len(per_tag[DORA.tag]) == 8  # 6 + 2 retries
+    assert len(per_tag[DORA.tag]) == 6  # the 2 failures that were retried are superseded
     assert len(per_tag[RSLORA.tag]) == 6
-    assert len(rows) == 20
+    assert len(rows) == 18
 
 
 def test_rows_carry_the_study_attributes_and_scores(rows):
@@ -169,13 +169,6 @@ def test_waiting_and_running_rows_are_listed(rows):
     assert states == ["complete", "fail", "pruned", "running", "waiting", "waiting"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="bug: collect_rows keeps failed trials whose grid point was "
-    "retried and completed, though its docstring says superseded failures are "
-    "excluded (report.md then counts them as failed)",
-)
 def test_rows_exclude_superseded_failures(rows):
     dora_failed = [
         (r["lr"], r["seed"]) for r in rows if r["variant_tag"] == DORA.tag and r["state"] == "fail"
@@ -260,13 +253,6 @@ def test_summarise_nothing():
     assert summarise([]) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="bug: summarise groups by (task, model, variant tag) only, "
-    "so `lorasweep report` without --sweep pools two sweeps' trials (e.g. different "
-    "step budgets) into one cell, as if they were seeds",
-)
 def test_two_sweeps_are_not_pooled(tmp_path):
     url = f"sqlite:///{tmp_path / 'two.db'}"
     storage = open_storage(url)
