@@ -398,9 +398,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--alpha", type=float, default=16.0)
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch intra-op threads (default: torch's)"
+    )
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore", category=FutureWarning)  # transformers' notes to peft
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     if args.steps < 1 or args.warmup < 0:
         parser.error("--steps must be >= 1 and --warmup >= 0")
     results = run(args)

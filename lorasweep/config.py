@@ -31,7 +31,7 @@ __all__ = [
 ]
 
 #: The embedded default grid: spans collapse (too low), the peak and divergence (too high).
-DEFAULT_LRS = (1e-5, 1e-4, 1e-3, 3e-3, 1e-2)
+DEFAULT_LRS = (1e-5, 1e-4, 1e-3, 3e-3, 5e-3, 1e-2)
 
 
 class ConfigError(ValueError):
@@ -124,7 +124,7 @@ class SweepSpec:
     variants: list[VariantSpec] = dataclasses.field(default_factory=lambda: [VariantSpec()])
     lrs: list[float] = dataclasses.field(default_factory=lambda: list(DEFAULT_LRS))
     seeds: list[int] = dataclasses.field(default_factory=lambda: [0])
-    train: TrainConfig = dataclasses.field(default_factory=lambda: TrainConfig(steps=100))
+    train: TrainConfig = dataclasses.field(default_factory=lambda: TrainConfig(steps=80))
     task_options: dict[str, Any] = dataclasses.field(default_factory=dict)
     storage: str | None = None
     launcher: str = "inline"

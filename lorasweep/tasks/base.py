@@ -72,6 +72,10 @@ class Task(ABC):
     def check_available(self) -> None:
         """Raise :class:`TaskError` (with the fix) if the task's data cannot be loaded here."""
 
+    def length(self, example: dict[str, Any]) -> int:
+        """A cheap size proxy used to batch examples of similar length together."""
+        return len(example.get("text", ""))
+
     def limited(self, examples: list[dict[str, Any]]) -> list[dict[str, Any]]:
         limit = self.options.eval_limit
         return examples if limit is None else examples[:limit]

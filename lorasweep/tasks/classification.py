@@ -40,6 +40,7 @@ class ClassificationTask(Task):
         device = next(model.parameters()).device
         was_training = model.training
         model.eval()
+        examples = sorted(examples, key=self.length)  # similar lengths together: less padding
         predictions: list[int] = []
         with torch.no_grad():
             for chunk in self.batches(examples, batch_size):

@@ -94,15 +94,28 @@ def autocast_for(cfg: TrainConfig, device: torch.device) -> Callable[[], Any]:
     return contextlib.nullcontext
 
 
+_GROUP_BATCHES = 32  # batches per length-sorted pool
+
+
 def micro_batches(task: Task, tokenizer: Any, examples: list[dict[str, Any]], cfg: TrainConfig,
                   seed: int) -> Iterator[dict[str, torch.Tensor]]:
-    """Endless seeded shuffles of the training set, collated into micro-batches."""
+    """Endless seeded shuffles of the training set, collated into micro-batches.
+
+    Batches are grouped by length: each shuffled pool of ``_GROUP_BATCHES`` batches is sorted by
+    length, cut into batches, and the batches are shuffled again. Every batch is still a random
+    draw of similar-length examples, and padding (most of the compute on short texts) shrinks.
+    """
     generator = torch.Generator().manual_seed(seed)
+    size = cfg.batch_size
+    pool = size * _GROUP_BATCHES
     while True:
         order = torch.randperm(len(examples), generator=generator).tolist()
-        for start in range(0, len(order) - cfg.batch_size + 1, cfg.batch_size):
-            chunk = [examples[i] for i in order[start : start + cfg.batch_size]]
-            yield task.collate(tokenizer, chunk, cfg.max_length)
+        batches = []
+        for start in range(0, len(order) - size + 1, pool):
+            chunk = sorted(order[start : start + pool], key=lambda i: task.length(examples[i]))
+            batches += [chunk[i : i + size] for i in range(0, len(chunk) - size + 1, size)]
+        for b in torch.randperm(len(batches), generator=generator).tolist():
+            yield task.collate(tokenizer, [examples[i] for i in batches[b]], cfg.max_length)
 
 
 def train(model: torch.nn.Module, variant: Variant, task: Task, tokenizer: Any, data: TaskData,
