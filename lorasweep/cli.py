@@ -25,7 +25,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
+# Reports are wide tables: when output is not a terminal (logs, CI), do not squeeze them to 80.
+console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True)
 
 # Options shared by several commands, defined once.

@@ -42,6 +42,8 @@ def _band_text(s: VariantSummary) -> str:
 
 
 def _delta_text(s: VariantSummary) -> str:
+    if s.variant == "lora":
+        return "baseline"
     return "-" if s.delta_vs_lora is None else f"{s.delta_vs_lora:+.3f}"
 
 

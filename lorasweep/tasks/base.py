@@ -69,7 +69,7 @@ class Task(ABC):
                  batch_size: int, max_length: int, autocast: Any) -> float:
         """The task's metric of ``model`` on ``examples``."""
 
-    def check_available(self) -> None:
+    def check_available(self) -> None:  # noqa: B027  (optional hook; most tasks need no check)
         """Raise :class:`TaskError` (with the fix) if the task's data cannot be loaded here."""
 
     def length(self, example: dict[str, Any]) -> int:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import bz2
 import csv
+import importlib.util
 import io
 import random
-import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,7 @@ def _corpus_path() -> Path:
 
 @register_task
 class Sentiment(ClassificationTask):
-    """Binary sentiment of ~12.8k Rotten Tomatoes snippets (fresh = 1, rotten = 0).
+    """Binary sentiment of the Rotten Tomatoes snippets (fresh = 1, rotten = 0), deduplicated.
 
     A fixed, seeded split: a balanced test set of 1,000 (500 per class), a balanced validation
     set of 500, the rest (~11.3k) for training. Metric: accuracy (validation drives the search,
@@ -62,11 +62,17 @@ class Sentiment(ClassificationTask):
 
     def load(self) -> TaskData:
         with bz2.open(_corpus_path(), "rt", encoding="utf-8") as handle:
-            rows = [
-                {"text": r["text"].strip(), "label": _LABELS[r["category"]]}
+            labelled = [
+                (r["text"].strip(), _LABELS[r["category"]])
                 for r in csv.DictReader(io.StringIO(handle.read()))
                 if r["category"] in _LABELS and r["text"].strip()
             ]
+        # The corpus repeats some snippets: keep one copy of each text (none with two labels),
+        # so no test text is also a training text.
+        labels_of: dict[str, set[int]] = {}
+        for text, label in labelled:
+            labels_of.setdefault(text, set()).add(label)
+        rows = [{"text": t, "label": next(iter(ls))} for t, ls in labels_of.items() if len(ls) == 1]
         rng = random.Random(_SPLIT_SEED)
         by_label: dict[int, list[dict[str, Any]]] = {0: [], 1: []}
         for row in rows:

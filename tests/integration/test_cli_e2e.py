@@ -95,3 +95,17 @@ def test_saved_adapter_loads_in_peft_with_our_logits(swept, tiny_bert_dir, varia
         untouched = base()(**batch).logits
     assert not torch.allclose(expected, untouched, atol=1e-6)  # training changed the model
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+
+
+def test_embedded_default_runs_on_the_real_pretrained_model(tmp_path):
+    """The defaults (embedded MiniLM, Rotten Tomatoes) on a tiny budget, through the CLI."""
+    run = _cli("run", "--lrs", "1e-5,5e-3", "--steps", "3", "--set", "task.eval_limit=32",
+               "--sweep", "smoke", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    trials = _grid_trials(tmp_path)
+    assert len(trials) == 2 and all(t.state == TrialState.COMPLETE for t in trials)
+    attrs = trials[0].user_attrs
+    assert attrs["config"]["model"] == "embedded:minilm" and attrs["config"]["task"] == "sentiment"
+    # LoRA r=8 on query and value of MiniLM's 6 layers (384 x 384): 6 * 2 * 8 * (384 + 384)
+    assert attrs["trainable_params"] == 6 * 2 * 8 * (384 + 384)
+    assert attrs["variant_config"]["modules_to_save"] == ["classifier"]

