@@ -124,8 +124,12 @@ def train(model: torch.nn.Module, variant: Variant, task: Task, tokenizer: Any, 
     reporter = reporter or SilentReporter()
     autocast = autocast_for(cfg, device)
     steps = total_steps(cfg, len(data.train))
+    variant.begin_training(steps)
     optimizer = torch.optim.AdamW(variant.param_groups(lr, cfg.weight_decay))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, steps))
+    schedule = lr_lambda(cfg, steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: schedule(s) * variant.lr_factor(s)
+    )
     params = [p for group in optimizer.param_groups for p in group["params"]]
     batches = micro_batches(task, tokenizer, data.train, cfg, seed)
 

@@ -168,6 +168,8 @@ class Variant:
     Options: ClassVar[type] = NoOptions
     #: How the exported peft ``LoraConfig`` marks this variant (``None``: no peft export).
     peft_flags: ClassVar[dict[str, Any] | None] = {}
+    #: False for nonlinear updates (no weight reproduces the adapted layer); merge() refuses.
+    mergeable: ClassVar[bool] = True
 
     def __init__(self, rank: int = 8, alpha: float = 16.0, dropout: float = 0.0, **options: Any):
         if not isinstance(rank, int) or rank <= 0:
@@ -259,6 +261,14 @@ class Variant:
             return []
         return [{"params": params, "lr": lr, "weight_decay": weight_decay, "name": "heads"}]
 
+    def begin_training(self, total_steps: int) -> None:
+        """Called once by the loop before the first step, with the trial's step budget."""
+        self.total_steps = total_steps
+
+    def lr_factor(self, step: int) -> float:
+        """A multiplier on the loop's schedule at ``step`` (restarts re-warm through this)."""
+        return 1.0
+
     def extra_loss(self) -> torch.Tensor | None:
         """A term added to the task loss (regularisers, router balance); ``None`` for none."""
         return None
@@ -271,6 +281,8 @@ class Variant:
 
     # ---------------------------------------------------------------------- whole-model ops
     def merge(self) -> None:
+        if not self.mergeable:
+            raise VariantError(f"variant {self.key!r} is nonlinear in its input: it cannot merge")
         for layer in self.layers.values():
             layer.merge()
 

@@ -114,6 +114,8 @@ def _peft_config(variant: Variant, rank: int, base_model: str | None) -> dict[st
 
 
 def _contiguous(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    """Own, contiguous CPU copies: safetensors refuses tensors that share storage (a weight
+    shared by several layers appears once per layer in a state dict)."""
+    return {k: v.detach().cpu().clone().contiguous() for k, v in tensors.items()}
 
 

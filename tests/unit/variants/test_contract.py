@@ -243,6 +243,10 @@ def test_save_load_round_trip(key, case, tmp_path):
 @case_param
 def test_merge_equals_unmerged_and_unmerge_restores(key, case):
     model, variant = _adapt(case, key)
+    if not variant.mergeable:  # nonlinear updates: merging must be refused, not approximated
+        with pytest.raises(VariantError, match="cannot merge"):
+            variant.merge()
+        return
     _perturb(variant)
     weights = {n: layer.base.weight.detach().clone() for n, layer in variant.layers.items()}
     with torch.no_grad():
