@@ -126,6 +126,7 @@ class SweepSpec:
     seeds: list[int] = dataclasses.field(default_factory=lambda: [0])
     train: TrainConfig = dataclasses.field(default_factory=lambda: TrainConfig(steps=80))
     task_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    model_options: dict[str, Any] = dataclasses.field(default_factory=dict)
     storage: str | None = None
     launcher: str = "inline"
     workers: int = 1
@@ -152,11 +153,12 @@ class SweepSpec:
             raise ConfigError(f"workers must be positive, got {self.workers}")
         self.train.validate()
         from .tasks import TaskError, get_task
-        from .train.model import ModelError, check_model
+        from .train.model import ModelError, ModelOptions, check_model
 
         try:
             get_task(self.task, **self.task_options)
             check_model(self.model)
+            ModelOptions.parse(self.model_options)
         except (TaskError, ModelError) as err:
             raise ConfigError(str(err)) from None
         for variant in self.variants:  # imports torch: after the cheap checks
@@ -212,6 +214,7 @@ class TrialSpec:
     model: str
     task: str
     task_options: dict[str, Any]
+    model_options: dict[str, Any]
     variant: VariantSpec
     lr: float
     seed: int
@@ -305,7 +308,8 @@ def load_recipe(path: str | Path) -> dict[str, Any]:
 def apply_overrides(data: dict[str, Any], assignments: list[str]) -> dict[str, Any]:
     """Apply ``--set key=value`` overrides to recipe data (dotted keys, YAML-typed values).
 
-    ``train.steps=50``, ``task.eval_limit=100`` (task options), ``variant.ratio=8`` (an option of
+    ``train.steps=50``, ``task.eval_limit=100`` (task options), ``model.dtype=bf16`` (model
+    options), ``variant.ratio=8`` (an option of
     every listed variant), ``rank=4``, ``target_modules=query,value``.
     """
     data = dict(data)
@@ -325,6 +329,8 @@ def apply_overrides(data: dict[str, Any], assignments: list[str]) -> dict[str, A
             data["train"] = {**(data.get("train") or {}), rest: value}
         elif head == "task" and rest:
             data["task_options"] = {**(data.get("task_options") or {}), rest: value}
+        elif head == "model" and rest:
+            data["model_options"] = {**(data.get("model_options") or {}), rest: value}
         elif head == "variant" and rest:
             variants = [dict(v) if isinstance(v, dict) else {"key": v}
                         for v in _as_list(data.get("variants", ["lora"]))]
@@ -340,6 +346,6 @@ def apply_overrides(data: dict[str, Any], assignments: list[str]) -> dict[str, A
             data[key] = value
         else:
             raise ConfigError(
-                f"unknown override {key!r}: use train.X, task.X, variant.X or a top-level recipe key"
+                f"unknown override {key!r}: use train.X, task.X, model.X, variant.X or a top-level key"
             )
     return data

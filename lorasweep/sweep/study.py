@@ -108,7 +108,9 @@ def _check_same_settings(study: Any, spec: SweepSpec) -> None:
     """A sweep's trials must be comparable: refuse to mix training budgets in one study."""
     from ..config import ConfigError
 
-    for key, value in (("train", dataclasses.asdict(spec.train)), ("task_options", spec.task_options)):
+    settings = (("train", dataclasses.asdict(spec.train)), ("task_options", spec.task_options),
+                ("model_options", spec.model_options))
+    for key, value in settings:
         stored = study.user_attrs.get(key)
         if stored is not None and stored != value:
             changed = sorted(k for k in set(stored) | set(value) if stored.get(k) != value.get(k))
@@ -142,6 +144,7 @@ def sync_sweep(spec: SweepSpec, storage: Any) -> list[GridSync]:
             "variant_spec": dataclasses.asdict(variant),
             "train": dataclasses.asdict(spec.train),
             "task_options": spec.task_options,
+            "model_options": spec.model_options,
             "runs_dir": spec.runs_dir,
         }
         for key, value in attrs.items():

