@@ -81,11 +81,13 @@ def run(
             data["lrs"] = parse_floats(lrs)
         if seeds is not None:
             data["seeds"] = parse_ints(seeds)
-        train = dict(data.get("train") or {"steps": SweepSpec().train.steps})
+        train = dict(data.get("train") or {})  # what is not given comes from the task's budget
         if steps is not None:
             train.update(steps=steps)
         if epochs is not None:
-            train.update(epochs=epochs, steps=None if steps is None else steps)
+            train.update(epochs=epochs)
+            if steps is None:
+                train.pop("steps", None)
         if batch_size is not None:
             train.update(batch_size=batch_size)
         data["train"] = train

@@ -152,11 +152,12 @@ class SweepSpec:
         if self.workers <= 0:
             raise ConfigError(f"workers must be positive, got {self.workers}")
         self.train.validate()
-        from .tasks import TaskError, get_task
+        from .tasks import TaskError, expand_tasks, get_task
         from .train.model import ModelError, ModelOptions, check_model
 
         try:
-            get_task(self.task, **self.task_options)
+            for task in expand_tasks(self.task):
+                get_task(task, **self.task_options)
             check_model(self.model)
             ModelOptions.parse(self.model_options)
         except (TaskError, ModelError) as err:
@@ -168,11 +169,19 @@ class SweepSpec:
             raise ConfigError(f"the same variant configuration is listed twice: {tags}")
         return self
 
+    @property
+    def tasks(self) -> list[str]:
+        """The task keys this sweep runs (a group such as ``glue`` expands to its members)."""
+        from .tasks import expand_tasks
+
+        return expand_tasks(self.task)
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SweepSpec:
+        """Build from recipe data; the task's own defaults fill model, lrs and train budget."""
         data = dict(data)
         known = {f.name for f in dataclasses.fields(cls)} | {"rank", "alpha", "target_modules"}
         unknown = sorted(set(data) - known)
@@ -187,20 +196,26 @@ class SweepSpec:
                            for x in _as_list(data["lrs"])]
         if "seeds" in data:
             data["seeds"] = [_number(x, int, "seed", "seeds: [0, 1]") for x in _as_list(data["seeds"])]
-        train = data.pop("train", None)
-        if train is None:
-            train_config = cls().train  # the embedded default budget
-        elif not isinstance(train, dict):
+        train = data.pop("train", None) or {}
+        if not isinstance(train, dict):
             raise ConfigError(f"recipe key 'train' must be a mapping, got {train!r}")
+        fields = {f.name for f in dataclasses.fields(TrainConfig)}
+        unknown = sorted(set(train) - fields)
+        if unknown:
+            raise ConfigError(
+                f"unknown train setting {unknown[0]!r}: known are {', '.join(sorted(fields))}"
+            )
+        task_cls = _task_class(data.get("task", cls.task))
+        if task_cls is not None:
+            data.setdefault("model", task_cls.default_model or cls.model)
+            if task_cls.default_lrs:
+                data.setdefault("lrs", list(task_cls.default_lrs))
+            budget = dict(task_cls.default_train)
         else:
-            fields = {f.name for f in dataclasses.fields(TrainConfig)}
-            unknown = sorted(set(train) - fields)
-            if unknown:
-                raise ConfigError(
-                    f"unknown train setting {unknown[0]!r}: known are {', '.join(sorted(fields))}"
-                )
-            train_config = TrainConfig(**train)
-        return cls(**data, variants=variants, train=train_config)
+            budget = {"steps": cls().train.steps}
+        if "epochs" in train and "steps" not in train:
+            budget.pop("steps", None)  # an explicit epoch budget replaces a default step budget
+        return cls(**data, variants=variants, train=TrainConfig(**{**budget, **train}))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -230,6 +245,14 @@ class TrialSpec:
         data["variant"] = VariantSpec(**data["variant"])
         data["train"] = TrainConfig(**data["train"])
         return cls(**data)
+
+
+def _task_class(key: Any):
+    """The task class (first member for a group) whose defaults apply; None if unknown."""
+    from .tasks import expand_tasks_safe, task_registry
+
+    members = expand_tasks_safe(key) if isinstance(key, str) else []
+    return task_registry().get(members[0]) if members else None
 
 
 def _number(value: Any, kind: type, what: str, example: str) -> Any:

@@ -50,7 +50,8 @@ def collect_rows(storage_url: str | None, sweep: str | None = None) -> list[dict
             metric = u.get("metric")
             score = u.get(f"test_{metric}") if metric else None
             rows.append({
-                "sweep": s["sweep"], "task": s["task"], "model": s["model"],
+                "sweep": s["sweep"], "task": s["task"], "task_group": s.get("task_group"),
+                "model": s["model"],
                 "variant": s["variant"], "variant_tag": s["variant_tag"], "study": study.study_name,
                 "trial": t.number, "state": t.state.name.lower(),
                 "lr": t.params.get("lr", u.get("config", {}).get("lr")),
@@ -122,6 +123,42 @@ class VariantSummary:
         return None if self.band is None else math.log10(self.band[1] / self.band[0])
 
 
+def _group_averages(summaries: list[VariantSummary], rows: list[dict[str, Any]],
+                    band_tolerance: float) -> list[VariantSummary]:
+    """For task groups (``glue``): per variant and LR, the mean over the group's tasks.
+
+    A learning rate enters the average only where every task of the group has a score, as the
+    study averages the nine GLUE tasks.
+    """
+    groups: dict[tuple, set[str]] = defaultdict(set)
+    for r in rows:
+        if r.get("task_group"):
+            groups[(r["sweep"], r["task_group"], r["model"])].add(r["task"])
+    out = []
+    for (sweep, group, model), tasks in sorted(groups.items()):
+        by_variant: dict[str, list[VariantSummary]] = defaultdict(list)
+        for s in summaries:
+            if (s.sweep, s.model) == (sweep, model) and s.task in tasks:
+                by_variant[s.variant_tag].append(s)
+        for tag, members in sorted(by_variant.items()):
+            if {m.task for m in members} != tasks:
+                continue  # not every task has results yet
+            lrs = set.intersection(*(set(m.cells) for m in members))
+            if not lrs:
+                continue
+            cells = {lr: Cell(statistics.fmean(m.cells[lr].mean for m in members),
+                              statistics.fmean(m.cells[lr].std for m in members),
+                              min(m.cells[lr].n for m in members),
+                              sum(m.cells[lr].diverged for m in members)) for lr in sorted(lrs)}
+            best_lr = max(cells, key=lambda lr: cells[lr].mean)
+            peak = cells[best_lr].mean
+            good = [lr for lr, c in cells.items() if c.mean >= peak - band_tolerance]
+            out.append(VariantSummary(sweep, f"{group} (avg of {len(tasks)})", model,
+                                      members[0].variant, tag, "average", cells, best_lr, peak,
+                                      (min(good), max(good))))
+    return out
+
+
 def summarise(rows: list[dict[str, Any]], band_tolerance: float = 0.01) -> list[VariantSummary]:
     """Mean ± std per (variant, lr) over completed seeds; best LR, peak, good-LR band, Δ vs LoRA.
 
@@ -145,6 +182,7 @@ def summarise(rows: list[dict[str, Any]], band_tolerance: float = 0.01) -> list[
         good = [lr for lr, c in cells.items() if c.mean >= peak - band_tolerance]
         out.append(VariantSummary(sweep, task, model, variant, tag, metric, cells, best_lr, peak,
                                   (min(good), max(good))))
+    out += _group_averages(out, rows, band_tolerance)
     for s in out:
         lora = [o for o in out if (o.sweep, o.task, o.model) == (s.sweep, s.task, s.model)
                 and o.variant == "lora"]

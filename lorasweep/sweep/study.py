@@ -33,8 +33,8 @@ HEARTBEAT_GRACE_S = float(os.environ.get("LORASWEEP_HEARTBEAT_GRACE", "60"))
 _SEARCH_SPACE_KEYS = ("lr", "seed")
 
 
-def study_name(spec: SweepSpec, variant: VariantSpec) -> str:
-    return f"{spec.name}|{spec.task}|{spec.model}|{variant.tag}"
+def study_name(spec: SweepSpec, variant: VariantSpec, task: str | None = None) -> str:
+    return f"{spec.name}|{task or spec.tasks[0]}|{spec.model}|{variant.tag}"
 
 
 def grid_point(lr: float, seed: int) -> str:
@@ -125,19 +125,21 @@ def sync_sweep(spec: SweepSpec, storage: Any) -> list[GridSync]:
     import optuna
 
     existing = set(optuna.get_all_study_names(storage))
-    for variant in spec.variants:  # check every study before writing to any
-        name = study_name(spec, variant)
+    pairs = [(task, variant) for task in spec.tasks for variant in spec.variants]
+    for task, variant in pairs:  # check every study before writing to any
+        name = study_name(spec, variant, task)
         if name in existing:
             _check_same_settings(optuna.load_study(study_name=name, storage=storage), spec)
     syncs = []
-    for variant in spec.variants:
-        name = study_name(spec, variant)
+    for task, variant in pairs:
+        name = study_name(spec, variant, task)
         study = optuna.create_study(
             study_name=name, storage=storage, direction="maximize", load_if_exists=True
         )
         attrs = {
             "sweep": spec.name,
-            "task": spec.task,
+            "task": task,
+            "task_group": spec.task if spec.task != task else None,
             "model": spec.model,
             "variant": variant.key,
             "variant_tag": variant.tag,

@@ -1,13 +1,42 @@
 """Tasks: one file per task family, one registry key per task."""
 
 from . import sentiment  # noqa: F401  (registers the task)
-from .base import Task, TaskData, TaskError, get_task, register_task, task_registry
+from .base import (
+    TASK_GROUPS,
+    Task,
+    TaskData,
+    TaskError,
+    expand_tasks,
+    expand_tasks_safe,
+    get_task,
+    register_task,
+    task_registry,
+)
 
-__all__ = ["Task", "TaskData", "TaskError", "get_task", "list_tasks", "register_task", "task_registry"]
+__all__ = [
+    "TASK_GROUPS",
+    "Task",
+    "TaskData",
+    "TaskError",
+    "expand_tasks",
+    "get_task",
+    "list_tasks",
+    "register_task",
+    "task_registry",
+]
 
 
 def list_tasks() -> list[dict[str, str]]:
-    return [
+    """Every task key (and group key) with its metric, default model and summary."""
+    rows = [
         {"key": k, "metric": c.metric, "default_model": c.default_model, "summary": c.summary}
         for k, c in sorted(task_registry().items())
     ]
+    for group in TASK_GROUPS:
+        members = expand_tasks_safe(group)
+        if members:
+            first = task_registry()[members[0]]
+            rows.append({"key": group, "metric": "average of its tasks' metrics",
+                         "default_model": first.default_model,
+                         "summary": f"group: sweeps {', '.join(members)} and reports their average"})
+    return rows

@@ -7,7 +7,19 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
-__all__ = ["Task", "TaskData", "TaskError", "get_task", "register_task", "task_registry"]
+__all__ = [
+    "TASK_GROUPS",
+    "Task",
+    "TaskData",
+    "TaskError",
+    "expand_tasks",
+    "get_task",
+    "register_task",
+    "task_registry",
+]
+
+#: Group keys that sweep every registered task ``GROUP-*`` and report their average.
+TASK_GROUPS = ("glue", "ic")
 
 
 class TaskError(ValueError):
@@ -104,12 +116,29 @@ def task_registry() -> dict[str, type[Task]]:
     return dict(_REGISTRY)
 
 
+def expand_tasks(key: str) -> list[str]:
+    """``glue`` -> every registered ``glue-*`` task; a task key -> itself."""
+    if key in TASK_GROUPS:
+        members = sorted(k for k in _REGISTRY if k.startswith(key + "-"))
+        if not members:
+            raise TaskError(f"task group {key!r} has no registered tasks")
+        return members
+    return [key]
+
+
 def get_task(key: str, **options: Any) -> Task:
     try:
         cls = _REGISTRY[key]
     except KeyError:
-        known = ", ".join(sorted(_REGISTRY))
+        known = ", ".join(sorted(_REGISTRY) + [g for g in TASK_GROUPS if expand_tasks_safe(g)])
         raise TaskError(f"unknown task {key!r}: choose one of {known} (see `lorasweep tasks`)") from None
     task = cls(**options)
     task.check_available()
     return task
+
+
+def expand_tasks_safe(key: str) -> list[str]:
+    try:
+        return expand_tasks(key)
+    except TaskError:
+        return []
