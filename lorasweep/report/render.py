@@ -5,11 +5,11 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-import math
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from .._json import json_safe
 from .collect import VariantSummary
 
 __all__ = ["render_terminal", "write_report"]
@@ -123,10 +123,6 @@ def _plot(summaries: list[VariantSummary], path: Path) -> None:
     plt.close(fig)
 
 
-def _clean(value: Any) -> Any:
-    return None if isinstance(value, float) and not math.isfinite(value) else value
-
-
 def write_report(summaries: list[VariantSummary], rows: list[dict[str, Any]], out_dir: str | Path,
                  tolerance: float = 0.01) -> dict[str, Path]:
     out = Path(out_dir)
@@ -137,7 +133,7 @@ def write_report(summaries: list[VariantSummary], rows: list[dict[str, Any]], ou
     with paths["results.csv"].open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields)
         writer.writeheader()
-        writer.writerows({k: _clean(v) for k, v in r.items()} for r in rows)
+        writer.writerows(json_safe(r) for r in rows)
     payload = {
         "summaries": [
             {**{k: v for k, v in dataclasses.asdict(s).items() if k != "cells"},
@@ -145,7 +141,7 @@ def write_report(summaries: list[VariantSummary], rows: list[dict[str, Any]], ou
              "cells": [{"lr": lr, **dataclasses.asdict(c)} for lr, c in sorted(s.cells.items())]}
             for s in summaries
         ],
-        "trials": [{k: _clean(v) for k, v in r.items()} for r in rows],
+        "trials": [json_safe(r) for r in rows],
     }
     paths["results.json"].write_text(json.dumps(payload, indent=2))
     if summaries:

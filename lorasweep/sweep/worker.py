@@ -9,7 +9,6 @@ running trial, which the next sync (after the heartbeat grace period) marks FAIL
 from __future__ import annotations
 
 import dataclasses
-import math
 import threading
 import time
 import traceback
@@ -17,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .._json import json_safe
 from ..config import TrainConfig, TrialSpec, VariantSpec
 from .study import HEARTBEAT_ATTR, HEARTBEAT_INTERVAL_S, fail_stale_trials
 
@@ -100,16 +100,6 @@ def _trial_spec(study: Any, trial: Any, storage_url: str) -> TrialSpec:
     )
 
 
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
-
-
 def run_worker(storage_url: str, study_names: list[str], events: TrialEvents | None = None,
                should_stop: Callable[[], bool] = lambda: False) -> WorkerSummary:
     """Run waiting trials of ``study_names`` (in order) until none is left."""
@@ -162,7 +152,7 @@ def _run_one(study: Any, trial: Any, spec: TrialSpec, events: TrialEvents,
             study.tell(trial, state=TrialState.FAIL)
             return "failed", None
     for key, val in {**result.metrics, **result.attrs}.items():
-        trial.set_user_attr(key, _json_safe(val))
+        trial.set_user_attr(key, json_safe(val))
     if result.pruned:
         study.tell(trial, state=TrialState.PRUNED)
         return "pruned", None

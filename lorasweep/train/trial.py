@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
-import math
 import platform
 import resource
 import socket
@@ -14,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .._json import json_safe
 from ..config import TrialSpec
 from .loop import Reporter, micro_batches, train
 
@@ -122,14 +122,6 @@ def run_trial(spec: TrialSpec, reporter: Reporter | None = None) -> TrialResult:
         "run_dir": str(run_dir),
         **provenance(device),
     }
-    (run_dir / "metrics.json").write_text(
-        json.dumps({**metrics, **{k: attrs[k] for k in ("wall_time_s", "peak_memory_mb")}},
-                   indent=2, default=_json_default)
-    )
+    summary = {**metrics, **{k: attrs[k] for k in ("wall_time_s", "peak_memory_mb", "prepare")}}
+    (run_dir / "metrics.json").write_text(json.dumps(json_safe(summary), indent=2))
     return TrialResult(result.validation, result.pruned, metrics, attrs)
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return str(value)
