@@ -127,6 +127,9 @@ class SweepSpec:
     train: TrainConfig = dataclasses.field(default_factory=lambda: TrainConfig(steps=80))
     task_options: dict[str, Any] = dataclasses.field(default_factory=dict)
     model_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: The train settings the recipe/CLI gave explicitly. When set, each task of a group gets its
+    #: own default budget overlaid with these (``train_for``); ``train`` is the first task's.
+    train_settings: dict[str, Any] | None = None
     storage: str | None = None
     launcher: str = "inline"
     workers: int = 1
@@ -151,7 +154,6 @@ class SweepSpec:
             raise ConfigError(f"unknown launcher {self.launcher!r}: choose inline or local")
         if self.workers <= 0:
             raise ConfigError(f"workers must be positive, got {self.workers}")
-        self.train.validate()
         from .tasks import TaskError, expand_tasks, get_task
         from .train.model import ModelError, ModelOptions, check_model
 
@@ -162,12 +164,20 @@ class SweepSpec:
             ModelOptions.parse(self.model_options)
         except (TaskError, ModelError) as err:
             raise ConfigError(str(err)) from None
+        for task in self.tasks:
+            self.train_for(task).validate()
         for variant in self.variants:  # imports torch: after the cheap checks
             variant.validate()
         tags = [v.tag for v in self.variants]
         if len(set(tags)) != len(tags):
             raise ConfigError(f"the same variant configuration is listed twice: {tags}")
         return self
+
+    def train_for(self, task: str) -> TrainConfig:
+        """The training budget of one task of this sweep (a group's tasks differ in size)."""
+        if self.train_settings is None:
+            return self.train
+        return _budget(_task_class(task), self.train_settings)
 
     @property
     def tasks(self) -> list[str]:
@@ -210,12 +220,8 @@ class SweepSpec:
             data.setdefault("model", task_cls.default_model or cls.model)
             if task_cls.default_lrs:
                 data.setdefault("lrs", list(task_cls.default_lrs))
-            budget = dict(task_cls.default_train)
-        else:
-            budget = {"steps": cls().train.steps}
-        if "epochs" in train and "steps" not in train:
-            budget.pop("steps", None)  # an explicit epoch budget replaces a default step budget
-        return cls(**data, variants=variants, train=TrainConfig(**{**budget, **train}))
+        return cls(**data, variants=variants, train=_budget(task_cls, train),
+                   train_settings=dict(train))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -245,6 +251,17 @@ class TrialSpec:
         data["variant"] = VariantSpec(**data["variant"])
         data["train"] = TrainConfig(**data["train"])
         return cls(**data)
+
+
+def _budget(task_cls: Any, given: dict[str, Any]) -> TrainConfig:
+    """A task's default budget overlaid with the settings given explicitly."""
+    budget = dict(task_cls.default_train) if task_cls is not None else {"steps": SweepSpec().train.steps}
+    if "epochs" in given and "steps" not in given:
+        budget.pop("steps", None)  # an explicit epoch budget replaces a default step budget
+    try:
+        return TrainConfig(**{**budget, **given})
+    except TypeError as err:
+        raise ConfigError(f"bad train settings: {err}") from None
 
 
 def _task_class(key: Any):

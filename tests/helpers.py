@@ -26,3 +26,41 @@ def make_tiny_bert(path: str | Path, num_labels: int = 2) -> Path:
     BertForSequenceClassification(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+def make_tiny_clip(path: str | Path, full: bool = False) -> Path:
+    """A tiny random CLIP vision tower (hidden 32, 2 layers, 32x32 images, 8x8 patches) saved with
+    a CLIP image processor; ``full`` saves a whole CLIPModel (text tower too), like OpenAI's."""
+    import torch
+    from transformers import (
+        CLIPConfig,
+        CLIPModel,
+        CLIPTextConfig,
+        CLIPVisionConfig,
+        CLIPVisionModel,
+    )
+    from transformers.utils import logging
+
+    from lorasweep.tasks.image_model import image_processor_class
+
+    path = Path(path)
+    torch.manual_seed(0)
+    vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                              num_attention_heads=2, image_size=32, patch_size=8)
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity_error()
+    try:
+        if full:
+            text = CLIPTextConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                  num_attention_heads=2, vocab_size=64, bos_token_id=0,
+                                  eos_token_id=1, pad_token_id=1)
+            config = CLIPConfig(text_config=text.to_dict(), vision_config=vision.to_dict(),
+                                projection_dim=16)
+            CLIPModel(config).save_pretrained(path)
+        else:
+            CLIPVisionModel(vision).save_pretrained(path)
+        image_processor_class()(size={"shortest_edge": 32},
+                                crop_size={"height": 32, "width": 32}).save_pretrained(path)
+    finally:
+        logging.set_verbosity(verbosity)
+    return path

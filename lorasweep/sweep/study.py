@@ -104,11 +104,11 @@ def _sync_study(study: Any, spec: SweepSpec, variant: VariantSpec) -> GridSync:
     return sync
 
 
-def _check_same_settings(study: Any, spec: SweepSpec) -> None:
+def _check_same_settings(study: Any, spec: SweepSpec, task: str) -> None:
     """A sweep's trials must be comparable: refuse to mix training budgets in one study."""
     from ..config import ConfigError
 
-    settings = (("train", dataclasses.asdict(spec.train)), ("task_options", spec.task_options),
+    settings = (("train", dataclasses.asdict(spec.train_for(task))), ("task_options", spec.task_options),
                 ("model_options", spec.model_options))
     for key, value in settings:
         stored = study.user_attrs.get(key)
@@ -129,7 +129,7 @@ def sync_sweep(spec: SweepSpec, storage: Any) -> list[GridSync]:
     for task, variant in pairs:  # check every study before writing to any
         name = study_name(spec, variant, task)
         if name in existing:
-            _check_same_settings(optuna.load_study(study_name=name, storage=storage), spec)
+            _check_same_settings(optuna.load_study(study_name=name, storage=storage), spec, task)
     syncs = []
     for task, variant in pairs:
         name = study_name(spec, variant, task)
@@ -144,7 +144,7 @@ def sync_sweep(spec: SweepSpec, storage: Any) -> list[GridSync]:
             "variant": variant.key,
             "variant_tag": variant.tag,
             "variant_spec": dataclasses.asdict(variant),
-            "train": dataclasses.asdict(spec.train),
+            "train": dataclasses.asdict(spec.train_for(task)),
             "task_options": spec.task_options,
             "model_options": spec.model_options,
             "runs_dir": spec.runs_dir,

@@ -1,6 +1,13 @@
 """Tasks: one file per task family, one registry key per task."""
 
-from . import sentiment  # noqa: F401  (registers the task)
+from . import (  # noqa: F401  (importing a task module registers its tasks)
+    arith,  # math generation
+    glue,  # the nine GLUE tasks
+    gsm8k,  # math generation
+    humaneval,
+    image,  # image classification, and the image-classification model kind
+    sentiment,
+)
 from .base import (
     TASK_GROUPS,
     Task,

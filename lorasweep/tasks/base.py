@@ -56,6 +56,9 @@ class Task(ABC):
     Options: ClassVar[type] = TaskOptions
     #: The study's budget for this task (TrainConfig fields) and learning-rate grid; a sweep
     #: that names the task without its own train settings / --lrs uses these.
+    #: The trial's objective: the validation score at the end ("final") or the best of the
+    #: periodic evaluations ("best", the study's "best score over epochs" for GLUE).
+    objective: ClassVar[str] = "final"
     default_train: ClassVar[dict[str, Any]] = {}
     default_lrs: ClassVar[tuple[float, ...]] = ()
 

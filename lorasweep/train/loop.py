@@ -185,6 +185,11 @@ def train(model: torch.nn.Module, variant: Variant, task: Task, tokenizer: Any, 
     validation = evaluate(data.validation)
     best = max(best, validation)
     history.append({"step": step, "validation": validation, "loss": loss_value})
-    test = evaluate(data.test) if not pruned else math.nan
+    if pruned:
+        test = math.nan
+    elif data.test is data.validation:  # tasks that score their validation split as test (GLUE)
+        test = validation
+    else:
+        test = evaluate(data.test)
     return TrainResult(validation, test, best, step, loss_value, False, pruned, seconds, tokens,
                        history)

@@ -124,4 +124,5 @@ def run_trial(spec: TrialSpec, reporter: Reporter | None = None) -> TrialResult:
     }
     summary = {**metrics, **{k: attrs[k] for k in ("wall_time_s", "peak_memory_mb", "prepare")}}
     (run_dir / "metrics.json").write_text(json.dumps(json_safe(summary), indent=2))
-    return TrialResult(result.validation, result.pruned, metrics, attrs)
+    value = result.best_validation if task.objective == "best" else result.validation
+    return TrialResult(value, result.pruned, metrics, attrs)

@@ -145,6 +145,24 @@ class AdapterLayer(nn.Module):
     def has_initial_update(self) -> bool:
         return hasattr(self, "lora_B0")
 
+    @torch.no_grad()
+    def set_rank(self, rank: int) -> None:
+        """Re-create ``A`` (Kaiming) and ``B`` (zero) with another rank: for ranks chosen from
+        data (GoRA, EVA) before the optimizer exists, and when loading such a layer. A recorded
+        initial update is undone and kept as zeros of the new shape; rank 0 gives empty, frozen
+        tensors (the layer adds nothing)."""
+        if self.has_initial_update:
+            self.base.weight.add_(self.initial_update().to(self.base.weight.dtype))
+        factory = {"device": self.lora_A.device, "dtype": self.lora_A.dtype}
+        self.rank = rank
+        self.lora_A = nn.Parameter(torch.zeros(rank, self.in_features, **factory), rank > 0)
+        self.lora_B = nn.Parameter(torch.zeros(self.out_features, rank, **factory), rank > 0)
+        if rank:
+            nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
+        if self.has_initial_update:
+            self.lora_B0 = torch.zeros_like(self.lora_B.detach())
+            self.lora_A0 = torch.zeros_like(self.lora_A.detach())
+
     # -------------------------------------------------------------------- state for saving
     def adapter_state(self) -> dict[str, torch.Tensor]:
         """Trainable tensors and the buffers needed to rebuild the layer on a fresh base."""
@@ -318,6 +336,9 @@ class Variant:
         for lname, layer in self.layers.items():
             prefix = f"{lname}."
             mine = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+            saved_a = mine.get("lora_A")
+            if saved_a is not None and saved_a.shape != layer.lora_A.shape:
+                layer.set_rank(saved_a.shape[0])  # a rank chosen from data (GoRA, EVA)
             if layer.has_initial_update:  # undo the fresh init's residual, apply the saved one
                 layer.base.weight.add_(layer.initial_update().to(layer.base.weight.dtype))
             for k, v in mine.items():

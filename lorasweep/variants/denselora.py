@@ -57,9 +57,9 @@ class DenseLora(Variant):
     """DenseLoRA (Mu et al., 2025): a dense adapter shared by the layers of one module type.
 
     A module type is the module's name with the block indices starred (see
-    :func:`~lorasweep.variants.base.module_type`); its ``L`` layers have one shape and share an
-    encoder ``A ∈ R^{r×in}`` (Kaiming-uniform) and a decoder ``B ∈ R^{out×r}`` (zero); each layer
-    has its own ``M ∈ R^{r×r}`` (Kaiming-uniform)::
+    :func:`~lorasweep.variants.base.module_type`); its ``L`` layers have one shape and share
+    an encoder ``A ∈ R^{r×in}`` (Kaiming-uniform) and a decoder ``B ∈ R^{out×r}`` (zero); each
+    layer has its own ``M ∈ R^{r×r}`` (Kaiming-uniform)::
 
         y = W x + b + s · GELU(B M GELU(A dropout(x))),     s = alpha / r
 

@@ -143,8 +143,8 @@ class LoraMoe(Variant):
     mergeable = False
 
     def extra_loss(self) -> torch.Tensor | None:
-        losses = [loss for layer in self.layers.values() if (loss := layer.take_aux_loss())
-                  is not None]
+        taken = [layer.take_aux_loss() for layer in self.layers.values()]
+        losses = [loss for loss in taken if loss is not None]  # layers run since the last call
         if not losses or self.options.aux_loss_weight == 0:
             return None
         device = losses[0].device

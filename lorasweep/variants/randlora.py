@@ -39,10 +39,10 @@ class RandLoraOptions:
 
 
 def random_bases(seed: int, kind: str, n_bases: int, rank: int, d_min: int, d_max: int):
-    """The frozen bases of one module type: ``A`` (``n × r × d_min``) and ``B`` (``d_max × n·r``),
-    uniform, each divided by its standard deviation. Drawn on the CPU from a private generator
-    seeded by ``seed`` and the type's name: the same on every device and after every reload,
-    whatever the global RNG state."""
+    """The frozen bases of one module type: ``A`` (``n × r × d_min``) and ``B``
+    (``d_max × n·r``), uniform, each divided by its standard deviation. Drawn on the CPU from a
+    private generator seeded by ``seed`` and the type's name: the same on every device and after
+    every reload, whatever the global RNG state."""
     generator = torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(kind.encode()))
     a = torch.rand(n_bases, rank, d_min, generator=generator) * 2 - 1
     b = torch.rand(d_max, n_bases * rank, generator=generator) * 2 - 1
@@ -126,7 +126,8 @@ class RandLoraLayer(AdapterLayer):
         if type(self.base) is not nn.Linear or (self.training and self.dropout_active):
             return False
         tokens = x.numel() // self.in_features
-        return tokens * (self.in_features + self.out_features) > self.in_features * self.out_features
+        fan_in, fan_out = self.in_features, self.out_features
+        return tokens * (fan_in + fan_out) > fan_in * fan_out
 
     @property
     def dropout_active(self) -> bool:

@@ -84,8 +84,9 @@ class Rasa(Variant):
     """RaSA (He et al., 2025): every layer lends ``k`` of its ``r`` ranks to a pool that all layers
     of its module type share, so each layer adapts with rank ``r - k + kL`` for LoRA's parameters.
 
-    A module type is the module's name with the block indices starred (``layers.*.self_attn.q_proj``;
-    see :func:`~lorasweep.variants.base.module_type`); it has ``L`` layers, all of one shape.
+    A module type is the module's name with the block indices starred
+    (``layers.*.self_attn.q_proj``, see :func:`~lorasweep.variants.base.module_type`); it has
+    ``L`` layers, all of one shape.
     Per layer: private ``A ∈ R^{(r-k)×in}`` (Kaiming), ``B ∈ R^{out×(r-k)}`` (zero); per type,
     shared ``A_S ∈ R^{kL×in}`` (Kaiming) and ``B_S ∈ R^{out×kL}`` (zero); per layer, trainable
     scales ``E ∈ R^{r-k+kL}``::

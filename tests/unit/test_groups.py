@@ -25,6 +25,8 @@ class _GlueB(Sentiment):
 
 @pytest.fixture
 def two_member_group(monkeypatch):
+    for key in [k for k in task_base._REGISTRY if k.startswith("glue-")]:
+        monkeypatch.delitem(task_base._REGISTRY, key)  # only the two stand-ins form the group
     monkeypatch.setitem(task_base._REGISTRY, "glue-aa", _GlueA)
     monkeypatch.setitem(task_base._REGISTRY, "glue-bb", _GlueB)
 
@@ -69,3 +71,15 @@ def test_group_average_is_the_mean_over_member_tasks():
 def test_group_average_waits_for_every_task():
     rows = [_row("glue-aa", 1e-4, 0.6), _row("glue-bb", 1e-4, 0.4, variant="dora")]
     assert not [s for s in summarise(rows) if s.task.startswith("glue (avg")]
+
+
+def test_each_task_of_a_group_gets_its_own_budget(two_member_group):
+    spec = SweepSpec.from_dict({"task": "glue", "train": {"batch_size": 8}}).validate()
+    a, b = spec.train_for("glue-aa"), spec.train_for("glue-bb")
+    assert (a.epochs, a.batch_size, a.max_length) == (2, 8, 128)  # glue-aa's budget, batch given
+    assert (b.steps, b.batch_size, b.max_length) == (80, 8, 64)  # glue-bb's (sentiment's) budget
+    storage = optuna.storages.InMemoryStorage()
+    sync_sweep(spec, storage)
+    stored = {n.split("|")[1]: optuna.load_study(study_name=n, storage=storage).user_attrs["train"]
+              for n in optuna.get_all_study_names(storage)}
+    assert stored["glue-aa"]["epochs"] == 2 and stored["glue-bb"]["steps"] == 80

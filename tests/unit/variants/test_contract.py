@@ -45,6 +45,13 @@ PARAM_FORMULAS: dict[str, Callable[[int, int, int], int]] = {
     # 8 experts of rank ceil(r/8) + router (8 x in, no bias)
     "loramoe": lambda r, i, o: 8 * -(-r // 8) * (i + o) + 8 * i,
     "goat": lambda r, i, o: 8 * -(-r // 8) * (i + o) + 8 * i,
+    # built with init_r = ceil(1.5 r) (target_r = r): A, B and the diagonal E
+    "adalora": lambda r, i, o: (3 * r + 1) // 2 * (i + o + 1),
+    "relora": lambda r, i, o: r * (i + o),  # merged factors are buffers
+    "lora-pro": lambda r, i, o: r * (i + o),
+    "lora-ga": lambda r, i, o: r * (i + o),  # B0, A0 are buffers
+    "lora-one": lambda r, i, o: r * (i + o),
+    # gora, eva: ranks reallocated from data; counted in test_data_driven_inits.py
 }
 
 

