@@ -18,6 +18,9 @@ train, or, for MetaMathQA, from its GSM-derived rows with a numeric answer (MATH
 answers); there, every row rephrasing a held-out problem (same ``original_question``) is dropped
 from training too. Training takes the first ``train_samples`` remaining rows in file order.
 GSM8K's calculator annotations (``<<48/2=24>>``) are removed from the solutions.
+
+Prompt: MetaMath's Alpaca-style prompt by default (``task.prompt=alpaca``), as for the study's base
+model; ``--set task.prompt=auto`` (or ``chat``) uses an instruct model's chat template.
 """
 
 from __future__ import annotations
@@ -47,6 +50,9 @@ _FINAL = re.compile(r"answer is:?\s*(.+?)\s*$", re.IGNORECASE)
 
 @dataclasses.dataclass
 class GSM8KOptions(MathOptions):
+    # The study fine-tunes a base model: MetaMath's prompt, not a chat template a base model's
+    # tokenizer may carry with untrained special tokens (auto / chat for instruct models).
+    prompt: str = "alpaca"
     train: str = "gsm8k"  # gsm8k | metamathqa
     train_samples: int = 100_000  # at most this many training examples (the study: 100k)
     validation_size: int = 200  # held out from the training data, fixed seed
@@ -146,8 +152,8 @@ class GSM8K(MathTask):
         validation = [pool[i] for i in sorted(held)]
         train = [e for i, e in enumerate(pool)
                  if i not in held and e["_source"] not in held_sources][: self.options.train_samples]
-        validation, train = _public(validation), _public(train)
-        return TaskData(train=train, validation=self.limited(validation), test=self.limited(test))
+        return TaskData(train=_public(train), validation=_public(self.limited(validation)),
+                        test=_public(self.limited(test)))
 
 
 def _public(examples: list[dict[str, Any]]) -> list[dict[str, Any]]:

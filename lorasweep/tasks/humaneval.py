@@ -24,8 +24,11 @@ prompt and padding); too long, the prompt keeps its end and the answer its start
 quarter of ``max_length``). Evaluation: the same format with the instruction
 "Complete the following Python function" and the problem's code, and the response is *started*
 with a fenced block holding the problem's prompt, so the model continues the function body. The
-completion is ``prompt + body``, the body cut at the first stop sequence (Codex's ``\\ndef``,
-``\\nclass``, ``\\nif __name__``, ``\\nprint(``, ``\\n#``, plus the fence's end ``\\n```'').
+prompt's trailing whitespace is removed there (as the usual harnesses do): the model then writes
+the newline and indentation itself; with a trailing newline in the input, small models tend to
+close the block at once. The completion is that prompt + the body, cut at the first stop
+sequence (Codex's ``\\ndef``, ``\\nclass``, ``\\nif __name__``, ``\\nprint(``, ``\\n#``, plus a
+newline followed by the closing fence).
 
 Metric. pass@1 averaged over ``samples`` completions per problem (the study: 8 evaluation runs):
 the mean over problems of (completions that pass) / ``samples``, which is the unbiased pass@1
@@ -244,7 +247,7 @@ class HumanEval(Task):
         """What the model continues: the instruction, then a code block opened with the prompt."""
         chat = self._chat(tokenizer)
         query = _EVAL_QUERY.format(prompt=problem["prompt"])
-        return self._prompt(tokenizer, query, chat) + "```python\n" + problem["prompt"]
+        return self._prompt(tokenizer, query, chat) + "```python\n" + problem["prompt"].rstrip()
 
     # ------------------------------------------------------------------ model io
 
@@ -280,7 +283,8 @@ class HumanEval(Task):
 
     def generate(self, model: Any, tokenizer: Any, problems: list[dict[str, Any]],
                  batch_size: int, autocast: Any) -> list[list[str]]:
-        """``samples`` completions (prompt + truncated body) per problem."""
+        """``samples`` completions (prompt without trailing whitespace + truncated body) per
+        problem, in the problems' order."""
         import torch
         from transformers import GenerationConfig
 
@@ -317,7 +321,7 @@ class HumanEval(Task):
                     new = out[:, batch["input_ids"].shape[1]:]
                     for i, text in zip(chunk, tokenizer.batch_decode(new, skip_special_tokens=True),
                                        strict=True):
-                        prompt = problems[i]["prompt"]
+                        prompt = problems[i]["prompt"].rstrip()
                         bodies[i].append(prompt + truncate_body(text, prompt))
         finally:
             model.train(was_training)

@@ -206,9 +206,9 @@ def test_generation_and_sandbox_on_a_tiny_llama(tiny_llama_dir, data_dir):
     assert [len(c) for c in completions] == [2, 2]
     for problem, texts in zip(problems, completions, strict=True):
         for text in texts:
-            body = text[len(problem["prompt"]):]
-            assert text.startswith(problem["prompt"])
-            assert truncate_body(body, problem["prompt"]) == body
+            prompt = problem["prompt"].rstrip()
+            body = text[len(prompt):]
+            assert text.startswith(prompt) and truncate_body(body, prompt) == body
     again = task.generate(loaded.model, loaded.tokenizer, problems, 3, _no_autocast)
     assert again == completions  # seeded sampling
     score = task.evaluate(loaded.model, loaded.tokenizer, problems, 4, 64, _no_autocast)

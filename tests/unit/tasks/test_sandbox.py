@@ -7,8 +7,11 @@ fails cannot hurt the machine: allocations stop at the limit, forks are refused.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -174,3 +177,48 @@ def test_run_many_keeps_order_with_a_bounded_pool():
     results = run_many(programs, LIMITS, workers=2)
     assert [r.reason for r in results] == ["passed", "failed", "error: KeyError: 'k'", "passed"]
     assert run_many([], LIMITS) == []
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return found
+
+
+def test_a_program_dies_with_its_launcher():
+    if not Path("/proc/self/task").is_dir():
+        pytest.skip("needs /proc")
+    launcher = subprocess.Popen([
+        sys.executable, "-c",
+        "from lorasweep.tasks import sandbox\n"
+        "sandbox.isolation()\n"  # the probe runs first: the next child is the program
+        "print('ready', flush=True)\n"
+        "sandbox.run_python('import time\\ntime.sleep(60)', sandbox.SandboxLimits(timeout=30))\n",
+    ], cwd=PROJECT_FILE.parent, stdout=subprocess.PIPE, text=True)
+    workdir = None
+    try:
+        assert launcher.stdout.readline().strip() == "ready"
+        deadline = time.monotonic() + 30
+        while not (children := _children(launcher.pid)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert children, "the launcher never started its program"
+        time.sleep(0.5)  # let the runner set its parent-death signal
+        workdir = os.readlink(f"/proc/{children[0]}/cwd")
+    finally:
+        launcher.kill()  # a killed launcher cannot remove the program's directory: we do
+        launcher.wait()
+        launcher.stdout.close()
+    deadline = time.monotonic() + 5
+    while Path(f"/proc/{children[0]}/status").exists() and time.monotonic() < deadline:
+        status = Path(f"/proc/{children[0]}/status").read_text()
+        if "\nState:\tZ" in status:  # dead, awaiting its new parent's reaping
+            break
+        time.sleep(0.05)
+    path = Path(f"/proc/{children[0]}/status")
+    assert not path.exists() or "\nState:\tZ" in path.read_text()
+    if workdir and Path(workdir).name.startswith("lorasweep-sandbox-"):
+        shutil.rmtree(workdir, ignore_errors=True)

@@ -1,0 +1,388 @@
+"""The math generation tasks (gsm8k, arith): load, collate, forward, metric, generation, and
+end-to-end sweeps through the CLI. GSM8K runs on small fixture files written here; the models
+are a tiny random Llama with a character-level tokenizer (fast) and, end to end, the embedded
+SmolLM2."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import random
+import re
+import string
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+
+from lorasweep.config import TrainConfig
+from lorasweep.tasks import TaskError, get_task, task_registry
+from lorasweep.tasks import gsm8k as gsm8k_module
+from lorasweep.tasks.arith import make_problems
+from lorasweep.tasks.math_answer import accuracy_of_texts, extract_answer
+from lorasweep.tasks.math_common import ALPACA_PROMPT
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def make_tiny_llama(path: Path) -> Path:
+    """A tiny random Llama (hidden 32, 2 layers) with a character-level tokenizer that has a
+    BOS, an EOS and a ChatML chat template: loads like any checkpoint (``--model PATH``)."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    specials = ["<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>"]
+    vocab = {t: i for i, t in enumerate(specials + sorted(set(string.printable)))}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Split(Regex("(?m)."), behavior="isolated")  # chars
+    backend.decoder = decoders.Fuse()
+    backend.post_processor = processors.TemplateProcessing(single="<s> $A",
+                                                           special_tokens=[("<s>", 1)])
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, unk_token="<unk>", bos_token="<s>", eos_token="</s>",
+        additional_special_tokens=["<|im_start|>", "<|im_end|>"],
+    )
+    tokenizer.chat_template = CHAT_TEMPLATE
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=1024, bos_token_id=1, eos_token_id=2)
+    LlamaForCausalLM(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_llama_dir(tmp_path_factory) -> Path:
+    return make_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_llama_dir):
+    from lorasweep.train.model import load_model
+
+    return load_model(str(tiny_llama_dir), get_task("arith"), seed=0)
+
+
+def _with_calculator(answer: str) -> str:
+    """GSM8K writes calculator annotations: '12 * 6 = <<12*6=72>>72'."""
+    return re.sub(r"(\d+) ([-+*/]) (\d+) = \$?(\d+)", r"\1 \2 \3 = <<\1\2\3=\4>>\4", answer)
+
+
+def write_gsm8k(root: Path, n_train: int = 30, n_test: int = 6) -> Path:
+    problems = make_problems(n_train + n_test, seed=7)
+    root.mkdir(parents=True, exist_ok=True)
+    for name, rows in (("train", problems[:n_train]), ("test", problems[n_train:])):
+        with (root / f"{name}.jsonl").open("w") as handle:
+            for p in rows:
+                handle.write(json.dumps({"question": p["question"],
+                                         "answer": _with_calculator(p["answer"])}) + "\n")
+    return root
+
+
+def write_metamathqa(root: Path, n_problems: int = 20) -> Path:
+    """MetaMathQA-shaped rows: each GSM problem as AnsAug and Rephrased rows (same
+    original_question), plus MATH rows with symbolic answers."""
+    rows = []
+    for i, p in enumerate(make_problems(n_problems, seed=11)):
+        final = p["answer"].rsplit("#### ", 1)[1]
+        response = p["answer"].rsplit("\n#### ", 1)[0] + f"\nThe answer is: {final}"
+        rows.append({"type": "GSM_AnsAug", "query": p["question"],
+                     "original_question": p["question"], "response": response})
+        rows.append({"type": "GSM_Rephrased", "query": f"Rephrased {i}: {p['question']}",
+                     "original_question": p["question"], "response": response})
+        rows.append({"type": "MATH_AnsAug", "query": f"What is half of {i + 1}/3?",
+                     "original_question": f"What is half of {i + 1}/3?",
+                     "response": f"Half is \\frac{{{i + 1}}}{{6}}.\nThe answer is: \\frac{{{i + 1}}}{{6}}"})
+    root.mkdir(parents=True, exist_ok=True)
+    with (root / "metamathqa.jsonl").open("w") as handle:
+        handle.writelines(json.dumps(r) + "\n" for r in rows)
+    return root
+
+
+# ---------------------------------------------------------------------------- registry
+
+
+@pytest.mark.parametrize("key", ["gsm8k", "arith"])
+def test_registered_with_the_generation_contract(key):
+    cls = task_registry()[key]
+    assert cls.metric == "exact_match" and cls.model_kind == "causal-lm"
+    assert cls.worst_score == 0.0 and cls.default_model and cls.default_lrs
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    assert set(cls.default_train) <= fields
+    TrainConfig(**cls.default_train).validate()
+
+
+def test_gsm8k_defaults_follow_the_study():
+    cls = task_registry()["gsm8k"]
+    assert cls.default_lrs == (1e-6, 1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3)
+    budget = cls.default_train
+    assert budget["max_length"] == 1024 and budget["batch_size"] * budget["grad_accum"] == 64
+    assert budget["epochs"] == 1 and budget["steps"] is None
+    assert cls.default_model == "meta-llama/Llama-3.1-8B"
+    assert task_registry()["arith"].default_model == "embedded:smollm2"
+
+
+@pytest.mark.parametrize(("key", "options", "match"), [
+    ("arith", {"prompt": "chatml"}, "task.prompt"),
+    ("arith", {"max_new_tokens": 0}, "max_new_tokens"),
+    ("arith", {"train_size": -1}, "train_size"),
+    ("arith", {"trian_size": 5}, "unknown option 'trian_size'"),
+    ("gsm8k", {"train": "math", "data_dir": "x"}, "task.train"),
+    ("gsm8k", {"validation_size": 0, "data_dir": "x"}, "validation_size"),
+])
+def test_bad_options_are_refused(key, options, match):
+    with pytest.raises(TaskError, match=match):
+        get_task(key, **options)
+
+
+# ---------------------------------------------------------------------------- arith data
+
+
+def test_arith_splits_are_fixed_disjoint_and_sized():
+    data = get_task("arith").load()
+    again = get_task("arith").load()
+    assert (data.train, data.validation, data.test) == (again.train, again.validation, again.test)
+    assert (len(data.train), len(data.validation), len(data.test)) == (2000, 200, 200)
+    questions = [{e["question"] for e in s} for s in (data.train, data.validation, data.test)]
+    assert sum(map(len, questions)) == 2400  # no repeats within or across splits
+    small = get_task("arith", train_size=50, validation_size=10, test_size=20, eval_limit=5).load()
+    assert (len(small.train), len(small.validation), len(small.test)) == (50, 5, 5)
+    assert small.test == data.test[:5]  # a split's seed does not depend on the other sizes
+
+
+def test_arith_solutions_are_correct_arithmetic():
+    data = get_task("arith", train_size=400).load()
+    step = re.compile(r"((?:\d+ [-+*/] )+\d+) = \$?(\d+)")
+    for example in data.train + data.test:
+        answer = example["answer"]
+        assert re.search(r"\n#### \d+$", answer), answer
+        steps = step.findall(answer)
+        assert len(steps) >= 2, answer
+        for expression, result in steps:
+            assert eval(expression) == int(result), answer  # digits and + - * / only
+        assert steps[-1][1] == extract_answer(answer)  # the last step computes the answer
+
+
+def test_gold_answers_score_one_and_shuffled_answers_score_low():
+    test = get_task("arith").load().test
+    golds = [e["answer"] for e in test]
+    assert accuracy_of_texts(golds, golds) == 1.0
+    shuffled = golds[1:] + golds[:1]  # a derangement: every prediction is another problem's
+    assert accuracy_of_texts(shuffled, golds) < 0.1
+    rng = random.Random(0)
+    wrong = [f"The answer is {int(extract_answer(g)) + rng.randint(1, 9)}." for g in golds]
+    assert accuracy_of_texts(wrong, golds) == 0.0
+
+
+# ---------------------------------------------------------------------------- gsm8k data
+
+
+def test_gsm8k_loads_local_files_with_a_held_out_validation_slice(tmp_path):
+    root = write_gsm8k(tmp_path / "gsm8k")
+    data = get_task("gsm8k", data_dir=str(root), validation_size=5).load()
+    assert (len(data.train), len(data.validation), len(data.test)) == (25, 5, 6)
+    assert data == get_task("gsm8k", data_dir=str(root), validation_size=5).load()  # fixed
+    train = {e["question"] for e in data.train}
+    assert not train & {e["question"] for e in data.validation + data.test}
+    for example in data.train + data.validation + data.test:
+        assert set(example) == {"question", "answer"}
+        assert "<<" not in example["answer"] and "####" in example["answer"]
+    limited = get_task("gsm8k", data_dir=str(root), validation_size=5, eval_limit=2,
+                       train_samples=10).load()
+    assert (len(limited.train), len(limited.validation), len(limited.test)) == (10, 2, 2)
+
+
+def test_gsm8k_metamathqa_holds_out_gsm_problems_and_their_rephrasings(tmp_path):
+    root = write_gsm8k(tmp_path / "d")
+    write_metamathqa(root)
+    rows = [json.loads(line) for line in (root / "metamathqa.jsonl").read_text().splitlines()]
+    origin = {r["query"]: r for r in rows}
+    data = get_task("gsm8k", data_dir=str(root), train="metamathqa", validation_size=4).load()
+    held = {origin[e["question"]]["original_question"] for e in data.validation}
+    assert len(data.validation) == 4
+    assert all(origin[e["question"]]["type"].startswith("GSM") for e in data.validation)
+    assert all(extract_answer(e["answer"]) is not None for e in data.validation)
+    # 60 rows, minus 4 held out, minus the 4 rephrasings of the held-out problems
+    assert len(data.train) == 52
+    assert not held & {origin[e["question"]]["original_question"] for e in data.train}
+    assert data.test[0]["question"] == json.loads((root / "test.jsonl").read_text().split("\n")[0])["question"]
+    capped = get_task("gsm8k", data_dir=str(root), train="metamathqa", validation_size=4,
+                      train_samples=7).load()
+    assert capped.train == data.train[:7]  # the first rows, in file order
+
+
+def test_gsm8k_names_the_missing_files(tmp_path):
+    with pytest.raises(TaskError, match=r"train\.jsonl.*test\.jsonl.*task\.data_dir=DIR"):
+        get_task("gsm8k", data_dir=str(tmp_path))
+    write_gsm8k(tmp_path)
+    with pytest.raises(TaskError, match=r"metamathqa\.jsonl"):
+        get_task("gsm8k", data_dir=str(tmp_path), train="metamathqa")
+
+
+def test_gsm8k_offline_without_data_dir_says_where_to_put_the_files(monkeypatch):
+    monkeypatch.setattr(gsm8k_module, "_hub_usable", lambda repo: False)
+    with pytest.raises(TaskError, match=r"openai/gsm8k.*DIR/train\.jsonl and DIR/test\.jsonl"):
+        get_task("gsm8k")
+
+
+def test_hub_probe_is_false_offline_without_a_cache(monkeypatch, tmp_path):
+    import datasets
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "datasets")
+    assert gsm8k_module._hub_usable("openai/gsm8k") is False
+    (tmp_path / "hub" / "datasets--openai--gsm8k").mkdir(parents=True)
+    assert gsm8k_module._hub_usable("openai/gsm8k") is True
+
+
+def test_gsm8k_rejects_rows_without_a_final_answer(tmp_path):
+    write_gsm8k(tmp_path)
+    (tmp_path / "test.jsonl").write_text(json.dumps({"question": "q?", "answer": "no marker"}))
+    with pytest.raises(TaskError, match="#### <number>"):
+        get_task("gsm8k", data_dir=str(tmp_path)).load()
+
+
+# ---------------------------------------------------------------------------- collate
+
+
+@pytest.mark.parametrize("prompt", ["chat", "alpaca"])
+def test_collate_masks_exactly_prompt_and_padding(tiny, prompt):
+    task = get_task("arith", prompt=prompt)
+    tokenizer = tiny.tokenizer
+    examples = get_task("arith").load().train[:4]
+    batch = task.collate(tokenizer, examples, max_length=512)
+    ids, mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
+    assert ids.shape == mask.shape == labels.shape
+    for row, example in enumerate(examples):
+        prompt_ids, answer_ids = task._encode(tokenizer, example["question"], example["answer"])
+        n_prompt, n_answer = len(prompt_ids), len(answer_ids)
+        assert mask[row].tolist() == [1] * (n_prompt + n_answer) + [0] * (ids.shape[1] - n_prompt - n_answer)
+        expected = [-100] * n_prompt + answer_ids + [-100] * (ids.shape[1] - n_prompt - n_answer)
+        assert labels[row].tolist() == expected  # loss on the answer tokens only
+        assert ids[row, n_prompt:n_prompt + n_answer].tolist() == answer_ids
+        kept = tokenizer.decode(answer_ids)
+        assert example["answer"] in kept
+        end = "<|im_end|>" if prompt == "chat" else "</s>"  # the model learns to stop
+        assert kept.rstrip().endswith(end)
+        text = tokenizer.decode(prompt_ids, skip_special_tokens=True)
+        if prompt == "alpaca":
+            assert text == ALPACA_PROMPT.format(query=example["question"])
+        else:
+            assert text.startswith("user\n" + example["question"]) and text.endswith("assistant\n")
+
+
+def test_collate_truncation_keeps_the_answer(tiny):
+    task = get_task("arith", prompt="alpaca")
+    example = get_task("arith").load().train[0]
+    prompt_ids, answer_ids = task._encode(tiny.tokenizer, example["question"], example["answer"])
+    limit = 2 * len(answer_ids) + 10
+    assert len(prompt_ids) + len(answer_ids) > limit  # the prompt must lose its start
+    batch = task.collate(tiny.tokenizer, [example], max_length=limit)
+    assert batch["input_ids"].shape[1] == limit
+    assert batch["labels"][0, -len(answer_ids):].tolist() == answer_ids  # the whole answer
+    kept = limit - len(answer_ids)
+    assert batch["input_ids"][0, :kept].tolist() == prompt_ids[-kept:]  # the prompt's end
+    tight = task.collate(tiny.tokenizer, [example], max_length=20)  # too short for the answer
+    assert tight["input_ids"].shape[1] == 20
+    assert tight["labels"][0, 10:].tolist() == answer_ids[:10]  # half the budget for each
+
+
+def test_auto_prompt_follows_the_chat_template(tiny):
+    from lorasweep.tasks.math_common import prompt_style
+
+    class Base:
+        chat_template = None
+
+    assert prompt_style(tiny.tokenizer, "auto") == "chat"
+    assert prompt_style(Base(), "auto") == "alpaca"
+    with pytest.raises(TaskError, match="chat template"):
+        prompt_style(Base(), "chat")
+
+
+# ---------------------------------------------------------------------------- model
+
+
+def test_forward_backward_on_a_tiny_llama(tiny):
+    task = get_task("arith")
+    batch = task.collate(tiny.tokenizer, task.load().train[:3], max_length=256)
+    tiny.model.train()
+    loss = tiny.model(**batch).loss
+    assert torch.isfinite(loss) and loss.item() > 0
+    loss.backward()
+    assert tiny.model.model.embed_tokens.weight.grad is not None
+    tiny.model.zero_grad(set_to_none=True)
+
+
+def test_generation_eval_returns_a_fraction_and_restores_train_mode(tiny):
+    task = get_task("arith", max_new_tokens=6, eval_limit=5)
+    test = task.load().test
+    tiny.model.train()
+    score = task.evaluate(tiny.model, tiny.tokenizer, test, 2, 256, contextlib.nullcontext)
+    assert isinstance(score, float) and 0.0 <= score <= 1.0
+    assert tiny.model.training
+    texts = task.generate(tiny.model, tiny.tokenizer, test, 3, 256, contextlib.nullcontext)
+    assert len(texts) == 5 and all(isinstance(t, str) for t in texts)
+    one_by_one = [task.generate(tiny.model, tiny.tokenizer, [e], 1, 256, contextlib.nullcontext)[0]
+                  for e in test[:2]]
+    assert texts[:2] == one_by_one  # left padding does not change greedy completions
+
+
+def test_generation_stops_at_a_written_answer():
+    from lorasweep.tasks.math_common import _WRITTEN
+
+    assert _WRITTEN.search("so 3 + 4 = 7\n#### 7\n")
+    assert _WRITTEN.search("The answer is: $1,234.50.\n")
+    assert not _WRITTEN.search("#### 7")  # maybe 72: not complete yet
+    assert not _WRITTEN.search("The answer is 5 apples")
+
+
+# ---------------------------------------------------------------------------- end to end
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "lorasweep", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=900)
+
+
+def _trials(cwd: Path) -> list[optuna.trial.FrozenTrial]:
+    url = f"sqlite:///{cwd / 'lorasweep' / 'studies.db'}"
+    return [t for name in optuna.get_all_study_names(url)
+            for t in optuna.load_study(study_name=name, storage=url).get_trials()]
+
+
+def _assert_one_scored_trial(cwd: Path) -> None:
+    (trial,) = _trials(cwd)
+    assert trial.state == optuna.trial.TrialState.COMPLETE, trial.user_attrs.get("fail_reason")
+    for key in ("test_exact_match", "validation_exact_match"):
+        assert 0.0 <= trial.user_attrs[key] <= 1.0
+    assert trial.user_attrs["metric"] == "exact_match"
+
+
+def test_cli_sweep_gsm8k_on_fixture_files(tmp_path, tiny_llama_dir):
+    data = write_gsm8k(tmp_path / "data")
+    run = _cli("run", "--task", "gsm8k", "--model", str(tiny_llama_dir), "--variant", "lora",
+               "--lrs", "1e-3", "--steps", "2", "--batch-size", "4",
+               "--set", f"task.data_dir={data}", "--set", "task.validation_size=5",
+               "--set", "task.eval_limit=4", "--set", "task.max_new_tokens=8",
+               "--set", "train.grad_accum=1", "--set", "train.max_length=640", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    _assert_one_scored_trial(tmp_path)
+
+
+@pytest.mark.slow
+def test_cli_sweep_arith_on_embedded_smollm2(tmp_path):
+    pytest.importorskip("gguf")
+    run = _cli("run", "--task", "arith", "--model", "embedded:smollm2", "--variant", "lora",
+               "--lrs", "1e-4", "--steps", "2", "--set", "task.eval_limit=4", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    _assert_one_scored_trial(tmp_path)
