@@ -1,9 +1,33 @@
 """Variants: one file per variant, one registry key each (the key is the file name)."""
 
-from . import aurora, delora, denselora, dora, hira, lora, loraplus, melora, pissa, randlora, rasa, rslora  # noqa: F401  (each import registers a variant)
-from . import goat, loramoe, milora, moslora, nzlora, olora  # noqa: F401  (initialization, moe)
-from . import adalora, lora_pro, relora  # noqa: F401  (variants driven by the loop hooks)
-from . import eva, gora, lora_ga, lora_one  # noqa: F401  (data-driven inits: prepare hook)
+# Each import registers one variant (adding a variant: its file and one name here).
+from . import (  # noqa: F401
+    adalora,
+    aurora,
+    delora,
+    denselora,
+    dora,
+    eva,
+    goat,
+    gora,
+    hira,
+    lora,
+    lora_ga,
+    lora_one,
+    lora_pro,
+    loramoe,
+    loraplus,
+    melora,
+    milora,
+    moslora,
+    nzlora,
+    olora,
+    pissa,
+    randlora,
+    rasa,
+    relora,
+    rslora,
+)
 from .base import AXES, AdapterLayer, Variant, VariantError, get_variant_class, register, registry
 from .export import export_peft, load_adapter, save_adapter
 from .inject import apply_variant, get_variant, resolve_targets
