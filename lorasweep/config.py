@@ -206,6 +206,7 @@ class SweepSpec:
                            for x in _as_list(data["lrs"])]
         if "seeds" in data:
             data["seeds"] = [_number(x, int, "seed", "seeds: [0, 1]") for x in _as_list(data["seeds"])]
+        settings = data.pop("train_settings", None)  # present when data came from to_dict()
         train = data.pop("train", None) or {}
         if not isinstance(train, dict):
             raise ConfigError(f"recipe key 'train' must be a mapping, got {train!r}")
@@ -221,7 +222,7 @@ class SweepSpec:
             if task_cls.default_lrs:
                 data.setdefault("lrs", list(task_cls.default_lrs))
         return cls(**data, variants=variants, train=_budget(task_cls, train),
-                   train_settings=dict(train))
+                   train_settings=dict(train if settings is None else settings))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -83,3 +83,10 @@ def test_each_task_of_a_group_gets_its_own_budget(two_member_group):
     stored = {n.split("|")[1]: optuna.load_study(study_name=n, storage=storage).user_attrs["train"]
               for n in optuna.get_all_study_names(storage)}
     assert stored["glue-aa"]["epochs"] == 2 and stored["glue-bb"]["steps"] == 80
+
+
+def test_spec_round_trips_through_its_dict(two_member_group):
+    spec = SweepSpec.from_dict({"task": "glue", "train": {"batch_size": 8}, "lrs": [1e-4]})
+    again = SweepSpec.from_dict(spec.to_dict())
+    assert again == spec
+    assert again.train_for("glue-bb") == spec.train_for("glue-bb")
