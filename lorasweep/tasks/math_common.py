@@ -35,6 +35,7 @@ _IGNORE = -100  # label of tokens that carry no loss (prompt, padding)
 class MathOptions(TaskOptions):
     prompt: str = "auto"  # auto | alpaca | chat
     max_new_tokens: int = 256  # generation budget per evaluated problem
+    eval_batch_size: int | None = None  # prompts generated together (default: the batch size)
 
 
 def prompt_style(tokenizer: Any, prompt: str) -> str:
@@ -63,6 +64,8 @@ class MathTask(Task):
             raise TaskError(f"task.prompt must be one of {', '.join(_PROMPTS)}, "
                             f"got {self.options.prompt!r}")
         require_positive(self.options.max_new_tokens, "max_new_tokens", 256)
+        if self.options.eval_batch_size is not None:
+            require_positive(self.options.eval_batch_size, "eval_batch_size", 32)
 
     def length(self, example: dict[str, Any]) -> int:
         return len(example["question"]) + len(example["answer"])
@@ -180,6 +183,7 @@ class MathTask(Task):
     def evaluate(self, model: Any, tokenizer: Any, examples: list[dict[str, Any]],
                  batch_size: int, max_length: int, autocast: Any) -> float:
         """Exact match of the greedy solutions' final answers, in [0, 1]."""
+        batch_size = self.options.eval_batch_size or batch_size
         texts = self.generate(model, tokenizer, examples, batch_size, max_length, autocast)
         return accuracy_of_texts(texts, [e["answer"] for e in examples])
 

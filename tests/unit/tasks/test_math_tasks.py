@@ -133,6 +133,7 @@ def test_gsm8k_defaults_follow_the_study():
 @pytest.mark.parametrize(("key", "options", "match"), [
     ("arith", {"prompt": "chatml"}, "task.prompt"),
     ("arith", {"max_new_tokens": 0}, "max_new_tokens"),
+    ("arith", {"eval_batch_size": 0}, "eval_batch_size"),
     ("arith", {"train_size": -1}, "train_size"),
     ("arith", {"trian_size": 5}, "unknown option 'trian_size'"),
     ("gsm8k", {"train": "math", "data_dir": "x"}, "task.train"),
@@ -335,6 +336,21 @@ def test_generation_eval_returns_a_fraction_and_restores_train_mode(tiny):
     one_by_one = [task.generate(tiny.model, tiny.tokenizer, [e], 1, 256, contextlib.nullcontext)[0]
                   for e in test[:2]]
     assert texts[:2] == one_by_one  # left padding does not change greedy completions
+
+
+def test_eval_batch_size_overrides_the_training_batch_size(monkeypatch):
+    seen = []
+
+    def generate(model, tokenizer, examples, batch_size, *rest):
+        seen.append(batch_size)
+        return [e["answer"] for e in examples]
+
+    examples = get_task("arith", eval_limit=3).load().test
+    for options, expected in (({}, 2), ({"eval_batch_size": 7}, 7)):
+        task = get_task("arith", **options)
+        monkeypatch.setattr(task, "generate", generate)
+        assert task.evaluate(None, None, examples, 2, 64, contextlib.nullcontext) == 1.0
+        assert seen.pop() == expected
 
 
 def test_generation_stops_at_a_written_answer():
