@@ -8,7 +8,9 @@ its GSM8K evaluation uses, ending in "Let's think step by step."); ``chat`` rend
 as a user turn with the tokenizer's chat template (instruct models); ``auto`` picks ``chat`` when
 the tokenizer has a chat template. Training sees prompt + solution (+ end of turn / eos) with the
 loss on the solution tokens only; evaluation greedily generates from the prompt and compares
-the final answers (:mod:`.math_answer`).
+the final answers (:mod:`.math_answer`). Other options: ``max_new_tokens`` (generation budget)
+and ``eval_batch_size`` (prompts generated together; default: the training micro-batch size; on a
+CPU a larger one is much faster, as decoding a few more rows costs little).
 """
 
 from __future__ import annotations

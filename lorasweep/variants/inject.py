@@ -13,7 +13,7 @@ __all__ = ["DEFAULT_TARGETS", "apply_variant", "default_targets", "get_variant",
 #: Default target modules per architecture family (``config.model_type``).
 DEFAULT_TARGETS: dict[str, list[str]] = {
     "bert": ["query", "value"],
-    "roberta": ["query", "value"],
+    "roberta": ["query", "key", "value", "attention.output.dense"],  # the study's q/k/v/o
     "distilbert": ["q_lin", "v_lin"],
     "llama": ["q_proj", "k_proj", "v_proj", "o_proj"],
     "mistral": ["q_proj", "k_proj", "v_proj", "o_proj"],
