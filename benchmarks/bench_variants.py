@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 import traceback
 import warnings
 from pathlib import Path
@@ -59,11 +60,16 @@ def _build(key: str, args: argparse.Namespace, device: torch.device) -> Contende
             make_batch(model, args.batch_size, args.seq_len, device, seed=100 + i)
             for i in range(args.prepare_batches)
         ]
-        variant.prepare(model, iter(batches))
+        started = time.perf_counter()
+        facts = variant.prepare(model, iter(batches))
+        prepare_s = time.perf_counter() - started
         model.train()
     variant.begin_training(args.warmup + args.steps + 2)  # + the untimed and the memory step
     optimizer = torch.optim.AdamW(variant.param_groups(args.lr))
     labels = {"axis": type(variant).axis, "prepared": prepared}
+    if prepared:  # the data-driven init's one-off cost, compared with a step below
+        labels.update(prepare_s=prepare_s, prepare_batches=args.prepare_batches,
+                      prepare_facts={k: v for k, v in (facts or {}).items() if k != "ranks"})
     return Contender(key, model, optimizer, variant, labels)
 
 
@@ -122,6 +128,8 @@ def _results(args, contenders: list[Contender], failed: dict[str, str]) -> dict[
     ref = rows[REFERENCE]
     for row in rows.values():
         row["time_vs_lora"] = row["step_ms_median"] / ref["step_ms_median"]
+        if "prepare_s" in row:
+            row["prepare_vs_step"] = row["prepare_s"] * 1e3 / row["step_ms_median"]
         row["memory_vs_lora"] = row["memory_bytes"]["total"] / ref["memory_bytes"]["total"]
         row["start_loss_vs_lora"] = row["start_loss"] - ref["start_loss"]
     device = torch.device(args.device)
@@ -178,7 +186,11 @@ def render(results: dict[str, Any]) -> None:
             f"{row['memory_vs_lora']:.2f}x",
         )
     console.print(table)
-    console.print("* prepare hook run first (untimed)")
+    console.print("* prepare hook run first (outside the timed steps); its one-off cost:")
+    for name, row in sorted(rows.items()):
+        if "prepare_s" in row:
+            console.print(f"  {name}: {row['prepare_s']:.2f} s on {row['prepare_batches']} batches"
+                          f" = {row['prepare_vs_step']:.1f} training steps")
     console.print(f"memory measured as: {results['memory_measure']}")
     console.print(
         "frozen base weights (the same for all, not in the totals): "
