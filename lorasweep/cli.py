@@ -16,6 +16,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from .paths import REPORTS_DIR
+
 __all__ = ["app", "main"]
 
 app = typer.Typer(
@@ -31,7 +33,7 @@ err_console = Console(stderr=True)
 
 # Options shared by several commands, defined once.
 SweepOpt = Annotated[str | None, typer.Option("--sweep", help="Sweep name (default: all sweeps for reports, 'default' for run).")]
-StorageOpt = Annotated[str | None, typer.Option("--storage", help="Study store URL: sqlite:///FILE (default lorasweep/studies.db), postgresql+psycopg://..., or journal:FILE.")]
+StorageOpt = Annotated[str | None, typer.Option("--storage", help="Study store URL: sqlite:///FILE (default lorasweep-out/studies.db), postgresql+psycopg://..., or journal:FILE.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
@@ -119,8 +121,7 @@ def _run(spec: Any) -> None:
     if running:
         console.print(f"{running} trial(s) still running elsewhere; rerun later to retry them if "
                       "their worker died.")
-    console.print(f"report: lorasweep report --sweep {spec.name}"
-                  + (f" --storage {spec.storage}" if spec.storage else ""))
+    _print_where(spec)
     if s.failed:
         raise typer.Exit(1)
 
@@ -129,7 +130,7 @@ def _run(spec: Any) -> None:
 def report(
     sweep: SweepOpt = None,
     storage: StorageOpt = None,
-    out: Annotated[Path, typer.Option("--out", help="Folder for report.md, curves.png, results.csv, results.json.")] = Path("lorasweep/reports"),
+    out: Annotated[Path, typer.Option("--out", help="Folder for report.md, curves.png, results.csv, results.json.")] = REPORTS_DIR,
     tolerance: Annotated[float, typer.Option("--band-tolerance", help="A learning rate is 'good' within this (absolute) of the peak.")] = 0.01,
 ) -> None:
     """Collate the studies into a learning-rate sensitivity report."""
@@ -144,7 +145,23 @@ def report(
     summaries = summarise(rows, tolerance)
     render_terminal(summaries, console)
     paths = write_report(summaries, rows, out, tolerance)
-    console.print("wrote " + ", ".join(str(p) for p in paths.values()), highlight=False)
+    console.print("wrote " + ", ".join(str(p) for p in paths.values()), highlight=False,
+                  soft_wrap=True)
+    main_file = paths.get("report.html") or paths["report.md"]
+    console.print(f"open the report: {main_file.resolve().as_uri()}", highlight=False,
+                  soft_wrap=True)
+
+
+def _print_where(spec: Any) -> None:
+    """Where a run's results went, and the command that reports them."""
+    from .paths import STORE_FILE
+    from .sweep.store import storage_label
+
+    store = storage_label(spec.storage) if spec.storage else str(STORE_FILE)
+    console.print(f"results: study store {store}; trial folders {Path(spec.runs_dir) / spec.name}/",
+                  highlight=False, soft_wrap=True)
+    console.print(f"next: lorasweep report --sweep {spec.name}"
+                  + (f" --storage {store}" if spec.storage else ""), highlight=False, soft_wrap=True)
 
 
 @app.command()

@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from .paths import RUNS_DIR
+
 __all__ = [
     "DEFAULT_LRS",
     "ConfigError",
@@ -133,7 +135,7 @@ class SweepSpec:
     storage: str | None = None
     launcher: str = "inline"
     workers: int = 1
-    runs_dir: str = "lorasweep/runs"
+    runs_dir: str = str(RUNS_DIR)
 
     def validate(self) -> SweepSpec:
         """Check everything, cheapest first; raise ConfigError on the first problem."""

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from pathlib import Path
 
+from ..paths import LOGS_DIR, RUNS_DIR
 from ..sweep.worker import TrialEvents, WorkerSummary
 
 __all__ = ["Launcher", "get_launcher"]
@@ -20,12 +22,13 @@ class Launcher(ABC):
         """Run every waiting trial; ``total`` is how many are expected (for progress)."""
 
 
-def get_launcher(name: str, workers: int = 1, runs_dir: str = "lorasweep/runs") -> Launcher:
+def get_launcher(name: str, workers: int = 1, runs_dir: str | Path = RUNS_DIR) -> Launcher:
+    """The launcher ``name``; worker logs go to ``logs/`` beside ``runs_dir``."""
     from .inline import InlineLauncher
     from .local import LocalLauncher
 
     if name == "inline":
         return InlineLauncher()
     if name == "local":
-        return LocalLauncher(workers, log_dir=f"{runs_dir}/workers")
+        return LocalLauncher(workers, log_dir=Path(runs_dir).parent / LOGS_DIR.name)
     raise ValueError(f"unknown launcher {name!r}: choose inline or local")

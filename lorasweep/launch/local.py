@@ -2,7 +2,7 @@
 
 Each process runs the same worker loop against the study store; trials are popped atomically
 from the store, so workers never share a trial. The CPU threads are split between workers.
-Worker output goes to ``<runs_dir>/workers/worker-I.log``; the parent polls the store for progress.
+Worker output goes to ``logs/worker-I.log`` beside the runs folder (``lorasweep-out/logs/``); the parent polls the store for progress.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import os
 import time
 from pathlib import Path
 
+from ..paths import LOGS_DIR
 from ..sweep.worker import TrialEvents, WorkerSummary
 from .base import Launcher
 
@@ -51,7 +52,7 @@ def _finished(counts) -> int:
 class LocalLauncher(Launcher):
     name = "local"
 
-    def __init__(self, workers: int = 1, log_dir: str | Path = "lorasweep/runs/workers"):
+    def __init__(self, workers: int = 1, log_dir: str | Path = LOGS_DIR):
         self.workers = workers
         self.log_dir = Path(log_dir)
 

@@ -1,7 +1,7 @@
 """Study storage: the one shared state. SQLite by default, any SQLAlchemy URL, or a journal file.
 
 URLs:
-* ``None``: ``sqlite:///lorasweep/studies.db`` under the current directory;
+* ``None``: ``sqlite:///lorasweep-out/studies.db`` under the current directory (:mod:`lorasweep.paths`);
 * ``sqlite:///...``, ``postgresql+psycopg://...``: Optuna's ``RDBStorage``;
 * ``journal:PATH`` (or a path ending in ``.journal``/``.log``): Optuna's ``JournalStorage`` over a
   file, the choice for shared file systems on clusters.
@@ -11,9 +11,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..paths import STORE_FILE
+
 __all__ = ["StorageError", "default_storage_url", "open_storage", "storage_label"]
 
-DEFAULT_DB = Path("lorasweep") / "studies.db"
+DEFAULT_DB = STORE_FILE
 
 
 class StorageError(ValueError):

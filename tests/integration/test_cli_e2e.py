@@ -13,6 +13,8 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
+from lorasweep.paths import OUTPUT_DIR, RUNS_DIR, STORE_FILE
+
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "lorasweep", *args], cwd=cwd, capture_output=True,
@@ -20,7 +22,7 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 
 def _grid_trials(cwd: Path) -> list[optuna.trial.FrozenTrial]:
-    url = f"sqlite:///{cwd / 'lorasweep' / 'studies.db'}"
+    url = f"sqlite:///{cwd / STORE_FILE}"
     return [t for name in optuna.get_all_study_names(url)
             for t in optuna.load_study(study_name=name, storage=url).get_trials()]
 
@@ -40,6 +42,10 @@ def swept(tiny_bert_dir, tmp_path_factory):
 def test_sweep_runs_every_grid_point_once(swept):
     cwd, _, first = swept
     assert "12 completed" in first.stdout
+    # Everything lands in the output folder, and the run says where and what to run next.
+    assert sorted(p.name for p in cwd.iterdir()) == [OUTPUT_DIR.name]
+    assert f"study store {STORE_FILE}" in first.stdout and f"{RUNS_DIR}/e2e/" in first.stdout
+    assert "next: lorasweep report --sweep e2e" in first.stdout
     trials = _grid_trials(cwd)
     assert len(trials) == 12 and all(t.state == TrialState.COMPLETE for t in trials)
 
@@ -58,6 +64,7 @@ def test_report_and_status(swept):
     rep = _cli("report", "--sweep", "e2e", "--out", "rep", cwd=cwd)
     assert rep.returncode == 0, rep.stderr
     out = cwd / "rep"
+    assert f"open the report: {(out / 'report.md').resolve().as_uri()}" in rep.stdout
     md = (out / "report.md").read_text()
     for tag in ("lora-r4-a16", "dora-r4-a16", "pissa-r4-a16"):
         assert tag in md

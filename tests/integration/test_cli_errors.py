@@ -1,7 +1,7 @@
 """The real CLI, in subprocesses: bad input exits 2 with one clear line and writes nothing.
 
 Every bad-input case runs ``python -m lorasweep run ...`` in its own empty folder (so the default
-store would be ``./lorasweep/studies.db`` there). A valid tiny run in the same way is the control:
+store would be ``./lorasweep-out/studies.db`` there). A valid tiny run in the same way is the control:
 it shows that the "nothing written" checks look where a real run does write. All these commands
 run concurrently, once per module (each pays the torch import), and each test checks one.
 """
@@ -17,6 +17,8 @@ from pathlib import Path
 
 import optuna
 import pytest
+
+from lorasweep.paths import RUNS_DIR, STORE_FILE
 
 REPO = Path(__file__).resolve().parents[2]
 UNREACHABLE = "postgresql+psycopg://postgres@127.0.0.1:1/nope"
@@ -80,7 +82,7 @@ def _cli(args: list[str], cwd: Path, timeout: float = 240) -> subprocess.Complet
 
 
 def _studies_in(folder: Path) -> list[str]:
-    db = folder / "lorasweep" / "studies.db"
+    db = folder / STORE_FILE
     if not db.exists():
         return []
     return optuna.get_all_study_names(f"sqlite:///{db}")
@@ -119,7 +121,7 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(outcomes, case):
     assert len(errors) == 1, detail
     assert word in errors[0], detail
     assert _studies_in(folder) == [], detail
-    assert not (folder / "lorasweep" / "runs").exists(), detail
+    assert not (folder / RUNS_DIR).exists(), detail
 
 
 def test_a_valid_run_writes_where_the_bad_ones_did_not(outcomes):
@@ -130,19 +132,19 @@ def test_a_valid_run_writes_where_the_bad_ones_did_not(outcomes):
     (name,) = _studies_in(folder)
     assert name.startswith("ok|sentiment|")
     study = optuna.load_study(
-        study_name=name, storage=f"sqlite:///{folder / 'lorasweep' / 'studies.db'}"
+        study_name=name, storage=f"sqlite:///{folder / STORE_FILE}"
     )
     (trial,) = study.get_trials()
     assert trial.state == optuna.trial.TrialState.COMPLETE
     assert trial.params["lr"] == pytest.approx(1e-3)
-    assert (folder / "lorasweep" / "runs").is_dir()
+    assert (folder / RUNS_DIR).is_dir()
 
 
 def test_report_without_a_store_is_a_clear_error(outcomes):
     folder, proc = outcomes["report without store"]
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert "no study store" in proc.stderr
-    assert not (folder / "lorasweep" / "studies.db").exists()
+    assert not (folder / STORE_FILE).exists()
 
 
 _HELP_PROBE = """

@@ -20,6 +20,7 @@ import pytest
 import torch
 
 from lorasweep.config import TrainConfig
+from lorasweep.paths import STORE_FILE
 from lorasweep.tasks import TaskError, get_task, task_registry
 from lorasweep.tasks import gsm8k as gsm8k_module
 from lorasweep.tasks.arith import make_problems
@@ -371,7 +372,7 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 
 def _trials(cwd: Path) -> list[optuna.trial.FrozenTrial]:
-    url = f"sqlite:///{cwd / 'lorasweep' / 'studies.db'}"
+    url = f"sqlite:///{cwd / STORE_FILE}"
     return [t for name in optuna.get_all_study_names(url)
             for t in optuna.load_study(study_name=name, storage=url).get_trials()]
 
