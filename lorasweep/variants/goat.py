@@ -42,6 +42,10 @@ class GoatLayer(LoraMoeLayer):
                 f"{self.in_features}->{self.out_features} layer: lower the rank or num_experts"
             )
 
+    def rank_per_expert(self) -> int:
+        """GOAT: ``re = ceil(r / E)`` (the reference's ``goat.py`` rounds up)."""
+        return math.ceil(self.rank / self.num_experts)
+
     @property
     def scaling(self) -> float:
         return math.sqrt(3 * self.options.eta * self.in_features / self.expert_rank)
@@ -55,7 +59,7 @@ class GoatLayer(LoraMoeLayer):
 
     @torch.no_grad()
     def reset_adapter(self) -> None:
-        nn.init.kaiming_uniform_(self.lora_router, a=math.sqrt(5))
+        self.reset_router()
         u, s, v = principal_components(self.base.weight, min(self.base.weight.shape), niter=0)
         index = torch.tensor([i for piece in self.slices() for i in piece], device=u.device)
         root = torch.sqrt(s[index] / (self.scaling * self.options.rho))
@@ -90,8 +94,8 @@ class Goat(LoraMoe):
     expert ``e`` takes the first ``re`` of segment ``e`` (indices ``e·(k//E) ... + re``; needs
     ``E·re <= k``): ``B_e = U_e sqrt(S_e / (s·rho))``, ``A_e = sqrt(S_e / (s·rho)) V_eᵀ``, so
     ``s · B_e A_e = U_e S_e V_eᵀ / rho`` (``rho = 10``). Scale ``s = sqrt(3 · eta · in / re)``
-    (GOAT's, ``eta = 1``), not ``alpha / r``. Router ``G ∈ R^{E×in}`` (no bias, ``nn.Linear``'s
-    init): ``p = softmax(G x)`` over all experts, keep the top-``k``, renormalise:
+    (GOAT's, ``eta = 1``), not ``alpha / r``. Router ``G ∈ R^{E×in}`` (no bias, uniform
+    ``[0, 1)`` as the reference; ``router_init="kaiming"``: ``nn.Linear``'s): ``p = softmax(G x)`` over all experts, keep the top-``k``, renormalise:
     ``g_e = p_e / Σ_{topk} p``. Forward ``y = W_res x + b + s · Σ_{e ∈ topk(x)} g_e B_e A_e x``.
     Balance: ``extra_loss = aux_loss_weight · mean over layers of E · Σ_i f_i P_i`` with
     ``aux_loss_weight = 1e-3`` (``f``, ``P`` as in ``loramoe``; ``P`` from the full softmax).
@@ -107,6 +111,14 @@ class Goat(LoraMoe):
     ``y = W x + b + s · Σ_e g_e(x) (B_e A_e - B0_e A0_e) x``: exactly the base model at init, at
     twice the adapter's forward cost, and the router then learns only from the balance loss until
     the experts move. Routing depends on the input: no merge, no peft export.
+
+    Reference (``common/lora_modules/goat.py``): followed for the expert rank (rounded up), the
+    SVD slices (``init_type="goat"``), ``rho = 10``, ``eta = 1``, the subtracted unrouted sum
+    (``init_cof = 1``), the router (``torch.rand``, full softmax, top-k, renormalised) and the
+    balance term ``E · Σ f_i P_i``. Differences: the reference's scale is GOAT's only when the
+    experiment passes ``scaling_type="goat"`` (its default is LoRA's ``ceil(alpha/re)/re``);
+    lorasweep always uses GOAT's, as the study describes it. The reference reads ``eta`` before
+    setting it (a bug); lorasweep sets it first.
     """
 
     key = "goat"
@@ -114,3 +126,4 @@ class Goat(LoraMoe):
     summary = "routed experts from SVD slices of W, scale sqrt(3·in/re), balance loss (8, top-2)"
     layer = GoatLayer
     Options = GoatOptions
+    study = {"options": {"num_experts": 8, "top_k": 2}}

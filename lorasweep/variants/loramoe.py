@@ -11,14 +11,16 @@ from torch.nn import functional as F
 
 from .base import AdapterLayer, Variant, VariantError, register
 
-__all__ = ["LoraMoe", "LoraMoeLayer", "MoeOptions", "load_balancing_loss"]
+__all__ = ["LoraMoe", "LoraMoeLayer", "LoraMoeOptions", "MoeOptions", "load_balancing_loss"]
 
 
 @dataclasses.dataclass
 class MoeOptions:
-    num_experts: int = 8  # E; each expert has rank ceil(r / E)
+    num_experts: int = 8  # E experts (see each variant for their rank)
     top_k: int = 2  # experts per token
     aux_loss_weight: float = 1e-3  # weight of the load-balancing loss in extra_loss()
+    #: Router init: "uniform" U[0, 1) (the reference code's), "kaiming" (nn.Linear's default).
+    router_init: str = "uniform"
 
     def validate(self) -> None:
         if self.num_experts < 1:
@@ -29,6 +31,22 @@ class MoeOptions:
             )
         if not (self.aux_loss_weight >= 0 and math.isfinite(self.aux_loss_weight)):
             raise VariantError(f"aux_loss_weight must be >= 0, got {self.aux_loss_weight}")
+        if self.router_init not in ("uniform", "kaiming"):
+            raise VariantError(
+                f"router_init must be uniform or kaiming, got {self.router_init!r}"
+            )
+
+
+@dataclasses.dataclass
+class LoraMoeOptions(MoeOptions):
+    #: "expert": s = alpha / r_e, each expert scaled as a LoRA of its own rank (the reference
+    #: code's); "total": s = alpha / r, the total rank's scale (lorasweep before 0.2).
+    scale: str = "expert"
+
+    def validate(self) -> None:
+        super().validate()
+        if self.scale not in ("expert", "total"):
+            raise VariantError(f"loramoe scale must be expert or total, got {self.scale!r}")
 
 
 def load_balancing_loss(probs: torch.Tensor, selected: torch.Tensor) -> torch.Tensor:
@@ -56,7 +74,7 @@ class LoraMoeLayer(AdapterLayer):
         super().__init__(base, variant)
         self.num_experts = self.options.num_experts
         self.top_k = self.options.top_k
-        self.expert_rank = math.ceil(self.rank / self.num_experts)
+        self.expert_rank = self.rank_per_expert()
         width = self.num_experts * self.expert_rank
         factory = {"device": self.lora_A.device, "dtype": self.lora_A.dtype}
         self.lora_A = nn.Parameter(torch.empty(width, self.in_features, **factory))
@@ -64,10 +82,26 @@ class LoraMoeLayer(AdapterLayer):
         self.lora_router = nn.Parameter(torch.empty(self.num_experts, self.in_features, **factory))
         self.aux_loss: torch.Tensor | None = None
 
+    def rank_per_expert(self) -> int:
+        """LoRAMoE: ``r_e = max(1, r // E)`` (the study's Table II: 8 or 6 experts of rank 1)."""
+        return max(1, self.rank // self.num_experts)
+
+    @property
+    def scaling(self) -> float:
+        rank = self.expert_rank if self.options.scale == "expert" else self.rank
+        return self.alpha / rank
+
+    @torch.no_grad()
+    def reset_router(self) -> None:
+        if self.options.router_init == "uniform":
+            nn.init.uniform_(self.lora_router, 0.0, 1.0)  # the reference code's torch.rand
+        else:
+            nn.init.kaiming_uniform_(self.lora_router, a=math.sqrt(5))  # nn.Linear's default
+
     @torch.no_grad()
     def reset_adapter(self) -> None:
         super().reset_adapter()  # A Kaiming-uniform (fan-in = in, as per expert), B zero
-        nn.init.kaiming_uniform_(self.lora_router, a=math.sqrt(5))  # nn.Linear's default
+        self.reset_router()
 
     # ------------------------------------------------------------------------------ routing
     def route(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -113,14 +147,29 @@ class LoraMoeLayer(AdapterLayer):
 class LoraMoe(Variant):
     """LoRAMoE (Dou et al., 2024): a router mixes low-rank experts per token.
 
-    ``E`` experts of rank ``re = ceil(r / E)`` (study: ``E = 8`` of rank 1, top-2), expert ``e``
-    being ``B_e A_e`` (``A_e`` Kaiming-uniform, ``B_e`` zero: the model starts as the base model).
-    A per-layer router ``G ∈ R^{E×in}`` (no bias, ``nn.Linear``'s init) scores each token:
+    ``E`` experts of rank ``re = max(1, r // E)`` (study: ``E = 8`` of rank 1, top-2), expert
+    ``e`` being ``B_e A_e`` (``A_e`` Kaiming-uniform, ``B_e`` zero: the model starts as the base
+    model). A per-layer router ``G ∈ R^{E×in}`` (no bias, uniform ``[0, 1)``) scores each token:
     ``l = G x``; the top-``k`` logits are softmaxed among themselves, ``g = softmax(l_topk)``,
-    and ``y = W x + b + s · Σ_{e ∈ topk(x)} g_e B_e A_e x`` with ``s = alpha / r`` (the total
-    rank's LoRA scale, as the study's reference code).
+    and ``y = W x + b + s · Σ_{e ∈ topk(x)} g_e B_e A_e x`` with ``s = alpha / re``.
 
-    Balance (the reference code forgets it): each layer's last forward records the Switch loss
+    Trainable parameters per ``in -> out`` layer: ``E·re·(in + out) + E·in``; on Llama-3.1-8B
+    (all linear layers of the blocks, ``r = 8``) 30.93M for 8 experts and 23.20M for 6, the
+    study's Table II.
+
+    Reference (``common/lora_modules/lora_moe.py`` of the study's code): each expert is a LoRA
+    built with the experiment's ``lora_rank`` and scaled by ``lora_scaler / lora_rank``; Table
+    II's counts need rank-1 experts, so the study passed the expert rank: ``re = r // E`` and
+    ``s = alpha / re`` (8x the total rank's ``alpha / r`` at ``r = 8``, ``E = 8``). lorasweep
+    follows it (``scale="expert"``; ``scale="total"`` gives ``alpha / r``, lorasweep's choice
+    before). The router starts as the reference's ``torch.rand`` (``router_init="uniform"``;
+    ``"kaiming"`` is ``nn.Linear``'s init). Deliberate differences: ``A_e`` is Kaiming-uniform
+    (peft's LoRA init; the reference draws ``N(0, 1/in)``, a ``sqrt(3)`` larger spread), and a
+    load-balancing loss is added (the reference forgets it; ``aux_loss_weight=0`` removes it).
+    The reference's router weight in one version has ``top_k`` rows instead of ``E`` (experts
+    past ``k`` never chosen), a bug not reproduced: Table II counts ``E`` rows.
+
+    Balance: each layer's last forward records the Switch loss
     ``L = E · Σ_i f_i P_i`` (see :func:`load_balancing_loss`: ``f_i`` fraction of tokens sent
     to expert ``i``, ``P_i`` mean softmax probability over all ``E``; every token position
     counts, padding included); :meth:`extra_loss` returns ``aux_loss_weight`` (default
@@ -136,9 +185,10 @@ class LoraMoe(Variant):
 
     key = "loramoe"
     axis = "moe"
-    summary = "E routed LoRA experts of rank ceil(r/E), top-k, load-balancing loss (8, top-2)"
+    summary = "E routed LoRA experts of rank max(1, r//E), top-k, load-balancing loss (8, top-2)"
     layer = LoraMoeLayer
-    Options = MoeOptions
+    Options = LoraMoeOptions
+    study = {"options": {"num_experts": 8, "top_k": 2}}
     peft_flags = None
     mergeable = False
 
