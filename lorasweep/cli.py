@@ -188,10 +188,10 @@ def status(sweep: SweepOpt = None, storage: StorageOpt = None, as_json: JsonOpt 
 
 @app.command()
 def variants(as_json: JsonOpt = False) -> None:
-    """List the variants: key, taxonomy axis, one-line summary."""
+    """List the variants: key, taxonomy axis, one-line summary, the study's settings."""
     from .variants import list_variants
 
-    _listing(list_variants(), ("key", "axis", "summary"), as_json)
+    _listing(list_variants(), ("key", "axis", "summary", "study_settings"), as_json)
 
 
 @app.command()
@@ -208,11 +208,13 @@ def _listing(entries: list[dict[str, Any]], columns: tuple[str, ...], as_json: b
     if as_json:
         typer.echo(json.dumps(entries, indent=2))
         return
+    from rich.markup import escape
+
     table = Table()
     for col in columns:
-        table.add_column(col)
-    for e in entries:
-        table.add_row(*(str(e[c]) for c in columns))
+        table.add_column(col.replace("_", " "))
+    for e in entries:  # formulas such as [B, B_S] are text, not markup
+        table.add_row(*(escape(str(e[c])) for c in columns))
     console.print(table)
 
 

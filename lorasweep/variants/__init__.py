@@ -1,5 +1,7 @@
 """Variants: one file per variant, one registry key each (the key is the file name)."""
 
+from typing import Any
+
 # Each import registers one variant (adding a variant: its file and one name here).
 from . import (  # noqa: F401
     adalora,
@@ -50,9 +52,20 @@ __all__ = [
 ]
 
 
-def list_variants() -> list[dict[str, str]]:
-    """The registry's entries: key, taxonomy axis, one-line summary, option defaults."""
+def list_variants() -> list[dict[str, Any]]:
+    """The registry's entries: key, taxonomy axis, one-line summary, option defaults, and the
+    study's settings beside lorasweep's defaults (``study_settings``: one line of them)."""
+    from .study import STUDY_ALPHA, STUDY_RANK, describe_study, study_settings
+
     return [
-        {"key": k, "axis": c.axis, "summary": c.summary, "options": c.option_defaults()}
+        {
+            "key": k,
+            "axis": c.axis,
+            "summary": c.summary,
+            "options": c.option_defaults(),
+            "defaults": {"rank": STUDY_RANK, "alpha": STUDY_ALPHA, "options": c.option_defaults()},
+            "study": study_settings(c),
+            "study_settings": describe_study(c),
+        }
         for k, c in sorted(registry().items())
     ]

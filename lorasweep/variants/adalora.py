@@ -133,6 +133,7 @@ class AdaLora(Variant):
 
     key = "adalora"
     axis = "rank"
+    study = {"options": {"init_r": 12, "target_r": 8, "tinit": 100, "tfinal": 900}}
     summary = "SVD-form B·diag(E)·A; importance-driven budget falls from init_r to target_r"
     layer = AdaLoraLayer
     Options = AdaLoraOptions

@@ -21,6 +21,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from .study import check_study_fields, warn_if_off_study_rank
+
 __all__ = [
     "AXES",
     "AdapterLayer",
@@ -194,6 +196,9 @@ class Variant:
     peft_flags: ClassVar[dict[str, Any] | None] = {}
     #: False for nonlinear updates (no weight reproduces the adapted layer); merge() refuses.
     mergeable: ClassVar[bool] = True
+    #: The study's settings where they differ from the protocol (r 8, alpha 16) or the option
+    #: defaults: ``rank``, ``alpha``, ``options``, ``note`` (see :mod:`lorasweep.variants.study`).
+    study: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, rank: int = 8, alpha: float = 16.0, dropout: float = 0.0, **options: Any):
         if not isinstance(rank, int) or rank <= 0:
@@ -206,6 +211,7 @@ class Variant:
         self.alpha = float(alpha)
         self.dropout = float(dropout)
         self.options = self.parse_options(options)
+        warn_if_off_study_rank(self)
         self.layers: dict[str, AdapterLayer] = {}
         self.modules_to_save: dict[str, nn.Module] = {}
 
@@ -387,6 +393,7 @@ def register(cls: type[Variant]) -> type[Variant]:
         raise TypeError(f"variant key {cls.key!r} registered twice")
     if cls.__doc__ is None:
         raise TypeError(f"{cls.__name__}: the math lives in the class docstring")
+    check_study_fields(cls)
     _REGISTRY[cls.key] = cls
     return cls
 

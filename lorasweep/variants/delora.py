@@ -90,6 +90,7 @@ class Delora(Variant):
 
     key = "delora"
     axis = "optimization"
+    study = {"options": {"lambda_": 8.0}}
     summary = "normalised rank-1 terms times a trainable strength lambda (8) and ‖W‖_col"
     layer = DeloraLayer
     Options = DeloraOptions

@@ -75,6 +75,7 @@ class DenseLora(Variant):
 
     key = "denselora"
     axis = "rank"
+    study = {"rank": 192, "alpha": 384}
     summary = "shared GELU adapter per module type, per-layer r x r mixer (study: r 192, alpha 384)"
     layer = DenseLoraLayer
     peft_flags = None  # nonlinear: no peft LoRA equivalent

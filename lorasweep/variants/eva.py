@@ -206,6 +206,7 @@ class Eva(Variant):
 
     key = "eva"
     axis = "initialization"
+    study = {"options": {"estimation_batches": 64, "tau": 0.9, "rho": 2.0}}
     summary = "A on the top principal components of layer inputs; ranks by explained variance"
     layer = EvaLayer
     Options = EvaOptions

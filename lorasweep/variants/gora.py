@@ -97,6 +97,7 @@ class Gora(Variant):
 
     key = "gora"
     axis = "initialization"
+    study = {"options": {"estimation_batches": 64, "r_min": 4, "r_max": 32}}
     summary = "ranks by gradient importance; B from the gradient on a random A; residual frozen"
     layer = GoraLayer
     Options = GoraOptions

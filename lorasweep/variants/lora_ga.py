@@ -221,6 +221,7 @@ class LoraGa(Variant):
 
     key = "lora-ga"
     axis = "initialization"
+    study = {"options": {"estimation_batches": 64, "gamma": 16.0}}
     summary = "LoRA on the top-2r singular vectors of the estimated gradient; residual frozen"
     layer = GradientInitLayer
     Options = LoraGaOptions

@@ -53,6 +53,7 @@ class LoraOne(Variant):
 
     key = "lora-one"
     axis = "initialization"
+    study = {"options": {"estimation_batches": 64, "gamma": 128.0}}
     summary = "LoRA on the top-r SVD of the negative estimated gradient; residual frozen"
     layer = GradientInitLayer
     Options = LoraOneOptions

@@ -30,6 +30,7 @@ class LoraPlus(Variant):
 
     key = "loraplus"
     axis = "optimization"
+    study = {"options": {"ratio": 16.0}}
     summary = "LoRA with B trained at ratio x the learning rate of A (ratio 16)"
     layer = AdapterLayer
     Options = LoraPlusOptions

@@ -74,6 +74,7 @@ class MeLora(Variant):
 
     key = "melora"
     axis = "rank"
+    study = {"rank": 16, "options": {"blocks": 2}}
     summary = "n block-diagonal mini-LoRAs of rank r/n each (n = 2), B zero"
     layer = MeLoraLayer
     Options = MeLoraOptions

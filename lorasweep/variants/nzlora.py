@@ -48,6 +48,7 @@ class NzLora(Variant):
 
     key = "nzlora"
     axis = "initialization"
+    study = {"options": {"gamma_a": 16.0, "gamma_b": 16.0}}
     summary = "LoRA with A, B ~ U(±sqrt(16/in)); initial update subtracted from W"
     layer = NzLoraLayer
     Options = NzLoraOptions

@@ -67,6 +67,7 @@ class Pissa(Variant):
 
     key = "pissa"
     axis = "initialization"
+    study = {"options": {"niter": 64}}
     summary = "LoRA on the top-r singular components of W; residual frozen"
     layer = PissaLayer
     Options = PissaOptions

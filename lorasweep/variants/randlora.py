@@ -176,6 +176,7 @@ class RandLora(Variant):
 
     key = "randlora"
     axis = "rank"
+    study = {"rank": 32, "options": {"max_full_rank": 1024}}
     summary = "full-rank update from frozen random shared bases, trainable lambda/gamma scales"
     layer = RandLoraLayer
     Options = RandLoraOptions
@@ -197,8 +198,11 @@ class RandLora(Variant):
         d_max = max(base.in_features, base.out_features)
         if kind not in self._bases:
             n = self.n_bases(base.in_features, base.out_features)
-            a, b = random_bases(self.options.seed, kind, n, self.rank, d_min, d_max)
             factory = {"device": base.weight.device, "dtype": _adapter_dtype(base.weight.dtype)}
+            if base.weight.is_meta:  # shapes only (parameter counts): draw nothing
+                a, b = torch.empty(n, self.rank, d_min), torch.empty(d_max, n * self.rank)
+            else:
+                a, b = random_bases(self.options.seed, kind, n, self.rank, d_min, d_max)
             self._bases[kind] = _Bases(a.to(**factory), b.to(**factory))
         bases = self._bases[kind]
         if (bases.A.shape[2], bases.B.shape[0]) != (d_min, d_max):

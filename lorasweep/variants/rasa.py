@@ -108,6 +108,7 @@ class Rasa(Variant):
 
     key = "rasa"
     axis = "rank"
+    study = {"options": {"k": 1}}
     summary = "rank sharing: k ranks per layer pooled across the layers of a module type (k=1)"
     layer = RasaLayer
     Options = RasaOptions

@@ -98,6 +98,7 @@ class ReLora(Variant):
 
     key = "relora"
     axis = "rank"
+    study = {"options": {"rewarm_steps": 10}, "note": "3 to 5 merges: merge_every = steps // 4"}
     summary = "LoRA merged into W every K steps, restarted with reset optimizer state + re-warm"
     layer = ReLoraLayer
     Options = ReLoraOptions
