@@ -66,6 +66,7 @@ def run(
     storage: StorageOpt = None,
     launcher: Annotated[str | None, typer.Option("--launcher", help="inline (this process) or local (worker processes).")] = None,
     workers: Annotated[int | None, typer.Option("--workers", help="Worker processes for --launcher local.")] = None,
+    pruner: Annotated[str | None, typer.Option("--pruner", help="none (default: every grid point runs to the end), median or successive-halving.")] = None,
     recipe: Annotated[Path | None, typer.Option("--recipe", help="A recipe YAML (flags override it).")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override any setting: train.steps=50, task.eval_limit=200, variant.ratio=8.")] = None,
 ) -> None:
@@ -75,7 +76,8 @@ def run(
     try:
         data: dict[str, Any] = load_recipe(recipe) if recipe else {}
         flags = {"task": task, "model": model, "name": sweep, "storage": storage,
-                 "launcher": launcher, "workers": workers, "rank": rank, "alpha": alpha}
+                 "launcher": launcher, "workers": workers, "rank": rank, "alpha": alpha,
+                 "pruner": pruner}
         data.update({k: v for k, v in flags.items() if v is not None})
         if variant is not None:
             data["variants"] = [v.strip() for v in variant.split(",") if v.strip()]

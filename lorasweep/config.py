@@ -9,7 +9,6 @@ picklable data, written into its run folder.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 from pathlib import Path
@@ -17,10 +16,12 @@ from typing import Any
 
 import yaml
 
+from ._tags import variant_tag
 from .paths import RUNS_DIR
 
 __all__ = [
     "DEFAULT_LRS",
+    "PRUNERS",
     "ConfigError",
     "SweepSpec",
     "TrainConfig",
@@ -33,6 +34,8 @@ __all__ = [
 ]
 
 #: The embedded default grid: spans collapse (too low), the peak and divergence (too high).
+#: Optuna pruners a sweep may use; ``none`` (the default): every grid point runs to the end.
+PRUNERS = ("none", "median", "successive-halving")
 DEFAULT_LRS = (1e-5, 1e-4, 1e-3, 3e-3, 5e-3, 1e-2)
 
 
@@ -91,15 +94,10 @@ class VariantSpec:
 
     @property
     def tag(self) -> str:
-        """Short, stable name: ``lora-r8-a16``, plus a hash when options or targets are set."""
-        tag = f"{self.key}-r{self.rank}-a{self.alpha:g}"
-        if self.dropout:
-            tag += f"-d{self.dropout:g}"
-        extra = {"options": self.options, "targets": self.target_modules}
-        if self.options or self.target_modules:
-            digest = hashlib.sha1(json.dumps(extra, sort_keys=True).encode()).hexdigest()[:8]
-            tag += f"-{digest}"
-        return tag
+        """``loraplus-r8-a16-ratio8``: after :meth:`validate`, options are resolved (coerced, and
+        only those that differ from the defaults), so one configuration gets one tag and study."""
+        return variant_tag(self.key, self.rank, self.alpha, self.dropout, self.options,
+                           self.target_modules)
 
     def validate(self) -> None:
         from .variants import VariantError, get_variant_class
@@ -111,9 +109,14 @@ class VariantSpec:
             raise ConfigError(f"options of variant {self.key!r} must be a mapping, got {self.options!r}")
         try:
             cls = get_variant_class(self.key)
-            cls(self.rank, self.alpha, self.dropout, **self.options)
+            resolved = cls(self.rank, self.alpha, self.dropout, **self.options)
         except VariantError as err:
             raise ConfigError(str(err)) from None
+        defaults = cls.option_defaults()
+        self.options = {k: v for k, v in dataclasses.asdict(resolved.options).items()
+                        if k in self.options and v != defaults[k]}
+        if self.target_modules is not None:
+            self.target_modules = sorted(set(self.target_modules))
 
 
 @dataclasses.dataclass
@@ -133,6 +136,7 @@ class SweepSpec:
     #: own default budget overlaid with these (``train_for``); ``train`` is the first task's.
     train_settings: dict[str, Any] | None = None
     storage: str | None = None
+    pruner: str = "none"
     launcher: str = "inline"
     workers: int = 1
     runs_dir: str = str(RUNS_DIR)
@@ -154,6 +158,10 @@ class SweepSpec:
             raise ConfigError("no variant given: pass e.g. --variant lora,dora")
         if self.launcher not in ("inline", "local"):
             raise ConfigError(f"unknown launcher {self.launcher!r}: choose inline or local")
+        if self.pruner not in PRUNERS:
+            raise ConfigError(
+                f"unknown pruner {self.pruner!r}: choose {', '.join(PRUNERS)} (e.g. --pruner none)"
+            )
         if self.workers <= 0:
             raise ConfigError(f"workers must be positive, got {self.workers}")
         from .tasks import TaskError, expand_tasks, get_task

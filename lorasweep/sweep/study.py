@@ -9,9 +9,11 @@ so no grid point ever completes twice and failed or killed trials are retried.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from ..config import SweepSpec, VariantSpec
@@ -21,7 +23,9 @@ __all__ = [
     "GridSync",
     "fail_stale_trials",
     "grid_point",
+    "make_pruner",
     "study_name",
+    "study_run_root",
     "sync_sweep",
 ]
 
@@ -39,6 +43,30 @@ def study_name(spec: SweepSpec, variant: VariantSpec, task: str | None = None) -
 
 def grid_point(lr: float, seed: int) -> str:
     return f"lr={lr:.6g},seed={seed}"
+
+
+def make_pruner(name: str | None):
+    """The Optuna pruner recorded for a study (``none`` when the study predates the setting)."""
+    import optuna
+
+    return {"median": optuna.pruners.MedianPruner, "successive-halving":
+            optuna.pruners.SuccessiveHalvingPruner}.get(name or "none", optuna.pruners.NopPruner)()
+
+
+def _model_folder(model: str) -> str:
+    """A model as one folder name: ``meta-llama--Llama-3.1-8B``, ``embedded-minilm``; a local
+    folder as its name plus a short hash of its absolute path (two ``tiny`` folders differ)."""
+    path = Path(model).expanduser()
+    if model.startswith((".", "/", "~")) or path.exists():
+        digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:6]
+        return f"{path.resolve().name}-{digest}"
+    return model.replace("/", "--").replace(":", "-")
+
+
+def study_run_root(runs_dir: str, sweep: str, task: str, model: str, tag: str) -> str:
+    """The absolute folder of one study's runs: ``RUNS/SWEEP/TASK/MODEL/VARIANT-TAG``; each grid
+    point's run lives below it in a folder named by the grid point (``lr=0.001,seed=0``)."""
+    return str(Path(runs_dir).expanduser().resolve() / sweep / task / _model_folder(model) / tag)
 
 
 @dataclasses.dataclass
@@ -108,6 +136,12 @@ def _check_same_settings(study: Any, spec: SweepSpec, task: str) -> None:
     """A sweep's trials must be comparable: refuse to mix training budgets in one study."""
     from ..config import ConfigError
 
+    stored_pruner = study.user_attrs.get("pruner")
+    if stored_pruner is not None and stored_pruner != spec.pruner:
+        raise ConfigError(
+            f"sweep {spec.name!r} already ran with --pruner {stored_pruner}: pass --pruner "
+            f"{stored_pruner}, or a new --sweep NAME for --pruner {spec.pruner}"
+        )
     settings = (("train", dataclasses.asdict(spec.train_for(task))), ("task_options", spec.task_options),
                 ("model_options", spec.model_options))
     for key, value in settings:
@@ -133,9 +167,8 @@ def sync_sweep(spec: SweepSpec, storage: Any) -> list[GridSync]:
     syncs = []
     for task, variant in pairs:
         name = study_name(spec, variant, task)
-        study = optuna.create_study(
-            study_name=name, storage=storage, direction="maximize", load_if_exists=True
-        )
+        study = optuna.create_study(study_name=name, storage=storage, direction="maximize",
+                                    load_if_exists=True, pruner=make_pruner(spec.pruner))
         attrs = {
             "sweep": spec.name,
             "task": task,
@@ -147,8 +180,12 @@ def sync_sweep(spec: SweepSpec, storage: Any) -> list[GridSync]:
             "train": dataclasses.asdict(spec.train_for(task)),
             "task_options": spec.task_options,
             "model_options": spec.model_options,
-            "runs_dir": spec.runs_dir,
+            "runs_dir": str(Path(spec.runs_dir).expanduser().resolve()),
+            "pruner": spec.pruner,
         }
+        if "run_root" not in study.user_attrs:  # fixed once: a study's runs never move
+            study.set_user_attr("run_root", study_run_root(
+                spec.runs_dir, spec.name, task, spec.model, variant.tag))
         for key, value in attrs.items():
             if study.user_attrs.get(key) != value:
                 study.set_user_attr(key, value)

@@ -18,7 +18,14 @@ from typing import Any
 
 from .._json import json_safe
 from ..config import TrainConfig, TrialSpec, VariantSpec
-from .study import HEARTBEAT_ATTR, HEARTBEAT_INTERVAL_S, fail_stale_trials
+from .study import (
+    HEARTBEAT_ATTR,
+    HEARTBEAT_INTERVAL_S,
+    fail_stale_trials,
+    grid_point,
+    make_pruner,
+    study_run_root,
+)
 
 __all__ = ["TrialEvents", "WorkerSummary", "run_worker"]
 
@@ -82,7 +89,9 @@ def _trial_spec(study: Any, trial: Any, storage_url: str) -> TrialSpec:
     attrs = study.user_attrs
     lr = trial.suggest_float("lr", 1e-12, 1e3, log=True)
     seed = trial.suggest_int("seed", 0, 2**31 - 1)
-    run_dir = Path(attrs["runs_dir"]) / attrs["sweep"] / attrs["variant_tag"] / f"trial-{trial.number:04d}"
+    root = attrs.get("run_root") or study_run_root(
+        attrs["runs_dir"], attrs["sweep"], attrs["task"], attrs["model"], attrs["variant_tag"])
+    run_dir = Path(root) / grid_point(lr, seed)  # one folder per study and grid point
     return TrialSpec(
         sweep=attrs["sweep"],
         study=study.study_name,
@@ -114,6 +123,7 @@ def run_worker(storage_url: str, study_names: list[str], events: TrialEvents | N
     summary = WorkerSummary()
     for name in study_names:
         study = optuna.load_study(study_name=name, storage=storage)
+        study.pruner = make_pruner(study.user_attrs.get("pruner"))  # never Optuna's default
         while not should_stop():
             fail_stale_trials(study)
             if not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):

@@ -20,11 +20,33 @@ from ..config import TrainConfig
 from ..tasks import Task, TaskData
 from ..variants import Variant
 
-__all__ = ["Diverged", "Reporter", "TrainResult", "lr_lambda", "train", "total_steps"]
+__all__ = ["DIVERGENCE_FACTOR", "Diverged", "Reporter", "diverged_loss", "TrainResult", "lr_lambda", "train", "total_steps"]
 
 
 class Diverged(Exception):
     """The loss became NaN or infinite: the learning rate is too high for this variant."""
+
+
+#: A run whose training loss ends this many times above its first logged loss diverged.
+DIVERGENCE_FACTOR = 2.0
+_CURVE_POINTS = 100  # training-loss points kept per trial (for the report's loss curves)
+
+
+def diverged_loss(curve: list[list[float]], factor: float = DIVERGENCE_FACTOR) -> bool:
+    """The divergence rule on a loss curve ``[[step, loss], ...]``.
+
+    With :math:`\ell_1` the first logged loss and :math:`\bar\ell_{end}` the mean of the last
+    five logged losses, a run diverged when :math:`\bar\ell_{end} > f\,\ell_1` (``f`` = 2) or
+    a loss is not finite: a loss that ends far above where it started learned nothing usable,
+    even when it stayed finite (0.69 -> 7.6e6 at a learning rate of 1e8).
+    """
+    losses = [loss for _, loss in curve]
+    if not losses:
+        return False
+    if not all(math.isfinite(x) for x in losses):
+        return True
+    tail = losses[-5:]
+    return sum(tail) / len(tail) > factor * losses[0]
 
 
 class Reporter(Protocol):
@@ -57,6 +79,7 @@ class TrainResult:
     train_seconds: float
     tokens: int
     history: list[dict[str, float]]
+    loss_curve: list[list[float]] = dataclasses.field(default_factory=list)  # [[step, loss]]
 
     @property
     def tokens_per_second(self) -> float:
@@ -137,6 +160,8 @@ def train(model: torch.nn.Module, variant: Variant, task: Task, tokenizer: Any, 
         return task.evaluate(model, tokenizer, examples, cfg.batch_size, cfg.max_length, autocast)
 
     history: list[dict[str, float]] = []
+    curve: list[list[float]] = []
+    every = max(1, steps // _CURVE_POINTS)
     best = -math.inf
     loss_value, tokens, diverged, pruned = math.nan, 0, False, False
     reporter.on_start(steps)
@@ -167,6 +192,8 @@ def train(model: torch.nn.Module, variant: Variant, task: Task, tokenizer: Any, 
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             loss_value = loss_sum / cfg.grad_accum
+            if step == 1 or step % every == 0 or step == steps:
+                curve.append([step, loss_value])
             reporter.on_step(step, loss_value)
             if cfg.eval_every and step % cfg.eval_every == 0 and step < steps:
                 score = evaluate(data.validation)
@@ -181,7 +208,11 @@ def train(model: torch.nn.Module, variant: Variant, task: Task, tokenizer: Any, 
     if diverged:
         worst = task.worst_score
         history.append({"step": step, "validation": worst, "loss": math.nan})
-        return TrainResult(worst, worst, worst, step, math.nan, True, False, seconds, tokens, history)
+        return TrainResult(worst, worst, worst, step, math.nan, True, False, seconds, tokens, history,
+                           curve)
+    if curve and curve[-1][0] != step:
+        curve.append([step, loss_value])
+    diverged = diverged_loss(curve)  # finite, but far above where it started: scored, flagged
     validation = evaluate(data.validation)
     best = max(best, validation)
     history.append({"step": step, "validation": validation, "loss": loss_value})
@@ -191,5 +222,5 @@ def train(model: torch.nn.Module, variant: Variant, task: Task, tokenizer: Any, 
         test = validation
     else:
         test = evaluate(data.test)
-    return TrainResult(validation, test, best, step, loss_value, False, pruned, seconds, tokens,
-                       history)
+    return TrainResult(validation, test, best, step, loss_value, diverged, pruned, seconds, tokens,
+                       history, curve)

@@ -61,6 +61,16 @@ def _peak_memory_mb(device: Any) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # process peak RSS
 
 
+def _claim(run_dir: Path, study: str) -> None:
+    """A run folder belongs to one study: refuse one that another study's trial wrote."""
+    config = run_dir / "config.json"
+    if config.exists():
+        owner = json.loads(config.read_text()).get("study")
+        if owner != study:
+            raise RuntimeError(f"run folder {run_dir} belongs to study {owner!r}, not {study!r}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+
 def run_trial(spec: TrialSpec, reporter: Reporter | None = None) -> TrialResult:
     import torch
 
@@ -70,7 +80,7 @@ def run_trial(spec: TrialSpec, reporter: Reporter | None = None) -> TrialResult:
 
     started = time.perf_counter()
     run_dir = Path(spec.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    _claim(run_dir, spec.study)
     (run_dir / "config.json").write_text(json.dumps(spec.to_dict(), indent=2, sort_keys=True))
     device = _device(spec.train.device)
     if device.type == "cuda":
@@ -119,6 +129,8 @@ def run_trial(spec: TrialSpec, reporter: Reporter | None = None) -> TrialResult:
         "prepare": {**prepared, "seconds": prepare_seconds},
         "peak_memory_mb": _peak_memory_mb(device),
         "history": result.history,
+        "loss_curve": result.loss_curve,
+        "validation_is_test": data.test is data.validation,
         "run_dir": str(run_dir),
         **provenance(device),
     }
