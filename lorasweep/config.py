@@ -33,9 +33,9 @@ __all__ = [
     "parse_ints",
 ]
 
-#: The embedded default grid: spans collapse (too low), the peak and divergence (too high).
 #: Optuna pruners a sweep may use; ``none`` (the default): every grid point runs to the end.
 PRUNERS = ("none", "median", "successive-halving")
+#: The embedded default grid: spans collapse (too low), the peak and divergence (too high).
 DEFAULT_LRS = (1e-5, 1e-4, 1e-3, 3e-3, 5e-3, 1e-2)
 
 
@@ -159,9 +159,7 @@ class SweepSpec:
         if self.launcher not in ("inline", "local"):
             raise ConfigError(f"unknown launcher {self.launcher!r}: choose inline or local")
         if self.pruner not in PRUNERS:
-            raise ConfigError(
-                f"unknown pruner {self.pruner!r}: choose {', '.join(PRUNERS)} (e.g. --pruner none)"
-            )
+            raise ConfigError(f"unknown pruner {self.pruner!r}: choose {', '.join(PRUNERS)}")
         if self.workers <= 0:
             raise ConfigError(f"workers must be positive, got {self.workers}")
         from .tasks import TaskError, expand_tasks, get_task
