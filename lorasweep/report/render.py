@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .._json import json_safe
+from ..text import format_lr, plain
 from .collect import VariantSummary
 
 __all__ = ["render_terminal", "write_report"]
@@ -38,7 +39,7 @@ def _cell_text(s: VariantSummary, lr: float) -> str:
 def _band_text(s: VariantSummary) -> str:
     if s.band is None:
         return "-"
-    return f"{s.band[0]:.0e} – {s.band[1]:.0e} ({s.band_decades:.1f} dec)"
+    return f"{format_lr(s.band[0])} – {format_lr(s.band[1])} ({s.band_decades:.1f} dec)"
 
 
 def _delta_text(s: VariantSummary) -> str:
@@ -52,16 +53,16 @@ def render_terminal(summaries: list[VariantSummary], console: Any) -> None:
 
     for (sweep, task, model), group in _by_task(summaries).items():
         lrs = _lrs(group)
-        table = Table(title=f"{sweep}: {task} on {model}, test {group[0].metric} by learning rate")
+        table = Table(title=plain(f"{sweep}: {task} on {model}, test {group[0].metric} by learning rate"))
         table.add_column("variant", style="bold")
         for lr in lrs:
-            table.add_column(f"{lr:.0e}", justify="right")
+            table.add_column(format_lr(lr), justify="right")
         for col in ("best LR", "peak", "good-LR band", "Δ vs LoRA"):
             table.add_column(col, justify="right")
         for s in group:
             cells = [f"[bold green]{_cell_text(s, lr)}[/]" if lr == s.best_lr else _cell_text(s, lr)
                      for lr in lrs]
-            table.add_row(s.variant_tag, *cells, f"{s.best_lr:.0e}", f"{s.peak:.3f}",
+            table.add_row(plain(s.variant_tag), *cells, format_lr(s.best_lr), f"{s.peak:.3f}",
                           _band_text(s), _delta_text(s))
         console.print(table)
 
@@ -74,7 +75,7 @@ def _markdown(summaries: list[VariantSummary], rows: list[dict[str, Any]], toler
         lines += [f"## {sweep}: {task} on `{model}`", "",
                   f"Test {metric} (mean ± std over seeds) per learning rate; **bold**: each "
                   "variant's best learning rate.", ""]
-        lines.append("| variant | " + " | ".join(f"{lr:.0e}" for lr in lrs) + " |")
+        lines.append("| variant | " + " | ".join(format_lr(lr) for lr in lrs) + " |")
         lines.append("|---|" + "---:|" * len(lrs))
         for s in group:
             cells = [f"**{_cell_text(s, lr)}**" if lr == s.best_lr else _cell_text(s, lr) for lr in lrs]
@@ -82,7 +83,7 @@ def _markdown(summaries: list[VariantSummary], rows: list[dict[str, Any]], toler
         lines += ["", f"| variant | best LR | peak {metric} | good-LR band (within {tolerance:g}) "
                   "| Δ peak vs tuned LoRA |", "|---|---:|---:|---|---:|"]
         for s in group:
-            lines.append(f"| {s.variant_tag} | {s.best_lr:.0e} | {s.peak:.3f} | {_band_text(s)} | "
+            lines.append(f"| {s.variant_tag} | {format_lr(s.best_lr)} | {s.peak:.3f} | {_band_text(s)} | "
                          f"{_delta_text(s)} |")
         lines.append("")
     failed = [r for r in rows if r["state"] == "fail"]

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import SweepSpec, VariantSpec
+from ..text import format_lr
 
 __all__ = [
     "HEARTBEAT_GRACE_S",
@@ -42,7 +43,8 @@ def study_name(spec: SweepSpec, variant: VariantSpec, task: str | None = None) -
 
 
 def grid_point(lr: float, seed: int) -> str:
-    return f"lr={lr:.6g},seed={seed}"
+    """A grid point's key and run-folder name, its LR written as everywhere: ``lr=1e-3,seed=0``."""
+    return f"lr={format_lr(lr)},seed={seed}"
 
 
 def make_pruner(name: str | None):
@@ -65,7 +67,7 @@ def _model_folder(model: str) -> str:
 
 def study_run_root(runs_dir: str, sweep: str, task: str, model: str, tag: str) -> str:
     """The absolute folder of one study's runs: ``RUNS/SWEEP/TASK/MODEL/VARIANT-TAG``; each grid
-    point's run lives below it in a folder named by the grid point (``lr=0.001,seed=0``)."""
+    point's run lives below it in a folder named by the grid point (``lr=1e-3,seed=0``)."""
     return str(Path(runs_dir).expanduser().resolve() / sweep / task / _model_folder(model) / tag)
 
 

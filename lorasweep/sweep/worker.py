@@ -136,6 +136,7 @@ def run_worker(storage_url: str, study_names: list[str], events: TrialEvents | N
                 study.tell(trial, state=TrialState.FAIL)
                 continue
             spec = _trial_spec(study, trial, storage_url)
+            trial.set_user_attr("run_dir", spec.run_dir)  # known before it runs, even if it fails
             state, value = _run_one(study, trial, spec, events, run_trial)
             events.trial_finished(spec, state, value)
             if state == "diverged":  # a diverged trial is a result: complete, at the worst score

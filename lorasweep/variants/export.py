@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
 
 from .base import Variant
@@ -37,7 +37,7 @@ def save_adapter(model: nn.Module, out_dir: str | Path, base_model: str | None =
     variant = get_variant(model)
     config = {**variant.describe(), "base_model": base_model}
     (out / _NATIVE_CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True))
-    save_file(_contiguous(variant.state_dict()), str(out / _NATIVE_WEIGHTS))
+    _save_tensors(variant.state_dict(), out / _NATIVE_WEIGHTS)
     if variant.peft_flags is not None:
         export_peft(model, out, base_model=base_model)
     return out
@@ -82,7 +82,7 @@ def export_peft(model: nn.Module, out_dir: str | Path, base_model: str | None = 
             tensors[f"{_PEFT_PREFIX}{name}.lora_magnitude_vector"] = layer.lora_magnitude.detach()
     for key, p in variant.saved_module_parameters():
         tensors[f"{_PEFT_PREFIX}{key}"] = p.detach()
-    save_file(_contiguous(tensors), str(out / "adapter_model.safetensors"))
+    _save_tensors(tensors, out / "adapter_model.safetensors")
     (out / "adapter_config.json").write_text(
         json.dumps(_peft_config(variant, rank, base_model), indent=2, sort_keys=True)
     )
@@ -111,6 +111,12 @@ def _peft_config(variant: Variant, rank: int, base_model: str | None) -> dict[st
         "rank_pattern": {},
         "alpha_pattern": {},
     }
+
+
+def _save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """Write a safetensors file with the permissions of any other output (the user's umask:
+    usually readable by the group); safetensors' own ``save_file`` makes it owner-only."""
+    path.write_bytes(save(_contiguous(tensors)))
 
 
 def _contiguous(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -1,0 +1,45 @@
+"""How lorasweep writes numbers and words for people: one form everywhere.
+
+* Learning rates: ``format_lr(1e-4) == "1e-4"``, ``format_lr(2.5e-4) == "2.5e-4"``,
+  ``format_lr(0.001) == "1e-3"``: a mantissa with at most six significant digits, trailing zeros
+  dropped, then ``e`` and the exponent without padding or ``+``; exponent 0 prints the number.
+* Counts: ``plural(1, "learning rate") == "1 learning rate"``, ``plural(6, ...) == "6 learning
+  rates"``.
+* Text from users or registries printed through rich: :func:`plain` escapes it, so that brackets
+  such as aurora's ``[tanh(...) + spline(Ax)]`` print as written instead of being read as markup.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+__all__ = ["format_lr", "format_lrs", "plain", "plural"]
+
+
+def format_lr(lr: float) -> str:
+    """A learning rate in the one short scientific form used in every output."""
+    lr = float(lr)
+    if lr == 0 or not math.isfinite(lr):
+        return f"{lr:g}"
+    mantissa, exponent = f"{lr:.5e}".split("e")
+    mantissa = mantissa.rstrip("0").rstrip(".")
+    power = int(exponent)
+    return mantissa if power == 0 else f"{mantissa}e{power}"
+
+
+def format_lrs(lrs: list[float]) -> str:
+    """A grid as the CLI takes it: ``1e-5,1e-4,1e-3``."""
+    return ",".join(format_lr(lr) for lr in lrs)
+
+
+def plural(count: int, word: str, many: str | None = None) -> str:
+    """``count`` and ``word``, the word in plural unless the count is exactly one."""
+    return f"{count} {word if count == 1 else (many or word + 's')}"
+
+
+def plain(value: Any) -> str:
+    """``value`` as text that rich prints literally (markup characters escaped)."""
+    from rich.markup import escape
+
+    return escape(str(value))

@@ -1,0 +1,51 @@
+"""Small things people look for: --version, defaults in help, tables that print text as written."""
+
+from __future__ import annotations
+
+import re
+
+from typer.testing import CliRunner
+
+import lorasweep
+from lorasweep.cli import app
+from lorasweep.config import DEFAULT_LRS, SweepSpec
+from lorasweep.paths import STORE_FILE
+from lorasweep.text import format_lrs
+from lorasweep.variants import list_variants
+
+runner = CliRunner()
+
+
+def _ok(*args: str) -> str:
+    result = runner.invoke(app, list(args), terminal_width=200)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_version():
+    assert _ok("--version").strip() == f"lorasweep {lorasweep.__version__}"
+
+
+def test_run_help_shows_the_defaults_and_no_bool_types():
+    text = " ".join(_ok("run", "--help").split())  # help wraps lines: compare on words
+    default = SweepSpec()
+    assert f"[default: ({default.task})]" in text
+    assert f"{default.model} for {default.task}" in text
+    assert f"{format_lrs(DEFAULT_LRS)} for {default.task}" in text
+    assert f"{default.train.steps} for {default.task}" in text
+    assert f"({STORE_FILE})" in text
+    for args in (["--help"], ["run", "--help"], ["status", "--help"], ["variants", "--help"],
+                 ["delete", "--help"]):
+        assert "<bool>" not in _ok(*args)
+
+
+def test_variants_table_prints_every_summary_as_written():
+    """aurora's summary has a bracketed formula that rich would read as markup."""
+    text = _ok("variants")
+    flat = re.sub(r"[│\s]+", " ", text)
+    for entry in list_variants():
+        words = " ".join(entry["summary"].split())
+        # the table may wrap a long summary; every word and bracket must still be there
+        assert all(w in flat for w in words.split()), entry["key"]
+    aurora = next(e for e in list_variants() if e["key"] == "aurora")["summary"]
+    assert "[tanh(" in aurora and "[tanh(" in text
