@@ -129,6 +129,9 @@ class AdaLora(Variant):
     score ``<=`` the k-th, so ties can mask more); ``E`` is a vector and the scale is exactly
     ``alpha / init_r`` (peft: ``alpha / (init_r + 1e-5)``); the penalty is computed in fp32
     outside autocast. Without ``begin_training`` (no step budget) nothing is masked.
+
+    Reference: ``adalora.py`` of the study's code, matched (inits, ``alpha / init_r``,
+    importance and uncertainty EMAs, cubic budget, masking).
     """
 
     key = "adalora"

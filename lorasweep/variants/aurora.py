@@ -105,6 +105,11 @@ class Aurora(Variant):
     intervals each side; study: ``G = 5``, ``k = 3``), weights ``c ∈ R^{r×(G+k)}`` U(±0.1).
     The update depends nonlinearly on ``x``: merging is refused, and there is no peft LoRA
     equivalent.
+
+    Reference: ``aurora.py`` of the study's code: the same ANL, grid, order, range and
+    spline init. Differences: ``M`` Xavier-uniform (reference Xavier-normal, same variance); the
+    spline is per rank channel (the reference sums each basis function over all channels
+    before mixing them with ``c``).
     """
 
     key = "aurora"

@@ -86,6 +86,11 @@ class Delora(Variant):
     ``lambda_0`` are kept as buffers and the frozen weight becomes ``W - dW_0``, so the model
     starts as the base model (``dW_0`` is recomputed from them, never stored as ``out × in``).
     No peft LoRA equivalent.
+
+    Reference: ``delora.py`` of the study's code: the same update and subtracted ``dW_0``.
+    Differences: ``A`` and ``B`` are both Kaiming as the paper (the reference's shared init
+    gives ``B = 0`` and divides by ``‖b_i‖ = 0``); ``‖W‖_col`` is the original weight's (the
+    reference recomputes it from the residual weight at every forward).
     """
 
     key = "delora"

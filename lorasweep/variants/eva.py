@@ -28,8 +28,13 @@ class EvaOptions:
     tau: float = 0.9
     #: Subspace iterations of each step's randomised SVD; 0 computes the exact SVD.
     niter: int = 4
+    #: "allocated": s = alpha / r_i, each layer scaled by its own rank (the reference code's);
+    #: "configured": s = alpha / r for every layer (peft's adjust_scaling_factors=True).
+    scale: str = "allocated"
 
     def validate(self) -> None:
+        if self.scale not in ("allocated", "configured"):
+            raise VariantError(f"eva scale must be allocated or configured, got {self.scale!r}")
         if self.estimation_batches < 1:
             raise VariantError(
                 f"eva estimation_batches must be >= 1, got {self.estimation_batches}"
@@ -169,8 +174,9 @@ class _Collector:
 
 
 class EvaLayer(AdapterLayer):
-    """Every layer keeps the scale of the configured rank, ``s = alpha / r``, whatever its own
-    rank (peft's ``adjust_scaling_factors=True``: ``alpha_i = alpha · r_i / r``)."""
+    """``s = alpha / r_i`` with the layer's own rank (``scale="allocated"``, the reference
+    code's), or ``alpha / r`` of the configured rank whatever ``r_i`` (``scale="configured"``,
+    peft's ``adjust_scaling_factors=True``: ``alpha_i = alpha · r_i / r``)."""
 
     def __init__(self, base: nn.Linear, variant: Variant):
         super().__init__(base, variant)
@@ -178,6 +184,8 @@ class EvaLayer(AdapterLayer):
 
     @property
     def scaling(self) -> float:
+        if self.options.scale == "allocated":
+            return self.alpha / max(self.rank, 1)  # a rank-0 layer adds nothing anyway
         return self.alpha / self.reference_rank
 
 
@@ -193,9 +201,18 @@ class Eva(Variant):
     (``Σ r_i`` is the budget unless fewer components exist). A layer stops collecting once its
     top ``r_i`` components have |cosine similarity| >= ``tau`` (0.9) with the previous step's;
     the estimate stops early when all have. Then ``A_i`` = the top ``r_i`` components (orthonormal
-    rows), ``B_i = 0``: the model starts as the base model with no residual. Every layer keeps
-    ``s = alpha / r``; a rank-0 layer has empty, frozen tensors. ``prepare`` returns the ranks,
-    the budget and the early-stop step.
+    rows), ``B_i = 0``: the model starts as the base model with no residual. Each layer is
+    scaled by its own rank, ``s_i = alpha / r_i`` (``scale="configured"``: ``alpha / r`` for
+    all); a rank-0 layer has empty, frozen tensors. ``prepare`` returns the ranks, the budget
+    and the early-stop step.
+
+    Reference (``common/lora_modules/eva.py``): followed for the components (non-pad tokens,
+    ``round(rho·r)`` kept, redistribution by explained-variance ratio, convergence by cosine
+    similarity, unscaled components as ``A``, ``B = 0``) and the scale ``alpha / r_i`` (its
+    layer sets ``lora_scaler = alpha / lora_rank`` after redistribution). Differences, beside
+    those from peft below: the reference cycles the data until every layer converges and at
+    least ``eva_n_steps`` steps ran; lorasweep stops at ``estimation_batches`` (a fixed cost
+    per trial); the reference merges and deletes a rank-0 layer, lorasweep keeps it empty.
 
     As peft's ``get_eva_state_dict`` (its reference here), except: batches with fewer than ``k``
     tokens are pooled rather than skipped; ``|cos|`` rather than ``cos`` (sign-free); at most

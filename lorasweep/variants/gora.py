@@ -85,7 +85,7 @@ class Gora(Variant):
     ``prepare`` returns the ranks, the importances and the budget (target and used).
 
     Init: ``A_i`` Kaiming-uniform of rank ``r_i``, ``B_i = -G_i A_iᵀ (A_i A_iᵀ)⁻¹ · gamma / alpha``
-    (the minus sign is the method's and GoRA's code's; the study's reference code drops it).
+    (the minus sign is the method's; the study's reference code, as read, keeps it too).
     Every layer keeps the scale ``s = alpha / r`` of the configured rank, so
     ``s·B_i A_i = -(gamma / r) · G_i P_i`` with ``P_i = A_iᵀ (A_i A_iᵀ)⁻¹ A_i`` the projection on
     ``A_i``'s rows: a gradient-descent step compressed into the adapter's subspace. The frozen
@@ -93,6 +93,10 @@ class Gora(Variant):
     layers are re-created with their ranks in ``prepare`` (before the optimizer exists); a saved
     adapter loads its ranks back.
     No peft export: peft would need per-layer ``rank_pattern``/``alpha_pattern``.
+
+    Reference: ``gora.py`` of the study's code: the same ranks and ``B`` (the version read keeps
+    the minus sign). Differences: it does not subtract the initial update (``reinit_weight``
+    off); lorasweep does. Its ``gora_stable_gemma`` is a run argument; ``gamma`` here is 0.02.
     """
 
     key = "gora"

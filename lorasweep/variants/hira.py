@@ -42,6 +42,8 @@ class Hira(Variant):
     effective weight and runs one ``F.linear`` (with dropout > 0 in training:
     ``W x + b + (W ⊙ sBA) dropout(x)``). Merging writes ``W'``; there is no peft LoRA
     equivalent.
+
+    Reference: ``hira.py`` of the study's code, matched (bias kept, merged-weight forward).
     """
 
     key = "hira"

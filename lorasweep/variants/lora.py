@@ -13,6 +13,10 @@ class Lora(Variant):
 
     ``W' = W + s · B A`` with ``A ∈ R^{r×in}`` Kaiming-uniform, ``B ∈ R^{out×r}`` zero and
     ``s = alpha / r``; the model starts exactly as the base model.
+
+    Reference: ``common/lora_modules/lora.py`` of the study's code: same scale and ``B = 0``;
+    its ``A`` is ``N(0, 1/in)`` (Kaiming-uniform here, as peft: a ``sqrt(3)`` smaller spread,
+    kept for peft parity; see docs/fidelity.md).
     """
 
     key = "lora"

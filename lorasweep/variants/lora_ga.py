@@ -217,6 +217,11 @@ class LoraGa(Variant):
     Differences from peft 0.21's ``init_lora_weights="lora_ga"`` (same orientation "ArB2r"):
     peft multiplies ``B`` by ``diag(S[r:2r])`` and applies ``ζ`` to ``B`` only; here, as in the
     method's reference code, ``A`` and ``B`` are both scaled by ``ζ`` and carry no ``S``.
+
+    Reference: ``lora_ga.py`` of the study's code: the same SVD (``q = 4r``), orientation and
+    stable scale. Differences: lorasweep averages every target layer's exact gradient (the
+    reference's hooks never store the first adapted layer's gradient, which keeps the plain
+    init); the residual is always subtracted (reference: only with ``lora_ga_reset_weight``).
     """
 
     key = "lora-ga"

@@ -49,6 +49,10 @@ class LoraOne(Variant):
     subspace. The frozen weight becomes the residual ``W - s·B0 A0`` (``s = alpha / r``), so the
     model starts as the base model; exported to peft as rank ``2r``, ``[B | B0] [A ; -A0]``.
     The SVD is randomised with ``niter`` subspace iterations (``0``: exact).
+
+    Reference: ``lora_one.py`` of the study's code: the same init formula, but its estimation
+    loop never calls ``backward()``, so no gradient is stored and its layers keep the plain
+    LoRA init; lorasweep computes the gradient, as the paper.
     """
 
     key = "lora-one"

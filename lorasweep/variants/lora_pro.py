@@ -99,6 +99,10 @@ class LoraPro(Variant):
     and only ``B`` moves in the first step.
 
     The weights are plain LoRA weights with the usual scale: exported to peft as a LoRA.
+
+    Reference: ``lorapro_optim.py`` of the study's code: the same adjusted gradients and
+    Sylvester solve; its optimizer's ``lora_scaler`` defaults to 2 whatever the layers' scale
+    (equal to ``alpha / r`` only at the study's r 8, alpha 16); lorasweep uses each layer's.
     """
 
     key = "lora-pro"

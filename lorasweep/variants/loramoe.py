@@ -40,7 +40,7 @@ class MoeOptions:
 @dataclasses.dataclass
 class LoraMoeOptions(MoeOptions):
     #: "expert": s = alpha / r_e, each expert scaled as a LoRA of its own rank (the reference
-    #: code's); "total": s = alpha / r, the total rank's scale (lorasweep before 0.2).
+    #: code's); "total": s = alpha / r, the total rank's scale (lorasweep's earlier default).
     scale: str = "expert"
 
     def validate(self) -> None:

@@ -26,6 +26,9 @@ class LoraPlus(Variant):
     Same update as LoRA, ``W' = W + s · B A``, but the optimizer gives ``B`` the learning rate
     ``ratio · lr`` while ``A`` keeps ``lr`` (study default ``ratio = 16``). The swept learning
     rate is therefore A's.
+
+    Reference: ``lora.py`` plus the optimizer groups of the study's code (B at
+    ``ratio · lr``), matched.
     """
 
     key = "loraplus"

@@ -70,6 +70,12 @@ class MeLora(Variant):
     reach ``r`` while it trains only ``r (in + out) / n`` numbers. ``n`` must divide ``r``,
     ``in`` and ``out``. The forward runs all blocks at once (two batched einsums), never forming
     ``dW``. ``B = 0``: the model starts as the base model. No peft LoRA equivalent.
+
+    Reference: ``melora.py`` of the study's code: the same scale ``alpha / r`` over the total
+    rank (its base layer divides by the rank it is built with, the total). Difference: the
+    mini ``A_i`` are Kaiming-uniform with their own fan-in ``in/n``; the reference draws
+    ``N(0, 1/in)`` with the full ``in``. At the sweep's ``r = 8`` it warns once: the study ran
+    total rank 16.
     """
 
     key = "melora"

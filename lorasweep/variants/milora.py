@@ -45,6 +45,9 @@ class Milora(Variant):
     frozen weight becomes the residual ``W - s · B A`` (the principal part): the model starts as
     the base model. Exports to peft as a rank-``2r`` LoRA of the untouched weight
     ``[B | B0] [A ; -A0]``.
+
+    Reference: ``milora.py`` of the study's code, matched with its exact SVD; its fast-SVD
+    path returns the top components instead (MiLoRA would become PiSSA), never used here.
     """
 
     key = "milora"

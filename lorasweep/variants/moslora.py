@@ -42,6 +42,8 @@ class MosLora(Variant):
     of ``A`` into those of ``B``: ``A`` and ``M`` Kaiming-uniform (``a = sqrt(5)``), ``B`` zero,
     ``s = alpha / r``; the model starts as the base model. The forward never forms ``B M A``:
     ``y = W x + b + s · B (M (A x))``. The update is linear, so it merges into ``W``.
+
+    Reference: ``mos_lora.py`` of the study's code, matched (mixer Kaiming ``a = sqrt(5)``).
     """
 
     key = "moslora"

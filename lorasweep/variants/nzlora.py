@@ -44,6 +44,9 @@ class NzLora(Variant):
     LoRA's ``s · B A``, ``s = alpha / r``; the initial ``s · B0 A0`` is subtracted from the frozen
     weight, so the model starts as the base model. Exports to peft as a rank-``2r`` LoRA of the
     untouched weight ``[B | B0] [A ; -A0]``.
+
+    Reference: ``nzlora.py`` of the study's code: the same bounds; it subtracts the initial
+    update only with ``lora_reset_weight``, lorasweep always does.
     """
 
     key = "nzlora"

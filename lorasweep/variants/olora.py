@@ -35,6 +35,8 @@ class Olora(Variant):
     ``s = alpha / r``; the frozen weight becomes the residual ``W - s · Q_r R_r`` and the model
     starts as the base model. Exports to peft as a rank-``2r`` LoRA of the untouched weight
     ``[B | B0] [A ; -A0]``.
+
+    Reference: ``olora.py`` of the study's code, matched (``Q_r``, ``R_r``, residual ``W - s·Q_r R_r``).
     """
 
     key = "olora"

@@ -63,6 +63,8 @@ class Pissa(Variant):
     residual ``W - s · B A`` and the model starts as the base model. The SVD is randomised with
     ``niter`` subspace iterations (study: 64; ``niter=0`` is exact, as peft's ``"pissa"``).
     Exports to peft as a rank-``2r`` LoRA of the untouched base weight: ``[B | B0] [A ; -A0]``.
+
+    Reference: ``pissa.py`` of the study's code, matched (factors, residual, fast SVD).
     """
 
     key = "pissa"

@@ -104,6 +104,9 @@ class Rasa(Variant):
     ``B = B_S = 0``: the model starts as the base model. Trainable parameters of a type:
     ``L·r·(in+out)`` (LoRA's) plus ``L·(r-k+kL)`` scales. The update is linear, so layers merge;
     the gradients of all ``L`` layers accumulate into ``A_S``, ``B_S``. The study uses ``k = 1``.
+
+    Reference: ``rasa.py`` of the study's code, matched (ranks, shared pool, ``E``'s init, no
+    other scale).
     """
 
     key = "rasa"

@@ -94,6 +94,9 @@ class ReLora(Variant):
     (``load_state_dict`` folds them in again, merge by merge). No peft export: the trained
     update is a LoRA of rank ``(merges + 1)·r`` whose rank is only known after training;
     ``peft_flags`` is ``None``.
+
+    Reference: ``relora.py`` of the study's code. Difference: it zeroes a random 99.9% of the
+    optimizer state (or prunes it by magnitude) at each merge; lorasweep zeroes all of it.
     """
 
     key = "relora"

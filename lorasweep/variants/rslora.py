@@ -21,6 +21,8 @@ class RsLora(Variant):
 
     As LoRA, ``W' = W + s · B A``, but with ``s = alpha / sqrt(r)`` so that the update's scale
     does not collapse as the rank grows.
+
+    Reference: ``rslora.py`` of the study's code, matched (``alpha / sqrt(r)``).
     """
 
     key = "rslora"

@@ -327,9 +327,17 @@ def test_eva_keeps_the_budget_with_orthonormal_rows():
         assert 0 <= ranks[name] <= 2 * RANK and layer.lora_A.shape[0] == ranks[name]
         a = layer.lora_A.detach()
         torch.testing.assert_close(a @ a.t(), torch.eye(ranks[name]), atol=1e-5, rtol=0)
-        assert layer.scaling == ALPHA / RANK
+        assert layer.scaling == ALPHA / max(ranks[name], 1)  # its own rank, as the reference
     trainable = sum(p.numel() for _, p in variant.adapter_parameters())
     assert trainable == sum(r * _features(variant)[n] for n, r in ranks.items())
+
+
+def test_eva_scale_configured_keeps_the_configured_rank_for_every_layer():
+    model, variant = _adapt("eva", scale="configured")
+    ranks = variant.prepare(model, _batches())["ranks"]
+    assert len(set(ranks.values())) > 1  # the ranks were redistributed
+    for layer in variant.layers.values():
+        assert layer.scaling == ALPHA / RANK
 
 
 def _layer_inputs(names, batch) -> dict[str, torch.Tensor]:

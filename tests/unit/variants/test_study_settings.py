@@ -151,3 +151,48 @@ def test_variants_command_lists_study_settings_beside_defaults():
     assert table.exit_code == 0, table.output
     assert "rank 192" in table.output and "rank 32" in table.output
     assert "[tanh(tanh(" in table.output  # a formula in brackets is printed, not eaten as markup
+
+
+# ------------------------------------------------ the reference code's conventions, as options
+def _layer(key: str, rank: int = 8, alpha: float = 16.0, **options):
+    model = torch.nn.Sequential(torch.nn.Linear(64, 48))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", StudySettingWarning)
+        lorasweep.apply_variant(model, key, rank=rank, alpha=alpha, target_modules=["0"], **options)
+    return lorasweep.get_variant(model).layers["0"]
+
+
+def test_loramoe_scales_each_expert_by_its_own_rank_and_routes_from_a_uniform_router():
+    layer = _layer("loramoe", rank=8, num_experts=8)
+    assert layer.expert_rank == 1 and layer.scaling == 16.0  # alpha / r_e, as the reference
+    assert _layer("loramoe", rank=16, num_experts=8).scaling == 8.0  # r_e = 2
+    assert _layer("loramoe", rank=8, num_experts=6).expert_rank == 1  # rounds down
+    assert _layer("loramoe", rank=8, num_experts=8, scale="total").scaling == 2.0  # alpha / r
+    router = layer.lora_router.detach()
+    assert router.min() >= 0 and router.max() < 1 and router.std() > 0.2  # U[0, 1)
+    kaiming = _layer("loramoe", router_init="kaiming").lora_router.detach()
+    assert kaiming.min() < 0 and kaiming.abs().max() <= 1 / 64**0.5  # nn.Linear's bound
+    goat = _layer("goat", rank=12, num_experts=8)
+    assert goat.expert_rank == 2  # GOAT's reference rounds up: ceil(12 / 8)
+    assert goat.lora_router.detach().min() >= 0
+
+
+def test_randlora_scale_rank_restores_the_reference_scale():
+    paper, reference = _layer("randlora", rank=8), _layer("randlora", rank=8, scale="rank")
+    assert paper.n_bases == 6  # ceil(min(64, 48) / 8)
+    assert paper.scaling == pytest.approx(2.0 / math.sqrt(6))
+    assert reference.scaling == 2.0
+
+
+def test_the_fidelity_table_covers_every_variant_with_its_reference_file():
+    from pathlib import Path
+
+    from lorasweep.variants import registry
+
+    doc = (Path(__file__).resolve().parents[3] / "docs" / "fidelity.md").read_text()
+    rows = {line.split("|")[1].strip(" `"): line for line in doc.splitlines()
+            if line.startswith("| `")}
+    for key, cls in registry().items():
+        assert key in rows, f"docs/fidelity.md has no row for {key}"
+        assert ".py`" in rows[key], f"{key}: no reference file named"
+        assert "Reference" in cls.__doc__, f"{key}: the docstring does not name its reference"
