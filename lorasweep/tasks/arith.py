@@ -15,7 +15,7 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from .base import TaskData, register_task
+from .base import TaskData, TaskError, register_task
 from .math_common import MathOptions, MathTask, require_positive
 
 __all__ = ["Arith", "ArithOptions", "make_problem", "make_problems"]
@@ -128,25 +128,48 @@ def _savings(rng: random.Random) -> Problem:
     return question, steps, weeks
 
 
-TEMPLATES: tuple[Callable[[random.Random], Problem], ...] = (
-    _shopping, _change, _production, _sharing, _ages, _travel, _discount, _savings,
-)
+def _gain(rng: random.Random) -> Problem:
+    name, he = _person(rng)
+    item = rng.choice(_ITEMS)
+    a, b = rng.randint(10, 99), rng.randint(10, 99)
+    question = f"{name} has {a} {item} and gets {b} more. How many {item} does {he} have now?"
+    return question, [f"{name} has {a} + {b} = {a + b} {item}."], a + b
 
 
-def make_problem(rng: random.Random) -> dict[str, Any]:
+def _loss(rng: random.Random) -> Problem:
+    name, he = _person(rng)
+    item = rng.choice(_ITEMS)
+    a = rng.randint(20, 99)
+    b = rng.randint(10, a - 1)
+    question = f"{name} has {a} {item} and gives away {b}. How many {item} does {he} have left?"
+    return question, [f"{name} has {a} - {b} = {a - b} {item} left."], a - b
+
+
+#: The problem templates of each difficulty level: 1 = one addition or subtraction of two
+#: 2-digit numbers; 2 = two steps (a product, then a sum or difference); 3 = all of the 2-3 step
+#: word problems above.
+LEVELS: dict[int, tuple[Callable[[random.Random], Problem], ...]] = {
+    1: (_gain, _loss),
+    2: (_change, _ages, _savings),
+    3: (_shopping, _change, _production, _sharing, _ages, _travel, _discount, _savings),
+}
+TEMPLATES = LEVELS[3]
+
+
+def make_problem(rng: random.Random, level: int = 3) -> dict[str, Any]:
     """One problem ``{"question", "answer"}``; the answer is a GSM8K-style worked solution."""
-    question, steps, answer = rng.choice(TEMPLATES)(rng)
+    question, steps, answer = rng.choice(LEVELS[level])(rng)
     return {"question": question, "answer": "\n".join([*steps, f"#### {answer}"])}
 
 
-def make_problems(n: int, seed: int, exclude: set[str] | frozenset[str] = frozenset()
-                  ) -> list[dict[str, Any]]:
-    """``n`` distinct problems from ``seed``, none whose question is in ``exclude``."""
+def make_problems(n: int, seed: int, exclude: set[str] | frozenset[str] = frozenset(),
+                  level: int = 3) -> list[dict[str, Any]]:
+    """``n`` distinct problems of ``level`` from ``seed``, none whose question is in ``exclude``."""
     rng, seen, problems = random.Random(seed), set(exclude), []
     for _ in range(200 * n + 1000):  # the template space is large: this never runs out
         if len(problems) == n:
             break
-        problem = make_problem(rng)
+        problem = make_problem(rng, level)
         if problem["question"] not in seen:
             seen.add(problem["question"])
             problems.append(problem)
@@ -155,6 +178,7 @@ def make_problems(n: int, seed: int, exclude: set[str] | frozenset[str] = frozen
 
 @dataclasses.dataclass
 class ArithOptions(MathOptions):
+    level: int = 1  # 1 (one + or - of 2-digit numbers), 2 (two steps) or 3 (2-3 step problems)
     max_new_tokens: int = 96  # the solutions are 2-3 short lines
     train_size: int = 2000
     validation_size: int = 200
@@ -176,12 +200,15 @@ class Arith(MathTask):
         super().__init__(**options)
         for name in ("train_size", "validation_size", "test_size"):
             require_positive(getattr(self.options, name), name, getattr(ArithOptions, name))
+        if self.options.level not in LEVELS:
+            raise TaskError(f"task.level must be one of {', '.join(map(str, LEVELS))}, "
+                            f"got {self.options.level!r} (e.g. --set task.level=1)")
 
     def load(self) -> TaskData:
         o = self.options
-        test = make_problems(o.test_size, _SEEDS["test"])
+        test = make_problems(o.test_size, _SEEDS["test"], level=o.level)
         validation = make_problems(o.validation_size, _SEEDS["validation"],
-                                   {p["question"] for p in test})
+                                   {p["question"] for p in test}, o.level)
         train = make_problems(o.train_size, _SEEDS["train"],
-                              {p["question"] for p in (*test, *validation)})
+                              {p["question"] for p in (*test, *validation)}, o.level)
         return TaskData(train=train, validation=self.limited(validation), test=self.limited(test))

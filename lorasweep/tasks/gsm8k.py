@@ -5,7 +5,7 @@ task.train=metamathqa``), evaluate GSM8K test. By default the task trains on GSM
 split (7,473 problems), which is smaller and needs no second dataset.
 
 Data: the Hub's ``openai/gsm8k`` (config ``main``) and ``meta-math/MetaMathQA`` through
-``datasets.load_dataset``, or, with ``--set task.data_dir=DIR``, local files in the same schema:
+``datasets.load_dataset``, or, with ``--data-dir DIR`` (``--set task.data_dir=DIR``), local files in the same schema:
 
     DIR/train.jsonl        GSM8K train: one {"question": ..., "answer": "... #### 72"} per line
     DIR/test.jsonl         GSM8K test, same schema
@@ -26,15 +26,16 @@ model; ``--set task.prompt=auto`` (or ``chat``) uses an instruct model's chat te
 from __future__ import annotations
 
 import dataclasses
-import json
 import random
 import re
 from pathlib import Path
 from typing import Any
 
+from . import generation
 from .base import TaskData, TaskError, register_task
+from .generation import hub_rows, read_rows, require_positive, row_fields
 from .math_answer import extract_answer
-from .math_common import MathOptions, MathTask, require_positive
+from .math_common import MathOptions, MathTask
 
 __all__ = ["GSM8K", "GSM8KOptions"]
 
@@ -88,7 +89,7 @@ class GSM8K(MathTask):
             files = ("DIR/test.jsonl (GSM8K test, one {\"question\", \"answer\"} object per line) "
                      "and DIR/metamathqa.jsonl (MetaMathQA, one {\"query\", \"response\"} object "
                      "per line; or the Hub's MetaMathQA-395K.json array)")
-        return f"without network, put {files} and pass --set task.data_dir=DIR"
+        return f"without network, put {files} and pass --data-dir DIR"
 
     def _local_files(self) -> dict[str, Path]:
         root = Path(self.options.data_dir).expanduser()
@@ -108,21 +109,14 @@ class GSM8K(MathTask):
             return
         hubs = [GSM8K_HUB[0]] + ([METAMATHQA_HUB] if self.options.train == "metamathqa" else [])
         for repo in hubs:
-            if not _hub_usable(repo):
+            if not generation.hub_usable(repo):
                 raise TaskError(f"gsm8k: cannot reach {repo} on the Hugging Face Hub and it is not "
                                 f"in the local cache; {self._layout_hint()}")
 
     # ------------------------------------------------------------------ loading
 
     def _hub(self, *args: str, split: str) -> list[dict[str, Any]]:
-        try:
-            import datasets
-
-            return list(datasets.load_dataset(*args, split=split))
-        except Exception as err:  # offline, hub down, no cache: all end here with the fix
-            reason = (str(err).splitlines() or [type(err).__name__])[0]
-            raise TaskError(f"gsm8k: cannot load {args[0]} from the Hugging Face Hub ({reason}); "
-                            f"{self._layout_hint()}") from None
+        return hub_rows(self.key, *args, split=split, hint=self._layout_hint())
 
     def _rows(self, name: str) -> list[dict[str, Any]]:
         if self.options.data_dir is None:
@@ -132,7 +126,7 @@ class GSM8K(MathTask):
         path = self._local_files()[name]
         if not path.is_file():
             raise TaskError(f"gsm8k: missing {path}; {self._layout_hint()}")
-        return _read_json_rows(path)
+        return read_rows(path)
 
     def load(self) -> TaskData:
         test = [_gsm8k_example(r, f"GSM8K test row {i}") for i, r in enumerate(self._rows("test"))]
@@ -160,54 +154,9 @@ def _public(examples: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{"question": e["question"], "answer": e["answer"]} for e in examples]
 
 
-def _hub_usable(repo: str) -> bool:
-    """Reachable now, or in the local caches (a few seconds at most, offline included)."""
-    try:
-        from huggingface_hub import HfApi, constants
-
-        cached = [Path(constants.HF_HUB_CACHE) / f"datasets--{repo.replace('/', '--')}"]
-        try:
-            import datasets
-
-            cached.append(Path(datasets.config.HF_DATASETS_CACHE) / repo.replace("/", "___"))
-        except ImportError:
-            pass
-        if any(p.is_dir() for p in cached):
-            return True
-        if constants.HF_HUB_OFFLINE:
-            return False
-        HfApi().dataset_info(repo, timeout=5)
-        return True
-    except Exception:  # network down, DNS failure, hub error: not usable from here
-        return False
-
-
-def _read_json_rows(path: Path) -> list[dict[str, Any]]:
-    """JSON Lines, or one JSON array of objects (the Hub's MetaMathQA-395K.json)."""
-    text = path.read_text(encoding="utf-8")
-    if text.lstrip().startswith("["):
-        try:
-            rows = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise TaskError(f"{path}: not JSON ({err.msg} at line {err.lineno})") from None
-    else:
-        rows = []
-        for number, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as err:
-                    raise TaskError(f"{path}:{number}: not JSON ({err.msg})") from None
-    if not rows or not all(isinstance(r, dict) for r in rows):
-        raise TaskError(f"{path}: expected JSON objects, one per line (or one array of them)")
-    return rows
-
-
 def _fields(row: dict[str, Any], names: tuple[str, str], where: str) -> tuple[str, str]:
-    missing = [n for n in names if not isinstance(row.get(n), str)]
-    if missing:
-        raise TaskError(f"{where}: no text field {missing[0]!r} (a row needs {' and '.join(names)})")
-    return row[names[0]].strip(), row[names[1]].strip()
+    found = row_fields(row, names, where)
+    return found[names[0]].strip(), found[names[1]].strip()
 
 
 def _gsm8k_example(row: dict[str, Any], where: str) -> dict[str, Any]:

@@ -10,7 +10,6 @@ import dataclasses
 import json
 import random
 import re
-import string
 import subprocess
 import sys
 from pathlib import Path
@@ -18,46 +17,14 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
+from helpers import make_tiny_llama
 
 from lorasweep.config import TrainConfig
 from lorasweep.paths import STORE_FILE
-from lorasweep.tasks import TaskError, get_task, task_registry
-from lorasweep.tasks import gsm8k as gsm8k_module
+from lorasweep.tasks import TaskError, generation, get_task, task_registry
 from lorasweep.tasks.arith import make_problems
 from lorasweep.tasks.math_answer import accuracy_of_texts, extract_answer
 from lorasweep.tasks.math_common import ALPACA_PROMPT
-
-CHAT_TEMPLATE = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
-    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-
-
-def make_tiny_llama(path: Path) -> Path:
-    """A tiny random Llama (hidden 32, 2 layers) with a character-level tokenizer that has a
-    BOS, an EOS and a ChatML chat template: loads like any checkpoint (``--model PATH``)."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    specials = ["<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>"]
-    vocab = {t: i for i, t in enumerate(specials + sorted(set(string.printable)))}
-    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.Split(Regex("(?m)."), behavior="isolated")  # chars
-    backend.decoder = decoders.Fuse()
-    backend.post_processor = processors.TemplateProcessing(single="<s> $A",
-                                                           special_tokens=[("<s>", 1)])
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend, unk_token="<unk>", bos_token="<s>", eos_token="</s>",
-        additional_special_tokens=["<|im_start|>", "<|im_end|>"],
-    )
-    tokenizer.chat_template = CHAT_TEMPLATE
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64,
-                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=1024, bos_token_id=1, eos_token_id=2)
-    LlamaForCausalLM(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -136,6 +103,7 @@ def test_gsm8k_defaults_follow_the_study():
     ("arith", {"max_new_tokens": 0}, "max_new_tokens"),
     ("arith", {"eval_batch_size": 0}, "eval_batch_size"),
     ("arith", {"train_size": -1}, "train_size"),
+    ("arith", {"level": 4}, "task.level must be one of 1, 2, 3"),
     ("arith", {"trian_size": 5}, "unknown option 'trian_size'"),
     ("gsm8k", {"train": "math", "data_dir": "x"}, "task.train"),
     ("gsm8k", {"validation_size": 0, "data_dir": "x"}, "validation_size"),
@@ -160,14 +128,17 @@ def test_arith_splits_are_fixed_disjoint_and_sized():
     assert small.test == data.test[:5]  # a split's seed does not depend on the other sizes
 
 
-def test_arith_solutions_are_correct_arithmetic():
-    data = get_task("arith", train_size=400).load()
+@pytest.mark.parametrize(("level", "n_steps"), [(1, {1}), (2, {2}), (3, {2, 3})])
+def test_arith_solutions_are_correct_arithmetic(level, n_steps):
+    data = get_task("arith", train_size=400, level=level).load()
     step = re.compile(r"((?:\d+ [-+*/] )+\d+) = \$?(\d+)")
     for example in data.train + data.test:
         answer = example["answer"]
         assert re.search(r"\n#### \d+$", answer), answer
         steps = step.findall(answer)
-        assert len(steps) >= 2, answer
+        assert len(steps) in n_steps, answer
+        if level == 1:  # one addition or subtraction of two 2-digit numbers
+            assert re.fullmatch(r"\d\d [-+] \d\d", steps[0][0]), answer
         for expression, result in steps:
             assert eval(expression) == int(result), answer  # digits and + - * / only
         assert steps[-1][1] == extract_answer(answer)  # the last step computes the answer
@@ -222,7 +193,7 @@ def test_gsm8k_metamathqa_holds_out_gsm_problems_and_their_rephrasings(tmp_path)
 
 
 def test_gsm8k_names_the_missing_files(tmp_path):
-    with pytest.raises(TaskError, match=r"train\.jsonl.*test\.jsonl.*task\.data_dir=DIR"):
+    with pytest.raises(TaskError, match=r"train\.jsonl.*test\.jsonl.*--data-dir DIR"):
         get_task("gsm8k", data_dir=str(tmp_path))
     write_gsm8k(tmp_path)
     with pytest.raises(TaskError, match=r"metamathqa\.jsonl"):
@@ -230,7 +201,7 @@ def test_gsm8k_names_the_missing_files(tmp_path):
 
 
 def test_gsm8k_offline_without_data_dir_says_where_to_put_the_files(monkeypatch):
-    monkeypatch.setattr(gsm8k_module, "_hub_usable", lambda repo: False)
+    monkeypatch.setattr(generation, "hub_usable", lambda repo: False)
     with pytest.raises(TaskError, match=r"openai/gsm8k.*DIR/train\.jsonl and DIR/test\.jsonl"):
         get_task("gsm8k")
 
@@ -242,9 +213,9 @@ def test_hub_probe_is_false_offline_without_a_cache(monkeypatch, tmp_path):
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "datasets")
-    assert gsm8k_module._hub_usable("openai/gsm8k") is False
+    assert generation.hub_usable("openai/gsm8k") is False
     (tmp_path / "hub" / "datasets--openai--gsm8k").mkdir(parents=True)
-    assert gsm8k_module._hub_usable("openai/gsm8k") is True
+    assert generation.hub_usable("openai/gsm8k") is True
 
 
 def test_gsm8k_rejects_rows_without_a_final_answer(tmp_path):
@@ -266,7 +237,7 @@ def test_collate_masks_exactly_prompt_and_padding(tiny, prompt):
     ids, mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
     assert ids.shape == mask.shape == labels.shape
     for row, example in enumerate(examples):
-        prompt_ids, answer_ids = task._encode(tokenizer, example["question"], example["answer"])
+        prompt_ids, answer_ids = task.encode(tokenizer, example["question"], example["answer"])
         n_prompt, n_answer = len(prompt_ids), len(answer_ids)
         assert mask[row].tolist() == [1] * (n_prompt + n_answer) + [0] * (ids.shape[1] - n_prompt - n_answer)
         expected = [-100] * n_prompt + answer_ids + [-100] * (ids.shape[1] - n_prompt - n_answer)
@@ -286,7 +257,7 @@ def test_collate_masks_exactly_prompt_and_padding(tiny, prompt):
 def test_collate_truncation_keeps_the_answer(tiny):
     task = get_task("arith", prompt="alpaca")
     example = get_task("arith").load().train[0]
-    prompt_ids, answer_ids = task._encode(tiny.tokenizer, example["question"], example["answer"])
+    prompt_ids, answer_ids = task.encode(tiny.tokenizer, example["question"], example["answer"])
     limit = 2 * len(answer_ids) + 10
     assert len(prompt_ids) + len(answer_ids) > limit  # the prompt must lose its start
     batch = task.collate(tiny.tokenizer, [example], max_length=limit)
@@ -300,7 +271,7 @@ def test_collate_truncation_keeps_the_answer(tiny):
 
 
 def test_auto_prompt_follows_the_chat_template(tiny):
-    from lorasweep.tasks.math_common import prompt_style
+    from lorasweep.tasks.generation import prompt_style
 
     class Base:
         chat_template = None
@@ -333,7 +304,7 @@ def test_generation_eval_returns_a_fraction_and_restores_train_mode(tiny):
     assert isinstance(score, float) and 0.0 <= score <= 1.0
     assert tiny.model.training
     texts = task.generate(tiny.model, tiny.tokenizer, test, 3, 256, contextlib.nullcontext)
-    assert len(texts) == 5 and all(isinstance(t, str) for t in texts)
+    assert len(texts) == 5 and all(len(t) == 1 and isinstance(t[0], str) for t in texts)
     one_by_one = [task.generate(tiny.model, tiny.tokenizer, [e], 1, 256, contextlib.nullcontext)[0]
                   for e in test[:2]]
     assert texts[:2] == one_by_one  # left padding does not change greedy completions
@@ -344,7 +315,7 @@ def test_eval_batch_size_overrides_the_training_batch_size(monkeypatch):
 
     def generate(model, tokenizer, examples, batch_size, *rest):
         seen.append(batch_size)
-        return [e["answer"] for e in examples]
+        return [[e["answer"]] for e in examples]
 
     examples = get_task("arith", eval_limit=3).load().test
     for options, expected in (({}, 2), ({"eval_batch_size": 7}, 7)):
