@@ -8,7 +8,7 @@ import math
 import torch
 from torch import nn
 
-from .base import AdapterLayer, Variant, VariantError, register
+from .base import AdapterLayer, AInitOptions, Variant, VariantError, register
 
 __all__ = ["Aurora", "AuroraLayer", "bspline_basis", "spline_knots"]
 
@@ -17,7 +17,7 @@ SPLINE_INIT = 0.1
 
 
 @dataclasses.dataclass
-class AuroraOptions:
+class AuroraOptions(AInitOptions):
     #: Grid intervals ``G`` of the spline on ``[-bound, bound]``.
     grid: int = 5
     #: Spline order ``k`` (3: cubic); ``G + k`` basis functions per rank channel.
@@ -26,6 +26,7 @@ class AuroraOptions:
     bound: float = 1.0
 
     def validate(self) -> None:
+        super().validate()
         if self.grid < 1:
             raise VariantError(f"aurora grid must be a positive integer, got {self.grid}")
         if self.order < 0:
@@ -114,6 +115,7 @@ class Aurora(Variant):
 
     key = "aurora"
     axis = "optimization"
+    study = {"options": {"a_init": "gaussian"}}
     summary = "nonlinear adapter s·B·[tanh(tanh(Ax) Mᵀ) + spline(Ax)], B-splines grid 5 order 3"
     layer = AuroraLayer
     Options = AuroraOptions

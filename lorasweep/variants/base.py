@@ -25,11 +25,14 @@ from .study import check_study_fields, warn_if_off_study_rank
 
 __all__ = [
     "AXES",
+    "A_INITS",
+    "AInitOptions",
     "AdapterLayer",
     "NoOptions",
     "Variant",
     "VariantError",
     "get_variant_class",
+    "init_lora_A",
     "module_type",
     "module_types",
     "register",
@@ -46,6 +49,34 @@ class VariantError(ValueError):
 @dataclasses.dataclass
 class NoOptions:
     """Variants without options of their own."""
+
+
+#: How a random ``A`` starts: "kaiming" (Kaiming-uniform ``U(±1/sqrt(in))``, peft's) or
+#: "gaussian" (``N(0, 1/in)``, what the study's reference code draws whatever it is asked).
+A_INITS = ("kaiming", "gaussian")
+
+
+@dataclasses.dataclass
+class AInitOptions:
+    """Variants whose ``A`` starts random: ``a_init`` chooses its distribution (same mean 0;
+    the Gaussian's std ``1/sqrt(in)`` is ``sqrt(3)`` times the Kaiming-uniform's)."""
+
+    a_init: str = "kaiming"
+
+    def validate(self) -> None:
+        if self.a_init not in A_INITS:
+            raise VariantError(f"a_init must be kaiming or gaussian, got {self.a_init!r}")
+
+
+@torch.no_grad()
+def init_lora_A(tensor: torch.Tensor, options: Any, fan_in: int | None = None) -> None:
+    """Fill a random ``A`` (``rows × fan_in``, or any view with the fan-in last) per the
+    variant's ``a_init`` option: Kaiming-uniform (``a = sqrt(5)``: bound ``1/sqrt(fan_in)``)
+    or the reference code's ``N(0, 1/fan_in)``. ``fan_in`` defaults to the last dimension."""
+    if getattr(options, "a_init", "kaiming") == "gaussian":
+        nn.init.normal_(tensor, 0.0, (fan_in or tensor.shape[-1]) ** -0.5)
+    else:
+        nn.init.kaiming_uniform_(tensor, a=math.sqrt(5))
 
 
 class AdapterLayer(nn.Module):
@@ -87,7 +118,7 @@ class AdapterLayer(nn.Module):
     @torch.no_grad()
     def reset_adapter(self) -> None:
         """Initialise the adapter tensors (called once, right after wrapping)."""
-        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
+        init_lora_A(self.lora_A, self.options)
         nn.init.zeros_(self.lora_B)
 
     def delta_weight(self) -> torch.Tensor:

@@ -11,9 +11,11 @@ from torch.nn import functional as F
 
 from .base import (
     AdapterLayer,
+    AInitOptions,
     Variant,
     VariantError,
     _adapter_dtype,
+    init_lora_A,
     module_type,
     module_types,
     register,
@@ -80,7 +82,8 @@ class DenseLora(Variant):
 
     key = "denselora"
     axis = "rank"
-    study = {"rank": 192, "alpha": 384}
+    study = {"rank": 192, "alpha": 384, "options": {"a_init": "gaussian"}}
+    Options = AInitOptions
     summary = "shared GELU adapter per module type, per-layer r x r mixer (study: r 192, alpha 384)"
     layer = DenseLoraLayer
     peft_flags = None  # nonlinear: no peft LoRA equivalent
@@ -113,6 +116,6 @@ class DenseLora(Variant):
     def _new_shared(self, base: nn.Linear) -> tuple[nn.Parameter, nn.Parameter]:
         factory = {"device": base.weight.device, "dtype": _adapter_dtype(base.weight.dtype)}
         shared_A = nn.Parameter(torch.empty(self.rank, base.in_features, **factory))
-        nn.init.kaiming_uniform_(shared_A, a=math.sqrt(5))
+        init_lora_A(shared_A, self.options)
         shared_B = nn.Parameter(torch.zeros(base.out_features, self.rank, **factory))
         return shared_A, shared_B

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import AdapterLayer, Variant, register
+from .base import AdapterLayer, AInitOptions, Variant, register
 
 __all__ = ["Dora", "DoraLayer"]
 
@@ -62,6 +62,8 @@ class Dora(Variant):
 
     key = "dora"
     axis = "optimization"
+    study = {"options": {"a_init": "gaussian"}}
+    Options = AInitOptions
     summary = "magnitude m times the normalised LoRA-updated direction (row norms, detached)"
     layer = DoraLayer
     peft_flags = {"use_dora": True}

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .base import AdapterLayer, Variant, register
+from .base import AdapterLayer, AInitOptions, Variant, register
 
 __all__ = ["Hira", "HiraLayer"]
 
@@ -48,6 +48,8 @@ class Hira(Variant):
 
     key = "hira"
     axis = "rank"
+    study = {"options": {"a_init": "gaussian"}}
+    Options = AInitOptions
     summary = "high-rank Hadamard update W ⊙ (s·BA), A Kaiming, B zero"
     layer = HiraLayer
     peft_flags = None

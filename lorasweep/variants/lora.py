@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import AdapterLayer, Variant, register
+from .base import AdapterLayer, AInitOptions, Variant, register
 
 __all__ = ["Lora"]
 
@@ -16,10 +16,12 @@ class Lora(Variant):
 
     Reference: ``common/lora_modules/lora.py`` of the study's code: same scale and ``B = 0``;
     its ``A`` is ``N(0, 1/in)`` (Kaiming-uniform here, as peft: a ``sqrt(3)`` smaller spread,
-    kept for peft parity; see docs/fidelity.md).
+    kept for peft parity); ``a_init="gaussian"`` draws the reference's (docs/fidelity.md).
     """
 
     key = "lora"
     axis = "baseline"
+    study = {"options": {"a_init": "gaussian"}}
+    Options = AInitOptions
     summary = "low-rank update s·BA, A Kaiming, B zero, s = alpha/r"
     layer = AdapterLayer

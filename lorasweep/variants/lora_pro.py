@@ -7,18 +7,19 @@ from collections.abc import Sequence
 
 import torch
 
-from .base import AdapterLayer, Variant, VariantError, register
+from .base import AdapterLayer, AInitOptions, Variant, VariantError, register
 
 __all__ = ["LoraPro", "adjusted_gradients"]
 
 
 @dataclasses.dataclass
-class LoraProOptions:
+class LoraProOptions(AInitOptions):
     #: Added to the eigenvalues of BᵀB and AAᵀ before inverting them (and the floor of the
     #: Sylvester denominators): B = 0 at the start makes BᵀB singular. The method's code: 1e-8.
     damping: float = 1e-8
 
     def validate(self) -> None:
+        super().validate()
         if not self.damping >= 0:
             raise VariantError(f"lora-pro damping must be >= 0, got {self.damping}")
 
@@ -107,6 +108,7 @@ class LoraPro(Variant):
 
     key = "lora-pro"
     axis = "optimization"
+    study = {"options": {"a_init": "gaussian"}}
     summary = "LoRA with gradients adjusted (Sylvester-optimal) to match the full gradient"
     layer = AdapterLayer
     Options = LoraProOptions

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .base import AdapterLayer, Variant, VariantError, register
+from .base import AdapterLayer, AInitOptions, Variant, VariantError, register
 
 __all__ = ["LoraMoe", "LoraMoeLayer", "LoraMoeOptions", "MoeOptions", "load_balancing_loss"]
 
@@ -38,13 +38,14 @@ class MoeOptions:
 
 
 @dataclasses.dataclass
-class LoraMoeOptions(MoeOptions):
+class LoraMoeOptions(MoeOptions, AInitOptions):
     #: "expert": s = alpha / r_e, each expert scaled as a LoRA of its own rank (the reference
     #: code's); "total": s = alpha / r, the total rank's scale (lorasweep's earlier default).
     scale: str = "expert"
 
     def validate(self) -> None:
         super().validate()
+        AInitOptions.validate(self)
         if self.scale not in ("expert", "total"):
             raise VariantError(f"loramoe scale must be expert or total, got {self.scale!r}")
 
@@ -188,7 +189,7 @@ class LoraMoe(Variant):
     summary = "E routed LoRA experts of rank max(1, r//E), top-k, load-balancing loss (8, top-2)"
     layer = LoraMoeLayer
     Options = LoraMoeOptions
-    study = {"options": {"num_experts": 8, "top_k": 2}}
+    study = {"options": {"num_experts": 8, "top_k": 2, "a_init": "gaussian"}}
     peft_flags = None
     mergeable = False
 

@@ -5,16 +5,17 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from .base import AdapterLayer, Variant, VariantError, register
+from .base import AdapterLayer, AInitOptions, Variant, VariantError, register
 
 __all__ = ["LoraPlus"]
 
 
 @dataclasses.dataclass
-class LoraPlusOptions:
+class LoraPlusOptions(AInitOptions):
     ratio: float = 16.0  # lr(B) / lr(A)
 
     def validate(self) -> None:
+        super().validate()
         if self.ratio <= 0:
             raise VariantError(f"loraplus ratio must be positive, got {self.ratio}")
 
@@ -33,7 +34,7 @@ class LoraPlus(Variant):
 
     key = "loraplus"
     axis = "optimization"
-    study = {"options": {"ratio": 16.0}}
+    study = {"options": {"ratio": 16.0, "a_init": "gaussian"}}
     summary = "LoRA with B trained at ratio x the learning rate of A (ratio 16)"
     layer = AdapterLayer
     Options = LoraPlusOptions

@@ -3,23 +3,23 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any
 
 import torch
 from torch import nn
 
-from .base import AdapterLayer, Variant, VariantError, register
+from .base import AdapterLayer, AInitOptions, Variant, VariantError, init_lora_A, register
 
 __all__ = ["MeLora", "MeLoraLayer"]
 
 
 @dataclasses.dataclass
-class MeLoraOptions:
+class MeLoraOptions(AInitOptions):
     #: Number ``n`` of mini-LoRAs (diagonal blocks); each has rank ``r / n``.
     blocks: int = 2
 
     def validate(self) -> None:
+        super().validate()
         if self.blocks < 1:
             raise VariantError(f"melora blocks must be a positive integer, got {self.blocks}")
 
@@ -38,8 +38,9 @@ class MeLoraLayer(AdapterLayer):
 
     @torch.no_grad()
     def reset_adapter(self) -> None:
-        # Kaiming-uniform per mini-LoRA: fan-in is the block's ``in / n``.
-        nn.init.kaiming_uniform_(self.lora_A.view(-1, self.lora_A.shape[-1]), a=math.sqrt(5))
+        # Kaiming-uniform per mini-LoRA (fan-in: the block's ``in / n``), or the reference
+        # code's N(0, 1/in) with the layer's full ``in``.
+        init_lora_A(self.lora_A.view(-1, self.lora_A.shape[-1]), self.options, self.in_features)
         nn.init.zeros_(self.lora_B)
 
     def delta_weight(self) -> torch.Tensor:
@@ -74,13 +75,13 @@ class MeLora(Variant):
     Reference: ``melora.py`` of the study's code: the same scale ``alpha / r`` over the total
     rank (its base layer divides by the rank it is built with, the total). Difference: the
     mini ``A_i`` are Kaiming-uniform with their own fan-in ``in/n``; the reference draws
-    ``N(0, 1/in)`` with the full ``in``. At the sweep's ``r = 8`` it warns once: the study ran
+    ``N(0, 1/in)`` with the full ``in`` (``a_init="gaussian"``). At the sweep's ``r = 8`` it warns once: the study ran
     total rank 16.
     """
 
     key = "melora"
     axis = "rank"
-    study = {"rank": 16, "options": {"blocks": 2}}
+    study = {"rank": 16, "options": {"blocks": 2, "a_init": "gaussian"}}
     summary = "n block-diagonal mini-LoRAs of rank r/n each (n = 2), B zero"
     layer = MeLoraLayer
     Options = MeLoraOptions

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from .base import AdapterLayer, Variant, register
+from .base import AdapterLayer, AInitOptions, Variant, register
 
 __all__ = ["MosLora", "MosLoraLayer"]
 
@@ -48,6 +48,8 @@ class MosLora(Variant):
 
     key = "moslora"
     axis = "moe"
+    study = {"options": {"a_init": "gaussian"}}
+    Options = AInitOptions
     summary = "LoRA with a trainable r×r mixer between A and B: s·B M A"
     layer = MosLoraLayer
     peft_flags = None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any
 
 import torch
@@ -11,9 +10,11 @@ from torch import nn
 
 from .base import (
     AdapterLayer,
+    AInitOptions,
     Variant,
     VariantError,
     _adapter_dtype,
+    init_lora_A,
     module_type,
     module_types,
     register,
@@ -23,11 +24,12 @@ __all__ = ["Rasa", "RasaLayer"]
 
 
 @dataclasses.dataclass
-class RasaOptions:
+class RasaOptions(AInitOptions):
     #: Ranks each layer gives to the pool its module type shares (study: 1); 0 < k < rank.
     k: int = 1
 
     def validate(self) -> None:
+        super().validate()
         if self.k < 1:
             raise VariantError(f"rasa k must be a positive integer below the rank, got {self.k}")
 
@@ -56,7 +58,7 @@ class RasaLayer(AdapterLayer):
         """Private ``A`` Kaiming, ``B`` zero; ``E``: ``alpha/2`` spread over each part's ranks.
         (``A_S``, ``B_S`` are initialised once, by the variant, when the type's first layer is
         built.)"""
-        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
+        init_lora_A(self.lora_A, self.options)
         nn.init.zeros_(self.lora_B)
         private, shared = self.lora_A.shape[0], self.lora_A_shared.shape[0]
         self.lora_E[:private] = self.alpha / 2 / private
@@ -111,7 +113,7 @@ class Rasa(Variant):
 
     key = "rasa"
     axis = "rank"
-    study = {"options": {"k": 1}}
+    study = {"options": {"k": 1, "a_init": "gaussian"}}
     summary = "rank sharing: k ranks per layer pooled across the layers of a module type (k=1)"
     layer = RasaLayer
     Options = RasaOptions
@@ -148,6 +150,6 @@ class Rasa(Variant):
     def _new_shared(self, base: nn.Linear, rows: int) -> tuple[nn.Parameter, nn.Parameter]:
         factory = {"device": base.weight.device, "dtype": _adapter_dtype(base.weight.dtype)}
         shared_A = nn.Parameter(torch.empty(rows, base.in_features, **factory))
-        nn.init.kaiming_uniform_(shared_A, a=math.sqrt(5))
+        init_lora_A(shared_A, self.options)
         shared_B = nn.Parameter(torch.zeros(base.out_features, rows, **factory))
         return shared_A, shared_B

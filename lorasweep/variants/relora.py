@@ -7,19 +7,20 @@ import dataclasses
 import torch
 from torch import nn
 
-from .base import AdapterLayer, Variant, VariantError, register
+from .base import AdapterLayer, AInitOptions, Variant, VariantError, register
 
 __all__ = ["ReLora", "ReLoraLayer"]
 
 
 @dataclasses.dataclass
-class ReLoraOptions:
+class ReLoraOptions(AInitOptions):
     #: Steps between merges K; 0 = total_steps // 4 (3 or 4 merges, the study's 3 to 5).
     merge_every: int = 0
     #: Steps over which the learning rate ramps back up after each merge (study: 10).
     rewarm_steps: int = 10
 
     def validate(self) -> None:
+        super().validate()
         if self.merge_every < 0:
             raise VariantError(
                 f"relora merge_every must be >= 0 (0 = total_steps // 4), got {self.merge_every}"
@@ -101,7 +102,10 @@ class ReLora(Variant):
 
     key = "relora"
     axis = "rank"
-    study = {"options": {"rewarm_steps": 10}, "note": "3 to 5 merges: merge_every = steps // 4"}
+    study = {
+        "options": {"rewarm_steps": 10, "a_init": "gaussian"},
+        "note": "3 to 5 merges: merge_every = steps // 4",
+    }
     summary = "LoRA merged into W every K steps, restarted with reset optimizer state + re-warm"
     layer = ReLoraLayer
     Options = ReLoraOptions

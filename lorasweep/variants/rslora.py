@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from .base import AdapterLayer, Variant, register
+from .base import AdapterLayer, AInitOptions, Variant, register
 
 __all__ = ["RsLora", "RsLoraLayer"]
 
@@ -27,6 +27,8 @@ class RsLora(Variant):
 
     key = "rslora"
     axis = "optimization"
+    study = {"options": {"a_init": "gaussian"}}
+    Options = AInitOptions
     summary = "LoRA with rank-stabilised scale s = alpha/sqrt(r)"
     layer = RsLoraLayer
     peft_flags = {"use_rslora": True}

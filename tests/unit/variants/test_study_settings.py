@@ -196,3 +196,26 @@ def test_the_fidelity_table_covers_every_variant_with_its_reference_file():
         assert key in rows, f"docs/fidelity.md has no row for {key}"
         assert ".py`" in rows[key], f"{key}: no reference file named"
         assert "Reference" in cls.__doc__, f"{key}: the docstring does not name its reference"
+
+
+@pytest.mark.parametrize("key", ["lora", "dora", "loraplus", "moslora", "loramoe", "melora",
+                                 "rasa", "denselora", "relora", "aurora"])
+def test_a_init_gaussian_draws_the_reference_codes_a(key):
+    def a_of(**options) -> torch.Tensor:
+        model = torch.nn.Sequential(torch.nn.Linear(256, 256))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", StudySettingWarning)
+            lorasweep.apply_variant(model, key, rank=32, alpha=64, target_modules=["0"],
+                                    **options)
+        variant = lorasweep.get_variant(model)
+        return torch.cat([p.detach().flatten() for n, p in variant.adapter_parameters()
+                          if n.split(".")[-1] in ("lora_A", "lora_A_shared")])  # RaSA's pool too
+
+    gaussian, kaiming = a_of(a_init="gaussian"), a_of()
+    assert gaussian.numel() >= 256 * 16  # every random A of the layer (and shared pools)
+    # N(0, 1/in) with the layer's full in (MELoRA's blocks included), as the reference code
+    assert gaussian.std().item() == pytest.approx(1 / 16, rel=0.05)
+    assert gaussian.abs().max() > 1 / 16  # unbounded, unlike Kaiming-uniform
+    bound = 1 / (256 // (2 if key == "melora" else 1)) ** 0.5  # MELoRA: block fan-in in/2
+    assert kaiming.abs().max() <= bound
+    assert kaiming.std().item() == pytest.approx(bound / 3**0.5, rel=0.05)
