@@ -274,7 +274,25 @@ def _listing(entries: list[dict[str, Any]], columns: tuple[str, ...], as_json: b
     console.print(table)
 
 
+def _plain_warnings() -> None:
+    """lorasweep's own warnings (e.g. a variant swept off the rank the study ran it at) as one
+    ``warning:`` line on stderr, not Python's file:line dump; other warnings as usual."""
+    import warnings
+
+    show = warnings.showwarning
+
+    def _show(message, category, filename, lineno, file=None, line=None):
+        if category.__module__.startswith("lorasweep"):
+            err_console.print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False,
+                              soft_wrap=True)
+        else:
+            show(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = _show
+
+
 def main() -> None:
+    _plain_warnings()
     app(prog_name="lorasweep")
 
 

@@ -115,6 +115,9 @@ def test_melora_at_the_study_total_rank_trains_as_many_as_lora(count):
 
 
 def test_a_variant_off_its_study_rank_warns_once_naming_the_study_setting():
+    from lorasweep.variants import study
+
+    study._warned.discard(("denselora", 12))  # once per process: other tests may have warned
     cls = get_variant_class("denselora")
     with pytest.warns(StudySettingWarning, match=r"rank 192, alpha 384") as caught:
         cls(rank=12, alpha=24)
@@ -219,3 +222,24 @@ def test_a_init_gaussian_draws_the_reference_codes_a(key):
     bound = 1 / (256 // (2 if key == "melora" else 1)) ** 0.5  # MELoRA: block fan-in in/2
     assert kaiming.abs().max() <= bound
     assert kaiming.std().item() == pytest.approx(bound / 3**0.5, rel=0.05)
+
+
+def test_the_cli_prints_a_study_warning_as_one_line(capsys):
+    import warnings as w
+
+    from lorasweep import cli
+    from lorasweep.variants import study
+
+    saved = w.showwarning
+    try:
+        cli._plain_warnings()
+        with w.catch_warnings():
+            w.simplefilter("always")
+            w.showwarning = w.showwarning  # catch_warnings restores it afterwards
+            study._warned.discard(("melora", 6))  # once per process: other tests may have warned
+            get_variant_class("melora")(rank=6, alpha=12)
+    finally:
+        w.showwarning = saved
+    err = capsys.readouterr().err
+    assert "warning: melora runs at rank 6, but the study ran it at rank 16" in " ".join(err.split())
+    assert ".py:" not in err  # no file:line dump
