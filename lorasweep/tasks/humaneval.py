@@ -30,10 +30,11 @@ newline followed by the closing fence).
 Metric. pass@1 averaged over ``samples`` completions per problem (the study: 8 evaluation runs):
 the mean over problems of (completions that pass) / ``samples``, which is the unbiased pass@1
 estimate. ``samples == 1`` is greedy decoding; otherwise nucleus sampling with ``temperature``
-0.2 and ``top_p`` 0.95 (the Codex paper's pass@1 setting), seeded with ``seed`` (the global RNG
-state is restored afterwards). A completion passes when ``completion + test +
-check(entry_point)`` runs to its end in the sandbox (:mod:`lorasweep.tasks.sandbox`) within
-``timeout`` seconds; ``workers`` sandboxes run at a time.
+0.2 and ``top_p`` 0.95 (the Codex paper's pass@1 setting), seeded with ``seed`` (a private
+generator: the global RNG is untouched). A completion passes when the problem's tests, run in a
+judge process of their own, pass against its entry point served from the sandbox
+(:func:`lorasweep.tasks.sandbox.run_tests`) within ``timeout`` seconds; ``workers`` checks run at
+a time.
 
 Budget (study): one epoch over the 100k rows at a global batch of 64 (16 x 4 accumulated), max
 length 1024, bf16 autocast on CUDA (automatic), the study's NLG learning-rate grid; the rest as
@@ -79,9 +80,14 @@ def truncate_body(body: str, prompt: str = "\n") -> str:
     return body if cut is None else body[:max(cut - len(lead), 0)]
 
 
-def program(problem: dict[str, Any], completion: str) -> str:
-    """The program the sandbox runs: the completion (prompt + body), the tests, the check."""
-    return f"{completion}\n\n{problem['test']}\n\ncheck({problem['entry_point']})\n"
+def program(problem: dict[str, Any], completion: str) -> tuple[str, str]:
+    """What the sandbox runs: the completion (prompt + body) as the untrusted program, and the
+    trusted tests (the problem's prompt for its helpers, its tests, and ``check`` called on a
+    proxy of the completion's entry point, which also takes the entry point's name) in a judge
+    process of their own."""
+    name = problem["entry_point"]  # some tests call the function by its name, not `candidate`
+    tests = f"{problem['prompt']}\n\n{problem['test']}\n\n{name} = sample({name!r})\ncheck({name})\n"
+    return completion, tests
 
 
 def pass_at_1(problems: list[dict[str, Any]], completions: list[list[str]], timeout: float = 5.0,

@@ -1,45 +1,57 @@
-"""Run untrusted, model-generated Python programs: one short-lived process per program.
+"""Run untrusted, model-generated Python programs; decide pass/fail where they cannot reach.
 
-What each run gets (the layers, from strongest to weakest):
+**The verdict.** :func:`run_tests` runs the program and its tests in two processes. The program
+(the *sample*) runs in the sandbox below and serves calls of its top-level functions; the tests
+run in a *judge* process of their own, as the launcher's user, from a file in a private
+directory the sample cannot read. In the tests, ``sample(NAME)`` is a proxy: a call sends its
+arguments to the sample over a pipe and gets the result back as plain data (JSON plus tags for
+tuples, sets, dicts, bytes, big ints, non-finite floats), decoded into builtin values only. So
+no code of the sample ever runs in the judge's interpreter: it cannot call the judge's
+functions, walk its frames, read its token, skip its asserts or return an object "equal to
+everything"; ``sys.exit(0)``, ``os._exit(0)``, printing "passed", sleeping, or answering early
+are all failures. The judge writes ``token verdict`` (the token comes on its stdin) to a private
+file, and only a ``passed`` line with the token makes a pass. :func:`run_python` (no tests)
+passes a program that runs to its end without an exception, which the program itself reports:
+use it for plain runs, never for a score.
+
+What the sample gets (the layers, from strongest to weakest):
 
 1. **Its own process** (``python -I -B``: isolated mode, no user site, no ``PYTHON*`` variables),
    in a fresh temporary directory as cwd, with an environment stripped to ``PATH``, ``HOME`` and
    ``TMPDIR`` (both the temporary directory) and ``LANG``. A crash, hang or allocation storm
    harms that process only.
-2. **A wall-clock timeout** enforced from outside: the process leads its own session
-   (``start_new_session``) and the whole process group is SIGKILLed on timeout, and after every
-   run in any case, so nothing outlives a run. Should the launcher itself die, the program gets
+2. **A wall-clock timeout** enforced from outside: both processes lead their own sessions
+   (``start_new_session``) and both process groups are SIGKILLed on timeout, and after every
+   run in any case, so nothing outlives a run. Should the launcher itself die, the sample gets
    SIGKILL too (``PR_SET_PDEATHSIG``), and an inner ``alarm`` ends it a little after the timeout.
-3. **Resource limits** (set by the program's prelude before the program runs; hard = soft, so the
-   program cannot raise them, except CPU's hard limit one second above, so SIGXCPU comes first):
-   CPU time (``RLIMIT_CPU``), address space (``RLIMIT_AS``), file size (``RLIMIT_FSIZE``; stderr
-   too; stdout is discarded), open files, no core dumps, and no new processes or threads
+3. **A private mount namespace** (``unshare -m``): every mount is remounted read-only in it,
+   except the sample's own directory, so it can neither write nor delete anything else, even in
+   world-writable directories (``/tmp``, ``/dev/shm``); nothing propagates back.
+4. **Resource limits** (hard = soft, so the sample cannot raise them, except CPU's hard limit
+   one second above, so SIGXCPU comes first): CPU time, address space, file size (stderr too;
+   stdout is discarded), open files, no core dumps, and no new processes or threads
    (``RLIMIT_NPROC = 0``, enforced only for non-root users).
-4. **An unprivileged user**: when we run as root, the prelude drops to ``nobody`` (groups cleared)
-   before the program runs, so file permissions protect everything it cannot write and
-   ``RLIMIT_NPROC`` is really enforced. The interpreter must be usable by ``nobody``; if
-   ``sys.executable`` is not (a pyenv under ``/root``), the system ``python3`` is used (the
-   program then sees the standard library only). Which layers work is found once per process
-   by running a probe program with each combination, strongest first (:func:`isolation`).
-5. **No network**: where ``unshare -n`` works (root, or ``unshare -rn`` via a user namespace)
-   the process runs in an empty network namespace (not even a loopback that is up).
-6. **A prelude** (Python code run before the program) that disables ``os.fork`` and friends,
-   ``subprocess``, ``multiprocessing``, ``ctypes``, ``os.kill``, socket creation, and makes
-   ``open`` / ``os.remove`` / ``shutil.rmtree`` / ... refuse paths outside the temporary directory.
-   This is defence in depth, **not a security boundary**: Python code can undo it (re-importing a
-   builtin module, ``_io.FileIO``, the guards' closures). It turns the common accidents of
-   generated code into a clean failure of that one sample.
+5. **An unprivileged user**: when we run as root, the sample drops to ``nobody`` (groups
+   cleared), so file permissions protect what it must not read and ``RLIMIT_NPROC`` binds. The
+   interpreter must be usable by ``nobody``; if ``sys.executable`` is not (a pyenv under
+   ``/root``), the system ``python3`` is used (the sample then sees the standard library only).
+   Which layers work is found once per process by running a probe with each combination,
+   strongest first (:func:`isolation`).
+6. **No network**: where ``unshare -n`` works (root, or ``unshare -r`` via a user namespace)
+   the sample runs in an empty network namespace (not even a loopback that is up).
+7. **A prelude** that disables ``os.fork`` and friends, ``subprocess``, ``multiprocessing``,
+   ``ctypes``, ``os.kill``, socket creation, and makes ``open`` / ``os.remove`` / ... refuse paths
+   outside the temporary directory. Python code can undo it (``_io``, ``posix``): it turns the
+   common accidents of generated code into a clean failure, the layers above hold the line.
 
-What it does not guarantee: it is not a container. Files readable by ``nobody`` (or, when not
-root, by the current user) can be read by a program that bypasses the prelude; without
-``unshare`` the network is only blocked by the prelude; CPU and memory are limited per process,
-not per machine; a launcher killed by SIGKILL leaves the program's temporary directory behind.
-For adversarial code use a real boundary (a VM, gVisor, nsjail).
-
-A program passes when it runs to its end without an exception: the runner then writes a random
-token (unknown to the program, read from stdin) to a private file; ``sys.exit(0)`` or
-``os._exit(0)`` in the program is therefore not a pass. (A program that inspects the runner's
-frames could find the token: this guards the metric against accidents, not against intent.)
+What it does not protect against: it is not a container. The sample can read what ``nobody``
+(when not root: the current user) may read, including world-readable files and other
+processes' command lines; without root the sample and the judge run as the same user, so where
+``ptrace`` is allowed between processes of one user, the sample could reach the judge. Where
+``unshare`` is missing the network and the file system are guarded by the prelude only.
+CPU and memory are limited per process, not per machine; a launcher killed by SIGKILL leaves
+the temporary directories behind; kernel exploits are out of scope. For
+adversarial code use a real boundary (a VM, gVisor, nsjail).
 """
 
 from __future__ import annotations
@@ -62,7 +74,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SandboxLimits", "SandboxResult", "isolation", "run_many", "run_python"]
+from ._sandbox_runners import CODEC, JUDGE, SAMPLE
+
+__all__ = ["SandboxLimits", "SandboxResult", "isolation", "run_many", "run_python", "run_tests"]
 
 _log = logging.getLogger(__name__)
 _SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
@@ -87,115 +101,15 @@ class SandboxResult:
     duration: float  # seconds, wall clock
 
 
-# The runner: trusted code that the sandboxed interpreter runs first (``python -I -B -c``).
-# argv[1] is its JSON configuration; the pass token arrives on stdin, so it is in no argv or
-# environment the program could read.
-_RUNNER = r'''
-import builtins, io, json, os, resource, shutil, signal, sys
-cfg = json.loads(sys.argv[1])
-token = sys.stdin.readline().strip()
-null = os.open(os.devnull, os.O_RDONLY); os.dup2(null, 0); os.close(null)
-status_fd = cfg["status_fd"]
-
-def report(status):
-    try:
-        os.write(status_fd, (token + " " + status.replace("\n", " ")[:300] + "\n").encode())
-    finally:
-        os._exit(0)
-
-if cfg["drop"]:
-    uid, gid = cfg["drop"]
-    os.setgroups([]); os.setgid(gid); os.setuid(uid)
-try:
-    import ctypes
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(38, 1, 0, 0, 0)  # PR_SET_NO_NEW_PRIVS: no setuid binary, should an exec slip by
-    libc.prctl(1, 9, 0, 0, 0)  # PR_SET_PDEATHSIG = SIGKILL: die with the launching thread
-except Exception:
-    pass
-if os.getppid() != cfg["parent"]:  # the launcher died before the line above
-    os._exit(1)
-signal.alarm(cfg["alarm"])  # a second wall clock, from inside: a sleeper cannot outlive it
-for name, value in cfg["limits"].items():  # hard = soft: no way back up
-    resource.setrlimit(getattr(resource, name), (value, value + (name == "RLIMIT_CPU")))
-os.chdir(cfg["dir"])
-with open("main.py", encoding="utf-8") as handle:
-    source = handle.read()
-
-ROOT = os.path.realpath(cfg["dir"])
-
-def blocked(name):
-    def refuse(*args, **kwargs):
-        raise PermissionError("sandbox: " + name + " is disabled")
-    return refuse
-
-def inside(path):
-    if isinstance(path, int):
-        return True
-    real = os.path.realpath(os.fsdecode(os.fspath(path)))
-    return real == ROOT or real.startswith(ROOT + os.sep)
-
-def fd_inside(fd):
-    try:
-        return fd is None or inside(os.readlink("/proc/self/fd/%d" % fd))
-    except (OSError, TypeError):
-        return False
-
-def confined(func, name, npaths):
-    def guarded(*args, **kwargs):
-        paths = list(args[:npaths]) + [v for k, v in kwargs.items()
-                                       if k in ("file", "path", "src", "dst", "target")]
-        if not all(fd_inside(kwargs.get(k)) for k in ("dir_fd", "src_dir_fd", "dst_dir_fd")) \
-                or not all(inside(p) for p in paths):
-            raise PermissionError("sandbox: " + name + " outside the sandbox directory")
-        return func(*args, **kwargs)
-    return guarded
-
-import posix, socket, _socket, subprocess, _posixsubprocess
-for mod in (os, posix):
-    for name in ("fork", "forkpty", "vfork", "system", "popen", "kill", "killpg", "setsid",
-                 "posix_spawn", "posix_spawnp", "execv", "execve", "execl", "execle", "execlp",
-                 "execlpe", "execvp", "execvpe", "spawnl", "spawnle", "spawnlp", "spawnlpe",
-                 "spawnv", "spawnve", "spawnvp", "spawnvpe"):
-        if hasattr(mod, name):
-            setattr(mod, name, blocked("os." + name))
-_posixsubprocess.fork_exec = blocked("fork_exec")
-for name in ("Popen", "run", "call", "check_call", "check_output", "getoutput",
-             "getstatusoutput"):
-    setattr(subprocess, name, blocked("subprocess." + name))
-for mod in (socket, _socket):
-    for name in ("socket", "socketpair", "fromfd", "create_connection", "create_server"):
-        if hasattr(mod, name):
-            setattr(mod, name, blocked("socket." + name))
-for name in ("ctypes", "_ctypes", "multiprocessing", "_multiprocessing", "_posixsubprocess",
-             "concurrent.futures.process", "pty"):
-    sys.modules[name] = None
-builtins.open = io.open = confined(builtins.open, "open", 1)
-for name, npaths in (("open", 1), ("remove", 1), ("unlink", 1), ("rmdir", 1), ("removedirs", 1),
-                     ("rename", 2), ("renames", 2), ("replace", 2), ("truncate", 1), ("chmod", 1),
-                     ("chown", 1), ("lchown", 1), ("link", 2), ("symlink", 2), ("mkdir", 1),
-                     ("makedirs", 1), ("utime", 1), ("listdir", 1), ("scandir", 1), ("chdir", 1),
-                     ("mkfifo", 1), ("mknod", 1)):
-    setattr(os, name, confined(getattr(os, name), "os." + name, npaths))
-for name, npaths in (("rmtree", 1), ("move", 2), ("copy", 2), ("copy2", 2), ("copyfile", 2),
-                     ("copytree", 2)):
-    setattr(shutil, name, confined(getattr(shutil, name), "shutil." + name, npaths))
-
-try:
-    exec(compile(source, "main.py", "exec"), {"__name__": "__main__"})
-except AssertionError:
-    report("failed")
-except BaseException as err:
-    report("error: " + type(err).__name__ + (": " + str(err) if str(err) else ""))
-report("passed")
-'''
-
-
 @dataclasses.dataclass(frozen=True)
 class _Setup:
     interpreter: str
-    wrapper: tuple[str, ...]  # e.g. ("unshare", "-n", "--")
+    wrapper: tuple[str, ...]  # e.g. ("unshare", "-n", "-m", "--")
     drop: tuple[int, int] | None  # (uid, gid) to become, when running as root
+
+    @property
+    def mounts(self) -> bool:
+        return "-m" in self.wrapper
 
 
 def _nobody() -> tuple[int, int] | None:
@@ -218,8 +132,8 @@ def _wrappers() -> list[tuple[str, ...]]:
     unshare = shutil.which("unshare", path=_SYSTEM_PATH)
     if unshare is None:
         return [()]
-    flags = ("-n",) if os.geteuid() == 0 else ("-r", "-n")
-    return [(unshare, *flags, "--"), ()]
+    user = () if os.geteuid() == 0 else ("-r",)
+    return [(unshare, *user, "-n", "-m", "--"), (unshare, *user, "-n", "--"), ()]
 
 
 # Modules the runner has not loaded itself: importing them proves the (unprivileged) program can
@@ -239,6 +153,9 @@ def _setup() -> _Setup:
                     if drop is None and os.geteuid() == 0:
                         _log.warning("sandbox: cannot run programs as 'nobody' here; they run as "
                                      "root with the prelude's guards only")
+                    if "-m" not in wrapper:
+                        _log.warning("sandbox: no private mount namespace (unshare -m) here; "
+                                     "programs can write wherever their user may")
                     if not wrapper:
                         _log.info("sandbox: no network namespace (unshare -n) here; the network "
                                   "is blocked by the prelude only")
@@ -254,6 +171,7 @@ def isolation() -> dict[str, Any]:
         "interpreter": setup.interpreter,
         "user": "nobody" if setup.drop else ("root" if os.geteuid() == 0 else "current user"),
         "network_namespace": bool(setup.wrapper),
+        "private_mounts": setup.mounts,
     }
 
 
@@ -290,78 +208,126 @@ def _kill_group(pid: int) -> None:
         pass
 
 
-def _run(setup: _Setup, code: str, limits: SandboxLimits) -> SandboxResult:
+def _signal_reason(returncode: int) -> str:
+    if returncode in (-signal.SIGXCPU, -signal.SIGALRM):  # CPU time, inner wall clock
+        return "timeout"
+    try:
+        return f"error: killed by {signal.Signals(-returncode).name}"
+    except ValueError:
+        return f"error: killed by signal {-returncode}"
+
+
+def _run(setup: _Setup, code: str, limits: SandboxLimits, tests: str = "") -> SandboxResult:
     start = time.monotonic()
     workdir = tempfile.mkdtemp(prefix="lorasweep-sandbox-", dir=_temp_base(setup.drop))
+    judge_dir = tempfile.mkdtemp(prefix="lorasweep-judge-")  # mode 0700: the sample cannot read
+    procs: list[subprocess.Popen] = []
     try:
         Path(workdir, "main.py").write_text(code, encoding="utf-8")
         if setup.drop:
             os.chown(workdir, *setup.drop)
+        Path(judge_dir, "tests.py").write_text(tests, encoding="utf-8")
         token = secrets.token_hex(16)
         rlimits = {"RLIMIT_CPU": limits.cpu(), "RLIMIT_AS": limits.memory_bytes,
                    "RLIMIT_FSIZE": limits.file_bytes, "RLIMIT_NOFILE": limits.open_files,
                    "RLIMIT_CORE": 0, "RLIMIT_NPROC": 0}
         env = {"PATH": _SYSTEM_PATH, "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8"}
-        with tempfile.TemporaryFile() as status, tempfile.TemporaryFile() as err:
-            cfg = {"dir": workdir, "drop": setup.drop, "limits": rlimits,
-                   "status_fd": status.fileno(), "parent": os.getpid(),
-                   "alarm": math.ceil(limits.timeout) + 2}
-            cmd = [*setup.wrapper, setup.interpreter, "-I", "-B", "-c", _RUNNER, json.dumps(cfg)]
+        calls_r, calls_w = os.pipe()
+        answers_r, answers_w = os.pipe()
+        with tempfile.TemporaryFile() as verdict, tempfile.TemporaryFile() as err:
+            sample_cfg = {"dir": workdir, "drop": setup.drop, "limits": rlimits,
+                          "calls": calls_r, "answers": answers_w, "parent": os.getpid(),
+                          "alarm": math.ceil(limits.timeout) + 2, "mounts": setup.mounts,
+                          "codec": CODEC}
+            judge_cfg = {"verdict": verdict.fileno(), "calls": calls_w, "answers": answers_r,
+                         "tests": str(Path(judge_dir, "tests.py")), "codec": CODEC}
             try:
-                proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdin=subprocess.PIPE,
-                                        stdout=subprocess.DEVNULL, stderr=err,
-                                        pass_fds=(status.fileno(),), start_new_session=True)
+                procs.append(subprocess.Popen(
+                    [*setup.wrapper, setup.interpreter, "-I", "-B", "-c", SAMPLE,
+                     json.dumps(sample_cfg)], cwd=workdir, env=env, stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL, stderr=err, pass_fds=(calls_r, answers_w),
+                    start_new_session=True))
+                procs.append(subprocess.Popen(
+                    [sys.executable, "-I", "-B", "-c", JUDGE, json.dumps(judge_cfg)],
+                    cwd=judge_dir, env={"PATH": _SYSTEM_PATH, "LANG": "C.UTF-8"},
+                    stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                    pass_fds=(verdict.fileno(), calls_w, answers_r), start_new_session=True))
             except OSError as exc:
                 return SandboxResult(False, f"error: cannot start the sandbox: {exc}",
                                      time.monotonic() - start)
+            finally:
+                for fd in (calls_r, calls_w, answers_r, answers_w):
+                    os.close(fd)
+            sample, judge = procs
             try:
                 try:
-                    proc.stdin.write((token + "\n").encode())
-                    proc.stdin.close()
-                except OSError:  # it died before reading: its exit status says why
+                    judge.stdin.write((token + "\n").encode())
+                    judge.stdin.close()
+                except OSError:
                     pass
-                proc.wait(timeout=limits.timeout)
+                judge.wait(timeout=limits.timeout)
             except subprocess.TimeoutExpired:
-                _kill_group(proc.pid)
-                proc.wait()
                 return SandboxResult(False, "timeout", time.monotonic() - start)
-            finally:
-                _kill_group(proc.pid)  # anything it left behind in its group
             duration = time.monotonic() - start
-            for line in reversed(_tail(status).splitlines()):
-                if line.startswith(token + " "):
-                    reason = line[len(token) + 1:]
-                    return SandboxResult(reason == "passed", reason, duration)
-            returncode = proc.returncode
-            if returncode in (-signal.SIGXCPU, -signal.SIGALRM):  # CPU time, inner wall clock
-                return SandboxResult(False, "timeout", duration)
-            if returncode < 0:
-                try:
-                    why = f"killed by {signal.Signals(-returncode).name}"
-                except ValueError:
-                    why = f"killed by signal {-returncode}"
-            else:
+            reason = next((line[len(token) + 1:] for line in reversed(_tail(verdict).splitlines())
+                           if line.startswith(token + " ")), None)
+            if reason == "passed":
+                return SandboxResult(True, reason, duration)
+            try:
+                status = sample.wait(timeout=0.5)  # did the sample die on its own, and how?
+            except subprocess.TimeoutExpired:
+                status = None
+            if status is not None and status < 0:
+                return SandboxResult(False, _signal_reason(status), duration)
+            if reason is None:
                 last = _tail(err).strip().splitlines()
-                why = f"exit status {returncode}" + (f" ({last[-1][:200]})" if last else "")
-            return SandboxResult(False, f"error: {why}", duration)
+                reason = f"error: the judge ended without a verdict (exit status {judge.returncode})"
+                if status:
+                    reason = f"error: exit status {status}" + (f" ({last[-1][:200]})" if last else "")
+            return SandboxResult(False, reason, duration)
     finally:
+        for proc in procs:  # nothing outlives a run: both process groups, killed and reaped
+            _kill_group(proc.pid)
+            proc.wait()
         _remove(workdir)
+        _remove(judge_dir)
 
 
 def run_python(code: str, limits: SandboxLimits | None = None) -> SandboxResult:
-    """Run ``code`` (a whole program) in the sandbox; it passes if it ends without an exception."""
+    """Run ``code`` (a whole program) in the sandbox; it passes if it ends without an exception.
+
+    The program reports that itself, so this verdict can be forged by the program: checks whose
+    outcome matters use :func:`run_tests`.
+    """
     return _run(_setup(), code, limits or SandboxLimits())
+
+
+def run_tests(code: str, tests: str, limits: SandboxLimits | None = None) -> SandboxResult:
+    """Run ``code`` in the sandbox and ``tests`` (trusted) in a judge process of their own.
+
+    In ``tests``, ``sample(NAME)`` is a proxy of the program's top-level function ``NAME``: a
+    call sends its arguments to the program and returns its result, as plain data (JSON with
+    tuples, sets, dicts, bytes, big ints, non-finite floats). The check passes when the tests run
+    to their end in the judge. Nothing of the program runs in the judge's interpreter, so the
+    program can only pass by answering the calls correctly.
+    """
+    return _run(_setup(), code, limits or SandboxLimits(), tests)
 
 
 _POOL_LOCK = threading.Lock()
 
 
-def run_many(programs: list[str], limits: SandboxLimits | None = None,
+def run_many(programs: list[str | tuple[str, str]], limits: SandboxLimits | None = None,
              workers: int = 4) -> list[SandboxResult]:
-    """:func:`run_python` over ``programs``, at most ``workers`` processes at a time, in order."""
+    """:func:`run_python` (a program) or :func:`run_tests` (a ``(program, tests)`` pair) over
+    ``programs``, at most ``workers`` at a time, results in order."""
     if not programs:
         return []
     with _POOL_LOCK:  # the isolation probe runs once, before the threads start
         _setup()
+
+    def one(item: str | tuple[str, str]) -> SandboxResult:
+        return run_python(item, limits) if isinstance(item, str) else run_tests(*item, limits)
+
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(programs)))) as pool:
-        return list(pool.map(lambda p: run_python(p, limits), programs))
+        return list(pool.map(one, programs))

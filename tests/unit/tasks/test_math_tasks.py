@@ -360,11 +360,36 @@ def test_cli_sweep_gsm8k_on_fixture_files(tmp_path, tiny_llama_dir):
     data = write_gsm8k(tmp_path / "data")
     run = _cli("run", "--task", "gsm8k", "--model", str(tiny_llama_dir), "--variant", "lora",
                "--lrs", "1e-3", "--steps", "2", "--batch-size", "4",
-               "--set", f"task.data_dir={data}", "--set", "task.validation_size=5",
+               "--data-dir", str(data), "--set", "task.validation_size=5",
                "--set", "task.eval_limit=4", "--set", "task.max_new_tokens=8",
                "--set", "train.grad_accum=1", "--set", "train.max_length=640", cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     _assert_one_scored_trial(tmp_path)
+    config = json.loads(next((tmp_path / "lorasweep-out" / "runs").rglob("config.json")).read_text())
+    assert config["task_options"]["data_dir"] == str(data)  # --data-dir is task.data_dir
+
+
+def test_data_dir_flag_recipe_key_and_set_are_one_setting(tmp_path):
+    from lorasweep.config import SweepSpec, apply_overrides
+
+    data = write_gsm8k(tmp_path / "data")
+    by_key = SweepSpec.from_dict({"task": "gsm8k", "data_dir": str(data)})
+    by_set = SweepSpec.from_dict(apply_overrides({"task": "gsm8k"}, [f"task.data_dir={data}"]))
+    assert by_key.task_options["data_dir"] == by_set.task_options["data_dir"] == str(data)
+    by_key.validate()
+    relative = SweepSpec.from_dict({"task": "gsm8k", "data_dir": "data"})
+    assert Path(relative.task_options["data_dir"]).is_absolute()  # workers may run elsewhere
+
+
+def test_a_wrong_data_dir_is_one_error_line_and_writes_nothing(tmp_path):
+    run = _cli("run", "--task", "gsm8k", "--data-dir", "missing", cwd=tmp_path)
+    assert run.returncode == 2
+    (line,) = run.stderr.strip().splitlines()
+    assert line.startswith("error: gsm8k: missing ") and "--data-dir DIR" in line
+    assert str(tmp_path / "missing" / "train.jsonl") in line
+    assert not (tmp_path / "lorasweep-out").exists()
+    help_text = _cli("run", "--help", cwd=tmp_path).stdout
+    assert "--data-dir" in help_text and "task.data_dir" in help_text
 
 
 @pytest.mark.slow
