@@ -8,14 +8,14 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from .base import Variant, VariantError, register
+from .base import AInitOptions, Variant, VariantError, init_lora_A, register
 from .lora_ga import GradientInitLayer, check_estimation_options, estimate_gradients
 
 __all__ = ["Gora", "GoraLayer", "allocate_ranks"]
 
 
 @dataclasses.dataclass
-class GoraOptions:
+class GoraOptions(AInitOptions):
     #: Most batches the gradient estimate averages (a trial passes train.estimation_batches).
     estimation_batches: int = 64
     #: The init's size: ``s·B0 A0 = -(gamma / r) G P_A``. variants.md gives none for GoRA: 0.02 is
@@ -28,6 +28,7 @@ class GoraOptions:
     grad_device: str = "same"
 
     def validate(self) -> None:
+        super().validate()
         check_estimation_options("gora", self)
         if self.gamma <= 0:
             raise VariantError(f"gora gamma must be positive, got {self.gamma}")
@@ -96,12 +97,12 @@ class Gora(Variant):
 
     Reference: ``gora.py`` of the study's code: the same ranks and ``B`` (the version read keeps
     the minus sign). Differences: it does not subtract the initial update (``reinit_weight``
-    off); lorasweep does. Its ``gora_stable_gemma`` is a run argument; ``gamma`` here is 0.02.
+    off); lorasweep does. ``A`` is Kaiming-uniform (the reference: ``N(0, 1/in)``, ``a_init="gaussian"``).
     """
 
     key = "gora"
     axis = "initialization"
-    study = {"options": {"estimation_batches": 64, "r_min": 4, "r_max": 32}}
+    study = {"options": {"estimation_batches": 64, "r_min": 4, "r_max": 32, "a_init": "gaussian"}}
     summary = "ranks by gradient importance; B from the gradient on a random A; residual frozen"
     layer = GoraLayer
     Options = GoraOptions
@@ -127,6 +128,8 @@ class Gora(Variant):
             for name, layer in self.layers.items():
                 g = grads.pop(name).to(layer.base.weight.device)
                 layer.set_rank(ranks[name])  # Kaiming A of the new rank, B = 0, residual undone
+                if o.a_init == "gaussian" and ranks[name]:
+                    init_lora_A(layer.lora_A, o)  # the reference code's N(0, 1/in)
                 a = layer.lora_A.detach().double()
                 b = -(g.double() @ a.t()) @ torch.linalg.pinv(a @ a.t()) * (o.gamma / self.alpha)
                 layer.start_from(b, a)

@@ -316,6 +316,23 @@ def test_gora_init_is_a_descent_step_on_the_gradient():
     assert loss[1] < loss[0]
 
 
+def test_gora_a_init_gaussian_solves_b_from_the_reference_codes_a():
+    model, variant = _adapt("gora", a_init="gaussian")
+    variant.prepare(model, _batches())
+    a = torch.cat([(layer.lora_A0 * layer.in_features**0.5).flatten()
+                   for layer in variant.layers.values()])
+    assert a.numel() > 1000
+    assert float(a.std()) == pytest.approx(1.0, rel=0.1)  # N(0, 1/in) in every layer
+    assert float(a.abs().max()) > 1.0  # not the Kaiming-uniform bound 1/sqrt(in)
+    gamma = variant.options.gamma
+    grads = _reference_gradients(list(variant.layers), _batches())
+    for name, layer in variant.layers.items():  # B is still the compressed descent step
+        a0 = layer.lora_A0.double()
+        projection = a0.t() @ torch.linalg.inv(a0 @ a0.t()) @ a0
+        want = (-(gamma / RANK) * grads[name].double() @ projection).float()
+        _close(layer.initial_update(), want, msg=name)
+
+
 # ------------------------------------------------------------------------------------------- eva
 def test_eva_keeps_the_budget_with_orthonormal_rows():
     model, variant = _adapt("eva")
