@@ -131,7 +131,8 @@ class AdaLora(Variant):
     outside autocast. Without ``begin_training`` (no step budget) nothing is masked.
 
     Reference: ``adalora.py`` of the study's code, matched (inits, ``alpha / init_r``,
-    importance and uncertainty EMAs, cubic budget, masking).
+    importance and uncertainty EMAs, cubic budget, masking). Its file has no orthogonality
+    penalty; the method's is added here (``orth_reg_weight=0`` removes it).
     """
 
     key = "adalora"
