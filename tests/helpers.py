@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 
@@ -100,3 +102,43 @@ def make_tiny_llama(path: Path) -> Path:
     LlamaForCausalLM(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+def _with_calculator(answer: str) -> str:
+    """GSM8K writes calculator annotations: '12 * 6 = <<12*6=72>>72'."""
+    return re.sub(r"(\d+) ([-+*/]) (\d+) = \$?(\d+)", r"\1 \2 \3 = <<\1\2\3=\4>>\4", answer)
+
+
+def write_gsm8k(root: Path, n_train: int = 30, n_test: int = 6) -> Path:
+    from lorasweep.tasks.arith import make_problems
+
+    problems = make_problems(n_train + n_test, seed=7)
+    root.mkdir(parents=True, exist_ok=True)
+    for name, rows in (("train", problems[:n_train]), ("test", problems[n_train:])):
+        with (root / f"{name}.jsonl").open("w") as handle:
+            for p in rows:
+                handle.write(json.dumps({"question": p["question"],
+                                         "answer": _with_calculator(p["answer"])}) + "\n")
+    return root
+
+
+def write_metamathqa(root: Path, n_problems: int = 20) -> Path:
+    """MetaMathQA-shaped rows: each GSM problem as AnsAug and Rephrased rows (same
+    original_question), plus MATH rows with symbolic answers."""
+    from lorasweep.tasks.arith import make_problems
+
+    rows = []
+    for i, p in enumerate(make_problems(n_problems, seed=11)):
+        final = p["answer"].rsplit("#### ", 1)[1]
+        response = p["answer"].rsplit("\n#### ", 1)[0] + f"\nThe answer is: {final}"
+        rows.append({"type": "GSM_AnsAug", "query": p["question"],
+                     "original_question": p["question"], "response": response})
+        rows.append({"type": "GSM_Rephrased", "query": f"Rephrased {i}: {p['question']}",
+                     "original_question": p["question"], "response": response})
+        rows.append({"type": "MATH_AnsAug", "query": f"What is half of {i + 1}/3?",
+                     "original_question": f"What is half of {i + 1}/3?",
+                     "response": f"Half is \\frac{{{i + 1}}}{{6}}.\nThe answer is: \\frac{{{i + 1}}}{{6}}"})
+    root.mkdir(parents=True, exist_ok=True)
+    with (root / "metamathqa.jsonl").open("w") as handle:
+        handle.writelines(json.dumps(r) + "\n" for r in rows)
+    return root

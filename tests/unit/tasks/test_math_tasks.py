@@ -17,12 +17,11 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
-from helpers import make_tiny_llama
+from helpers import make_tiny_llama, write_gsm8k
 
 from lorasweep.config import TrainConfig
 from lorasweep.paths import STORE_FILE
-from lorasweep.tasks import TaskError, generation, get_task, task_registry
-from lorasweep.tasks.arith import make_problems
+from lorasweep.tasks import TaskError, get_task, task_registry
 from lorasweep.tasks.math_answer import accuracy_of_texts, extract_answer
 from lorasweep.tasks.math_common import ALPACA_PROMPT
 
@@ -37,42 +36,6 @@ def tiny(tiny_llama_dir):
     from lorasweep.train.model import load_model
 
     return load_model(str(tiny_llama_dir), get_task("arith"), seed=0)
-
-
-def _with_calculator(answer: str) -> str:
-    """GSM8K writes calculator annotations: '12 * 6 = <<12*6=72>>72'."""
-    return re.sub(r"(\d+) ([-+*/]) (\d+) = \$?(\d+)", r"\1 \2 \3 = <<\1\2\3=\4>>\4", answer)
-
-
-def write_gsm8k(root: Path, n_train: int = 30, n_test: int = 6) -> Path:
-    problems = make_problems(n_train + n_test, seed=7)
-    root.mkdir(parents=True, exist_ok=True)
-    for name, rows in (("train", problems[:n_train]), ("test", problems[n_train:])):
-        with (root / f"{name}.jsonl").open("w") as handle:
-            for p in rows:
-                handle.write(json.dumps({"question": p["question"],
-                                         "answer": _with_calculator(p["answer"])}) + "\n")
-    return root
-
-
-def write_metamathqa(root: Path, n_problems: int = 20) -> Path:
-    """MetaMathQA-shaped rows: each GSM problem as AnsAug and Rephrased rows (same
-    original_question), plus MATH rows with symbolic answers."""
-    rows = []
-    for i, p in enumerate(make_problems(n_problems, seed=11)):
-        final = p["answer"].rsplit("#### ", 1)[1]
-        response = p["answer"].rsplit("\n#### ", 1)[0] + f"\nThe answer is: {final}"
-        rows.append({"type": "GSM_AnsAug", "query": p["question"],
-                     "original_question": p["question"], "response": response})
-        rows.append({"type": "GSM_Rephrased", "query": f"Rephrased {i}: {p['question']}",
-                     "original_question": p["question"], "response": response})
-        rows.append({"type": "MATH_AnsAug", "query": f"What is half of {i + 1}/3?",
-                     "original_question": f"What is half of {i + 1}/3?",
-                     "response": f"Half is \\frac{{{i + 1}}}{{6}}.\nThe answer is: \\frac{{{i + 1}}}{{6}}"})
-    root.mkdir(parents=True, exist_ok=True)
-    with (root / "metamathqa.jsonl").open("w") as handle:
-        handle.writelines(json.dumps(r) + "\n" for r in rows)
-    return root
 
 
 # ---------------------------------------------------------------------------- registry
@@ -120,9 +83,9 @@ def test_arith_splits_are_fixed_disjoint_and_sized():
     data = get_task("arith").load()
     again = get_task("arith").load()
     assert (data.train, data.validation, data.test) == (again.train, again.validation, again.test)
-    assert (len(data.train), len(data.validation), len(data.test)) == (2000, 200, 200)
+    assert (len(data.train), len(data.validation), len(data.test)) == (2000, 50, 50)
     questions = [{e["question"] for e in s} for s in (data.train, data.validation, data.test)]
-    assert sum(map(len, questions)) == 2400  # no repeats within or across splits
+    assert sum(map(len, questions)) == 2100  # no repeats within or across splits
     small = get_task("arith", train_size=50, validation_size=10, test_size=20, eval_limit=5).load()
     assert (len(small.train), len(small.validation), len(small.test)) == (50, 5, 5)
     assert small.test == data.test[:5]  # a split's seed does not depend on the other sizes
@@ -153,76 +116,6 @@ def test_gold_answers_score_one_and_shuffled_answers_score_low():
     rng = random.Random(0)
     wrong = [f"The answer is {int(extract_answer(g)) + rng.randint(1, 9)}." for g in golds]
     assert accuracy_of_texts(wrong, golds) == 0.0
-
-
-# ---------------------------------------------------------------------------- gsm8k data
-
-
-def test_gsm8k_loads_local_files_with_a_held_out_validation_slice(tmp_path):
-    root = write_gsm8k(tmp_path / "gsm8k")
-    data = get_task("gsm8k", data_dir=str(root), validation_size=5).load()
-    assert (len(data.train), len(data.validation), len(data.test)) == (25, 5, 6)
-    assert data == get_task("gsm8k", data_dir=str(root), validation_size=5).load()  # fixed
-    train = {e["question"] for e in data.train}
-    assert not train & {e["question"] for e in data.validation + data.test}
-    for example in data.train + data.validation + data.test:
-        assert set(example) == {"question", "answer"}
-        assert "<<" not in example["answer"] and "####" in example["answer"]
-    limited = get_task("gsm8k", data_dir=str(root), validation_size=5, eval_limit=2,
-                       train_samples=10).load()
-    assert (len(limited.train), len(limited.validation), len(limited.test)) == (10, 2, 2)
-
-
-def test_gsm8k_metamathqa_holds_out_gsm_problems_and_their_rephrasings(tmp_path):
-    root = write_gsm8k(tmp_path / "d")
-    write_metamathqa(root)
-    rows = [json.loads(line) for line in (root / "metamathqa.jsonl").read_text().splitlines()]
-    origin = {r["query"]: r for r in rows}
-    data = get_task("gsm8k", data_dir=str(root), train="metamathqa", validation_size=4).load()
-    held = {origin[e["question"]]["original_question"] for e in data.validation}
-    assert len(data.validation) == 4
-    assert all(origin[e["question"]]["type"].startswith("GSM") for e in data.validation)
-    assert all(extract_answer(e["answer"]) is not None for e in data.validation)
-    # 60 rows, minus 4 held out, minus the 4 rephrasings of the held-out problems
-    assert len(data.train) == 52
-    assert not held & {origin[e["question"]]["original_question"] for e in data.train}
-    assert data.test[0]["question"] == json.loads((root / "test.jsonl").read_text().split("\n")[0])["question"]
-    capped = get_task("gsm8k", data_dir=str(root), train="metamathqa", validation_size=4,
-                      train_samples=7).load()
-    assert capped.train == data.train[:7]  # the first rows, in file order
-
-
-def test_gsm8k_names_the_missing_files(tmp_path):
-    with pytest.raises(TaskError, match=r"train\.jsonl.*test\.jsonl.*--data-dir DIR"):
-        get_task("gsm8k", data_dir=str(tmp_path))
-    write_gsm8k(tmp_path)
-    with pytest.raises(TaskError, match=r"metamathqa\.jsonl"):
-        get_task("gsm8k", data_dir=str(tmp_path), train="metamathqa")
-
-
-def test_gsm8k_offline_without_data_dir_says_where_to_put_the_files(monkeypatch):
-    monkeypatch.setattr(generation, "hub_usable", lambda repo: False)
-    with pytest.raises(TaskError, match=r"openai/gsm8k.*DIR/train\.jsonl and DIR/test\.jsonl"):
-        get_task("gsm8k")
-
-
-def test_hub_probe_is_false_offline_without_a_cache(monkeypatch, tmp_path):
-    import datasets
-    from huggingface_hub import constants
-
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "datasets")
-    assert generation.hub_usable("openai/gsm8k") is False
-    (tmp_path / "hub" / "datasets--openai--gsm8k").mkdir(parents=True)
-    assert generation.hub_usable("openai/gsm8k") is True
-
-
-def test_gsm8k_rejects_rows_without_a_final_answer(tmp_path):
-    write_gsm8k(tmp_path)
-    (tmp_path / "test.jsonl").write_text(json.dumps({"question": "q?", "answer": "no marker"}))
-    with pytest.raises(TaskError, match="#### <number>"):
-        get_task("gsm8k", data_dir=str(tmp_path)).load()
 
 
 # ---------------------------------------------------------------------------- collate
@@ -310,7 +203,7 @@ def test_generation_eval_returns_a_fraction_and_restores_train_mode(tiny):
     assert texts[:2] == one_by_one  # left padding does not change greedy completions
 
 
-def test_eval_batch_size_overrides_the_training_batch_size(monkeypatch):
+def test_eval_batch_size_overrides_the_training_batch_size(monkeypatch, tmp_path):
     seen = []
 
     def generate(model, tokenizer, examples, batch_size, *rest):
@@ -319,10 +212,22 @@ def test_eval_batch_size_overrides_the_training_batch_size(monkeypatch):
 
     examples = get_task("arith", eval_limit=3).load().test
     for options, expected in (({}, 2), ({"eval_batch_size": 7}, 7)):
-        task = get_task("arith", **options)
+        task = get_task("gsm8k", data_dir=str(write_gsm8k(tmp_path)), **options)
         monkeypatch.setattr(task, "generate", generate)
         assert task.evaluate(None, None, examples, 2, 64, contextlib.nullcontext) == 1.0
         assert seen.pop() == expected
+    arith = get_task("arith")  # the offline task batches its evaluation widely by default
+    monkeypatch.setattr(arith, "generate", generate)
+    assert arith.evaluate(None, None, examples, 2, 64, contextlib.nullcontext) == 1.0
+    assert seen.pop() == 64
+
+
+def test_arith_generation_budget_follows_the_level():
+    from lorasweep.tasks.arith import BUDGETS
+
+    assert [get_task("arith", level=n).options.max_new_tokens for n in (1, 2, 3)] == [32, 56, 96]
+    assert BUDGETS == {1: 32, 2: 56, 3: 96}
+    assert get_task("arith", level=3, max_new_tokens=7).options.max_new_tokens == 7
 
 
 def test_generation_stops_at_a_written_answer():
@@ -399,3 +304,17 @@ def test_cli_sweep_arith_on_embedded_smollm2(tmp_path):
                "--lrs", "1e-4", "--steps", "2", "--set", "task.eval_limit=4", cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     _assert_one_scored_trial(tmp_path)
+
+
+def test_offline_nlg_recipe_is_the_default_arith_sweep():
+    from lorasweep.config import SweepSpec, load_recipe
+
+    path = Path(__file__).resolve().parents[3] / "recipes" / "offline-nlg.yaml"
+    assert path.read_text().splitlines()[0] == "# lorasweep run --recipe recipes/offline-nlg.yaml"
+    recipe = SweepSpec.from_dict(load_recipe(path)).validate()
+    default = SweepSpec.from_dict({"task": "arith"}).validate()
+    assert (recipe.task, recipe.model, recipe.lrs, recipe.seeds, recipe.train) == (
+        default.task, default.model, default.lrs, default.seeds, default.train)
+    assert [(v.key, v.rank, v.alpha) for v in recipe.variants] == [
+        (v.key, v.rank, v.alpha) for v in default.variants]
+    assert get_task("arith", **recipe.task_options).options == get_task("arith").options
