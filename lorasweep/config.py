@@ -60,6 +60,9 @@ class TrainConfig:
     estimation_batches: int = 64  # batches a data-driven init may look at (prepare hook)
     precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16
     device: str = "auto"
+    #: Steps between checkpoints of the whole training state; None: about every 10 minutes of
+    #: training; 0: no checkpoints (a killed trial restarts from step 0).
+    checkpoint_every: int | None = None
 
     def validate(self) -> None:
         if self.steps is not None and self.steps <= 0:
@@ -79,6 +82,12 @@ class TrainConfig:
             )
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ConfigError(f"train.precision must be auto, fp32 or bf16, got {self.precision!r}")
+        every = self.checkpoint_every
+        if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 0):
+            raise ConfigError(
+                f"train.checkpoint_every must be a whole number of steps >= 0 (0: off), got "
+                f"{every!r}: e.g. --set train.checkpoint_every=200"
+            )
 
 
 @dataclasses.dataclass

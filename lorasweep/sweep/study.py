@@ -25,6 +25,7 @@ __all__ = [
     "fail_stale_trials",
     "grid_point",
     "make_pruner",
+    "retry_point",
     "study_name",
     "study_run_root",
     "sync_sweep",
@@ -105,6 +106,16 @@ def fail_stale_trials(study: Any, grace_s: float | None = None) -> int:
     return failed
 
 
+def retry_point(study: Any, params: dict[str, Any], point: str) -> None:
+    """Enqueue a failed trial's grid point again, at once (a worker stopped by a signal: the
+    retry, on whatever worker, resumes from the point's checkpoint)."""
+    from optuna.trial import TrialState
+
+    failed = sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+                 if t.user_attrs.get("grid_point") == point)
+    study.enqueue_trial(dict(params), user_attrs={"grid_point": point, "retry": failed})
+
+
 def _sync_study(study: Any, spec: SweepSpec, variant: VariantSpec) -> GridSync:
     from optuna.trial import TrialState
 
@@ -148,6 +159,9 @@ def _check_same_settings(study: Any, spec: SweepSpec, task: str) -> None:
                 ("model_options", spec.model_options))
     for key, value in settings:
         stored = study.user_attrs.get(key)
+        if key == "train" and stored is not None:  # bookkeeping, not a result-changing setting
+            stored, value = ({k: v for k, v in d.items() if k != "checkpoint_every"}
+                             for d in (stored, value))
         if stored is not None and stored != value:
             changed = sorted(k for k in set(stored) | set(value) if stored.get(k) != value.get(k))
             raise ConfigError(

@@ -18,12 +18,14 @@ from typing import Any
 
 from .._json import json_safe
 from ..config import TrainConfig, TrialSpec, VariantSpec
+from ..train.signals import StopRequests, TrialStopped
 from .study import (
     HEARTBEAT_ATTR,
     HEARTBEAT_INTERVAL_S,
     fail_stale_trials,
     grid_point,
     make_pruner,
+    retry_point,
     study_run_root,
 )
 
@@ -84,6 +86,10 @@ class _OptunaReporter:
         self.trial.report(value, step)
         return self.trial.should_prune()
 
+    def on_checkpoint(self, saved: dict[str, Any]) -> None:
+        """Shown by ``lorasweep status``: the step and time of the last checkpoint, its size."""
+        self.trial.set_user_attr("checkpoint", saved)
+
 
 def _trial_spec(study: Any, trial: Any, storage_url: str) -> TrialSpec:
     attrs = study.user_attrs
@@ -111,16 +117,27 @@ def _trial_spec(study: Any, trial: Any, storage_url: str) -> TrialSpec:
 
 def run_worker(storage_url: str, study_names: list[str], events: TrialEvents | None = None,
                should_stop: Callable[[], bool] = lambda: False) -> WorkerSummary:
-    """Run waiting trials of ``study_names`` (in order) until none is left."""
-    import optuna
-    from optuna.trial import TrialState
-
+    """Run waiting trials of ``study_names`` (in order) until none is left, or until the process
+    is asked to stop (the running trial is then checkpointed, failed and its point re-enqueued)."""
     from ..train.trial import run_trial
     from .store import open_storage
 
     events = events or TrialEvents()
     storage = open_storage(storage_url, create=False)
     summary = WorkerSummary()
+    with StopRequests() as stops:  # SIGTERM/SIGUSR2: checkpoint, record, then stop
+        stopping = lambda: should_stop() or stops.signum is not None  # noqa: E731
+        _work(storage, storage_url, study_names, events, stopping, summary, run_trial)
+    stops.forward()  # the signal's own effect (end the process; submitit: requeue the job)
+    return summary
+
+
+def _work(storage: Any, storage_url: str, study_names: list[str], events: TrialEvents,
+          should_stop: Callable[[], bool], summary: WorkerSummary,
+          run_trial: Callable[..., Any]) -> None:
+    import optuna
+    from optuna.trial import TrialState
+
     for name in study_names:
         study = optuna.load_study(study_name=name, storage=storage)
         study.pruner = make_pruner(study.user_attrs.get("pruner"))  # never Optuna's default
@@ -142,8 +159,8 @@ def run_worker(storage_url: str, study_names: list[str], events: TrialEvents | N
             if state == "diverged":  # a diverged trial is a result: complete, at the worst score
                 summary.diverged += 1
                 state = "completed"
+            state = "failed" if state == "stopped" else state
             setattr(summary, state, getattr(summary, state) + 1)
-    return summary
 
 
 def _run_one(study: Any, trial: Any, spec: TrialSpec, events: TrialEvents,
@@ -153,6 +170,11 @@ def _run_one(study: Any, trial: Any, spec: TrialSpec, events: TrialEvents,
     with _Heartbeat(study, trial._trial_id):
         try:
             result = run_trial(spec, _OptunaReporter(trial, events, spec))
+        except TrialStopped as stop:  # asked to stop: the retry (any worker) resumes the point
+            trial.set_user_attr("fail_reason", str(stop))
+            study.tell(trial, state=TrialState.FAIL)
+            retry_point(study, trial.params, trial.user_attrs["grid_point"])
+            return "stopped", None
         except KeyboardInterrupt:  # free the grid point at once, so a rerun retries it
             trial.set_user_attr("fail_reason", "interrupted")
             study.tell(trial, state=TrialState.FAIL)

@@ -2,13 +2,15 @@
 
 Reads top to bottom: optimizer from the variant's parameter groups -> warm-up + decay schedule ->
 steps of (accumulated) micro-batches -> clip -> hooks -> step -> periodic evaluation reported to
-the trial -> final evaluation.
+the trial -> checkpoint (on its schedule, or when asked to stop) -> final evaluation. A resumed
+trial loads a checkpoint first and continues from its step.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -19,8 +21,23 @@ import torch
 from ..config import TrainConfig
 from ..tasks import Task, TaskData
 from ..variants import Variant
+from . import signals
+from .checkpoint import Checkpoints, rng_state, set_rng_state
+from .signals import StopRequests, TrialStopped
 
-__all__ = ["DIVERGENCE_FACTOR", "Diverged", "Reporter", "diverged_loss", "TrainResult", "lr_lambda", "train", "total_steps"]
+__all__ = [
+    "DIVERGENCE_FACTOR",
+    "Diverged",
+    "Reporter",
+    "TrainResult",
+    "TrialStopped",
+    "batch_order",
+    "diverged_loss",
+    "lr_lambda",
+    "micro_batches",
+    "total_steps",
+    "train",
+]
 
 
 class Diverged(Exception):
@@ -54,6 +71,8 @@ class Reporter(Protocol):
     def on_step(self, step: int, loss: float) -> None: ...
     def report(self, step: int, value: float) -> bool:
         """Record an intermediate score; True means stop this trial (pruned)."""
+    def on_checkpoint(self, saved: dict[str, Any]) -> None:
+        """A checkpoint was written (step, bytes, seconds, time); optional."""
 
 
 class SilentReporter:
@@ -120,33 +139,73 @@ def autocast_for(cfg: TrainConfig, device: torch.device) -> Callable[[], Any]:
 _GROUP_BATCHES = 32  # batches per length-sorted pool
 
 
-def micro_batches(task: Task, tokenizer: Any, examples: list[dict[str, Any]], cfg: TrainConfig,
-                  seed: int) -> Iterator[dict[str, torch.Tensor]]:
-    """Endless seeded shuffles of the training set, collated into micro-batches.
+def batch_order(task: Task, examples: list[dict[str, Any]], batch_size: int,
+                seed: int) -> Iterator[list[int]]:
+    """Endless seeded shuffles of the training set, as lists of example indices.
 
     Batches are grouped by length: each shuffled pool of ``_GROUP_BATCHES`` batches is sorted by
     length, cut into batches, and the batches are shuffled again. Every batch is still a random
     draw of similar-length examples, and padding (most of the compute on short texts) shrinks.
     """
     generator = torch.Generator().manual_seed(seed)
-    size = cfg.batch_size
-    pool = size * _GROUP_BATCHES
+    pool = batch_size * _GROUP_BATCHES
     while True:
         order = torch.randperm(len(examples), generator=generator).tolist()
         batches = []
-        for start in range(0, len(order) - size + 1, pool):
+        for start in range(0, len(order) - batch_size + 1, pool):
             chunk = sorted(order[start : start + pool], key=lambda i: task.length(examples[i]))
-            batches += [chunk[i : i + size] for i in range(0, len(chunk) - size + 1, size)]
+            batches += [chunk[i : i + batch_size]
+                        for i in range(0, len(chunk) - batch_size + 1, batch_size)]
         for b in torch.randperm(len(batches), generator=generator).tolist():
-            yield task.collate(tokenizer, [examples[i] for i in batches[b]], cfg.max_length)
+            yield batches[b]
+
+
+def micro_batches(task: Task, tokenizer: Any, examples: list[dict[str, Any]], cfg: TrainConfig,
+                  seed: int, start: int = 0) -> Iterator[dict[str, torch.Tensor]]:
+    """:func:`batch_order` collated into micro-batches, from the ``start``-th on (a resumed
+    trial skips the batches it drew before without collating them)."""
+    order = itertools.islice(batch_order(task, examples, cfg.batch_size, seed), start, None)
+    for indices in order:
+        yield task.collate(tokenizer, [examples[i] for i in indices], cfg.max_length)
+
+
+@dataclasses.dataclass
+class _Progress:
+    """What the loop accumulates, saved with every checkpoint."""
+
+    step: int = 0
+    tokens: int = 0
+    loss: float = math.nan
+    best: float = -math.inf
+    seconds: float = 0.0  # training seconds of earlier processes (resumed trials)
+    history: list[dict[str, float]] = dataclasses.field(default_factory=list)
+    curve: list[list[float]] = dataclasses.field(default_factory=list)  # [[step, loss]]
 
 
 def train(model: torch.nn.Module, variant: Variant, task: Task, tokenizer: Any, data: TaskData,
           cfg: TrainConfig, lr: float, seed: int, device: torch.device,
-          reporter: Reporter | None = None) -> TrainResult:
-    reporter = reporter or SilentReporter()
+          reporter: Reporter | None = None, checkpoints: Checkpoints | None = None,
+          resume: dict[str, Any] | None = None) -> TrainResult:
+    """Train ``steps`` optimizer steps; with ``checkpoints``, save the whole state on their
+    schedule and when the process is asked to stop (then raise :class:`TrialStopped`); with
+    ``resume`` (a loaded checkpoint), continue from its step, bit for bit as if never stopped."""
+    own = StopRequests() if signals.active() is None else None
+    try:
+        with own or contextlib.nullcontext():
+            return _train(model, variant, task, tokenizer, data, cfg, lr, seed, device,
+                          reporter or SilentReporter(), checkpoints, resume)
+    finally:
+        if own is not None:
+            own.forward()
+
+
+def _train(model: torch.nn.Module, variant: Variant, task: Task, tokenizer: Any, data: TaskData,
+           cfg: TrainConfig, lr: float, seed: int, device: torch.device, reporter: Reporter,
+           checkpoints: Checkpoints | None, resume: dict[str, Any] | None) -> TrainResult:
     autocast = autocast_for(cfg, device)
     steps = total_steps(cfg, len(data.train))
+    if resume is not None:  # before the optimizer: a variant may re-create tensors (ranks)
+        variant.load_state_dict({k: v.to(device) for k, v in resume["adapter"].items()})
     variant.begin_training(steps)
     optimizer = torch.optim.AdamW(variant.param_groups(lr, cfg.weight_decay))
     schedule = lr_lambda(cfg, steps)
@@ -154,27 +213,43 @@ def train(model: torch.nn.Module, variant: Variant, task: Task, tokenizer: Any, 
         optimizer, lambda s: schedule(s) * variant.lr_factor(s)
     )
     params = [p for group in optimizer.param_groups for p in group["params"]]
-    batches = micro_batches(task, tokenizer, data.train, cfg, seed)
+    progress = _Progress()
+    if resume is not None:
+        variant.load_training_state(resume["variant"])
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
+        progress = _Progress(**resume["loop"])
+        for point in progress.history:  # the new trial gets the scores reported before
+            reporter.report(int(point["step"]), point["validation"])
+    batches = micro_batches(task, tokenizer, data.train, cfg, seed, progress.step * cfg.grad_accum)
 
     def evaluate(examples: list[dict[str, Any]]) -> float:
         return task.evaluate(model, tokenizer, examples, cfg.batch_size, cfg.max_length, autocast)
 
-    history: list[dict[str, float]] = []
-    curve: list[list[float]] = []
+    def save() -> None:
+        state = {"adapter": variant.state_dict(), "variant": variant.training_state(),
+                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                 "rng": rng_state(), "loop": dataclasses.asdict(progress)}
+        saved = checkpoints.save(state)
+        on_checkpoint = getattr(reporter, "on_checkpoint", None)
+        if on_checkpoint is not None:
+            on_checkpoint(saved)
+
+    history, curve, step = progress.history, progress.curve, progress.step
     every = max(1, steps // _CURVE_POINTS)
-    best = -math.inf
-    loss_value, tokens, diverged, pruned = math.nan, 0, False, False
+    diverged = pruned = False
     reporter.on_start(steps)
     model.train()
-    started = time.perf_counter()
-    step = 0
+    if resume is not None:
+        set_rng_state(resume["rng"])  # last: nothing may draw between here and the next step
+    started = last_save = time.perf_counter()
     try:
-        for step in range(1, steps + 1):
+        for step in range(progress.step + 1, steps + 1):
             loss_sum = 0.0
             for _ in range(cfg.grad_accum):
                 batch = {k: v.to(device) for k, v in next(batches).items()}
                 mask = batch.get("attention_mask")
-                tokens += int(mask.sum()) if mask is not None else len(next(iter(batch.values())))
+                progress.tokens += int(mask.sum()) if mask is not None else len(next(iter(batch.values())))
                 with autocast():
                     loss = model(**batch).loss
                     extra = variant.extra_loss()
@@ -191,36 +266,47 @@ def train(model: torch.nn.Module, variant: Variant, task: Task, tokenizer: Any, 
             variant.after_optimizer_step(step, optimizer)
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            loss_value = loss_sum / cfg.grad_accum
+            progress.loss = loss_sum / cfg.grad_accum
             if step == 1 or step % every == 0 or step == steps:
-                curve.append([step, loss_value])
-            reporter.on_step(step, loss_value)
+                curve.append([step, progress.loss])
+            reporter.on_step(step, progress.loss)
             if cfg.eval_every and step % cfg.eval_every == 0 and step < steps:
                 score = evaluate(data.validation)
-                best = max(best, score)
-                history.append({"step": step, "validation": score, "loss": loss_value})
+                progress.best = max(progress.best, score)
+                history.append({"step": step, "validation": score, "loss": progress.loss})
                 if reporter.report(step, score):
                     pruned = True
                     break
+            progress.step = step
+            stop = signals.requested()
+            periodic = step < steps and checkpoints is not None and checkpoints.due(
+                step, time.perf_counter() - last_save)
+            if checkpoints is not None and checkpoints.enabled and (periodic or stop):
+                progress.seconds += time.perf_counter() - started
+                started = time.perf_counter()
+                save()
+                last_save = time.perf_counter()
+            if stop is not None:
+                raise TrialStopped(stop, step, checkpoints is not None and checkpoints.enabled)
     except Diverged:
         diverged = True
-    seconds = time.perf_counter() - started
+    seconds = progress.seconds + time.perf_counter() - started
     if diverged:
         worst = task.worst_score
         history.append({"step": step, "validation": worst, "loss": math.nan})
-        return TrainResult(worst, worst, worst, step, math.nan, True, False, seconds, tokens, history,
-                           curve)
+        return TrainResult(worst, worst, worst, step, math.nan, True, False, seconds,
+                           progress.tokens, history, curve)
     if curve and curve[-1][0] != step:
-        curve.append([step, loss_value])
+        curve.append([step, progress.loss])
     diverged = diverged_loss(curve)  # finite, but far above where it started: scored, flagged
     validation = evaluate(data.validation)
-    best = max(best, validation)
-    history.append({"step": step, "validation": validation, "loss": loss_value})
+    best = max(progress.best, validation)
+    history.append({"step": step, "validation": validation, "loss": progress.loss})
     if pruned:
         test = math.nan
     elif data.test is data.validation:  # tasks that score their validation split as test (GLUE)
         test = validation
     else:
         test = evaluate(data.test)
-    return TrainResult(validation, test, best, step, loss_value, diverged, pruned, seconds, tokens,
-                       history, curve)
+    return TrainResult(validation, test, best, step, progress.loss, diverged, pruned, seconds,
+                       progress.tokens, history, curve)

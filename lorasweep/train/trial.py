@@ -15,6 +15,7 @@ from typing import Any
 
 from .._json import json_safe
 from ..config import TrialSpec
+from .checkpoint import Checkpoints
 from .loop import Reporter, micro_batches, train
 
 __all__ = ["TrialResult", "provenance", "run_trial"]
@@ -96,18 +97,28 @@ def run_trial(spec: TrialSpec, reporter: Reporter | None = None) -> TrialResult:
     model.to(device)
     variant = get_variant(model)
 
-    prepare_started = time.perf_counter()
-    estimation = itertools.islice(
-        micro_batches(task, tokenizer, data.train, spec.train, seed=spec.seed + 10_000),
-        spec.train.estimation_batches,
-    )
-    prepared = variant.prepare(model, ({k: t.to(device) for k, t in b.items()} for b in estimation))
-    prepare_seconds = time.perf_counter() - prepare_started
+    checkpoints = Checkpoints.for_trial(spec)
+    resume = checkpoints.load()
+    if resume is None:
+        prepare_started = time.perf_counter()
+        estimation = itertools.islice(
+            micro_batches(task, tokenizer, data.train, spec.train, seed=spec.seed + 10_000),
+            spec.train.estimation_batches,
+        )
+        batches = ({k: t.to(device) for k, t in b.items()} for b in estimation)
+        facts = {**variant.prepare(model, batches), "seconds": time.perf_counter() - prepare_started}
+        prepared = json.loads(json.dumps(json_safe(facts), default=str))  # plain data, saved
+        checkpoints.trial = {"prepare": prepared, "resumes": 0}
+    else:  # what prepare computed is in the checkpoint's adapter tensors
+        checkpoints.trial = {**resume["trial"], "resumes": resume["trial"]["resumes"] + 1}
+        prepared = checkpoints.trial["prepare"]
+    resumed_from = resume["loop"]["step"] if resume is not None else 0
 
     result = train(model, variant, task, tokenizer, data, spec.train, spec.lr, spec.seed, device,
-                   reporter)
+                   reporter, checkpoints, resume)
     if not result.diverged and not result.pruned:
         save_adapter(model, run_dir / "adapter", base_model=spec.model)
+    checkpoints.delete()  # the trial is over: its result (and adapter) replace the checkpoint
 
     trainable = sum(p.numel() for _, p in variant.adapter_parameters())
     metrics = {
@@ -126,7 +137,10 @@ def run_trial(spec: TrialSpec, reporter: Reporter | None = None) -> TrialResult:
         "trainable_params": trainable,
         "wall_time_s": time.perf_counter() - started,
         "train_time_s": result.train_seconds,
-        "prepare": {**prepared, "seconds": prepare_seconds},
+        "prepare": prepared,
+        "resumed_from_step": resumed_from,
+        "resumes": checkpoints.trial["resumes"],
+        "checkpoint": checkpoints.summary(),
         "peak_memory_mb": _peak_memory_mb(device),
         "history": result.history,
         "loss_curve": result.loss_curve,
@@ -134,7 +148,8 @@ def run_trial(spec: TrialSpec, reporter: Reporter | None = None) -> TrialResult:
         "run_dir": str(run_dir),
         **provenance(device),
     }
-    summary = {**metrics, **{k: attrs[k] for k in ("wall_time_s", "peak_memory_mb", "prepare")}}
+    kept = ("wall_time_s", "peak_memory_mb", "prepare", "resumed_from_step", "resumes")
+    summary = {**metrics, **{k: attrs[k] for k in kept}}
     (run_dir / "metrics.json").write_text(json.dumps(json_safe(summary), indent=2))
     value = result.best_validation if task.objective == "best" else result.validation
     return TrialResult(value, result.pruned, metrics, attrs)

@@ -213,6 +213,19 @@ class AdaLora(Variant):
         if step == end:  # the final pattern is fixed; the statistics are no longer needed
             self._sens, self._unc = [], []
 
+    def training_state(self) -> dict:
+        """The importance EMAs, the frozen pattern and the budget (the schedule's position
+        follows from the step, the phases from ``begin_training``)."""
+        return {"sens": list(self._sens), "unc": list(self._unc), "budget": self.budget,
+                "keep": None if self._keep is None else list(self._keep)}
+
+    def load_training_state(self, state: dict) -> None:
+        device = self.layers[next(iter(self.layers))].lora_E.device if self.layers else "cpu"
+        self._sens = [t.to(device) for t in state["sens"]]
+        self._unc = [t.to(device) for t in state["unc"]]
+        self._keep = None if state["keep"] is None else [t.to(device) for t in state["keep"]]
+        self.budget = state["budget"]
+
     # -------------------------------------------------------------------------- allocator
     @torch.no_grad()
     def _update_importance(self) -> None:

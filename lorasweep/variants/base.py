@@ -345,6 +345,16 @@ class Variant:
     def after_optimizer_step(self, step: int, optimizer: torch.optim.Optimizer) -> None:
         """Runs after each optimizer step (rank allocation, periodic merges)."""
 
+    def training_state(self) -> dict[str, Any]:
+        """State the variant keeps outside its tensors, for a checkpoint (tensors, numbers,
+        lists and dicts of them): e.g. importance statistics and a budget schedule's position.
+        Tensors of the layers (ranks, initial updates, merges) are in :meth:`state_dict`
+        already; a resumed trial loads them and does not run ``prepare`` again."""
+        return {}
+
+    def load_training_state(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`training_state` (called after ``begin_training``, before the step)."""
+
     # ---------------------------------------------------------------------- whole-model ops
     def merge(self) -> None:
         if not self.mergeable:
@@ -376,14 +386,18 @@ class Variant:
             saved_a = mine.get("lora_A")
             if saved_a is not None and saved_a.shape != layer.lora_A.shape:
                 layer.set_rank(saved_a.shape[0])  # a rank chosen from data (GoRA, EVA)
-            if layer.has_initial_update:  # undo the fresh init's residual, apply the saved one
+            # undo the fresh init's residual and apply the saved one (unless they are the same)
+            refold = layer.has_initial_update and not all(
+                torch.equal(mine[k].to(b.device), b) for k, b in
+                (("lora_B0", layer.lora_B0), ("lora_A0", layer.lora_A0)) if k in mine)
+            if refold:
                 layer.base.weight.add_(layer.initial_update().to(layer.base.weight.dtype))
             for k, v in mine.items():
                 target = layer.get_parameter(k) if k in dict(layer.named_parameters()) else None
                 if target is None:
                     target = layer.get_buffer(k)
                 target.copy_(v.to(target.dtype))
-            if layer.has_initial_update:
+            if refold:
                 layer.subtract_initial_update()
 
 

@@ -147,6 +147,17 @@ class ReLora(Variant):
         for _, p in self.adapter_parameters():
             _reset_state(optimizer.state.get(p))
 
+    def training_state(self) -> dict:
+        """The merge count (the merged factors themselves are buffers of the adapter state)."""
+        return {"merges": self.merge_count}
+
+    def load_training_state(self, state: dict) -> None:
+        if state["merges"] != self.merge_count:
+            raise VariantError(
+                f"relora checkpoint records {state['merges']} merges but its adapter holds "
+                f"{self.merge_count}: the checkpoint is damaged; delete it to start afresh"
+            )
+
     @torch.no_grad()
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         for lname, layer in self.layers.items():  # size the merge buffers to the saved ones

@@ -1,0 +1,96 @@
+"""A sweep stopped mid-trial resumes where it stopped, on the inline and the local launcher.
+
+The sweep runs in its own process against a real SQLite store. Once its trial has written a
+checkpoint, the process is asked to stop: SIGTERM to the inline worker; Ctrl-C (SIGINT) to the
+local launcher's parent, which terminates its worker process. The stopped trial is failed with
+the reason, its grid point re-enqueued at once, and the next run resumes it from the checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from lorasweep.config import SweepSpec, TrainConfig, VariantSpec
+from lorasweep.sweep.run import run_sweep
+from lorasweep.sweep.store import open_storage
+from lorasweep.sweep.study import study_name
+
+REPO = Path(__file__).resolve().parents[2]
+
+_SWEEP = """
+import sys
+from lorasweep.config import SweepSpec
+from lorasweep.sweep.run import run_sweep
+run_sweep(SweepSpec.from_dict({spec!r}))
+"""
+
+
+def _spec(model: Path, tmp_path: Path, launcher: str) -> SweepSpec:
+    return SweepSpec(
+        name="resume", model=str(model), task="sentiment", launcher=launcher,
+        variants=[VariantSpec("lora", rank=4, alpha=8)], lrs=[1e-3], seeds=[0],
+        train=TrainConfig(steps=30, batch_size=8, max_length=32, checkpoint_every=5),
+        task_options={"eval_limit": 16}, storage=f"sqlite:///{tmp_path / 's.db'}",
+        runs_dir=str(tmp_path / "runs"),
+    )
+
+
+def _study(spec: SweepSpec):
+    storage = open_storage(spec.storage, create=False)
+    return optuna.load_study(study_name=study_name(spec, spec.variants[0]), storage=storage)
+
+
+def _wait_for_checkpoint(spec: SweepSpec, proc: subprocess.Popen) -> None:
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        time.sleep(0.3)
+        try:
+            running = _study(spec).get_trials(states=(TrialState.RUNNING,))
+        except Exception:  # the store or study is not there yet
+            continue
+        if running and "checkpoint" in running[0].user_attrs:
+            return
+    proc.kill()
+    pytest.fail("no checkpoint before the deadline: " + proc.stderr.read().decode()[-2000:])
+
+
+@pytest.mark.parametrize(("launcher", "sig"), [("inline", signal.SIGTERM),
+                                               ("local", signal.SIGINT)])
+def test_stopped_sweep_resumes_its_trial(tiny_bert_dir, tmp_path, launcher, sig):
+    spec = _spec(tiny_bert_dir, tmp_path, launcher)
+    data = {**spec.to_dict(), "variants": [{"key": "lora", "rank": 4, "alpha": 8}]}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.Popen([sys.executable, "-c", _SWEEP.format(spec=data)], env=env,
+                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _wait_for_checkpoint(spec, proc)
+    os.kill(proc.pid, sig)
+    assert proc.wait(timeout=120) != 0
+
+    trials = _study(spec).get_trials()
+    stopped = [t for t in trials if t.state == TrialState.FAIL]
+    assert len(stopped) == 1, [(t.state, t.user_attrs.get("fail_reason")) for t in trials]
+    reason = stopped[0].user_attrs["fail_reason"]
+    assert reason.startswith("stopped by SIGTERM: checkpoint saved at step ")
+    saved_at = int(reason.rsplit(" ", 1)[1])
+    assert saved_at >= 5
+    waiting = [t for t in trials if t.state == TrialState.WAITING]
+    assert len(waiting) == 1 and waiting[0].user_attrs["grid_point"] == "lr=0.001,seed=0"
+    assert waiting[0].user_attrs["retry"] == 1
+
+    outcome = run_sweep(dataclasses.replace(spec, launcher="inline"))
+    assert outcome.summary.completed == 1 and outcome.skipped == 0
+    done = [t for t in _study(spec).get_trials() if t.state == TrialState.COMPLETE]
+    assert len(done) == 1
+    assert done[0].user_attrs["resumed_from_step"] == saved_at
+    assert done[0].user_attrs["resumes"] == 1 and done[0].user_attrs["steps"] == 30
+    assert not list((tmp_path / "runs").rglob("*.pt"))  # the checkpoint went with completion
