@@ -23,7 +23,7 @@ from optuna.trial import TrialState
 from lorasweep.config import SweepSpec, TrainConfig, VariantSpec
 from lorasweep.sweep.run import run_sweep
 from lorasweep.sweep.store import open_storage
-from lorasweep.sweep.study import study_name
+from lorasweep.sweep.study import grid_point, study_name
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -84,7 +84,7 @@ def test_stopped_sweep_resumes_its_trial(tiny_bert_dir, tmp_path, launcher, sig)
     saved_at = int(reason.rsplit(" ", 1)[1])
     assert saved_at >= 5
     waiting = [t for t in trials if t.state == TrialState.WAITING]
-    assert len(waiting) == 1 and waiting[0].user_attrs["grid_point"] == "lr=0.001,seed=0"
+    assert len(waiting) == 1 and waiting[0].user_attrs["grid_point"] == grid_point(1e-3, 0)
     assert waiting[0].user_attrs["retry"] == 1
 
     outcome = run_sweep(dataclasses.replace(spec, launcher="inline"))
