@@ -155,10 +155,11 @@ def _run(spec: Any) -> None:
 def report(
     sweep: SweepOpt = None,
     storage: StorageOpt = None,
-    out: Annotated[Path, typer.Option("--out", help="Folder for report.md, curves.png, results.csv, results.json.")] = REPORTS_DIR,
-    tolerance: Annotated[float, typer.Option("--band-tolerance", help="A learning rate is 'good' within this (absolute) of the peak.")] = 0.01,
+    out: Annotated[Path, typer.Option("--out", help="Folder for report.html, report.md, curves.png, results.csv, results.json.")] = REPORTS_DIR,
+    tolerance: Annotated[float, typer.Option("--band-tolerance", help="A learning rate is 'good' within this (absolute) of the best validation score.")] = 0.01,
+    reference: Annotated[bool, typer.Option("--reference", help="Print only the comparison with the study's published curves (best LR vs LoRA's: study / here); writes nothing.")] = False,
 ) -> None:
-    """Collate the studies into a learning-rate sensitivity report."""
+    """Collate the studies into a learning-rate sensitivity report (read-only on the store)."""
     from .report import collect_rows, render_terminal, summarise, write_report
 
     try:
@@ -168,13 +169,42 @@ def report(
     if not rows:
         _fail(f"no trials found{f' for sweep {sweep!r}' if sweep else ''}: run `lorasweep run` first or check --sweep/--storage")
     summaries = summarise(rows, tolerance)
-    render_terminal(summaries, console)
+    if reference:
+        _print_reference(summaries)
+        return
+    render_terminal(summaries, console, rows)
     paths = write_report(summaries, rows, out, tolerance)
     console.print("wrote " + ", ".join(str(p) for p in paths.values()), highlight=False,
                   soft_wrap=True)
     main_file = paths.get("report.html") or paths["report.md"]
     console.print(f"open the report: {main_file.resolve().as_uri()}", highlight=False,
                   soft_wrap=True)
+
+
+def _print_reference(summaries: list[Any]) -> None:
+    from rich.table import Table
+
+    from .report import compare
+    from .report._format import lr_text
+
+    rows = compare(summaries)
+    if not rows:
+        _fail("the study has no published curves for these tasks (it has GLUE, image "
+              "classification, GSM8K and HumanEval): sweep one of those families")
+    table = Table(title="best learning rate vs LoRA's: the study / here")
+    for col in ("task", "variant", "study best LR", "study / LoRA's", "here best LR",
+                "here / LoRA's", "reproduced"):
+        table.add_column(col, justify="left" if col in ("task", "variant") else "right")
+    for r in rows:
+        table.add_row(escape(r["task"]), escape(r["variant_tag"]), lr_text(r["study_best_lr"]),
+                      _ratio(r["study_ratio"]), lr_text(r["here_best_lr"]),
+                      _ratio(r["here_ratio"]), {True: "yes", False: "no", None: "-"}[r["agrees"]])
+    console.print(table)
+    console.print(escape(f"the study: {rows[0]['study']}"), highlight=False, soft_wrap=True)
+
+
+def _ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3g}x"
 
 
 def _print_where(spec: Any) -> None:
@@ -201,6 +231,8 @@ def status(sweep: SweepOpt = None, storage: StorageOpt = None, as_json: JsonOpt 
         studies = study_status(storage, sweep)
     except _user_errors() as err:
         _fail(str(err))
+    if sweep is not None and not studies:
+        _fail(f"no sweep named {sweep!r} in the store: check --sweep (see `lorasweep status`)")
     if as_json:
         typer.echo(json.dumps(studies, indent=2))
         return

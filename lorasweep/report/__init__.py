@@ -1,6 +1,10 @@
-"""Reports: collect (store -> tidy rows -> summaries) and render (terminal, md, csv, json, png)."""
+"""Reports: collect (store -> rows), select (the validation rule), render (terminal, Markdown,
+HTML, PNG, CSV, JSON), reference (the study's curves), export (the tuned adapters)."""
 
-from .collect import collect_rows, study_status, summarise
+from .collect import collect_rows, study_status
+from .reference import compare, study_curves
 from .render import render_terminal, write_report
+from .select import SELECTION_RULE, VariantSummary, summarise
 
-__all__ = ["collect_rows", "render_terminal", "study_status", "summarise", "write_report"]
+__all__ = ["SELECTION_RULE", "VariantSummary", "collect_rows", "compare", "render_terminal",
+           "study_curves", "study_status", "summarise", "write_report"]

@@ -1,16 +1,19 @@
-"""Store -> tidy table: one row per grid-point trial, then per-variant learning-rate summaries.
+"""Store -> tidy table: one row per grid-point trial (summaries: :mod:`lorasweep.report.select`).
 
 The report reads the study store only (never a worker's memory), so it can be made at any time,
-from any machine that reaches the store, while a sweep is still running.
+from any machine that reaches the store, while a sweep is still running. Reading never writes:
+the store is opened read-only (no schema is created in an empty file, no journal file made).
+
+Each row carries both scores: ``validation_score`` (chooses) and ``test_score`` (is reported).
+For tasks whose validation split is their test set, ``select_score`` and ``score`` are both the
+best score over the trial's evaluations (the study's protocol) and ``selection`` says so.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import math
-import statistics
-from collections import defaultdict
 from typing import Any
+
+from .select import Cell, VariantSummary, summarise
 
 __all__ = ["Cell", "VariantSummary", "collect_rows", "study_status", "summarise"]
 
@@ -47,8 +50,6 @@ def collect_rows(storage_url: str | None, sweep: str | None = None) -> list[dict
             if t.state.name == "FAIL" and t.user_attrs["grid_point"] in retried:
                 continue
             u = t.user_attrs
-            metric = u.get("metric")
-            score = u.get(f"test_{metric}") if metric else None
             rows.append({
                 "sweep": s["sweep"], "task": s["task"], "task_group": s.get("task_group"),
                 "model": s["model"],
@@ -56,15 +57,50 @@ def collect_rows(storage_url: str | None, sweep: str | None = None) -> list[dict
                 "trial": t.number, "state": t.state.name.lower(),
                 "lr": t.params.get("lr", u.get("config", {}).get("lr")),
                 "seed": t.params.get("seed"),
-                "metric": metric, "value": t.value,
-                "score": score if score is not None else t.value,
+                **_scores(u, t.value),
                 "diverged": bool(u.get("diverged", False)),
+                "pruner": s.get("pruner"),
+                "steps": u.get("steps"), "train_time_s": u.get("train_time_s"),
                 "wall_time_s": u.get("wall_time_s"), "peak_memory_mb": u.get("peak_memory_mb"),
                 "tokens_per_second": u.get("tokens_per_second"),
                 "trainable_params": u.get("trainable_params"),
                 "fail_reason": u.get("fail_reason"),
+                "run_dir": u.get("run_dir"),
+                "loss_curve": u.get("loss_curve"),
+                "provenance": _provenance(u),
             })
     return rows
+
+
+_PROVENANCE = ("config", "variant_config", "lorasweep_version", "torch_version",
+               "transformers_version", "python_version", "host", "device", "run_dir")
+
+
+def _provenance(u: dict[str, Any]) -> dict[str, Any]:
+    """What made the trial, with any storage URL's password masked."""
+    from ..sweep.store import storage_label
+
+    prov = {k: u[k] for k in _PROVENANCE if k in u}
+    config = prov.get("config")
+    if isinstance(config, dict) and config.get("storage"):
+        prov["config"] = {**config, "storage": storage_label(config["storage"])}
+    return prov
+
+
+def _scores(u: dict[str, Any], value: float | None) -> dict[str, Any]:
+    """The trial's scores and which of them choose (``select_score``) and report (``score``)."""
+    metric = u.get("metric")
+    validation = u.get(f"validation_{metric}", value) if metric else value
+    test = u.get(f"test_{metric}") if metric else None
+    best = u.get(f"best_validation_{metric}") if metric else None
+    if u.get("validation_is_test"):  # no separate validation split: the study's protocol
+        one = best if best is not None else validation
+        return {"metric": metric, "value": value, "validation_score": validation,
+                "test_score": test, "best_validation_score": best,
+                "selection": "best-over-evaluations", "select_score": one, "score": one}
+    return {"metric": metric, "value": value, "validation_score": validation, "test_score": test,
+            "best_validation_score": best, "selection": "validation",
+            "select_score": validation, "score": test if test is not None else value}
 
 
 def _retried_points(trials: list) -> set[str]:
@@ -91,101 +127,4 @@ def study_status(storage_url: str | None, sweep: str | None = None) -> list[dict
         s = study.user_attrs
         out.append({"study": study.study_name, "sweep": s["sweep"], "task": s["task"],
                     "model": s["model"], "variant": s["variant_tag"], **counts})
-    return out
-
-
-@dataclasses.dataclass
-class Cell:
-    """Score of one (variant, lr) over seeds."""
-
-    mean: float
-    std: float
-    n: int
-    diverged: int
-
-
-@dataclasses.dataclass
-class VariantSummary:
-    sweep: str
-    task: str
-    model: str
-    variant: str
-    variant_tag: str
-    metric: str
-    cells: dict[float, Cell]
-    best_lr: float | None
-    peak: float | None
-    band: tuple[float, float] | None  # lowest and highest LR within tolerance of the peak
-    delta_vs_lora: float | None = None
-
-    @property
-    def band_decades(self) -> float | None:
-        return None if self.band is None else math.log10(self.band[1] / self.band[0])
-
-
-def _group_averages(summaries: list[VariantSummary], rows: list[dict[str, Any]],
-                    band_tolerance: float) -> list[VariantSummary]:
-    """For task groups (``glue``): per variant and LR, the mean over the group's tasks.
-
-    A learning rate enters the average only where every task of the group has a score, as the
-    study averages the nine GLUE tasks.
-    """
-    groups: dict[tuple, set[str]] = defaultdict(set)
-    for r in rows:
-        if r.get("task_group"):
-            groups[(r["sweep"], r["task_group"], r["model"])].add(r["task"])
-    out = []
-    for (sweep, group, model), tasks in sorted(groups.items()):
-        by_variant: dict[str, list[VariantSummary]] = defaultdict(list)
-        for s in summaries:
-            if (s.sweep, s.model) == (sweep, model) and s.task in tasks:
-                by_variant[s.variant_tag].append(s)
-        for tag, members in sorted(by_variant.items()):
-            if {m.task for m in members} != tasks:
-                continue  # not every task has results yet
-            lrs = set.intersection(*(set(m.cells) for m in members))
-            if not lrs:
-                continue
-            cells = {lr: Cell(statistics.fmean(m.cells[lr].mean for m in members),
-                              statistics.fmean(m.cells[lr].std for m in members),
-                              min(m.cells[lr].n for m in members),
-                              sum(m.cells[lr].diverged for m in members)) for lr in sorted(lrs)}
-            best_lr = max(cells, key=lambda lr: cells[lr].mean)
-            peak = cells[best_lr].mean
-            good = [lr for lr, c in cells.items() if c.mean >= peak - band_tolerance]
-            out.append(VariantSummary(sweep, f"{group} (avg of {len(tasks)})", model,
-                                      members[0].variant, tag, "average", cells, best_lr, peak,
-                                      (min(good), max(good))))
-    return out
-
-
-def summarise(rows: list[dict[str, Any]], band_tolerance: float = 0.01) -> list[VariantSummary]:
-    """Mean ± std per (variant, lr) over completed seeds; best LR, peak, good-LR band, Δ vs LoRA.
-
-    The good-LR band runs from the lowest to the highest grid LR whose mean score is within
-    ``band_tolerance`` (absolute) of the variant's peak.
-    """
-    groups: dict[tuple, dict[float, list[dict]]] = defaultdict(lambda: defaultdict(list))
-    for r in rows:
-        if r["state"] == "complete" and r["score"] is not None:
-            key = (r["sweep"], r["task"], r["model"], r["variant"], r["variant_tag"], r["metric"])
-            groups[key][r["lr"]].append(r)
-    out = []
-    for (sweep, task, model, variant, tag, metric), by_lr in sorted(groups.items()):
-        cells = {}
-        for lr, rs in sorted(by_lr.items()):
-            scores = [r["score"] for r in rs]
-            std = statistics.stdev(scores) if len(scores) > 1 else 0.0
-            cells[lr] = Cell(statistics.fmean(scores), std, len(scores), sum(r["diverged"] for r in rs))
-        best_lr = max(cells, key=lambda lr: cells[lr].mean)
-        peak = cells[best_lr].mean
-        good = [lr for lr, c in cells.items() if c.mean >= peak - band_tolerance]
-        out.append(VariantSummary(sweep, task, model, variant, tag, metric, cells, best_lr, peak,
-                                  (min(good), max(good))))
-    out += _group_averages(out, rows, band_tolerance)
-    for s in out:
-        lora = [o for o in out if (o.sweep, o.task, o.model) == (s.sweep, s.task, s.model)
-                and o.variant == "lora"]
-        if lora and s.peak is not None:
-            s.delta_vs_lora = s.peak - max(o.peak for o in lora)
     return out

@@ -1,97 +1,93 @@
-"""Render summaries: a rich terminal table, report.md, results.csv, results.json, curves.png."""
+"""Render summaries: a rich terminal table, report.md, report.html, results.csv/json, curves.png."""
 
 from __future__ import annotations
 
 import csv
 import dataclasses
 import json
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 from .._json import json_safe
-from ..text import format_lr, plain
-from .collect import VariantSummary
+from ..text import plain
+from ._format import (
+    band_text,
+    by_task,
+    cell_text,
+    delta_text,
+    lr_text,
+    lrs_of,
+    ratio_text,
+    tuned_text,
+    unlisted_trials,
+)
+from .select import SELECTION_RULE, VariantSummary
 
-__all__ = ["render_terminal", "write_report"]
+__all__ = ["render_terminal", "results_payload", "write_report"]
 
-
-def _by_task(summaries: list[VariantSummary]) -> dict[tuple[str, str, str], list[VariantSummary]]:
-    """One table (and one plot) per sweep, task and model."""
-    grouped: dict[tuple[str, str, str], list[VariantSummary]] = defaultdict(list)
-    for s in summaries:
-        grouped[(s.sweep, s.task, s.model)].append(s)
-    return grouped
-
-
-def _lrs(group: list[VariantSummary]) -> list[float]:
-    return sorted({lr for s in group for lr in s.cells})
-
-
-def _cell_text(s: VariantSummary, lr: float) -> str:
-    c = s.cells.get(lr)
-    if c is None:
-        return "-"
-    text = f"{c.mean:.3f}" + (f" ± {c.std:.3f}" if c.n > 1 else "")
-    return text + (" (div)" if c.diverged else "")
+#: Row fields too bulky for the CSV (they stay in results.json and the HTML report).
+_BULKY = ("loss_curve", "provenance")
 
 
-def _band_text(s: VariantSummary) -> str:
-    if s.band is None:
-        return "-"
-    return f"{format_lr(s.band[0])} – {format_lr(s.band[1])} ({s.band_decades:.1f} dec)"
-
-
-def _delta_text(s: VariantSummary) -> str:
-    if s.variant == "lora":
-        return "baseline"
-    return "-" if s.delta_vs_lora is None else f"{s.delta_vs_lora:+.3f}"
-
-
-def render_terminal(summaries: list[VariantSummary], console: Any) -> None:
+def render_terminal(summaries: list[VariantSummary], console: Any,
+                    rows: list[dict[str, Any]] | None = None) -> None:
     from rich.table import Table
 
-    for (sweep, task, model), group in _by_task(summaries).items():
-        lrs = _lrs(group)
-        table = Table(title=plain(f"{sweep}: {task} on {model}, test {group[0].metric} by learning rate"))
+    for (sweep, task, model), group in by_task(summaries).items():
+        lrs = lrs_of(group)
+        how = ("selected on validation" if {s.selection for s in group} == {"validation"}
+               else "no separate validation split: best over evaluations")
+        table = Table(title=plain(f"{sweep}: {task} on {model}, test {group[0].metric} by "
+                                   f"learning rate ({how})"))
         table.add_column("variant", style="bold")
         for lr in lrs:
-            table.add_column(format_lr(lr), justify="right")
-        for col in ("best LR", "peak", "good-LR band", "Δ vs LoRA"):
+            table.add_column(lr_text(lr), justify="right")
+        for col in ("selected LR", "test", "validation", "good-LR band", "LR / LoRA's",
+                    "Δ vs LoRA"):
             table.add_column(col, justify="right")
         for s in group:
-            cells = [f"[bold green]{_cell_text(s, lr)}[/]" if lr == s.best_lr else _cell_text(s, lr)
+            cells = [f"[bold green]{cell_text(s, lr)}[/]" if lr == s.best_lr else cell_text(s, lr)
                      for lr in lrs]
-            table.add_row(plain(s.variant_tag), *cells, format_lr(s.best_lr), f"{s.peak:.3f}",
-                          _band_text(s), _delta_text(s))
+            table.add_row(plain(s.variant_tag), *cells, lr_text(s.best_lr), tuned_text(s),
+                          f"{s.validation_score:.3f}", band_text(s), ratio_text(s), delta_text(s))
         console.print(table)
+        for s in group:
+            if s.remark:
+                console.print(plain(f"{s.variant_tag}: {s.remark}"), highlight=False)
+    left = unlisted_trials(rows or [])
+    if left:
+        counts = {state: sum(r["state"] == state for r in left) for state in
+                  ("fail", "pruned", "running", "waiting")}
+        console.print(f"not in the tables: {counts['fail']} failed, {counts['pruned']} pruned, "
+                      f"{counts['running'] + counts['waiting']} unfinished (see report.md)",
+                      highlight=False)
 
 
-def _markdown(summaries: list[VariantSummary], rows: list[dict[str, Any]], tolerance: float) -> str:
-    lines = ["# Learning-rate sensitivity report", ""]
-    for (sweep, task, model), group in _by_task(summaries).items():
-        lrs = _lrs(group)
-        metric = group[0].metric
-        lines += [f"## {sweep}: {task} on `{model}`", "",
-                  f"Test {metric} (mean ± std over seeds) per learning rate; **bold**: each "
-                  "variant's best learning rate.", ""]
-        lines.append("| variant | " + " | ".join(format_lr(lr) for lr in lrs) + " |")
-        lines.append("|---|" + "---:|" * len(lrs))
-        for s in group:
-            cells = [f"**{_cell_text(s, lr)}**" if lr == s.best_lr else _cell_text(s, lr) for lr in lrs]
-            lines.append(f"| {s.variant_tag} | " + " | ".join(cells) + " |")
-        lines += ["", f"| variant | best LR | peak {metric} | good-LR band (within {tolerance:g}) "
-                  "| Δ peak vs tuned LoRA |", "|---|---:|---:|---|---:|"]
-        for s in group:
-            lines.append(f"| {s.variant_tag} | {format_lr(s.best_lr)} | {s.peak:.3f} | {_band_text(s)} | "
-                         f"{_delta_text(s)} |")
-        lines.append("")
-    failed = [r for r in rows if r["state"] == "fail"]
-    pending = [r for r in rows if r["state"] in ("waiting", "running")]
-    if failed or pending:
-        lines.append(f"{len(failed)} failed and {len(pending)} unfinished trials are not in the tables.")
-    lines += ["", "![score against learning rate](curves.png)", ""]
-    return "\n".join(lines)
+def results_payload(summaries: list[VariantSummary], rows: list[dict[str, Any]],
+                    tolerance: float) -> dict[str, Any]:
+    """results.json: the rule, one selection per (task, variant), the summaries and every trial."""
+    selections = [{
+        "sweep": s.sweep, "task": s.task, "model": s.model, "variant": s.variant,
+        "variant_tag": s.variant_tag, "metric": s.metric, "selected_lr": s.best_lr,
+        "selection": s.selection, "test_score": s.peak, "test_std": s.test_std,
+        "validation_score": s.validation_score, "seeds": s.seeds, "band": s.band,
+        "band_decades": s.band_decades, "lr_ratio_vs_lora": s.lr_ratio_vs_lora,
+        "delta_vs_lora": s.delta_vs_lora, "p_value": s.p_value, "remark": s.remark,
+        "pruner": s.pruner,
+    } for s in summaries]
+    return json_safe({
+        "rule": SELECTION_RULE,
+        "band_tolerance": tolerance,
+        "selections": selections,
+        "summaries": [
+            {**{k: v for k, v in dataclasses.asdict(s).items() if k != "cells"},
+             "band_decades": s.band_decades,
+             "cells": [{"lr": lr, **{k: v for k, v in dataclasses.asdict(c).items()}}
+                       for lr, c in sorted(s.cells.items())]}
+            for s in summaries
+        ],
+        "trials": rows,
+    })
 
 
 def _plot(summaries: list[VariantSummary], path: Path) -> None:
@@ -100,7 +96,7 @@ def _plot(summaries: list[VariantSummary], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    grouped = _by_task(summaries)
+    grouped = by_task(summaries)
     fig, axes = plt.subplots(1, len(grouped), figsize=(6.5 * len(grouped), 4.5), squeeze=False)
     for ax, ((sweep, task, model), group) in zip(axes[0], grouped.items(), strict=True):
         for s in group:
@@ -126,27 +122,27 @@ def _plot(summaries: list[VariantSummary], path: Path) -> None:
 
 def write_report(summaries: list[VariantSummary], rows: list[dict[str, Any]], out_dir: str | Path,
                  tolerance: float = 0.01) -> dict[str, Path]:
+    """report.md, report.html, results.csv, results.json and (with results) curves.png."""
+    from .html import write_html
+    from .markdown import markdown
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {name: out / name for name in ("report.md", "results.csv", "results.json", "curves.png")}
-    paths["report.md"].write_text(_markdown(summaries, rows, tolerance))
-    fields = list(rows[0]) if rows else ["study"]
-    with paths["results.csv"].open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(json_safe(r) for r in rows)
-    payload = {
-        "summaries": [
-            {**{k: v for k, v in dataclasses.asdict(s).items() if k != "cells"},
-             "band_decades": s.band_decades,
-             "cells": [{"lr": lr, **dataclasses.asdict(c)} for lr, c in sorted(s.cells.items())]}
-            for s in summaries
-        ],
-        "trials": [json_safe(r) for r in rows],
-    }
-    paths["results.json"].write_text(json.dumps(payload, indent=2))
+    paths = {name: out / name for name in ("report.md", "report.html", "results.csv",
+                                           "results.json", "curves.png")}
     if summaries:
         _plot(summaries, paths["curves.png"])
     else:
         paths.pop("curves.png")
+        (out / "curves.png").unlink(missing_ok=True)  # never leave an older sweep's plot
+    paths["report.md"].write_text(markdown(summaries, rows, tolerance,
+                                           image="curves.png" if summaries else None))
+    write_html(summaries, rows, paths["report.html"], tolerance)
+    fields = [k for k in rows[0] if k not in _BULKY] if rows else ["study"]
+    with paths["results.csv"].open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(json_safe(r) for r in rows)
+    paths["results.json"].write_text(json.dumps(results_payload(summaries, rows, tolerance),
+                                                indent=2))
     return paths

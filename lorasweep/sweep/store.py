@@ -55,9 +55,9 @@ def open_storage(url: str | None, create: bool = True):
         from optuna.storages.journal import JournalFileBackend, JournalStorage
 
         path = Path(journal)
+        if not create and not path.is_file():  # reading never creates the file
+            raise StorageError(f"no journal file at {journal!r}: check --storage")
         if not path.parent.exists():
-            if not create:
-                raise StorageError(f"no journal file at {journal!r}: check --storage")
             path.parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(path)))
     if url.startswith("sqlite:///"):
@@ -70,6 +70,9 @@ def open_storage(url: str | None, create: bool = True):
         raise StorageError(
             f"storage {url!r} is not a URL: use sqlite:///FILE, postgresql+psycopg://..., or journal:FILE"
         )
+    if not create and _no_studies_table(url):  # never write a schema into an empty store
+        raise StorageError(f"no study store at {storage_label(url)!r}: run `lorasweep run` first "
+                           "or pass --storage")
     try:
         storage = optuna.storages.RDBStorage(
             url, engine_kwargs=_engine_kwargs(url), skip_compatibility_check=False
@@ -86,6 +89,36 @@ def open_storage(url: str | None, create: bool = True):
     if url.startswith("sqlite"):
         _serialise_sqlite_transactions(storage.engine)
     return storage
+
+
+def _no_studies_table(url: str) -> bool:
+    """True when the store at ``url`` has no Optuna schema yet, found without writing to it."""
+    import sqlalchemy
+
+    if url.startswith("sqlite:///"):
+        import sqlite3
+
+        path = Path(url[len("sqlite:///") :])
+        if not path.is_file():
+            return True
+        con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            query = "SELECT 1 FROM sqlite_master WHERE type='table' AND name='studies'"
+            return con.execute(query).fetchone() is None
+        except sqlite3.DatabaseError:
+            return False  # not a database: opening it names the problem
+        finally:
+            con.close()
+    try:
+        engine = sqlalchemy.create_engine(url, **_engine_kwargs(url))
+    except Exception:
+        return False  # a bad URL: opening it names the problem
+    try:
+        return not sqlalchemy.inspect(engine).has_table("studies")
+    except Exception:
+        return False  # unreachable: opening it names the problem
+    finally:
+        engine.dispose()
 
 
 def _serialise_sqlite_transactions(engine) -> None:

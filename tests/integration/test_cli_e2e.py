@@ -64,7 +64,7 @@ def test_report_and_status(swept):
     rep = _cli("report", "--sweep", "e2e", "--out", "rep", cwd=cwd)
     assert rep.returncode == 0, rep.stderr
     out = cwd / "rep"
-    assert f"open the report: {(out / 'report.md').resolve().as_uri()}" in rep.stdout
+    assert f"open the report: {(out / 'report.html').resolve().as_uri()}" in rep.stdout
     md = (out / "report.md").read_text()
     for tag in ("lora-r4-a16", "dora-r4-a16", "pissa-r4-a16"):
         assert tag in md

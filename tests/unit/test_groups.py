@@ -55,6 +55,7 @@ def test_task_defaults_fill_what_the_sweep_does_not_set(two_member_group):
 def _row(task, lr, score, variant="lora"):
     return {"sweep": "s", "task": task, "task_group": "glue", "model": "m", "variant": variant,
             "variant_tag": f"{variant}-r8-a16", "state": "complete", "lr": lr, "score": score,
+            "select_score": score, "selection": "validation",
             "metric": "accuracy", "diverged": False}
 
 

@@ -197,15 +197,21 @@ def test_mean_and_std_over_seeds(by_tag):
     assert all(c.n == 2 for c in cells.values())
 
 
-def test_best_lr_is_argmax_of_means(by_tag):
+def test_best_lr_is_chosen_on_validation_and_reported_on_test(by_tag):
+    """The store's validation scores are 1 - test: validation picks the test-worst LR, and the
+    test score at that LR is what is reported (the selection never looks at test)."""
     lora, dora, rslora = by_tag[LORA.tag], by_tag[DORA.tag], by_tag[RSLORA.tag]
-    assert (lora.best_lr, lora.peak) == (1e-3, pytest.approx(0.82))
-    # The failed 0.99 is not counted: DoRA's peak is the mean of 0.88 and the retry's 0.86.
-    assert (dora.best_lr, dora.peak) == (1e-3, pytest.approx(0.87))
+    # LoRA: validation 0.38 at 1e-4, 0.18 at 1e-3; 1e-2 (validation 0.5) diverged: not chosen.
+    assert (lora.best_lr, lora.peak) == (1e-4, pytest.approx(0.62))
+    assert lora.validation_score == pytest.approx(0.38)
+    # DoRA: validation 0.29 at 1e-4 beats 0.13 at 1e-3 (the failed 0.99 is not counted).
+    assert (dora.best_lr, dora.peak) == (1e-4, pytest.approx(0.71))
+    assert dora.cells[1e-3].mean == pytest.approx(0.87)  # the test-best cell, not selected
     assert rslora.peak == pytest.approx(0.75)
     for s in (lora, dora, rslora):
-        assert s.peak == max(c.mean for c in s.cells.values())
         assert s.cells[s.best_lr].mean == s.peak
+        assert s.selection == "validation"
+    assert (lora.seeds, dora.seeds, rslora.seeds) == (2, 2, 1)
 
 
 def test_diverged_cells_counted(by_tag):
@@ -226,22 +232,24 @@ def test_failed_pruned_and_pending_trials_not_summarised(by_tag):
 
 
 def test_good_lr_band(rows, by_tag):
-    # Tolerance 0.25: LoRA's 0.62 is within 0.25 of 0.82, its diverged 0.5 is not.
+    # On validation, tolerance 0.25: LoRA's 0.18 is within 0.25 of 0.38; the diverged 1e-2 never
+    # enters the band, however wide the tolerance.
     assert by_tag[LORA.tag].band == (1e-4, 1e-3)
     assert by_tag[LORA.tag].band_decades == pytest.approx(1.0)
     assert by_tag[DORA.tag].band == (1e-4, 1e-3)
     tight = {s.variant_tag: s for s in summarise(rows, band_tolerance=0.01)}
-    assert tight[LORA.tag].band == (1e-3, 1e-3)
+    assert tight[LORA.tag].band == (1e-4, 1e-4)
     assert tight[LORA.tag].band_decades == 0.0
     wide = {s.variant_tag: s for s in summarise(rows, band_tolerance=1.0)}
-    assert wide[LORA.tag].band == (1e-4, 1e-2)
-    assert wide[LORA.tag].band_decades == pytest.approx(2.0)
+    assert wide[LORA.tag].band == (1e-4, 1e-3)
 
 
 def test_delta_vs_lora(by_tag):
     assert by_tag[LORA.tag].delta_vs_lora == pytest.approx(0.0)
-    assert by_tag[DORA.tag].delta_vs_lora == pytest.approx(0.87 - 0.82)
-    assert by_tag[RSLORA.tag].delta_vs_lora == pytest.approx(0.75 - 0.82)
+    assert by_tag[DORA.tag].delta_vs_lora == pytest.approx(0.71 - 0.62)  # selected vs selected
+    assert by_tag[RSLORA.tag].delta_vs_lora == pytest.approx(0.75 - 0.62)
+    assert by_tag[DORA.tag].lr_ratio_vs_lora == pytest.approx(1.0)
+    assert by_tag[DORA.tag].p_value is None  # two seeds: no significance claimed
 
 
 def test_no_delta_without_lora(rows):
@@ -314,7 +322,7 @@ def report(rows, tmp_path_factory):
 
 def test_report_files(report):
     _, paths = report
-    assert set(paths) == {"report.md", "results.csv", "results.json", "curves.png"}
+    assert set(paths) == {"report.md", "report.html", "results.csv", "results.json", "curves.png"}
     assert all(p.is_file() and p.stat().st_size > 0 for p in paths.values())
 
 
@@ -341,15 +349,17 @@ def test_report_markdown_bolds_each_best_cell(report):
 
 def test_report_markdown_summary_table(report):
     summaries, paths = report
-    _, *body = _md_table(paths["report.md"].read_text(), "variant | best LR")
-    assert [row[0] for row in body] == [s.variant_tag for s in summaries]
-    for row, s in zip(body, summaries, strict=True):
+    _, *body = _md_table(paths["report.md"].read_text(), "variant | selected LR")
+    ordered = sorted(summaries, key=lambda s: (s.variant != "lora", s.variant_tag))
+    assert [row[0] for row in body] == [s.variant_tag for s in ordered]  # LoRA, the baseline, first
+    for row, s in zip(body, ordered, strict=True):
         assert float(row[1]) == pytest.approx(s.best_lr)
-        assert float(row[2]) == pytest.approx(s.peak, abs=5e-4)
+        assert float(row[2].split(" ± ")[0]) == pytest.approx(s.peak, abs=5e-4)
+        assert float(row[3]) == pytest.approx(s.validation_score, abs=5e-4)
         if s.variant == "lora":  # the baseline's delta against itself is not a result
-            assert row[4] == "baseline"
+            assert row[7] == "baseline"
         else:
-            assert float(row[4]) == pytest.approx(s.delta_vs_lora, abs=5e-4)
+            assert float(row[7]) == pytest.approx(s.delta_vs_lora, abs=5e-4)
 
 
 def test_report_csv_one_row_per_trial(report, rows):
@@ -371,6 +381,16 @@ def test_report_json(report, rows):
     summaries, paths = report
     payload = json.loads(paths["results.json"].read_text(), parse_constant=_no_constants)
     assert len(payload["trials"]) == len(rows)
+    assert {t["state"]: ("validation_score" in t and "test_score" in t) for t in payload["trials"]}
+    selections = {(e["task"], e["variant_tag"]): e for e in payload["selections"]}
+    assert set(selections) == {(s.task, s.variant_tag) for s in summaries}
+    lora = selections[("sentiment", LORA.tag)]
+    assert (lora["variant"], lora["selected_lr"], lora["selection"], lora["seeds"]) == (
+        "lora", 1e-4, "validation", 2)
+    assert lora["test_score"] == pytest.approx(0.62)
+    assert lora["test_std"] == pytest.approx(0.02 * math.sqrt(2))
+    assert lora["validation_score"] == pytest.approx(0.38)
+    assert "validation" in payload["rule"]
     got = {s["variant_tag"]: s for s in payload["summaries"]}
     assert set(got) == {s.variant_tag for s in summaries}
     for s in summaries:
@@ -400,7 +420,10 @@ def test_report_png(report):
 def test_report_without_summaries(tmp_path):
     paths = write_report([], [], tmp_path)
     assert "curves.png" not in paths and not (tmp_path / "curves.png").exists()
-    assert json.loads(paths["results.json"].read_text()) == {"summaries": [], "trials": []}
+    payload = json.loads(paths["results.json"].read_text())
+    assert (payload["summaries"], payload["selections"], payload["trials"]) == ([], [], [])
+    assert "validation" in payload["rule"]
+    assert "curves.png" not in paths["report.md"].read_text()  # no link to a missing image
 
 
 def test_render_terminal_lists_every_variant(report):

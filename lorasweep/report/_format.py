@@ -1,0 +1,82 @@
+"""Text pieces shared by the terminal, Markdown and HTML reports."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from ..text import format_lr
+from .select import VariantSummary
+
+__all__ = ["band_text", "by_task", "cell_text", "delta_text", "lr_text", "lrs_of", "ratio_text",
+           "selection_note", "tuned_text", "unlisted_trials"]
+
+
+def lr_text(lr: float | None) -> str:
+    """``1e-4``, ``3e-3``, ``2.5e-5`` (:func:`lorasweep.text.format_lr`); ``-`` for none."""
+    return "-" if lr is None else format_lr(lr)
+
+
+def by_task(summaries: list[VariantSummary]) -> dict[tuple[str, str, str], list[VariantSummary]]:
+    """One table (and one plot) per sweep, task and model; LoRA first, as the baseline."""
+    grouped: dict[tuple[str, str, str], list[VariantSummary]] = defaultdict(list)
+    for s in summaries:
+        grouped[(s.sweep, s.task, s.model)].append(s)
+    return {k: sorted(g, key=lambda s: (s.variant != "lora", s.variant_tag))
+            for k, g in grouped.items()}
+
+
+def lrs_of(group: list[VariantSummary]) -> list[float]:
+    return sorted({lr for s in group for lr in s.cells})
+
+
+def cell_text(s: VariantSummary, lr: float, validation: bool = False) -> str:
+    c = s.cells.get(lr)
+    if c is None:
+        return "-"
+    if validation:
+        return f"{c.validation:.3f}" + (" (div)" if c.diverged else "")
+    text = f"{c.mean:.3f}" + (f" ± {c.std:.3f}" if c.n > 1 else "")
+    return text + (" (div)" if c.diverged else "")
+
+
+def tuned_text(s: VariantSummary) -> str:
+    if s.peak is None:
+        return "-"
+    return f"{s.peak:.3f}" + (f" ± {s.test_std:.3f}" if s.seeds > 1 else "")
+
+
+def band_text(s: VariantSummary) -> str:
+    if s.band is None:
+        return "none" if s.remark else "-"
+    return f"{lr_text(s.band[0])} – {lr_text(s.band[1])} ({s.band_decades:.1f} dec)"
+
+
+def ratio_text(s: VariantSummary) -> str:
+    if s.variant == "lora" or s.lr_ratio_vs_lora is None:
+        return "-"
+    return f"{s.lr_ratio_vs_lora:.3g}x"
+
+
+def delta_text(s: VariantSummary) -> str:
+    if s.variant == "lora":
+        return "baseline"
+    if s.delta_vs_lora is None:
+        return "-"
+    mark = "" if s.p_value is None else (" *" if s.p_value < 0.05 else " (n.s.)")
+    return f"{s.delta_vs_lora:+.3f}{mark}"
+
+
+def selection_note(group: list[VariantSummary]) -> str:
+    kinds = {s.selection for s in group}
+    if kinds == {"validation"}:
+        return ("Selected on validation: each variant's learning rate is the one with the best "
+                "mean validation score over seeds; its test score is reported.")
+    return ("This task has no separate validation split (its validation split is the test set): "
+            "as in the study, each trial's best score over its evaluations both selects the "
+            "learning rate and is reported. Read it as an upper bound.")
+
+
+def unlisted_trials(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Trials not in the curves (failed, pruned, unfinished), each with its reason."""
+    return [r for r in rows if r["state"] != "complete"]

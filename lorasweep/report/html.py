@@ -1,0 +1,242 @@
+"""report.html: one self-contained file (plotly with its JavaScript inlined; no network, no server).
+
+Per task: the learning-rate curves of every variant (log x, mean line, ±std band over seeds,
+diverged points marked ✕, the selected learning rate starred, values on hover) with the study's
+curves in a second panel where the study has the task's family; the table of tuned results; the
+training-loss curve of every trial; the cost of each variant relative to LoRA. At the end, every
+trial's provenance (resolved config, versions, host, device, run folder).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import statistics
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from .._json import json_safe
+from ._format import (
+    band_text,
+    by_task,
+    delta_text,
+    lr_text,
+    ratio_text,
+    selection_note,
+    tuned_text,
+    unlisted_trials,
+)
+from .reference import compare, study_curves
+from .select import SELECTION_RULE, VariantSummary
+
+__all__ = ["write_html"]
+
+_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2",
+           "#7f7f7f", "#bcbd22", "#17becf")
+_STYLE = """body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:1400px}
+table{border-collapse:collapse;margin:8px 0 16px}td,th{border:1px solid #ccc;padding:3px 8px;
+text-align:right}td:first-child,th:first-child{text-align:left}th{background:#f3f3f3}
+.note{color:#555}details{margin:2px 0}pre{background:#f7f7f7;padding:6px;overflow-x:auto}"""
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value))
+
+
+def _table(header: list[str], body: list[list[str]], css: str = "") -> str:
+    head = "".join(f"<th>{_e(h)}</th>" for h in header)
+    rows = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in r) + "</tr>" for r in body)
+    return f'<table class="{css}"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>'
+
+
+def _colors(summaries: list[VariantSummary]) -> dict[str, str]:
+    """One colour per variant configuration across every panel, LoRA first."""
+    tags = sorted({s.variant_tag for s in summaries}, key=lambda t: (not t.startswith("lora-"), t))
+    return {t: _COLORS[i % len(_COLORS)] for i, t in enumerate(tags)}
+
+
+def _curves_figure(group: list[VariantSummary], colors: dict[str, str]):
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    ref = study_curves(group[0].task)
+    swept = {s.variant for s in group}
+    ref_variants = [v for v in ref.curves if v in swept] if ref else []
+    cols = 2 if ref_variants else 1
+    titles = ["here: test score (mean ± std over seeds)"] + ([f"the study: {ref.caption}"]
+                                                             if cols == 2 else [])
+    fig = make_subplots(rows=1, cols=cols, subplot_titles=titles, horizontal_spacing=0.08)
+    for s in group:
+        color = colors[s.variant_tag]
+        lrs = sorted(s.cells)
+        mean = [s.cells[lr].mean for lr in lrs]
+        std = [s.cells[lr].std for lr in lrs]
+        hover = [f"{s.variant_tag}<br>lr {lr_text(lr)}<br>test {c.mean:.4f} ± {c.std:.4f}"
+                 f"<br>validation {c.validation:.4f}<br>seeds {c.n}"
+                 + ("<br>diverged" if c.diverged else "") for lr, c in sorted(s.cells.items())]
+        fig.add_trace(go.Scatter(x=lrs + lrs[::-1], y=[m + d for m, d in zip(mean, std)]
+                                 + [m - d for m, d in zip(mean[::-1], std[::-1])],
+                                 fill="toself", fillcolor=color, opacity=0.15, line={"width": 0},
+                                 hoverinfo="skip", showlegend=False, legendgroup=s.variant_tag),
+                      row=1, col=1)
+        fig.add_trace(go.Scatter(x=lrs, y=mean, mode="lines+markers", name=s.variant_tag,
+                                 line={"color": color, "dash": "solid" if s.variant != "lora"
+                                       else "dash"}, legendgroup=s.variant_tag,
+                                 text=hover, hovertemplate="%{text}<extra></extra>"), row=1, col=1)
+        div = [lr for lr in lrs if s.cells[lr].diverged]
+        if div:
+            fig.add_trace(go.Scatter(x=div, y=[s.cells[lr].mean for lr in div], mode="markers",
+                                     marker={"symbol": "x", "size": 12, "color": color},
+                                     name=f"{s.variant_tag} diverged", legendgroup=s.variant_tag,
+                                     showlegend=False, hoverinfo="skip"), row=1, col=1)
+        fig.add_trace(go.Scatter(x=[s.best_lr], y=[s.peak], mode="markers",
+                                 marker={"symbol": "star", "size": 16, "color": color,
+                                         "line": {"width": 1, "color": "black"}},
+                                 name=f"{s.variant_tag} selected", legendgroup=s.variant_tag,
+                                 showlegend=False, hovertemplate=f"{s.variant_tag} selected "
+                                 f"lr {lr_text(s.best_lr)}<extra></extra>"), row=1, col=1)
+    for v in ref_variants:
+        tag = next(s.variant_tag for s in group if s.variant == v)
+        xs, ys = zip(*ref.curves[v], strict=True)
+        fig.add_trace(go.Scatter(x=list(xs), y=list(ys), mode="lines+markers",
+                                 name=f"{v} (study)", legendgroup=tag, showlegend=False,
+                                 line={"color": colors[tag], "dash": "dot"},
+                                 hovertemplate=f"{v} (study)<br>lr %{{x:.0e}}<br>%{{y:.2f}}"
+                                 "<extra></extra>"), row=1, col=2)
+        best = ref.best_lr(v)
+        fig.add_trace(go.Scatter(x=[best], y=[max(ys)], mode="markers", showlegend=False,
+                                 marker={"symbol": "star", "size": 14, "color": colors[tag]},
+                                 hoverinfo="skip"), row=1, col=2)
+    fig.update_xaxes(type="log", title_text="learning rate")
+    fig.update_yaxes(title_text=f"test {group[0].metric}", row=1, col=1)
+    if cols == 2:
+        fig.update_yaxes(title_text="score (%)", row=1, col=2)
+    fig.update_layout(height=460, margin={"t": 50, "b": 40}, legend={"orientation": "v"})
+    return fig
+
+
+def _loss_figure(rows: list[dict[str, Any]], colors: dict[str, str]):
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for r in rows:
+        curve = r.get("loss_curve") or []
+        if not curve:
+            continue
+        steps, losses = zip(*curve, strict=True)
+        fig.add_trace(go.Scatter(
+            x=list(steps), y=list(losses), mode="lines",
+            name=f"{r['variant_tag']} lr {lr_text(r['lr'])} seed {r['seed']}",
+            line={"color": colors.get(r["variant_tag"], "#777"), "width": 1},
+            opacity=0.8, legendgroup=r["variant_tag"]))
+    fig.update_yaxes(type="log", title_text="training loss")
+    fig.update_xaxes(title_text="step")
+    fig.update_layout(height=380, margin={"t": 30, "b": 40}, showlegend=len(fig.data) <= 24)
+    return fig
+
+
+def _cost(group: list[VariantSummary], rows: list[dict[str, Any]]) -> str:
+    per: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        if r["state"] != "complete":
+            continue
+        steps = r.get("steps") or 0
+        if r.get("train_time_s") and steps:
+            per[r["variant_tag"]]["step_s"].append(r["train_time_s"] / steps)
+        for key in ("peak_memory_mb", "trainable_params"):
+            if r.get(key) is not None:
+                per[r["variant_tag"]][key].append(r[key])
+    means = {tag: {k: statistics.fmean(v) for k, v in d.items()} for tag, d in per.items()}
+    lora = next((means.get(s.variant_tag) for s in group if s.variant == "lora"), None)
+
+    def rel(tag: str, key: str, fmt: str) -> str:
+        value = means.get(tag, {}).get(key)
+        if value is None:
+            return "-"
+        text = format(value, fmt)
+        base = (lora or {}).get(key)
+        return text + (f" ({value / base:.2f}x)" if base else "")
+
+    body = [[s.variant_tag, rel(s.variant_tag, "step_s", ".3f"),
+             rel(s.variant_tag, "peak_memory_mb", ".0f"),
+             rel(s.variant_tag, "trainable_params", ",.0f")] for s in group]
+    return _table(["variant", "time per step (s)", "peak memory (MB)", "trainable parameters"],
+                  body)
+
+
+def _reference(group: list[VariantSummary]) -> str:
+    rows = compare(group)
+    if not rows:
+        return ""
+
+    def ratio(value: float | None) -> str:
+        return "-" if value is None else f"{value:.3g}x"
+
+    body = [[r["variant_tag"], lr_text(r["study_best_lr"]), ratio(r["study_ratio"]),
+             lr_text(r["here_best_lr"]), ratio(r["here_ratio"]),
+             {True: "yes", False: "no", None: "-"}[r["agrees"]]] for r in rows]
+    return ("<h3>Best learning rate vs LoRA's: the study / here</h3>"
+            f'<p class="note">The study: {_e(rows[0]["study"])}. A shift reproduces when both '
+            "sides put the variant's best learning rate above LoRA's, below it, or within a "
+            "factor of 2.</p>" + _table(["variant", "study best LR", "study / LoRA's",
+                                          "here best LR", "here / LoRA's", "reproduced"], body,
+                                         "reference"))
+
+
+def _provenance(rows: list[dict[str, Any]]) -> str:
+    items = []
+    for r in rows:
+        prov = json.dumps(json_safe(r.get("provenance") or {}), indent=2, sort_keys=True)
+        summary = (f"{r['variant_tag']} · {r['task']} · lr {lr_text(r['lr'])} · seed {r['seed']}"
+                   f" · {r['state']}" + (f" · {r['fail_reason']}" if r.get("fail_reason") else ""))
+        items.append(f"<details><summary>{_e(summary)}</summary><pre>{_e(prov)}</pre></details>")
+    return "\n".join(items)
+
+
+def write_html(summaries: list[VariantSummary], rows: list[dict[str, Any]], path: Path,
+               tolerance: float) -> Path:
+    import plotly.offline
+
+    colors = _colors(summaries)
+    parts = ["<h1>Learning-rate sensitivity report</h1>",
+             f'<p class="note">{_e(SELECTION_RULE)}.</p>']
+    if not summaries:
+        parts.append(f"<p>No completed trials yet ({len(rows)} trials: failed, pruned or "
+                     "unfinished; see below).</p>")
+    for (sweep, task, model), group in by_task(summaries).items():
+        parts.append(f'<section class="task"><h2>{_e(f"{sweep}: {task} on {model}")}</h2>')
+        parts.append(f'<p class="note">{_e(selection_note(group))} Pruner: '
+                     f"{_e(', '.join(sorted({s.pruner or 'none' for s in group})))}.</p>")
+        fig = _curves_figure(group, colors)
+        parts.append(fig.to_html(full_html=False, include_plotlyjs=False,
+                                 config={"displaylogo": False}))
+        metric = group[0].metric
+        body = [[s.variant_tag, lr_text(s.best_lr), tuned_text(s), f"{s.validation_score:.3f}",
+                 str(s.seeds), band_text(s), ratio_text(s), delta_text(s)] for s in group]
+        parts.append(_table(["variant", "selected LR", f"test {metric}", "validation", "seeds",
+                             f"good-LR band (within {tolerance:g})", "LR / LoRA's",
+                             "Δ vs tuned LoRA"], body, "tuned"))
+        parts += [f'<p class="note">{_e(s.variant_tag)}: {_e(s.remark)}</p>'
+                  for s in group if s.remark]
+        parts.append(_reference(group))
+        task_rows = [r for r in rows if (r["sweep"], r["model"]) == (sweep, model)
+                     and (r["task"] == task or task.startswith(f"{r.get('task_group')} "))]
+        parts.append("<h3>Training loss per trial</h3>")
+        parts.append(_loss_figure(task_rows, colors).to_html(full_html=False,
+                                                             include_plotlyjs=False))
+        parts += ["<h3>Cost (relative to LoRA)</h3>", _cost(group, task_rows), "</section>"]
+    left = unlisted_trials(rows)
+    if left:
+        parts.append("<h2>Trials not in the curves</h2>")
+        parts.append(_table(["variant", "task", "learning rate", "seed", "state", "reason"],
+                            [[r["variant_tag"], r["task"], lr_text(r["lr"]), str(r["seed"]),
+                              r["state"], r.get("fail_reason") or "-"] for r in left]))
+    parts += ["<h2>Provenance of every trial</h2>", _provenance(rows)]
+    page = ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">"
+            "<title>lorasweep report</title>"
+            f"<style>{_STYLE}</style><script type=\"text/javascript\">"
+            f"{plotly.offline.get_plotlyjs()}</script></head><body>\n"
+            + "\n".join(parts) + "\n</body></html>\n")
+    path.write_text(page)
+    return path

@@ -1,0 +1,191 @@
+"""Tidy rows -> per-variant summaries: the selection rule (choose on validation, report on test).
+
+For each (sweep, task, model, variant configuration) and learning rate :math:`\\eta`, over the
+completed seeds :math:`s = 1..n`:
+
+.. math::
+
+    \\bar v(\\eta) = \\tfrac1n \\sum_s v_s(\\eta), \\qquad
+    \\bar t(\\eta) = \\tfrac1n \\sum_s t_s(\\eta), \\qquad
+    \\eta^\\star = \\arg\\max_{\\eta \\notin D} \\bar v(\\eta)
+
+where :math:`v` is the validation score, :math:`t` the test score and :math:`D` the learning rates
+with a diverged seed (used only when every learning rate diverged). The variant's tuned result is
+:math:`\\bar t(\\eta^\\star) \\pm \\mathrm{std}_s\\, t_s(\\eta^\\star)`; the test score never chooses.
+The good-LR band is the span of non-diverged :math:`\\eta` with
+:math:`\\bar v(\\eta) \\ge \\bar v(\\eta^\\star) - \\tau`. When every :math:`\\bar v` is equal (a model
+that never left chance) there is no band, only a remark. Δ vs tuned LoRA is
+:math:`\\bar t(\\eta^\\star) - \\bar t_{LoRA}(\\eta^\\star_{LoRA})`, marked significant when both
+have >= 3 seeds and Welch's t-test gives :math:`p < 0.05`.
+
+Tasks without a separate validation split (GLUE's convention: the validation split is the test
+set) follow the study's protocol: one number per trial, the best score over the trial's
+evaluations, both chooses and is reported; the selection says so (``best-over-evaluations``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import statistics
+from collections import defaultdict
+from typing import Any
+
+__all__ = ["SELECTION_RULE", "Cell", "VariantSummary", "summarise"]
+
+SELECTION_RULE = ("best learning rate = highest mean validation score over seeds (diverged "
+                  "learning rates only if all diverged); reported: mean ± std test score at it")
+_EQUAL = 1e-9
+
+
+@dataclasses.dataclass
+class Cell:
+    """Scores of one (variant, lr) over seeds: reported (test) and selecting (validation)."""
+
+    mean: float  # mean reported (test) score
+    std: float
+    n: int
+    diverged: int
+    validation: float = math.nan  # mean selecting (validation) score
+    scores: list[float] = dataclasses.field(default_factory=list)  # per-seed reported scores
+
+
+@dataclasses.dataclass
+class VariantSummary:
+    sweep: str
+    task: str
+    model: str
+    variant: str
+    variant_tag: str
+    metric: str
+    cells: dict[float, Cell]
+    best_lr: float | None  # the selected learning rate (on validation)
+    peak: float | None  # the test score at the selected learning rate (mean over seeds)
+    band: tuple[float, float] | None  # lowest and highest LR within tolerance, on validation
+    delta_vs_lora: float | None = None
+    selection: str = "validation"  # or "best-over-evaluations" (validation is the test set)
+    remark: str | None = None
+    lr_ratio_vs_lora: float | None = None
+    p_value: float | None = None  # Welch's t-test of the delta, with >= 3 seeds on both sides
+    pruner: str | None = None
+
+    @property
+    def band_decades(self) -> float | None:
+        return None if self.band is None else math.log10(self.band[1] / self.band[0])
+
+    @property
+    def test_std(self) -> float | None:
+        return None if self.best_lr is None else self.cells[self.best_lr].std
+
+    @property
+    def validation_score(self) -> float | None:
+        return None if self.best_lr is None else self.cells[self.best_lr].validation
+
+    @property
+    def seeds(self) -> int:
+        return 0 if self.best_lr is None else self.cells[self.best_lr].n
+
+    @property
+    def significant(self) -> bool | None:
+        return None if self.p_value is None else self.p_value < 0.05
+
+
+def _choose(cells: dict[float, Cell], tolerance: float) -> tuple[float, tuple | None, str | None]:
+    """Selected LR, good-LR band and remark, all on the validation means."""
+    fine = {lr: c for lr, c in cells.items() if not c.diverged} or cells
+    best_lr = max(fine, key=lambda lr: fine[lr].validation)  # ties: the lowest learning rate
+    values = [c.validation for c in cells.values()]
+    if len(values) > 1 and max(values) - min(values) < _EQUAL:
+        return best_lr, None, ("every learning rate scored the same (the model never left "
+                               "chance?): no good-LR band")
+    top = fine[best_lr].validation
+    good = [lr for lr, c in fine.items() if c.validation >= top - tolerance]
+    return best_lr, (min(good), max(good)), None
+
+
+def _summary(key: tuple, cells: dict[float, Cell], tolerance: float, selection: str,
+             pruner: str | None) -> VariantSummary:
+    sweep, task, model, variant, tag, metric = key
+    best_lr, band, remark = _choose(cells, tolerance)
+    return VariantSummary(sweep, task, model, variant, tag, metric, cells, best_lr,
+                          cells[best_lr].mean, band, selection=selection, remark=remark,
+                          pruner=pruner)
+
+
+def _group_averages(summaries: list[VariantSummary], rows: list[dict[str, Any]],
+                    tolerance: float) -> list[VariantSummary]:
+    """For task groups (``glue``): per variant and LR, the mean over the group's tasks.
+
+    A learning rate enters the average only where every task of the group has a score, as the
+    study averages the nine GLUE tasks; the average's validation chooses, as for one task.
+    """
+    groups: dict[tuple, set[str]] = defaultdict(set)
+    for r in rows:
+        if r.get("task_group"):
+            groups[(r["sweep"], r["task_group"], r["model"])].add(r["task"])
+    out = []
+    for (sweep, group, model), tasks in sorted(groups.items()):
+        by_variant: dict[str, list[VariantSummary]] = defaultdict(list)
+        for s in summaries:
+            if (s.sweep, s.model) == (sweep, model) and s.task in tasks:
+                by_variant[s.variant_tag].append(s)
+        for tag, members in sorted(by_variant.items()):
+            if {m.task for m in members} != tasks:
+                continue  # not every task has results yet
+            lrs = set.intersection(*(set(m.cells) for m in members))
+            if not lrs:
+                continue
+            cells = {lr: Cell(statistics.fmean(m.cells[lr].mean for m in members),
+                              statistics.fmean(m.cells[lr].std for m in members),
+                              min(m.cells[lr].n for m in members),
+                              sum(m.cells[lr].diverged for m in members),
+                              statistics.fmean(m.cells[lr].validation for m in members))
+                     for lr in sorted(lrs)}
+            selections = {m.selection for m in members}
+            key = (sweep, f"{group} (avg of {len(tasks)})", model, members[0].variant, tag,
+                   "average")
+            out.append(_summary(key, cells, tolerance, "/".join(sorted(selections)),
+                                members[0].pruner))
+    return out
+
+
+def _welch_p(a: list[float], b: list[float]) -> float | None:
+    if len(a) < 3 or len(b) < 3:
+        return None
+    if statistics.pvariance(a) == 0 and statistics.pvariance(b) == 0:
+        return 0.0 if statistics.fmean(a) != statistics.fmean(b) else 1.0
+    from scipy.stats import ttest_ind
+
+    return float(ttest_ind(a, b, equal_var=False).pvalue)
+
+
+def summarise(rows: list[dict[str, Any]], band_tolerance: float = 0.01) -> list[VariantSummary]:
+    """Per (sweep, task, model, variant configuration): cells, selected LR, band, Δ vs LoRA."""
+    groups: dict[tuple, dict[float, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    meta: dict[tuple, tuple[str, str | None]] = {}
+    for r in rows:
+        if r["state"] == "complete" and r["score"] is not None and r["select_score"] is not None:
+            key = (r["sweep"], r["task"], r["model"], r["variant"], r["variant_tag"], r["metric"])
+            groups[key][r["lr"]].append(r)
+            meta[key] = (r.get("selection", "validation"), r.get("pruner"))
+    out = []
+    for key, by_lr in sorted(groups.items()):
+        cells = {}
+        for lr, rs in sorted(by_lr.items()):
+            scores = [r["score"] for r in rs]
+            std = statistics.stdev(scores) if len(scores) > 1 else 0.0
+            cells[lr] = Cell(statistics.fmean(scores), std, len(scores),
+                             sum(bool(r["diverged"]) for r in rs),
+                             statistics.fmean(r["select_score"] for r in rs), scores)
+        out.append(_summary(key, cells, band_tolerance, *meta[key]))
+    out += _group_averages(out, rows, band_tolerance)
+    for s in out:
+        lora = [o for o in out if (o.sweep, o.task, o.model) == (s.sweep, s.task, s.model)
+                and o.variant == "lora" and o.best_lr is not None]
+        if lora and s.peak is not None:
+            base = max(lora, key=lambda o: o.cells[o.best_lr].validation)
+            s.delta_vs_lora = s.peak - base.peak
+            s.lr_ratio_vs_lora = s.best_lr / base.best_lr
+            if s is not base:
+                s.p_value = _welch_p(s.cells[s.best_lr].scores, base.cells[base.best_lr].scores)
+    return out

@@ -1,0 +1,124 @@
+"""The selection rule over real (journal-file) study stores: chosen on validation, reported on test; the study's
+protocol where validation is the test set; no band for flat curves; significance; the study's
+curves beside ours."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import optuna
+import pytest
+
+from lorasweep.config import SweepSpec, VariantSpec
+from lorasweep.report import collect_rows, compare, study_curves, summarise, write_report
+from lorasweep.sweep.store import open_storage
+from lorasweep.sweep.study import study_name, sync_sweep
+
+LRS = [1e-4, 3e-4, 1e-3]
+
+
+def _fill(url: str, variant: VariantSpec, scores: dict, task: str = "sentiment",
+          seeds=(0,), extra=None) -> None:
+    """Run the real sync, then pop and tell every trial with ``scores[(lr, seed)]`` =
+    ``(validation, test)`` as the worker records them."""
+    spec = SweepSpec(name="sel", task=task, variants=[variant], lrs=list(LRS), seeds=list(seeds),
+                     storage=url)
+    storage = open_storage(url)
+    sync_sweep(spec, storage)
+    study = optuna.load_study(study_name=study_name(spec, variant, task), storage=storage)
+    while study.get_trials(states=(optuna.trial.TrialState.WAITING,)):
+        trial = study.ask()
+        lr = trial.suggest_float("lr", 1e-12, 1e3, log=True)
+        seed = trial.suggest_int("seed", 0, 2**31 - 1)
+        validation, test, *best = scores[(lr, seed)]
+        attrs = {"metric": "accuracy", "validation_accuracy": validation, "test_accuracy": test,
+                 "best_validation_accuracy": best[0] if best else validation, "diverged": False, **(extra or {})}
+        for k, v in attrs.items():
+            trial.set_user_attr(k, v)
+        study.tell(trial, validation)
+
+
+def test_validation_chooses_where_test_disagrees(tmp_path):
+    """LoRA+ as measured on the embedded task: validation picks 3e-4 (test 0.762), the test split
+    would pick 1e-3 (0.780). The tuned result is 0.762 at 3e-4."""
+    url = f"journal:{tmp_path / 's.journal'}"
+    _fill(url, VariantSpec("loraplus"), {(1e-4, 0): (0.70, 0.71), (3e-4, 0): (0.79, 0.762),
+                                         (1e-3, 0): (0.77, 0.780)})
+    (s,) = summarise(collect_rows(url))
+    assert (s.best_lr, s.peak, s.validation_score) == (3e-4, pytest.approx(0.762), 0.79)
+    assert s.selection == "validation"
+    assert max(s.cells, key=lambda lr: s.cells[lr].mean) == 1e-3  # what the old rule picked
+
+
+def test_validation_is_test_follows_the_study_protocol(tmp_path):
+    """GLUE: the validation split is the test set; the best score over evaluations both chooses
+    and is reported, and the selection says so."""
+    url = f"journal:{tmp_path / 's.journal'}"
+    # the best over evaluations at 1e-3 was 0.80, though its final score was 0.65
+    scores = {(1e-4, 0): (0.60, 0.60), (3e-4, 0): (0.70, 0.70), (1e-3, 0): (0.65, 0.65, 0.80)}
+    _fill(url, VariantSpec("lora"), scores, extra={"validation_is_test": True})
+    rows = collect_rows(url)
+    assert {r["selection"] for r in rows} == {"best-over-evaluations"}
+    (s,) = summarise(rows)
+    assert (s.best_lr, s.peak, s.selection) == (1e-3, pytest.approx(0.80), "best-over-evaluations")
+    text = write_report([s], rows, tmp_path / "r")["report.md"].read_text()
+    assert "no separate validation split" in text
+
+
+def test_flat_scores_get_no_band_but_a_remark(tmp_path):
+    url = f"journal:{tmp_path / 's.journal'}"
+    _fill(url, VariantSpec("lora"), {(lr, 0): (0.5, 0.5) for lr in LRS})
+    (s,) = summarise(collect_rows(url))
+    assert s.band is None and s.band_decades is None
+    assert "never left chance" in s.remark
+    paths = write_report([s], collect_rows(url), tmp_path / "r")
+    assert "never left chance" in paths["report.md"].read_text()
+
+
+def test_delta_significance_needs_three_seeds(tmp_path):
+    url = f"journal:{tmp_path / 's.journal'}"
+    seeds = (0, 1, 2)
+    lora = {(lr, s): (0.70 + 0.01 * s, 0.70 + 0.01 * s) for lr in LRS for s in seeds}
+    dora = {(lr, s): (0.80 + 0.01 * s, 0.80 + 0.01 * s) for lr in LRS for s in seeds}
+    _fill(url, VariantSpec("lora"), lora, seeds=seeds)
+    _fill(url, VariantSpec("dora"), dora, seeds=seeds)
+    by = {s.variant: s for s in summarise(collect_rows(url))}
+    assert by["dora"].delta_vs_lora == pytest.approx(0.10)
+    assert by["dora"].p_value is not None and by["dora"].p_value < 0.05
+    assert by["lora"].p_value is None  # the baseline against itself
+    assert by["dora"].test_std == pytest.approx(0.01)
+
+
+def test_study_curves_ship_and_compare(tmp_path):
+    glue = study_curves("glue-rte")
+    assert glue is not None and study_curves("glue (avg of 9)") is glue
+    assert study_curves("sentiment") is None and study_curves("gsm8k") is not None
+    assert glue.best_lr("lora") == max(glue.curves["lora"], key=lambda p: p[1])[0]
+    assert all(0 < score <= 100 for c in glue.curves.values() for _, score in c)
+    url = f"journal:{tmp_path / 's.journal'}"
+    for key, best in (("lora", 1e-4), ("loraplus", 1e-3)):
+        _fill(url, VariantSpec(key), {(lr, 0): (0.9 if lr == best else 0.5, 0.5) for lr in LRS},
+              task="glue-rte")
+    rows = {r["variant"]: r for r in compare(summarise(collect_rows(url)))}
+    study_ratio = glue.best_lr("loraplus") / glue.best_lr("lora")
+    assert rows["loraplus"]["study_ratio"] == pytest.approx(study_ratio)
+    assert rows["loraplus"]["here_ratio"] == pytest.approx(10.0)
+    expected = study_ratio > 2  # here the shift is 10x up: reproduced when the study's is up
+    assert rows["loraplus"]["agrees"] is expected
+    md = write_report(summarise(collect_rows(url)), collect_rows(url),
+                      tmp_path / "r")["report.md"].read_text()
+    assert "the study / here" in md and "GLUE" in md
+
+
+def test_results_json_keeps_both_scores_per_trial(tmp_path):
+    url = f"journal:{tmp_path / 's.journal'}"
+    _fill(url, VariantSpec("lora"), {(lr, 0): (0.1 * i, 0.2 * i) for i, lr in enumerate(LRS)})
+    rows = collect_rows(url)
+    paths = write_report(summarise(rows), rows, tmp_path / "r")
+    trials = json.loads(paths["results.json"].read_text())["trials"]
+    assert sorted((t["validation_score"], t["test_score"]) for t in trials) == [
+        (0.0, 0.0), (0.1, 0.2), (0.2, 0.4)]
+    header = paths["results.csv"].read_text().splitlines()[0].split(",")
+    assert {"validation_score", "test_score", "selection"} <= set(header)
+    assert not math.isnan(trials[0]["validation_score"])
