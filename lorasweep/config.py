@@ -9,7 +9,6 @@ picklable data, written into its run folder.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from pathlib import Path
 from typing import Any

@@ -75,8 +75,8 @@ def _curves_figure(group: list[VariantSummary], colors: dict[str, str]):
         hover = [f"{s.variant_tag}<br>lr {lr_text(lr)}<br>test {c.mean:.4f} ± {c.std:.4f}"
                  f"<br>validation {c.validation:.4f}<br>seeds {c.n}"
                  + ("<br>diverged" if c.diverged else "") for lr, c in sorted(s.cells.items())]
-        fig.add_trace(go.Scatter(x=lrs + lrs[::-1], y=[m + d for m, d in zip(mean, std)]
-                                 + [m - d for m, d in zip(mean[::-1], std[::-1])],
+        fig.add_trace(go.Scatter(x=lrs + lrs[::-1], y=[m + d for m, d in zip(mean, std, strict=False)]
+                                 + [m - d for m, d in zip(mean[::-1], std[::-1], strict=False)],
                                  fill="toself", fillcolor=color, opacity=0.15, line={"width": 0},
                                  hoverinfo="skip", showlegend=False, legendgroup=s.variant_tag),
                       row=1, col=1)
@@ -108,7 +108,7 @@ def _curves_figure(group: list[VariantSummary], colors: dict[str, str]):
         fig.add_trace(go.Scatter(x=[best], y=[max(ys)], mode="markers", showlegend=False,
                                  marker={"symbol": "star", "size": 14, "color": colors[tag]},
                                  hoverinfo="skip"), row=1, col=2)
-    fig.update_xaxes(type="log", title_text="learning rate")
+    fig.update_xaxes(type="log", title_text="learning rate", exponentformat="power")
     fig.update_yaxes(title_text=f"test {group[0].metric}", row=1, col=1)
     if cols == 2:
         fig.update_yaxes(title_text="score (%)", row=1, col=2)

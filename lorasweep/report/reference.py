@@ -51,7 +51,7 @@ def family_of(task: str) -> str | None:
     return None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _load(family: str) -> StudyCurves:
     text = resources.files(__package__).joinpath("study", FAMILIES[family]).read_text()
     lines = text.splitlines()

@@ -1,0 +1,118 @@
+"""report.html in a real headless Chromium (Debian's ``chromium``): it renders offline, one LR-curve
+plot per task with the study's panel beside a GLUE task, the tables, no console errors. The
+screenshot is kept in ``test-artifacts/`` (``LORASWEEP_TEST_ARTIFACTS`` moves it)."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import optuna
+import pytest
+
+from lorasweep.config import SweepSpec, VariantSpec
+from lorasweep.report import collect_rows, summarise, write_report
+from lorasweep.sweep.store import open_storage
+from lorasweep.sweep.study import study_name, sync_sweep
+
+ARTIFACTS = Path(os.environ.get("LORASWEEP_TEST_ARTIFACTS",
+                                Path(__file__).resolve().parents[2] / "test-artifacts"))
+_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+          "--disable-background-networking", "--disable-component-update", "--disable-sync",
+          "--virtual-time-budget=15000"]
+
+
+def _chromium() -> str:
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
+            pytest.fail("chromium is not installed in CI (.ci/run installs it)", pytrace=False)
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    return path
+
+
+def _browser(chromium: str, profile: Path, *args: str) -> subprocess.CompletedProcess:
+    profile.mkdir()
+    return subprocess.run([chromium, *_FLAGS, f"--user-data-dir={profile}", *args],
+                          capture_output=True, text=True, timeout=180)
+
+
+@pytest.fixture(scope="module")
+def report_html(tmp_path_factory) -> Path:
+    """Two tasks (one of the study's GLUE family), three variants, two seeds; one failure."""
+    tmp = tmp_path_factory.mktemp("html")
+    url = f"journal:{tmp / 's.journal'}"
+    storage = open_storage(url)
+    for task in ("sentiment", "glue-rte"):
+        for key, peak in (("lora", -4), ("loraplus", -3), ("dora", -3)):
+            variant = VariantSpec(key)
+            spec = SweepSpec(name="demo", task=task, variants=[variant],
+                             lrs=[1e-5, 1e-4, 1e-3, 1e-2], seeds=[0, 1], storage=url)
+            sync_sweep(spec, storage)
+            study = optuna.load_study(study_name=study_name(spec, variant, task), storage=storage)
+            while study.get_trials(states=(optuna.trial.TrialState.WAITING,)):
+                trial = study.ask()
+                lr = trial.suggest_float("lr", 1e-12, 1e3, log=True)
+                seed = trial.suggest_int("seed", 0, 2**31 - 1)
+                if (key, lr, seed, task) == ("dora", 1e-5, 1, "sentiment"):
+                    trial.set_user_attr("fail_reason", "RuntimeError: out of memory")
+                    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                    continue
+                score = 0.9 - 0.1 * abs(math.log10(lr) - peak) + 0.01 * seed
+                attrs = {"metric": "accuracy", "validation_accuracy": score,
+                         "test_accuracy": score - 0.01, "best_validation_accuracy": score,
+                         "diverged": lr == 1e-2 and key == "dora",
+                         "validation_is_test": task != "sentiment", "steps": 40,
+                         "train_time_s": 4.0, "peak_memory_mb": 300.0,
+                         "trainable_params": 2000 if key == "dora" else 1000,
+                         "loss_curve": [[s, 0.7 * math.exp(-s * lr * 100) + 0.1]
+                                        for s in range(1, 41, 3)],
+                         "config": {"lr": lr, "seed": seed}, "host": "node-1", "device": "cpu"}
+                for k, v in attrs.items():
+                    trial.set_user_attr(k, v)
+                study.tell(trial, score)
+    rows = collect_rows(url)
+    return write_report(summarise(rows), rows, tmp / "report")["report.html"]
+
+
+def test_report_html_is_self_contained(report_html):
+    text = report_html.read_text()
+    assert not re.search(r"<script[^>]+src=", text)  # plotly's JavaScript is inlined
+    assert not re.search(r"<link[^>]+href=\"?https?:", text)
+    assert "node-1" in text and "out of memory" in text  # provenance and the failed trial
+
+
+def test_report_html_renders_in_chromium(report_html, tmp_path):
+    chromium = _chromium()
+    dom = _browser(chromium, tmp_path / "p1", "--dump-dom", report_html.as_uri())
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    html = dom.stdout
+    sections = html.split('<section class="task">')[1:]
+    assert len(sections) == 2
+    for section in sections:
+        plots = section.count('class="plot-container plotly"')
+        assert plots == 2, plots  # the LR curves and the training losses, drawn
+        assert section.count('class="main-svg"') >= 2
+        assert '<table class="tuned">' in section
+    glue = next(s for s in sections if "glue-rte" in s.split("</h2>")[0])
+    assert "the study:" in glue and '<table class="reference">' in glue  # the study's panel
+    sentiment = next(s for s in sections if "sentiment" in s.split("</h2>")[0])
+    assert '<table class="reference">' not in sentiment  # the study has no sentiment curves
+
+
+def test_report_html_has_no_console_errors_and_a_screenshot(report_html, tmp_path):
+    chromium = _chromium()
+    shot = tmp_path / "report.png"
+    proc = _browser(chromium, tmp_path / "p2", "--enable-logging=stderr", "--v=0",
+                    "--window-size=1400,2400", f"--screenshot={shot}", report_html.as_uri())
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    # Chromium logs every console message (errors and uncaught exceptions too) as CONSOLE lines.
+    console = [line for line in proc.stderr.splitlines() if ":CONSOLE" in line]
+    assert console == []
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 50_000
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shutil.copy(shot, ARTIFACTS / "report-html.png")
