@@ -225,6 +225,7 @@ def status(sweep: SweepOpt = None, storage: StorageOpt = None, as_json: JsonOpt 
     from rich.table import Table
 
     from .report import study_status
+    from .report.render import running_table
     from .text import plain
 
     try:
@@ -242,6 +243,9 @@ def status(sweep: SweepOpt = None, storage: StorageOpt = None, as_json: JsonOpt 
     for s in studies:
         table.add_row(*(plain(s[c]) for c in ("sweep", "task", "model", "variant", "waiting", "running", "complete", "failed", "pruned")))
     console.print(table)
+    running = [(s, t) for s in studies for t in s["running_trials"]]
+    if running:
+        console.print(running_table(running))
 
 
 @app.command()

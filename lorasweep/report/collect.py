@@ -126,5 +126,25 @@ def study_status(storage_url: str | None, sweep: str | None = None) -> list[dict
             counts["failed" if state == "fail" else state] += 1
         s = study.user_attrs
         out.append({"study": study.study_name, "sweep": s["sweep"], "task": s["task"],
-                    "model": s["model"], "variant": s["variant_tag"], **counts})
+                    "model": s["model"], "variant": s["variant_tag"], **counts,
+                    "running_trials": _running(trials)})
+    return out
+
+
+def _running(trials: list) -> list[dict[str, Any]]:
+    """Per running trial: its grid point, where it resumed from, its last checkpoint (step,
+    age in seconds, bytes; None before the first)."""
+    import time
+
+    now, out = time.time(), []
+    for t in trials:
+        if t.state.name != "RUNNING" or "grid_point" not in t.user_attrs:
+            continue
+        saved = t.user_attrs.get("checkpoint") or {}
+        out.append({
+            "trial": t.number, "grid_point": t.user_attrs["grid_point"],
+            "checkpoint_step": saved.get("step"),
+            "checkpoint_age_s": round(now - saved["time"], 1) if "time" in saved else None,
+            "checkpoint_bytes": saved.get("bytes"),
+        })
     return out

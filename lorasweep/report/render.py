@@ -23,7 +23,7 @@ from ._format import (
 )
 from .select import SELECTION_RULE, VariantSummary
 
-__all__ = ["render_terminal", "results_payload", "write_report"]
+__all__ = ["render_terminal", "results_payload", "running_table", "write_report"]
 
 #: Row fields too bulky for the CSV (they stay in results.json and the HTML report).
 _BULKY = ("loss_curve", "provenance")
@@ -146,3 +146,27 @@ def write_report(summaries: list[VariantSummary], rows: list[dict[str, Any]], ou
     paths["results.json"].write_text(json.dumps(results_payload(summaries, rows, tolerance),
                                                 indent=2))
     return paths
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return (f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {secs:02d}s") + " ago"
+
+
+def running_table(running: list[tuple[dict[str, Any], dict[str, Any]]]) -> Any:
+    """``lorasweep status``'s second table: per running trial, its last checkpoint."""
+    from rich.table import Table
+
+    table = Table(title="running trials")
+    for col in ("variant", "grid point", "checkpoint step", "checkpoint age", "checkpoint size"):
+        table.add_column(col, justify="left" if col in ("variant", "grid point") else "right")
+    for study, t in running:
+        size = t["checkpoint_bytes"]
+        table.add_row(plain(study["variant"]), plain(t["grid_point"]),
+                      "-" if t["checkpoint_step"] is None else str(t["checkpoint_step"]),
+                      _age(t["checkpoint_age_s"]),
+                      "-" if size is None else f"{size / 2**20:.1f} MB")
+    return table
