@@ -164,10 +164,17 @@ def _check_same_settings(study: Any, spec: SweepSpec, task: str) -> None:
                              for d in (stored, value))
         if stored is not None and stored != value:
             changed = sorted(k for k in set(stored) | set(value) if stored.get(k) != value.get(k))
+            prefix = {"train": "train", "task_options": "task", "model_options": "model"}[key]
+            was = ", ".join(f"{prefix}.{k}={_shown(stored.get(k))} (now {_shown(value.get(k))})"
+                            for k in changed)
             raise ConfigError(
-                f"sweep {spec.name!r} already ran with other {key} settings ({', '.join(changed)}): "
-                "use the same settings, or a new --sweep NAME"
+                f"sweep {spec.name!r} already ran with {was}: keep those settings, or pass "
+                f"--sweep NAME to start a new sweep with these"
             )
+
+
+def _shown(value: Any) -> str:
+    return "unset" if value is None else str(value)
 
 
 def sync_sweep(spec: SweepSpec, storage: Any) -> list[GridSync]:
