@@ -135,7 +135,8 @@ def _run(spec: Any) -> None:
                                   f" x {plural(len(spec.seeds), 'seed')}"),
         highlight=False, soft_wrap=True)
     try:
-        outcome = run_sweep(spec, progress_factory=lambda total: SweepProgress(total, err_console))
+        outcome = run_sweep(spec, progress_factory=lambda total: SweepProgress(
+            total, err_console, workers=spec.workers if spec.launcher != "inline" else 1))
     except _user_errors() as err:
         _fail(str(err))
     s = outcome.summary
@@ -144,8 +145,8 @@ def _run(spec: Any) -> None:
         f"done: {s.completed} completed ({s.diverged} diverged), {s.failed} failed, "
         f"{s.pruned} pruned; {outcome.skipped} already done, skipped", highlight=False)
     if running:
-        console.print(f"{running} trial(s) still running elsewhere; rerun later to retry them if "
-                      "their worker died.")
+        console.print(f"{plural(running, 'trial')} still running elsewhere; rerun later to retry "
+                      "them if their worker died.")
     _print_where(spec)
     if s.failed:
         raise typer.Exit(1)

@@ -45,10 +45,6 @@ def _gpu_count() -> int:
         return 0
 
 
-def _finished(counts) -> int:
-    return counts["completed"] + counts["pruned"] + counts["failed"]
-
-
 class LocalLauncher(Launcher):
     name = "local"
 
@@ -58,7 +54,7 @@ class LocalLauncher(Launcher):
 
     def launch(self, storage_url: str, study_names: list[str], total: int,
                events: TrialEvents) -> WorkerSummary:
-        from .poll import count_finished
+        from .poll import StoreWatcher, count_finished
 
         self.log_dir.mkdir(parents=True, exist_ok=True)
         gpus = _gpu_count()
@@ -66,6 +62,7 @@ class LocalLauncher(Launcher):
         ctx = mp.get_context("spawn")
         procs = []
         before = count_finished(storage_url, study_names)
+        watcher = StoreWatcher(storage_url, study_names)
         for i in range(self.workers):
             gpu = i % gpus if gpus else None
             log = str(self.log_dir / f"worker-{i}.log")
@@ -74,7 +71,7 @@ class LocalLauncher(Launcher):
             procs.append(p)
         try:
             while any(p.is_alive() for p in procs):
-                events.sweep_progress(_finished(count_finished(storage_url, study_names)) - _finished(before))
+                events.store_update(watcher.poll())  # result lines and step bars
                 time.sleep(2.0)
         except KeyboardInterrupt:
             for p in procs:
@@ -84,7 +81,7 @@ class LocalLauncher(Launcher):
             for p in procs:
                 p.join()
         after = count_finished(storage_url, study_names)
-        events.sweep_progress(_finished(after) - _finished(before))
+        events.store_update(watcher.poll())
         crashed = [i for i, p in enumerate(procs) if p.exitcode != 0]
         if crashed:
             raise RuntimeError(

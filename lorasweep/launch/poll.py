@@ -1,10 +1,18 @@
-"""Read sweep progress from the store (for launchers whose workers run elsewhere)."""
+"""Read sweep progress from the store (for launchers whose workers run elsewhere).
+
+:class:`StoreWatcher` turns the store into what a progress display shows: the running trials
+with their step counts (written by their workers), and the trials finished since the launch
+began with their outcome. Trials finished before the launch are never shown again.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 
-__all__ = ["count_finished"]
+from ..sweep.outcome import PROGRESS_ATTR, TrialOutcome, outcome_of, trial_label
+
+__all__ = ["StoreSnapshot", "StoreWatcher", "TrialView", "count_finished"]
 
 
 def count_finished(storage_url: str, study_names: list[str]) -> Counter:
@@ -26,3 +34,62 @@ def count_finished(storage_url: str, study_names: list[str]) -> Counter:
             elif t.state == TrialState.FAIL and not t.user_attrs.get("stray"):
                 counts["failed"] += 1
     return counts
+
+
+@dataclasses.dataclass
+class TrialView:
+    key: tuple[str, int]  # (study, trial number)
+    label: str
+    step: int = 0
+    total: int = 0
+    loss: float | None = None
+    started: float | None = None  # epoch seconds
+    outcome: TrialOutcome | None = None
+
+
+@dataclasses.dataclass
+class StoreSnapshot:
+    running: list[TrialView]
+    finished: list[TrialView]  # finished since the watcher was made
+    done: int  # how many trials finished since the watcher was made
+
+
+class StoreWatcher:
+    """Polls the studies of a launch; ``poll()`` returns a :class:`StoreSnapshot`."""
+
+    def __init__(self, storage_url: str, study_names: list[str]):
+        from ..sweep.store import open_storage
+
+        self.storage = open_storage(storage_url, create=False)
+        self.study_names = study_names
+        self.before = {view.key for view in self._views() if view.outcome is not None}
+
+    def _views(self) -> list[TrialView]:
+        import optuna
+
+        views = []
+        for name in self.study_names:
+            study = optuna.load_study(study_name=name, storage=self.storage)
+            tag = study.user_attrs.get("variant_tag", name)
+            for t in study.get_trials(deepcopy=False):
+                if "grid_point" not in t.user_attrs or t.user_attrs.get("stray"):
+                    continue
+                if t.state.name == "WAITING":
+                    continue
+                progress = t.user_attrs.get(PROGRESS_ATTR) or {}
+                views.append(TrialView(
+                    key=(name, t.number),
+                    label=trial_label(tag, t.params.get("lr"), t.params.get("seed"),
+                                      t.user_attrs.get("grid_point")),
+                    step=int(progress.get("step") or 0), total=int(progress.get("total") or 0),
+                    loss=progress.get("loss"),
+                    started=t.datetime_start.timestamp() if t.datetime_start else None,
+                    outcome=outcome_of(t)))
+        return views
+
+    def poll(self) -> StoreSnapshot:
+        views = [v for v in self._views() if v.key not in self.before]
+        finished = [v for v in views if v.outcome is not None]
+        running = [v for v in views if v.outcome is None]
+        return StoreSnapshot(running, finished, len(finished))
+

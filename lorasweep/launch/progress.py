@@ -1,7 +1,20 @@
-"""Rich progress bars: one for the sweep (trials), one for the running trial (steps)."""
+"""Rich progress: a bar for the sweep (trials, with an ETA), a step bar per running trial, and
+one result line per finished trial.
+
+The same display serves every launcher: the in-process worker calls it directly
+(``trial_started`` / ``trial_step`` / ``trial_finished``); launchers whose workers run elsewhere
+poll the store and hand it a :class:`~lorasweep.launch.poll.StoreSnapshot` (``store_update``).
+
+The ETA comes from the durations of the trials finished so far: with ``d`` their mean, ``n``
+trials left, ``w`` workers and ``e_i`` the time the running trials have already spent,
+
+.. math:: \\mathrm{ETA} = \\max\\Big(0, \\frac{n\\,d - \\sum_i \\min(e_i, d)}{w}\\Big).
+"""
 
 from __future__ import annotations
 
+import statistics
+import time
 from typing import Any
 
 from rich.console import Console
@@ -9,32 +22,82 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
     TextColumn,
     TimeElapsedColumn,
-    TimeRemainingColumn,
 )
+from rich.text import Text
 
 from ..config import TrialSpec
+from ..sweep.outcome import TrialOutcome, trial_label
 from ..sweep.worker import TrialEvents
+from ..text import plain
 
-__all__ = ["SweepProgress"]
+__all__ = ["SweepProgress", "estimate_eta", "result_line"]
+
+
+def estimate_eta(durations: list[float], remaining: int, running_elapsed: list[float],
+                 workers: int = 1) -> float | None:
+    """Seconds left, from finished trials' durations; None before any trial has finished."""
+    if not durations:
+        return None
+    mean = statistics.fmean(durations)
+    spent = sum(min(e, mean) for e in running_elapsed)
+    return max(0.0, (remaining * mean - spent) / max(1, workers))
+
+
+def _clock(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def result_line(label: str, outcome: TrialOutcome) -> str:
+    """``lora-r8-a16 lr=1e-3 seed=0  completed  val accuracy 0.786  test 0.780  12s``."""
+    head = f"  {label:<36} {outcome.state:<9}"
+    took = f"  {outcome.seconds:.0f}s" if outcome.seconds is not None else ""
+    if outcome.state == "failed":
+        return f"{head} {outcome.reason or ''}{took}"
+    if outcome.validation is None:
+        return f"{head}{took}"
+    metric = outcome.metric or "score"
+    test = f"  test {outcome.test:.4f}" if outcome.test is not None else ""
+    return f"{head} val {metric} {outcome.validation:.4f}{test}{took}"
+
+
+class _EtaColumn(ProgressColumn):
+    """``eta 0:03:12`` for the sweep bar, from :func:`estimate_eta`; blank on trial bars."""
+
+    def __init__(self, owner: SweepProgress):
+        super().__init__()
+        self.owner = owner
+
+    def render(self, task: Any) -> Text:
+        if task.id != self.owner.sweep:
+            return Text("")
+        eta = self.owner.eta()
+        return Text("eta " + ("-:--:--" if eta is None else _clock(eta)), style="progress.remaining")
 
 
 class SweepProgress(TrialEvents):
-    def __init__(self, total: int, console: Console | None = None):
+    def __init__(self, total: int, console: Console | None = None, workers: int = 1):
         self.console = console or Console(stderr=True)
+        self.workers = workers
         self.progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("{task.fields[info]}"),
             TimeElapsedColumn(),
-            TimeRemainingColumn(),
+            _EtaColumn(self),
             console=self.console,
             transient=False,
         )
         self.sweep = self.progress.add_task("sweep", total=total, info="")
-        self.trial: Any = None
+        self.durations: list[float] = []
+        self.bars: dict[Any, Any] = {}  # trial key -> rich task id
+        self.started: dict[Any, float] = {}  # trial key -> start (time.time())
+        self.shown: set[Any] = set()  # finished trials whose line is printed
+        self._current: Any = None  # the in-process trial's key
 
     def __enter__(self) -> SweepProgress:
         self.progress.start()
@@ -43,25 +106,66 @@ class SweepProgress(TrialEvents):
     def __exit__(self, *exc: object) -> None:
         self.progress.stop()
 
-    def trial_started(self, spec: TrialSpec, total_steps: int) -> None:
-        label = f"  {spec.variant.key} lr={spec.lr:.2g} seed={spec.seed}"
-        if self.trial is not None:
-            self.progress.remove_task(self.trial)
-        self.trial = self.progress.add_task(label, total=total_steps, info="")
+    def eta(self) -> float | None:
+        task = self.progress.tasks[self.sweep]
+        remaining = int((task.total or 0) - task.completed)
+        now = time.time()
+        return estimate_eta(self.durations, remaining, [now - s for s in self.started.values()],
+                            self.workers)
 
-    def trial_step(self, step: int, loss: float) -> None:
-        if self.trial is not None:
-            self.progress.update(self.trial, completed=step, info=f"loss {loss:.3f}")
+    # -- keyed display, shared by every launcher
+    def _running(self, key: Any, label: str, step: int, total: int, loss: float | None,
+                 started: float | None = None) -> None:
+        info = f"loss {loss:.3f}" if loss is not None else ""
+        if key not in self.bars:
+            self.bars[key] = self.progress.add_task("  " + plain(label), total=total or None, info=info)
+            self.started[key] = started if started is not None else time.time()
+        self.progress.update(self.bars[key], completed=step, total=total or None, info=info)
 
-    def trial_finished(self, spec: TrialSpec, state: str, value: float | None) -> None:
-        shown = f"{value:.4f}" if value is not None else "-"
-        self.progress.console.print(
-            f"  {spec.variant.tag:<22} lr={spec.lr:<8.2g} seed={spec.seed}  {state:<9} {shown}"
-        )
-        if self.trial is not None:
-            self.progress.remove_task(self.trial)
-            self.trial = None
+    def _finished(self, key: Any, label: str, outcome: TrialOutcome) -> None:
+        if key in self.shown:
+            return
+        self.shown.add(key)
+        if key in self.bars:
+            self.progress.remove_task(self.bars.pop(key))
+        start = self.started.pop(key, None)
+        seconds = outcome.seconds if outcome.seconds is not None else (
+            time.time() - start if start is not None else None)
+        if seconds is not None:
+            self.durations.append(seconds)
+        self.progress.console.print(plain(result_line(label, outcome)), highlight=False,
+                                    soft_wrap=True)
         self.progress.advance(self.sweep)
 
+    # -- the in-process worker's events
+    def trial_started(self, spec: TrialSpec, total_steps: int) -> None:
+        self._current = (spec.study, spec.trial_number)
+        self._running(self._current, trial_label(spec.variant.tag, spec.lr, spec.seed), 0,
+                      total_steps, None)
+
+    def trial_step(self, step: int, loss: float) -> None:
+        key = self._current
+        if key in self.bars:
+            self.progress.update(self.bars[key], completed=step, info=f"loss {loss:.3f}")
+
+    def trial_finished(self, spec: TrialSpec, state: str, value: float | None,
+                       outcome: TrialOutcome | None = None) -> None:
+        key = (spec.study, spec.trial_number)
+        self._finished(key, trial_label(spec.variant.tag, spec.lr, spec.seed),
+                       outcome or TrialOutcome(state, value))
+
+    # -- launchers that read the store
     def sweep_progress(self, finished: int) -> None:
         self.progress.update(self.sweep, completed=finished)
+
+    def store_update(self, snapshot: Any) -> None:
+        for view in snapshot.finished:
+            self._finished(view.key, view.label, view.outcome)
+        live = set()
+        for view in snapshot.running:
+            live.add(view.key)
+            self._running(view.key, view.label, view.step, view.total, view.loss, view.started)
+        for key in [k for k in self.bars if k not in live]:  # gone without a result yet
+            self.progress.remove_task(self.bars.pop(key))
+            self.started.pop(key, None)
+        self.progress.update(self.sweep, completed=snapshot.done)

@@ -19,9 +19,10 @@ from ._format import (
     lrs_of,
     ratio_text,
     tuned_text,
-    unlisted_trials,
 )
+from .plot import plot_curves
 from .select import SELECTION_RULE, VariantSummary
+from .terminal import render_left_out
 
 __all__ = ["render_terminal", "results_payload", "running_table", "write_report"]
 
@@ -54,13 +55,7 @@ def render_terminal(summaries: list[VariantSummary], console: Any,
         for s in group:
             if s.remark:
                 console.print(plain(f"{s.variant_tag}: {s.remark}"), highlight=False)
-    left = unlisted_trials(rows or [])
-    if left:
-        counts = {state: sum(r["state"] == state for r in left) for state in
-                  ("fail", "pruned", "running", "waiting")}
-        console.print(f"not in the tables: {counts['fail']} failed, {counts['pruned']} pruned, "
-                      f"{counts['running'] + counts['waiting']} unfinished (see report.md)",
-                      highlight=False)
+    render_left_out(rows or [], console)  # failed (with reasons), pruned, unfinished, diverged
 
 
 def results_payload(summaries: list[VariantSummary], rows: list[dict[str, Any]],
@@ -90,36 +85,6 @@ def results_payload(summaries: list[VariantSummary], rows: list[dict[str, Any]],
     })
 
 
-def _plot(summaries: list[VariantSummary], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    grouped = by_task(summaries)
-    fig, axes = plt.subplots(1, len(grouped), figsize=(6.5 * len(grouped), 4.5), squeeze=False)
-    for ax, ((sweep, task, model), group) in zip(axes[0], grouped.items(), strict=True):
-        for s in group:
-            lrs = sorted(s.cells)
-            means = [s.cells[lr].mean for lr in lrs]
-            stds = [s.cells[lr].std for lr in lrs]
-            line = ax.errorbar(lrs, means, yerr=stds, marker="o", capsize=3, label=s.variant_tag)
-            diverged = [lr for lr in lrs if s.cells[lr].diverged]
-            if diverged:
-                ax.scatter(diverged, [s.cells[lr].mean for lr in diverged], marker="x", s=80,
-                           color=line[0].get_color(), zorder=5)
-            ax.scatter([s.best_lr], [s.peak], marker="*", s=180, color=line[0].get_color(), zorder=6)
-        ax.set_xscale("log")
-        ax.set_xlabel("learning rate")
-        ax.set_ylabel(f"test {group[0].metric}")
-        ax.set_title(f"{sweep}: {task} · {Path(model).name if '/' in model else model}")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
 def write_report(summaries: list[VariantSummary], rows: list[dict[str, Any]], out_dir: str | Path,
                  tolerance: float = 0.01) -> dict[str, Path]:
     """report.md, report.html, results.csv, results.json and (with results) curves.png."""
@@ -131,7 +96,7 @@ def write_report(summaries: list[VariantSummary], rows: list[dict[str, Any]], ou
     paths = {name: out / name for name in ("report.md", "report.html", "results.csv",
                                            "results.json", "curves.png")}
     if summaries:
-        _plot(summaries, paths["curves.png"])
+        plot_curves(summaries, paths["curves.png"])
     else:
         paths.pop("curves.png")
         (out / "curves.png").unlink(missing_ok=True)  # never leave an older sweep's plot

@@ -19,6 +19,7 @@ from typing import Any
 from .._json import json_safe
 from ..config import TrainConfig, TrialSpec, VariantSpec
 from ..train.signals import StopRequests, TrialStopped
+from .outcome import PROGRESS_ATTR, PROGRESS_INTERVAL_S, TrialOutcome, outcome_of
 from .study import (
     HEARTBEAT_ATTR,
     HEARTBEAT_INTERVAL_S,
@@ -45,9 +46,13 @@ class TrialEvents:
 
     def trial_started(self, spec: TrialSpec, total_steps: int) -> None: ...
     def trial_step(self, step: int, loss: float) -> None: ...
-    def trial_finished(self, spec: TrialSpec, state: str, value: float | None) -> None: ...
+    def trial_finished(self, spec: TrialSpec, state: str, value: float | None,
+                       outcome: TrialOutcome | None = None) -> None: ...
     def sweep_progress(self, finished: int) -> None:
         """Trials finished so far, for launchers that only see the store."""
+    def store_update(self, snapshot: Any) -> None:
+        """Running and newly finished trials read from the store (a ``StoreSnapshot``), for
+        launchers whose workers run elsewhere."""
 
 
 class _Heartbeat:
@@ -75,12 +80,23 @@ class _OptunaReporter:
 
     def __init__(self, trial: Any, events: TrialEvents, spec: TrialSpec):
         self.trial, self.events, self.spec = trial, events, spec
+        self.total, self.written = 0, 0.0
 
     def on_start(self, total_steps: int) -> None:
+        self.total = total_steps
+        self._write_progress(0, None)
         self.events.trial_started(self.spec, total_steps)
 
     def on_step(self, step: int, loss: float) -> None:
+        if time.monotonic() - self.written >= PROGRESS_INTERVAL_S or step == self.total:
+            self._write_progress(step, loss)
         self.events.trial_step(step, loss)
+
+    def _write_progress(self, step: int, loss: float | None) -> None:
+        """The step count in the store, where displays of other processes read it."""
+        self.written = time.monotonic()
+        self.trial.set_user_attr(PROGRESS_ATTR, json_safe({"step": step, "total": self.total,
+                                                           "loss": loss}))
 
     def report(self, step: int, value: float) -> bool:
         self.trial.report(value, step)
@@ -155,7 +171,8 @@ def _work(storage: Any, storage_url: str, study_names: list[str], events: TrialE
             spec = _trial_spec(study, trial, storage_url)
             trial.set_user_attr("run_dir", spec.run_dir)  # known before it runs, even if it fails
             state, value = _run_one(study, trial, spec, events, run_trial)
-            events.trial_finished(spec, state, value)
+            events.trial_finished(spec, state, value,
+                                  outcome_of(study._storage.get_trial(trial._trial_id)))
             if state == "diverged":  # a diverged trial is a result: complete, at the worst score
                 summary.diverged += 1
                 state = "completed"

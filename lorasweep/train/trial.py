@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import os
 import platform
 import resource
 import socket
@@ -18,7 +19,7 @@ from ..config import TrialSpec
 from .checkpoint import Checkpoints
 from .loop import Reporter, micro_batches, train
 
-__all__ = ["TrialResult", "provenance", "run_trial"]
+__all__ = ["SMOKE_TEST_ENV", "TrialResult", "provenance", "run_trial", "smoke_budget"]
 
 
 @dataclasses.dataclass
@@ -72,6 +73,25 @@ def _claim(run_dir: Path, study: str) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
 
 
+#: Testing aid: with this set (to 1), every trial runs a token budget (one step of four short
+#: examples, eight evaluation examples per split), so a sequence of commands can be checked for
+#: running as written in seconds; their scores mean nothing. The trial records ``smoke_test``.
+SMOKE_TEST_ENV = "LORASWEEP_SMOKE_TEST"
+
+
+def smoke_budget(spec: TrialSpec) -> TrialSpec:
+    """``spec`` capped to the smoke-test budget when ``LORASWEEP_SMOKE_TEST`` is set."""
+    if os.environ.get(SMOKE_TEST_ENV, "") in ("", "0"):
+        return spec
+    train = dataclasses.replace(spec.train, steps=1, epochs=None, eval_every=0,
+                                batch_size=min(spec.train.batch_size, 4),
+                                grad_accum=1, max_length=min(spec.train.max_length, 32),
+                                estimation_batches=min(spec.train.estimation_batches, 1))
+    limit = spec.task_options.get("eval_limit")
+    options = {**spec.task_options, "eval_limit": min(limit or 8, 8)}
+    return dataclasses.replace(spec, train=train, task_options=options)
+
+
 def run_trial(spec: TrialSpec, reporter: Reporter | None = None) -> TrialResult:
     import torch
 
@@ -79,6 +99,8 @@ def run_trial(spec: TrialSpec, reporter: Reporter | None = None) -> TrialResult:
     from ..variants import apply_variant, get_variant, save_adapter
     from .model import load_model
 
+    smoke = smoke_budget(spec)
+    spec, smoke = smoke, smoke is not spec
     started = time.perf_counter()
     run_dir = Path(spec.run_dir)
     _claim(run_dir, spec.study)
@@ -146,6 +168,7 @@ def run_trial(spec: TrialSpec, reporter: Reporter | None = None) -> TrialResult:
         "loss_curve": result.loss_curve,
         "validation_is_test": data.test is data.validation,
         "run_dir": str(run_dir),
+        **({"smoke_test": True} if smoke else {}),
         **provenance(device),
     }
     kept = ("wall_time_s", "peak_memory_mb", "prepare", "resumed_from_step", "resumes")

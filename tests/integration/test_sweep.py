@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
@@ -13,8 +14,10 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.trial import TrialState
+from rich.console import Console
 
 from lorasweep.config import SweepSpec, TrainConfig, VariantSpec
+from lorasweep.launch.progress import SweepProgress
 from lorasweep.sweep.run import run_sweep
 from lorasweep.sweep.store import open_storage
 from lorasweep.sweep.study import study_name
@@ -84,13 +87,22 @@ def test_sweep_contract_on_every_storage(tiny_bert_dir, tmp_path, storage_url):
 def test_local_launcher_runs_each_point_once(tiny_bert_dir, tmp_path):
     spec = _spec(tiny_bert_dir, tmp_path, f"sqlite:///{tmp_path / 's.db'}", launcher="local",
                  workers=2, lrs=[1e-4, 1e-3, 1e-2], seeds=[0, 1])
-    outcome = run_sweep(spec)
+    shown = io.StringIO()
+    outcome = run_sweep(spec, progress_factory=lambda total: SweepProgress(
+        total, Console(file=shown, width=200, color_system=None), workers=2))
     assert outcome.summary.completed == 12
     points = _completed_points(spec)
     assert len(points) == 12 and set(points.values()) == {1}
     assert len({t.user_attrs["host"] for t in _trials(spec)}) == 1
-    logs = sorted((tmp_path / "runs" / "workers").glob("worker-*.log"))
+    logs = sorted((tmp_path / "logs").glob("worker-*.log"))  # beside the runs folder
     assert len(logs) == 2 and all("done" in log.read_text() for log in logs)
+    # The parent shows every trial's result, read from the store, labelled, once.
+    lines = [line for line in shown.getvalue().splitlines() if "completed" in line]
+    assert len(lines) == 12 and all("val accuracy" in x and " test " in x for x in lines)
+    assert sum("lr=1e-2 seed=1" in x for x in lines) == 2  # lora and dora
+    # Each worker wrote its step count where the parent's step bars read it.
+    assert all(t.user_attrs["progress"]["step"] == t.user_attrs["progress"]["total"] == 3
+               for t in _trials(spec))
 
 
 def test_changed_budget_is_refused_without_writing(tiny_bert_dir, tmp_path):

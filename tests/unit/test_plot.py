@@ -1,0 +1,91 @@
+"""curves.png: a grid of panels, one colour per variant everywhere, LoRA first as the baseline,
+a chance line where the metric has one, identical curves still visible."""
+
+from __future__ import annotations
+
+import struct
+
+import matplotlib.colors as mcolors
+import pytest
+
+from lorasweep.report.collect import Cell, VariantSummary
+from lorasweep.report.plot import build_figure, chance_level, grid_shape, plot_curves
+
+
+def _summary(task, tag, variant, scores, metric="accuracy", sweep="s"):
+    cells = {lr: Cell(v, 0.01, 2, 0) for lr, v in scores.items()}
+    best = max(cells, key=lambda lr: cells[lr].mean)
+    return VariantSummary(sweep, task, "embedded:minilm", variant, tag, metric, cells, best,
+                          cells[best].mean, (best, best))
+
+
+SAME = {1e-4: 0.6, 1e-3: 0.8, 1e-2: 0.5}
+
+
+@pytest.fixture
+def summaries():
+    out = []
+    for task, metric in (("sentiment", "accuracy"), ("glue-cola", "matthews_correlation"),
+                         ("glue-stsb", "pearson"), ("arith", "exact_match")):
+        out += [_summary(task, "dora-r8-a16", "dora", SAME, metric),
+                _summary(task, "pissa-r8-a16", "pissa", SAME, metric),  # identical to dora
+                _summary(task, "lora-r8-a16", "lora", {1e-4: 0.55, 1e-3: 0.7}, metric)]
+    out.append(_summary("glue (avg of 2)", "lora-r8-a16", "lora", {1e-3: 0.4}, "average"))
+    return out
+
+
+@pytest.mark.parametrize(("panels", "shape"), [(1, (1, 1)), (3, (1, 3)), (4, (2, 2)),
+                                               (5, (2, 3)), (6, (2, 3)), (9, (3, 3)),
+                                               (10, (4, 3))])
+def test_panels_are_laid_out_in_a_grid(panels, shape):
+    assert grid_shape(panels) == shape
+
+
+def test_chance_levels():
+    assert chance_level("sentiment", "accuracy") == 0.5
+    assert chance_level("glue-cola", "matthews_correlation") == 0.0
+    assert chance_level("glue-stsb", "pearson") == 0.0
+    assert chance_level("arith", "exact_match") is None
+    assert chance_level("glue (avg of 2)", "average") is None
+
+
+def test_figure(summaries):
+    fig = build_figure(summaries)
+    panels = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(panels) == 5 and len(fig.axes) == 6  # 2 x 3, the last one hidden
+    colours: dict[str, set] = {}
+    for ax in panels:
+        curves = {c.get_label(): c.lines[0] for c in ax.containers}  # one errorbar per variant
+        for label, line in curves.items():
+            colours.setdefault(label, set()).add(mcolors.to_hex(line.get_color()))
+        lines = ax.get_lines()
+        assert list(curves)[0] == "lora-r8-a16 (baseline)"  # drawn first, on top of nothing
+        if "dora-r8-a16" in curves:  # equal scores, yet drawn apart: offset x, other markers
+            dora, pissa = curves["dora-r8-a16"], curves["pissa-r8-a16"]
+            assert list(dora.get_ydata()) == list(pissa.get_ydata())
+            assert all(a != b for a, b in zip(dora.get_xdata(), pissa.get_xdata(), strict=True))
+            assert dora.get_marker() != pissa.get_marker()
+        chance = [line for line in lines if line.get_label() == "chance"]
+        title = ax.get_title()
+        if "sentiment" in title:
+            assert [list(c.get_ydata()) for c in chance] == [[0.5, 0.5]]
+        elif "cola" in title or "stsb" in title:
+            assert [list(c.get_ydata()) for c in chance] == [[0.0, 0.0]]
+        else:
+            assert chance == []
+    # one colour per variant across all panels; LoRA black, labelled as the baseline
+    assert all(len(c) == 1 for c in colours.values()), colours
+    assert colours["lora-r8-a16 (baseline)"] == {"#000000"}
+    assert len({next(iter(c)) for c in colours.values()}) == len(colours)
+    (legend,) = fig.legends
+    labels = [t.get_text() for t in legend.get_texts()]
+    assert labels[0] == "lora-r8-a16 (baseline)" and "chance" in labels
+    assert labels.count("dora-r8-a16") == 1  # one legend for the figure
+
+
+def test_png_is_a_grid_not_a_strip(summaries, tmp_path):
+    path = plot_curves(summaries, tmp_path / "curves.png")
+    head = path.read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", head[16:24])
+    assert 1500 <= width <= 2000 and 900 <= height <= 1200, (width, height)
