@@ -21,8 +21,12 @@ __all__ = ["LocalLauncher"]
 
 def _worker_main(storage_url: str, study_names: list[str], index: int, threads: int,
                  gpu: int | None, log_path: str) -> None:
+    import signal
     import sys
 
+    # Ctrl-C reaches the whole process group: the parent alone handles it, and stops this worker
+    # with SIGTERM, which checkpoints the running trial before the worker ends.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
     log = open(log_path, "a", buffering=1)  # noqa: SIM115  (lives as long as the process)

@@ -1,9 +1,10 @@
 """A sweep stopped mid-trial resumes where it stopped, on the inline and the local launcher.
 
 The sweep runs in its own process against a real SQLite store. Once its trial has written a
-checkpoint, the process is asked to stop: SIGTERM to the inline worker; Ctrl-C (SIGINT) to the
-local launcher's parent, which terminates its worker process. The stopped trial is failed with
-the reason, its grid point re-enqueued at once, and the next run resumes it from the checkpoint.
+checkpoint, the process group is asked to stop: SIGTERM on the inline launcher; Ctrl-C (SIGINT)
+on the local launcher, whose parent then terminates its worker process (the worker ignores
+SIGINT). The stopped trial is failed with the reason, its grid point re-enqueued at once, and the
+next run resumes it from the checkpoint.
 """
 
 from __future__ import annotations
@@ -71,9 +72,10 @@ def test_stopped_sweep_resumes_its_trial(tiny_bert_dir, tmp_path, launcher, sig)
     data = {**spec.to_dict(), "variants": [{"key": "lora", "rank": 4, "alpha": 8}]}
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     proc = subprocess.Popen([sys.executable, "-c", _SWEEP.format(spec=data)], env=env,
-                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
     _wait_for_checkpoint(spec, proc)
-    os.kill(proc.pid, sig)
+    os.killpg(proc.pid, sig)  # as a terminal does: the whole process group (workers too)
     assert proc.wait(timeout=120) != 0
 
     trials = _study(spec).get_trials()
