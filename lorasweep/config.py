@@ -56,7 +56,7 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     eval_every: int = 0  # 0: at the end only
     max_length: int = 64
-    estimation_batches: int = 64  # batches a data-driven init may look at (prepare hook)
+    estimation_batches: int = 64  # batches given to prepare (data-driven inits use them all)
     precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16
     device: str = "auto"
     #: Steps between checkpoints of the whole training state; None: about every 10 minutes of

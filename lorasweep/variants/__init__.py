@@ -1,4 +1,7 @@
-"""Variants: one file per variant, one registry key each (the key is the file name)."""
+"""Variants: one file per variant, one registry key each: the key is the file's name with ``-``
+for ``_`` (``lora_ga.py`` registers ``lora-ga``). ``base.py`` holds the adapter base and its hooks;
+files starting with ``_`` hold what several variants share (options, module types, the SVD, the
+gradient estimate); ``inject.py`` wraps the target modules; ``export.py`` writes adapters."""
 
 from typing import Any
 

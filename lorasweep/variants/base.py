@@ -1,14 +1,32 @@
 """The adapter base every variant is built on: one layer class, one model-level class, one registry.
 
-A variant is two small classes in one file:
+A variant is two small classes in one file, registered under one key (``@register``):
 
-* an :class:`AdapterLayer` subclass: the math of one wrapped ``nn.Linear`` (its parameters, their
-  initialisation, its update ``delta_weight`` and its ``forward``);
-* a :class:`Variant` subclass: the registry entry (key, taxonomy axis, one-line summary, options)
-  and the training-loop hooks that need the whole model (``prepare``, ``param_groups``,
-  ``extra_loss``, ``before_optimizer_step``, ``after_optimizer_step``).
+* an :class:`AdapterLayer` subclass: the math of one wrapped ``nn.Linear``. It may override
+  ``scaling`` (the scale ``s``), ``reset_adapter`` (the tensors' initialisation),
+  ``delta_weight`` (the update ``ΔW``), ``adapter_output`` (``ΔW x`` without forming ``ΔW``),
+  ``forward``, ``merged_weight`` (the weight that reproduces the layer), ``initial_update``
+  (a non-zero start, kept as a residual) and ``peft_tensors`` (this layer in peft's format);
+* a :class:`Variant` subclass: the registry entry (``key``, taxonomy ``axis``, one-line
+  ``summary``, ``Options`` dataclass, ``study`` settings, ``peft_flags``, ``mergeable``) and the
+  hooks that need the whole model, called in this order:
 
-The training loop only ever calls the hooks; it never asks which variant it is running.
+  - ``plan_layers(targets)``: before the layers are built (sizes of shared tensors);
+  - ``prepare(model, batches)``: data-driven initialisation, before the optimizer exists;
+  - ``param_groups(lr, weight_decay)``: the optimizer's groups (per-tensor learning rates);
+  - ``begin_training(total_steps)``: once, before the first step;
+  - ``lr_factor(step)``: a multiplier on the loop's schedule (restarts re-warm with it);
+  - ``extra_loss()``: a term added to the task loss (regularisers, router balance);
+  - ``before_optimizer_step()``: gradient rewrites, after backward and clipping;
+  - ``after_optimizer_step(step, optimizer)``: rank allocation, periodic merges;
+  - ``training_state()`` / ``load_training_state(state)``: what a checkpoint keeps beside the
+    tensors (importance statistics, a schedule's position), so that a trial resumes exactly;
+  - ``export()``: the adapter as peft LoRA tensors (the layers' ``peft_tensors``).
+
+The training loop only ever calls the hooks; it never asks which variant it is running. Shared
+pieces live in private modules beside this one (``_options``: options and their parsing;
+``_modules``: module types; ``_svd``, ``_gradients``: maths several variants share); the names
+a variant file needs are re-exported here.
 """
 
 from __future__ import annotations
@@ -21,7 +39,10 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from .study import check_study_fields, warn_if_off_study_rank
+from ._modules import module_type, module_types
+from ._options import A_INITS, AInitOptions, NoOptions, VariantError, init_lora_A, parse_options
+from ._registry import AXES, get_variant_class, register, registry
+from .study import warn_if_off_study_rank
 
 __all__ = [
     "AXES",
@@ -31,6 +52,7 @@ __all__ = [
     "NoOptions",
     "Variant",
     "VariantError",
+    "adapter_dtype",
     "get_variant_class",
     "init_lora_A",
     "module_type",
@@ -38,46 +60,6 @@ __all__ = [
     "register",
     "registry",
 ]
-
-AXES = ("baseline", "rank", "optimization", "initialization", "moe")
-
-
-class VariantError(ValueError):
-    """A variant key, option or target that cannot be used."""
-
-
-@dataclasses.dataclass
-class NoOptions:
-    """Variants without options of their own."""
-
-
-#: How a random ``A`` starts: "kaiming" (Kaiming-uniform ``U(±1/sqrt(in))``, peft's) or
-#: "gaussian" (``N(0, 1/in)``, what the study's reference code draws whatever it is asked).
-A_INITS = ("kaiming", "gaussian")
-
-
-@dataclasses.dataclass
-class AInitOptions:
-    """Variants whose ``A`` starts random: ``a_init`` chooses its distribution (same mean 0;
-    the Gaussian's std ``1/sqrt(in)`` is ``sqrt(3)`` times the Kaiming-uniform's)."""
-
-    a_init: str = "kaiming"
-
-    def validate(self) -> None:
-        if self.a_init not in A_INITS:
-            raise VariantError(f"a_init must be kaiming or gaussian, got {self.a_init!r}")
-
-
-@torch.no_grad()
-def init_lora_A(tensor: torch.Tensor, options: Any, fan_in: int | None = None) -> None:
-    """Fill a random ``A`` (``rows × fan_in``, or any view with the fan-in last) per the
-    variant's ``a_init`` option: Kaiming-uniform (``a = sqrt(5)``: bound ``1/sqrt(fan_in)``)
-    or the reference code's ``N(0, 1/fan_in)``. ``fan_in`` defaults to the last dimension."""
-    if getattr(options, "a_init", "kaiming") == "gaussian":
-        nn.init.normal_(tensor, 0.0, (fan_in or tensor.shape[-1]) ** -0.5)
-    else:
-        nn.init.kaiming_uniform_(tensor, a=math.sqrt(5))
-
 
 class AdapterLayer(nn.Module):
     """A frozen ``nn.Linear`` plus a trainable low-rank update (plain LoRA math by default).
@@ -106,7 +88,7 @@ class AdapterLayer(nn.Module):
         self.out_features = base.out_features
         self.dropout = nn.Dropout(variant.dropout) if variant.dropout > 0 else nn.Identity()
         self.merged = False
-        factory = {"device": base.weight.device, "dtype": _adapter_dtype(base.weight.dtype)}
+        factory = {"device": base.weight.device, "dtype": adapter_dtype(base.weight.dtype)}
         self.lora_A = nn.Parameter(torch.empty(self.rank, self.in_features, **factory))
         self.lora_B = nn.Parameter(torch.zeros(self.out_features, self.rank, **factory))
 
@@ -205,9 +187,19 @@ class AdapterLayer(nn.Module):
         )
         return state
 
+    def peft_tensors(self) -> dict[str, torch.Tensor]:
+        """This layer as a peft LoRA, by peft's tensor names: ``lora_A.weight``,
+        ``lora_B.weight``. A recorded initial update ``s·B0 A0`` makes it a LoRA of the
+        untouched base weight of rank ``2r``: ``[B | B0] [A ; -A0]``."""
+        a, b = self.lora_A.detach(), self.lora_B.detach()
+        if self.has_initial_update:
+            a = torch.cat([a, -self.lora_A0])
+            b = torch.cat([b, self.lora_B0], dim=1)
+        return {"lora_A.weight": a, "lora_B.weight": b}
 
-def _adapter_dtype(weight_dtype: torch.dtype) -> torch.dtype:
-    """Adapters of quantised or half-precision bases train in fp32 (autocast handles the rest)."""
+
+def adapter_dtype(weight_dtype: torch.dtype) -> torch.dtype:
+    """The dtype of a new adapter tensor beside a base weight of ``weight_dtype``: adapters of quantised or half-precision bases train in fp32 (autocast handles the rest)."""
     return torch.float32 if weight_dtype in (torch.float16, torch.bfloat16) else weight_dtype
 
 
@@ -249,21 +241,7 @@ class Variant:
     @classmethod
     def parse_options(cls, options: dict[str, Any]):
         """Build the Options dataclass, naming unknown options and the known ones."""
-        fields = {f.name: f for f in dataclasses.fields(cls.Options)}
-        unknown = sorted(set(options) - set(fields))
-        if unknown:
-            known = ", ".join(sorted(fields)) or "none"
-            raise VariantError(
-                f"unknown option {unknown[0]!r} for variant {cls.key!r} (its options: {known})"
-            )
-        typed = {}
-        for name, value in options.items():
-            typed[name] = _coerce(value, fields[name].type, f"{cls.key} option {name}")
-        parsed = cls.Options(**typed)
-        validate = getattr(parsed, "validate", None)
-        if validate is not None:
-            validate()
-        return parsed
+        return parse_options(cls.Options, cls.key, options)
 
     @classmethod
     def option_defaults(cls) -> dict[str, Any]:
@@ -355,6 +333,18 @@ class Variant:
     def load_training_state(self, state: dict[str, Any]) -> None:
         """Restore :meth:`training_state` (called after ``begin_training``, before the step)."""
 
+    def export(self) -> dict[str, torch.Tensor]:
+        """The adapter in peft's LoRA format, by module path: every layer's
+        :meth:`AdapterLayer.peft_tensors`, then the fully trained modules' parameters. Only
+        called where ``peft_flags`` is not ``None``."""
+        tensors = {
+            f"{lname}.{k}": v
+            for lname, layer in self.layers.items()
+            for k, v in layer.peft_tensors().items()
+        }
+        tensors.update({k: p.detach() for k, p in self.saved_module_parameters()})
+        return tensors
+
     # ---------------------------------------------------------------------- whole-model ops
     def merge(self) -> None:
         if not self.mergeable:
@@ -399,86 +389,3 @@ class Variant:
                 target.copy_(v.to(target.dtype))
             if refold:
                 layer.subtract_initial_update()
-
-
-def module_type(name: str) -> str:
-    """The type of a wrapped module: its name with the block indices starred, e.g.
-    ``bert.encoder.layer.3.attention.self.query`` -> ``bert.encoder.layer.*.attention.self.query``
-    (the same module in every block). The last component stays as it is: the children of an
-    ``nn.Sequential`` are named by their index and are different modules."""
-    *path, leaf = name.split(".")
-    return ".".join(["*" if part.isdigit() else part for part in path] + [leaf])
-
-
-def module_types(targets: dict[str, nn.Linear], key: str) -> dict[str, list[str]]:
-    """Group target layers by :func:`module_type`, in module order; for variants whose layers of
-    one type share tensors, so the layers of a type must have one shape."""
-    groups: dict[str, list[str]] = {}
-    for name in targets:
-        groups.setdefault(module_type(name), []).append(name)
-    for kind, names in groups.items():
-        shapes = {(targets[n].in_features, targets[n].out_features) for n in names}
-        if len(shapes) > 1:
-            found = ", ".join(f"{i}->{o}" for i, o in sorted(shapes))
-            raise VariantError(
-                f"{key} shares tensors between the layers of one module type, but the layers "
-                f"{kind} have different shapes ({found}): target modules of one shape each"
-            )
-    return groups
-
-
-_REGISTRY: dict[str, type[Variant]] = {}
-
-
-def register(cls: type[Variant]) -> type[Variant]:
-    """Class decorator: add a variant to the registry under ``cls.key``."""
-    if not cls.key or cls.axis not in AXES or not cls.summary:
-        raise TypeError(f"{cls.__name__} needs a key, an axis in {AXES} and a summary")
-    if cls.key in _REGISTRY and _REGISTRY[cls.key] is not cls:
-        raise TypeError(f"variant key {cls.key!r} registered twice")
-    if cls.__doc__ is None:
-        raise TypeError(f"{cls.__name__}: the math lives in the class docstring")
-    check_study_fields(cls)
-    _REGISTRY[cls.key] = cls
-    return cls
-
-
-def registry() -> dict[str, type[Variant]]:
-    return dict(_REGISTRY)
-
-
-def get_variant_class(key: str) -> type[Variant]:
-    try:
-        return _REGISTRY[key]
-    except KeyError:
-        known = ", ".join(sorted(_REGISTRY))
-        raise VariantError(
-            f"unknown variant {key!r}: choose one of {known} (see `lorasweep variants`)"
-        ) from None
-
-
-def _coerce(value: Any, annotation: Any, what: str) -> Any:
-    """Turn CLI strings into the option's declared type (int, float, bool, str)."""
-    kind = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
-    if not isinstance(value, str):
-        if kind == "float" and isinstance(value, int) and not isinstance(value, bool):
-            return float(value)
-        expected = {"int": int, "float": float, "bool": bool, "str": str}.get(kind)
-        wrong_bool = isinstance(value, bool) and kind in ("int", "float")
-        if expected is not None and (wrong_bool or not isinstance(value, expected)):
-            raise VariantError(f"{what} must be a {kind}, got {value!r}")
-        return value
-    try:
-        if kind == "int":
-            return int(value)
-        if kind == "float":
-            return float(value)
-        if kind == "bool":
-            if value.lower() in ("1", "true", "yes", "on"):
-                return True
-            if value.lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(value)
-    except ValueError:
-        raise VariantError(f"{what} must be a {kind}, got {value!r}") from None
-    return value

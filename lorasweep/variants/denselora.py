@@ -14,7 +14,7 @@ from .base import (
     AInitOptions,
     Variant,
     VariantError,
-    _adapter_dtype,
+    adapter_dtype,
     init_lora_A,
     module_type,
     module_types,
@@ -114,7 +114,7 @@ class DenseLora(Variant):
 
     @torch.no_grad()
     def _new_shared(self, base: nn.Linear) -> tuple[nn.Parameter, nn.Parameter]:
-        factory = {"device": base.weight.device, "dtype": _adapter_dtype(base.weight.dtype)}
+        factory = {"device": base.weight.device, "dtype": adapter_dtype(base.weight.dtype)}
         shared_A = nn.Parameter(torch.empty(self.rank, base.in_features, **factory))
         init_lora_A(shared_A, self.options)
         shared_B = nn.Parameter(torch.zeros(base.out_features, self.rank, **factory))

@@ -31,6 +31,10 @@ class DoraLayer(AdapterLayer):
     def delta_weight(self) -> torch.Tensor:
         return self.scaling * (self.lora_B @ self.lora_A)
 
+    def peft_tensors(self) -> dict[str, torch.Tensor]:
+        """peft's LoRA tensors plus the magnitude, as ``lora_magnitude_vector``."""
+        return {**super().peft_tensors(), "lora_magnitude_vector": self.lora_magnitude.detach()}
+
     def merged_weight(self) -> torch.Tensor:
         combined = self.base.weight + self.delta_weight().to(self.base.weight.dtype)
         return (self._column_scale()[:, None] * combined).to(self.base.weight.dtype)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import math
 from collections import Counter
 from collections.abc import Iterable
@@ -12,16 +11,14 @@ from functools import partial
 import torch
 from torch import nn
 
+from ._svd import check_niter, principal_components
 from .base import AdapterLayer, Variant, VariantError, register
-from .pissa import principal_components
 
 __all__ = ["Eva", "EvaLayer", "IncrementalPCA"]
 
 
 @dataclasses.dataclass
 class EvaOptions:
-    #: Most batches the PCA looks at (a trial passes train.estimation_batches).
-    estimation_batches: int = 64
     #: Components kept per layer, ``round(rho · r)``: the most rank a layer can get.
     rho: float = 2.0
     #: Stop when consecutive components' |cosine similarity| reach this in every layer.
@@ -35,16 +32,11 @@ class EvaOptions:
     def validate(self) -> None:
         if self.scale not in ("allocated", "configured"):
             raise VariantError(f"eva scale must be allocated or configured, got {self.scale!r}")
-        if self.estimation_batches < 1:
-            raise VariantError(
-                f"eva estimation_batches must be >= 1, got {self.estimation_batches}"
-            )
         if self.rho < 1.0:
             raise VariantError(f"eva rho must be >= 1, got {self.rho}")
         if not 0.0 < self.tau <= 1.0:
             raise VariantError(f"eva tau must be in (0, 1], got {self.tau}")
-        if self.niter < 0:
-            raise VariantError(f"eva niter must be >= 0 (0 = exact SVD), got {self.niter}")
+        check_niter("eva", self.niter)
 
 
 class IncrementalPCA:
@@ -193,10 +185,10 @@ class EvaLayer(AdapterLayer):
 class Eva(Variant):
     """EVA (Paischer et al., 2024): ``A`` on the principal components of the layer's inputs.
 
-    Forward passes over up to ``estimation_batches`` training batches (study: 64; eval mode, no
-    gradients) feed each target layer's inputs, non-pad tokens only (the batch's
-    ``attention_mask``, where present), into an incremental PCA keeping ``k = round(rho · r)``
-    components (study: rho 2). After each batch the rank budget ``r · #layers`` goes to the
+    Forward passes over the training batches ``prepare`` is given (a trial's
+    ``train.estimation_batches``, study: 64; eval mode, no gradients) feed each target layer's
+    inputs, non-pad tokens only (the batch's ``attention_mask``, where present), into an
+    incremental PCA keeping ``k = round(rho · r)`` components (study: rho 2). After each batch the rank budget ``r · #layers`` goes to the
     largest explained-variance ratios over all layers, so layer ``i`` gets ``0 <= r_i <= k``
     (``Σ r_i`` is the budget unless fewer components exist). A layer stops collecting once its
     top ``r_i`` components have |cosine similarity| >= ``tau`` (0.9) with the previous step's;
@@ -211,19 +203,19 @@ class Eva(Variant):
     similarity, unscaled components as ``A``, ``B = 0``) and the scale ``alpha / r_i`` (its
     layer sets ``lora_scaler = alpha / lora_rank`` after redistribution). Differences, beside
     those from peft below: the reference cycles the data until every layer converges and at
-    least ``eva_n_steps`` steps ran; lorasweep stops at ``estimation_batches`` (a fixed cost
-    per trial); the reference merges and deletes a rank-0 layer, lorasweep keeps it empty.
+    least ``eva_n_steps`` steps ran; lorasweep stops at ``train.estimation_batches`` (a fixed
+    cost per trial); the reference merges and deletes a rank-0 layer, lorasweep keeps it empty.
 
     As peft's ``get_eva_state_dict`` (its reference here), except: batches with fewer than ``k``
     tokens are pooled rather than skipped; ``|cos|`` rather than ``cos`` (sign-free); at most
-    ``estimation_batches`` batches rather than cycling until convergence; the attention mask
-    only (peft also drops ``labels == -100`` positions by default); ``rho`` is not capped.
+    ``train.estimation_batches`` batches rather than cycling until convergence; the attention
+    mask only (peft also drops ``labels == -100`` positions by default); ``rho`` is not capped.
     No peft export: peft would need per-layer ``rank_pattern``/``alpha_pattern``.
     """
 
     key = "eva"
     axis = "initialization"
-    study = {"options": {"estimation_batches": 64, "tau": 0.9, "rho": 2.0}}
+    study = {"options": {"tau": 0.9, "rho": 2.0}}
     summary = "A on the top principal components of layer inputs; ranks by explained variance"
     layer = EvaLayer
     Options = EvaOptions
@@ -241,7 +233,7 @@ class Eva(Variant):
         try:
             model.eval()
             with torch.no_grad():
-                for batch in itertools.islice(iter(batches), o.estimation_batches):
+                for batch in batches:
                     collector.mask = batch.get("attention_mask")
                     model(**batch)
                     collector.end_batch()
@@ -256,7 +248,7 @@ class Eva(Variant):
             model.train(was_training)
         if used == 0:
             raise VariantError(
-                "no batches for eva: it needs at least one (estimation_batches >= 1)"
+                "no batches for eva: it needs at least one (train.estimation_batches >= 1)"
             )
         for leader in collector.groups():
             pca = collector.pcas[leader]

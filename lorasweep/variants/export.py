@@ -68,21 +68,11 @@ def export_peft(model: nn.Module, out_dir: str | Path, base_model: str | None = 
         raise ValueError(f"variant {variant.key!r} has no peft LoRA equivalent")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tensors: dict[str, torch.Tensor] = {}
-    rank = variant.rank
-    for name, layer in variant.layers.items():
-        a, b = layer.lora_A.detach(), layer.lora_B.detach()
-        if layer.has_initial_update:
-            a = torch.cat([a, -layer.lora_A0])
-            b = torch.cat([b, layer.lora_B0], dim=1)
-        rank = a.shape[0]
-        tensors[f"{_PEFT_PREFIX}{name}.lora_A.weight"] = a
-        tensors[f"{_PEFT_PREFIX}{name}.lora_B.weight"] = b
-        if hasattr(layer, "lora_magnitude"):
-            tensors[f"{_PEFT_PREFIX}{name}.lora_magnitude_vector"] = layer.lora_magnitude.detach()
-    for key, p in variant.saved_module_parameters():
-        tensors[f"{_PEFT_PREFIX}{key}"] = p.detach()
-    _save_tensors(tensors, out / "adapter_model.safetensors")
+    tensors = variant.export()
+    ranks = [t.shape[0] for k, t in tensors.items() if k.endswith(".lora_A.weight")]
+    rank = ranks[-1] if ranks else variant.rank
+    _save_tensors({f"{_PEFT_PREFIX}{k}": t for k, t in tensors.items()},
+                  out / "adapter_model.safetensors")
     (out / "adapter_config.json").write_text(
         json.dumps(_peft_config(variant, rank, base_model), indent=2, sort_keys=True)
     )

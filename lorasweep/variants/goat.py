@@ -8,9 +8,9 @@ import math
 import torch
 from torch import nn
 
+from ._svd import principal_components
 from .base import Variant, VariantError, register
 from .loramoe import LoraMoe, LoraMoeLayer, MoeOptions
-from .pissa import principal_components
 
 __all__ = ["Goat", "GoatLayer"]
 

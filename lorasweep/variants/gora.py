@@ -8,30 +8,25 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from ._gradients import GradientInitLayer, GradientOptions, check_positive, estimate_gradients
 from .base import AInitOptions, Variant, VariantError, init_lora_A, register
-from .lora_ga import GradientInitLayer, check_estimation_options, estimate_gradients
 
 __all__ = ["Gora", "GoraLayer", "allocate_ranks"]
 
 
 @dataclasses.dataclass
-class GoraOptions(AInitOptions):
-    #: Most batches the gradient estimate averages (a trial passes train.estimation_batches).
-    estimation_batches: int = 64
+class GoraOptions(AInitOptions, GradientOptions):
     #: The init's size: ``s·B0 A0 = -(gamma / r) G P_A``. variants.md gives none for GoRA: 0.02 is
     #: the reference implementation's default (``--gora-stable-gemma``).
     gamma: float = 0.02
     #: Bounds of a layer's rank (a rank never exceeds min(in, out) either).
     r_min: int = 4
     r_max: int = 32
-    #: Where the fp32 gradient sums live: "same" (the weight's device) or "cpu".
-    grad_device: str = "same"
 
     def validate(self) -> None:
         super().validate()
-        check_estimation_options("gora", self)
-        if self.gamma <= 0:
-            raise VariantError(f"gora gamma must be positive, got {self.gamma}")
+        self.check("gora")
+        check_positive("gora", "gamma", self.gamma)
         if not 1 <= self.r_min <= self.r_max:
             raise VariantError(
                 f"gora needs 1 <= r_min <= r_max, got r_min={self.r_min}, r_max={self.r_max}"
@@ -75,7 +70,8 @@ class Gora(Variant):
     """GoRA (He et al., 2025): ranks and initial adapters from the estimated gradient.
 
     ``G_i`` is the mean gradient of the loss w.r.t. layer ``i``'s weight ``W_i`` over ``n``
-    training batches (as LoRA-GA; ``n = min(estimation_batches, batches given)``).
+    training batches (as LoRA-GA: the batches ``prepare`` is given, a trial's
+    ``train.estimation_batches``).
 
     Ranks: importance ``I_i = ‖W_i ⊙ G_i‖_F``, normalised to sum 1; with ``f_i = in_i + out_i``,
     ``r_i = round(Σ_j f_j · r · I_i) // f_i`` clipped to ``[r_min, r_max]`` (study: 4, 32) and to
@@ -102,7 +98,7 @@ class Gora(Variant):
 
     key = "gora"
     axis = "initialization"
-    study = {"options": {"estimation_batches": 64, "r_min": 4, "r_max": 32, "a_init": "gaussian"}}
+    study = {"options": {"r_min": 4, "r_max": 32, "a_init": "gaussian"}}
     summary = "ranks by gradient importance; B from the gradient on a random A; residual frozen"
     layer = GoraLayer
     Options = GoraOptions
@@ -110,9 +106,7 @@ class Gora(Variant):
 
     def prepare(self, model: nn.Module, batches: Iterable[dict[str, torch.Tensor]]) -> dict:
         o = self.options
-        grads, facts = estimate_gradients(
-            model, self.layers, batches, o.estimation_batches, o.grad_device
-        )
+        grads, facts = estimate_gradients(model, self.layers, batches, o.grad_device)
         importance = {}
         with torch.no_grad():
             for name, layer in self.layers.items():

@@ -8,42 +8,39 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from .base import Variant, VariantError, register
-from .lora_ga import (
+from ._gradients import (
     GradientInitLayer,
-    check_estimation_options,
+    GradientOptions,
+    check_positive,
     check_rank_fits,
     estimate_gradients,
 )
-from .pissa import principal_components
+from ._svd import check_niter, principal_components
+from .base import Variant, register
 
 __all__ = ["LoraOne"]
 
 
 @dataclasses.dataclass
-class LoraOneOptions:
-    #: Most batches the gradient estimate averages (a trial passes train.estimation_batches).
-    estimation_batches: int = 64
+class LoraOneOptions(GradientOptions):
     #: The init's size: ``s·B0 A0 = -(s / (gamma σ₁)) G_r``.
     gamma: float = 128.0
     #: Subspace iterations of the randomised SVD of ``-G``; 0 computes the exact SVD.
     niter: int = 4
-    #: Where the fp32 gradient sums live: "same" (the weight's device) or "cpu".
-    grad_device: str = "same"
 
     def validate(self) -> None:
-        check_estimation_options("lora-one", self)
-        if self.gamma <= 0:
-            raise VariantError(f"lora-one gamma must be positive, got {self.gamma}")
+        self.check("lora-one")
+        check_niter("lora-one", self.niter)
+        check_positive("lora-one", "gamma", self.gamma)
 
 
 @register
 class LoraOne(Variant):
     """LoRA-One (Zhang et al., 2025): start the adapter on one full fine-tuning step.
 
-    ``G`` is the mean gradient of the loss w.r.t. ``W`` over ``n`` training batches (as LoRA-GA;
-    ``n = min(estimation_batches, batches given)``, study: 64). With ``U S Vᵀ = svd(-G)`` and
-    ``σ₁ = S[0]``: ``B = U_r sqrt(S_r) / sqrt(σ₁) / sqrt(gamma)``,
+    ``G`` is the mean gradient of the loss w.r.t. ``W`` over the training batches ``prepare`` is
+    given (as LoRA-GA; a trial's ``train.estimation_batches``, study: 64). With
+    ``U S Vᵀ = svd(-G)`` and ``σ₁ = S[0]``: ``B = U_r sqrt(S_r) / sqrt(σ₁) / sqrt(gamma)``,
     ``A = sqrt(S_r) V_rᵀ / sqrt(σ₁) / sqrt(gamma)`` (gamma 128), so ``B A = -G_r / (gamma σ₁)``:
     the initial update is a normalised gradient-descent step restricted to ``G``'s top-``r``
     subspace. The frozen weight becomes the residual ``W - s·B0 A0`` (``s = alpha / r``), so the
@@ -57,16 +54,14 @@ class LoraOne(Variant):
 
     key = "lora-one"
     axis = "initialization"
-    study = {"options": {"estimation_batches": 64, "gamma": 128.0}}
+    study = {"options": {"gamma": 128.0}}
     summary = "LoRA on the top-r SVD of the negative estimated gradient; residual frozen"
     layer = GradientInitLayer
     Options = LoraOneOptions
 
     def prepare(self, model: nn.Module, batches: Iterable[dict[str, torch.Tensor]]) -> dict:
         o = self.options
-        grads, facts = estimate_gradients(
-            model, self.layers, batches, o.estimation_batches, o.grad_device
-        )
+        grads, facts = estimate_gradients(model, self.layers, batches, o.grad_device)
         for name, layer in self.layers.items():
             g = grads.pop(name).to(layer.base.weight.device)
             check_rank_fits(self.key, name, self.rank, g)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from ._svd import principal_components, start_from_components
 from .base import AdapterLayer, Variant, VariantError, register
-from .pissa import principal_components
 
 __all__ = ["Milora", "MiloraLayer", "minor_components"]
 
@@ -13,7 +13,7 @@ __all__ = ["Milora", "MiloraLayer", "minor_components"]
 def minor_components(weight: torch.Tensor, rank: int):
     """Bottom-``rank`` singular triplets ``U_r, S_r, V_r`` of ``weight`` (``out × in``), in fp32.
 
-    A randomised SVD finds the dominant subspace only, so this is the exact SVD (pissa's helper
+    A randomised SVD finds the dominant subspace only, so this is the exact SVD (``principal_components``
     with ``niter=0``, asked for every component), of which the last ``rank`` are kept.
     """
     full = min(weight.shape)
@@ -28,11 +28,7 @@ def minor_components(weight: torch.Tensor, rank: int):
 class MiloraLayer(AdapterLayer):
     @torch.no_grad()
     def reset_adapter(self) -> None:
-        u, s, v = minor_components(self.base.weight, self.rank)
-        root = torch.sqrt(s / self.scaling)
-        self.lora_B.copy_((u * root).to(self.lora_B.dtype))
-        self.lora_A.copy_((root[:, None] * v.t()).to(self.lora_A.dtype))
-        self.keep_initial_update()
+        start_from_components(self, *minor_components(self.base.weight, self.rank))
 
 
 @register

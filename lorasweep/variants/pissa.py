@@ -6,9 +6,10 @@ import dataclasses
 
 import torch
 
-from .base import AdapterLayer, Variant, VariantError, register
+from ._svd import check_niter, principal_components, start_from_components
+from .base import AdapterLayer, Variant, register
 
-__all__ = ["Pissa", "PissaLayer", "principal_components"]
+__all__ = ["Pissa", "PissaLayer"]
 
 
 @dataclasses.dataclass
@@ -17,41 +18,14 @@ class PissaOptions:
     niter: int = 64
 
     def validate(self) -> None:
-        if self.niter < 0:
-            raise VariantError(f"pissa niter must be >= 0 (0 = exact SVD), got {self.niter}")
-
-
-def principal_components(weight: torch.Tensor, rank: int, niter: int):
-    """Top-``rank`` singular triplets ``U_r, S_r, V_r`` of ``weight`` (``out × in``), in fp32.
-
-    The randomised SVD is seeded from the weight's own values, so that the same weight always
-    gives the same adapter whatever the global RNG state (reloading relies on it).
-    """
-    w = weight.detach().float()
-    if niter == 0:
-        u, s, vh = torch.linalg.svd(w, full_matrices=False)
-        return u[:, :rank], s[:rank], vh[:rank].t()
-    # A private generator: torch.manual_seed would also reseed (and not restore) every CUDA
-    # generator, giving all trials of a seed sweep the same CUDA random stream after init.
-    generator = torch.Generator(device=w.device)
-    generator.manual_seed(int(w.abs().sum().item() * 1e3) % (2**31))
-    # Randomised subspace iteration (Halko et al., as torch.svd_lowrank) with rank + 8 probes.
-    probes = torch.randn(w.shape[1], min(rank + 8, *w.shape), generator=generator, device=w.device)
-    basis = torch.linalg.qr(w @ probes).Q
-    for _ in range(niter):
-        basis = torch.linalg.qr(w @ torch.linalg.qr(w.t() @ basis).Q).Q
-    u, s, vh = torch.linalg.svd(basis.t() @ w, full_matrices=False)
-    return (basis @ u)[:, :rank], s[:rank], vh[:rank].t()
+        check_niter("pissa", self.niter)
 
 
 class PissaLayer(AdapterLayer):
     @torch.no_grad()
     def reset_adapter(self) -> None:
-        u, s, v = principal_components(self.base.weight, self.rank, self.options.niter)
-        root = torch.sqrt(s / self.scaling)
-        self.lora_B.copy_((u * root).to(self.lora_B.dtype))
-        self.lora_A.copy_((root[:, None] * v.t()).to(self.lora_A.dtype))
-        self.keep_initial_update()
+        start_from_components(self, *principal_components(self.base.weight, self.rank,
+                                                          self.options.niter))
 
 
 @register

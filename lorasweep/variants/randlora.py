@@ -15,13 +15,13 @@ from .base import (
     AdapterLayer,
     Variant,
     VariantError,
-    _adapter_dtype,
+    adapter_dtype,
     module_type,
     module_types,
     register,
 )
 
-__all__ = ["RandLora", "RandLoraLayer", "random_bases"]
+__all__ = ["RandLora", "RandLoraLayer", "ScaledBases", "random_bases"]
 
 
 @dataclasses.dataclass
@@ -63,7 +63,7 @@ class _Bases(nn.Module):
         self.register_buffer("B", b, persistent=False)
 
 
-class _ScaledBases(torch.autograd.Function):
+class ScaledBases(torch.autograd.Function):
     """``S[i, j, :] = lambda[j, i] · A_i[j, :] ⊙ gamma[i, :]`` for all bases at once. Saves only
     its inputs for backward (autograd would also keep the ``n × r × d_min`` intermediate)."""
 
@@ -109,7 +109,7 @@ class RandLoraLayer(AdapterLayer):
 
     def _factors(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``left`` (``out × n·r``), ``right`` (``n·r × in``): ``dW = s · left @ right``."""
-        scaled = _ScaledBases.apply(self.randlora_bases.A, self.lora_lambda, self.lora_gamma)
+        scaled = ScaledBases.apply(self.randlora_bases.A, self.lora_lambda, self.lora_gamma)
         scaled = scaled.flatten(0, 1)  # n·r × d_min
         if self.in_features <= self.out_features:
             return self.randlora_bases.B, scaled
@@ -215,7 +215,7 @@ class RandLora(Variant):
         d_max = max(base.in_features, base.out_features)
         if kind not in self._bases:
             n = self.n_bases(base.in_features, base.out_features)
-            factory = {"device": base.weight.device, "dtype": _adapter_dtype(base.weight.dtype)}
+            factory = {"device": base.weight.device, "dtype": adapter_dtype(base.weight.dtype)}
             if base.weight.is_meta:  # shapes only (parameter counts): draw nothing
                 a, b = torch.empty(n, self.rank, d_min), torch.empty(d_max, n * self.rank)
             else:

@@ -375,6 +375,13 @@ def test_trainable_parameter_count_matches_formula(key, case):
     assert sum(p.numel() for p in model.parameters() if p.requires_grad) == expected + heads
 
 
+@variant_param
+def test_key_is_the_file_name(key):
+    """``variants/__init__.py``'s rule: the key is the file's name with ``-`` for ``_``."""
+    module = get_variant_class(key).__module__
+    assert module == f"lorasweep.variants.{key.replace('-', '_')}"
+
+
 # ------------------------------------------------------------------------------- bad input
 @variant_param
 @pytest.mark.parametrize("rank", [0, -2, 2.5])

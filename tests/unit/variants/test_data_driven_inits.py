@@ -19,8 +19,8 @@ from transformers import BertConfig, BertForSequenceClassification
 import lorasweep
 from lorasweep.config import TrainConfig, TrialSpec, VariantSpec
 from lorasweep.variants import VariantError
+from lorasweep.variants._gradients import estimate_gradients
 from lorasweep.variants.eva import IncrementalPCA
-from lorasweep.variants.lora_ga import estimate_gradients
 
 KEYS = ["lora-ga", "lora-one", "gora", "eva"]
 GRADIENT_KEYS = ["lora-ga", "lora-one", "gora"]
@@ -96,9 +96,9 @@ def _close(actual, expected, rel=1e-4, msg=None):
 # ------------------------------------------------------------------------- every data-driven key
 @pytest.mark.parametrize("key", KEYS)
 def test_prepare_uses_the_batches_and_restores_the_flags(key):
-    model, variant = _adapt(key, estimation_batches=2)
+    model, variant = _adapt(key)
     before = {n: p.requires_grad for n, p in model.named_parameters()}
-    batches, pulled = _batches(5), []
+    batches, pulled = _batches(3), []
 
     def stream():
         for batch in batches:
@@ -107,9 +107,9 @@ def test_prepare_uses_the_batches_and_restores_the_flags(key):
 
     facts = variant.prepare(model, stream())
     json.dumps(facts)  # recorded as a trial attribute
-    assert facts["batches"] == len(pulled) <= 2  # min(option, batches given); eva may stop early
+    assert facts["batches"] == len(pulled) <= 3  # every batch given; eva may stop early
     if key != "eva":
-        assert facts["batches"] == 2 and facts["loss"] == "model"
+        assert facts["batches"] == 3 and facts["loss"] == "model"
     assert {n: p.requires_grad for n, p in model.named_parameters()} == before
     assert all(p.grad is None for p in model.parameters())
     assert not model.training  # the mode it had
@@ -163,7 +163,7 @@ def test_gradient_estimate_is_plain_autograd_and_changes_nothing():
     model, variant = _adapt("lora-ga")
     batches = _batches()
     state = {k: v.clone() for k, v in model.state_dict().items()}
-    grads, facts = estimate_gradients(model, variant.layers, batches, limit=64)
+    grads, facts = estimate_gradients(model, variant.layers, batches)
     assert facts["batches"] == 3 and facts["gradient_sums"] == len(variant.layers)
     for k, v in model.state_dict().items():
         assert torch.equal(v, state[k]), k
@@ -443,7 +443,7 @@ def test_lora_ga_matches_peft_up_to_its_documented_scaling():
 
     r, targets, batches = 8, ["query", "value"], _batches()
     model, variant = _adapt("lora-ga", targets=targets, rank=r, alpha=16, niter=0)
-    ours_g, _ = estimate_gradients(model, variant.layers, batches, limit=64)
+    ours_g, _ = estimate_gradients(model, variant.layers, batches)
     variant.prepare(model, batches)
 
     reference = _bert()

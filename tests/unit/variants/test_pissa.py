@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import lorasweep
-from lorasweep.variants.pissa import principal_components
+from lorasweep.variants._svd import principal_components
 
 
 def _mlp(device: str = "cpu") -> nn.Module:

@@ -19,7 +19,7 @@ from transformers import BertConfig, BertModel, LlamaConfig, LlamaModel
 import lorasweep
 from lorasweep.variants import VariantError, get_variant_class
 from lorasweep.variants.base import module_type
-from lorasweep.variants.randlora import _ScaledBases
+from lorasweep.variants.randlora import ScaledBases
 
 RANK, ALPHA = 4, 8.0
 SHARED = ["rasa", "denselora", "randlora"]
@@ -344,4 +344,4 @@ def test_randlora_scaled_bases_backward_matches_autograd():
     bases = torch.randn(3, 2, 5, generator=g, dtype=torch.float64)
     lam = torch.randn(2, 3, generator=g, dtype=torch.float64, requires_grad=True)
     gamma = torch.randn(3, 5, generator=g, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(_ScaledBases.apply, (bases, lam, gamma))
+    assert torch.autograd.gradcheck(ScaledBases.apply, (bases, lam, gamma))
