@@ -1,10 +1,65 @@
-"""Helpers shared by tests: tiny real models built in code (no download)."""
+"""Helpers shared by tests: tiny real models built in code (no download), and the rule for
+optional test dependencies (skipped locally, a failure in CI)."""
 
 from __future__ import annotations
 
+import importlib
 import json
+import os
 import re
 from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def require(module: str) -> ModuleType:
+    """Import a test oracle (scipy, scikit-learn, peft: the dev extra): skip the test where it
+    is missing locally, fail it in CI, where the dev extra is installed."""
+    import pytest
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        if in_ci():
+            pytest.fail(f"{module} is missing in CI (scripts/install.sh --dev): {error}",
+                        pytrace=False)
+        pytest.skip(f"{module} is not installed (pip install -e '.[dev]')",
+                    allow_module_level=True)
+
+
+#: The tiny BERT and Llama of the variant tests: hidden 32, 2 blocks, 4 heads, dropout off.
+_TINY = {"vocab_size": 100, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
+         "intermediate_size": 64, "max_position_embeddings": 64}
+
+
+def tiny_bert(body: bool = False, **config: Any):
+    """A random BERT, the same weights on every call (seed 0): a 2-label sequence classifier,
+    or with ``body`` the encoder alone (no pooler). ``config`` overrides the tiny settings."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification, BertModel
+
+    torch.manual_seed(0)
+    settings = {**_TINY, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0,
+                "num_labels": 2, **config}
+    if body:
+        return BertModel(BertConfig(**settings), add_pooling_layer=False)
+    return BertForSequenceClassification(BertConfig(**settings))
+
+
+def tiny_llama(body: bool = False, **config: Any):
+    """A random Llama causal LM (or with ``body`` the decoder alone), the same weights on every
+    call (seed 0); 2 key/value heads, so ``k_proj``/``v_proj`` are 32 -> 16 while ``q_proj``/
+    ``o_proj`` are 32 -> 32. ``config`` overrides the tiny settings."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM, LlamaModel
+
+    torch.manual_seed(0)
+    settings = {**_TINY, "num_key_value_heads": 2, **config}
+    return (LlamaModel if body else LlamaForCausalLM)(LlamaConfig(**settings))
 
 
 def make_tiny_bert(path: str | Path, num_labels: int = 2) -> Path:

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import require, tiny_bert
 from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
-    BertConfig,
-    BertForSequenceClassification,
 )
 
 import lorasweep
@@ -148,14 +147,8 @@ RANK, INIT_R, ALPHA = 4, 6, 8.0
 TARGETS = ["query", "value"]
 
 
-def _bert() -> BertForSequenceClassification:
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-        intermediate_size=64, max_position_embeddings=64, hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0, num_labels=2, initializer_range=0.2,
-    )
-    return BertForSequenceClassification(config).eval()
+def _bert() -> torch.nn.Module:
+    return tiny_bert(initializer_range=0.2).eval()
 
 
 def _inputs() -> dict[str, torch.Tensor]:
@@ -168,7 +161,7 @@ def _inputs() -> dict[str, torch.Tensor]:
 
 def _pair(total=8, tinit=0, tfinal=2, weight=0.5):
     """Our AdaLoRA and peft's on the same tiny BERT, with the same (perturbed) A, E, B."""
-    peft = pytest.importorskip("peft")
+    peft = require("peft")
     ours = _bert()
     lorasweep.apply_variant(ours, "adalora", rank=RANK, alpha=ALPHA, target_modules=TARGETS,
                             tinit=tinit, tfinal=tfinal, orth_reg_weight=weight)

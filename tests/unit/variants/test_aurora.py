@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import require
 from torch import nn
 
 import lorasweep
@@ -50,7 +51,7 @@ def test_cubic_basis_values_at_the_knots_are_1_4_1_over_6():
 
 
 def test_basis_matches_scipy():
-    interpolate = pytest.importorskip("scipy.interpolate")
+    interpolate = require("scipy.interpolate")
     knots = spline_knots(5, 3, 1.0, dtype=torch.float64)
     x = torch.linspace(-1.9, 1.9, 77, dtype=torch.float64)
     ours = bspline_basis(x, knots, 3)

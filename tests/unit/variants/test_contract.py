@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import pytest
 import torch
+from helpers import tiny_bert, tiny_llama
 from torch import nn
-from transformers import BertConfig, BertForSequenceClassification, LlamaConfig, LlamaForCausalLM
 
 import lorasweep
 from lorasweep.variants import VariantError, get_variant_class, registry
@@ -51,8 +51,13 @@ PARAM_FORMULAS: dict[str, Callable[[int, int, int], int]] = {
     "lora-pro": lambda r, i, o: r * (i + o),
     "lora-ga": lambda r, i, o: r * (i + o),  # B0, A0 are buffers
     "lora-one": lambda r, i, o: r * (i + o),
-    # gora, eva: ranks reallocated from data; counted in test_data_driven_inits.py
+    # ranks chosen from data by prepare (r: the layer's own rank r_i, 0 <= r_i <= min(i, o));
+    # their budgets (Σ r_i (i + o) for GoRA, Σ r_i for EVA) are tested in test_data_driven_inits
+    "gora": lambda r, i, o: r * (i + o),
+    "eva": lambda r, i, o: r * (i + o),
 }
+#: Variants whose layers' ranks come from data: PARAM_FORMULAS gets each layer's own rank.
+DATA_RANKED: set[str] = {"gora", "eva"}
 
 
 def _by_type(layers: list[tuple[str, int, int]]) -> dict[str, list[tuple[int, int]]]:
@@ -105,33 +110,11 @@ def _mlp() -> nn.Module:
 
 
 def _bert() -> nn.Module:
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=100,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=64,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-        num_labels=2,
-    )
-    return BertForSequenceClassification(config)
+    return tiny_bert()
 
 
 def _llama() -> nn.Module:
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=100,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,  # k_proj/v_proj are 32 -> 16: layers of different shapes
-        intermediate_size=64,
-        max_position_embeddings=64,
-    )
-    return LlamaForCausalLM(config)
+    return tiny_llama()  # k_proj/v_proj are 32 -> 16: layers of different shapes
 
 
 def _token_inputs(seed: int) -> dict[str, torch.Tensor]:
@@ -366,9 +349,14 @@ def test_trainable_parameter_count_matches_formula(key, case):
         ]
         expected = MODEL_PARAM_FORMULAS[key](RANK, layers)
     else:
+        ranks = {name: RANK for name in variant.layers}
+        if key in DATA_RANKED:
+            ranks = {name: layer.rank for name, layer in variant.layers.items()}
+            for name, layer in variant.layers.items():
+                assert 0 <= ranks[name] <= min(layer.base.in_features, layer.base.out_features)
         expected = sum(
-            PARAM_FORMULAS[key](RANK, layer.base.in_features, layer.base.out_features)
-            for layer in variant.layers.values()
+            PARAM_FORMULAS[key](ranks[name], layer.base.in_features, layer.base.out_features)
+            for name, layer in variant.layers.items()
         )
     assert sum(p.numel() for _, p in variant.adapter_parameters()) == expected
     heads = sum(p.numel() for _, p in variant.saved_module_parameters())

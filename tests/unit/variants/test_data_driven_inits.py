@@ -13,8 +13,8 @@ import math
 
 import pytest
 import torch
+from helpers import require, tiny_bert
 from torch import nn
-from transformers import BertConfig, BertForSequenceClassification
 
 import lorasweep
 from lorasweep.config import TrainConfig, TrialSpec, VariantSpec
@@ -27,21 +27,8 @@ GRADIENT_KEYS = ["lora-ga", "lora-one", "gora"]
 RANK, ALPHA = 4, 8.0
 
 
-def _bert() -> BertForSequenceClassification:
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=100,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=64,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-        num_labels=2,
-        initializer_range=0.2,
-    )
-    return BertForSequenceClassification(config).eval()
+def _bert() -> nn.Module:
+    return tiny_bert(initializer_range=0.2).eval()
 
 
 def _batches(n: int = 3, size: int = 4, length: int = 12, seed: int = 1, labels: bool = True):
@@ -437,7 +424,7 @@ def test_eva_gives_the_rank_to_the_components_that_explain_more_variance():
 # ---------------------------------------------------------------------------- peft as an oracle
 @torch.no_grad()
 def test_lora_ga_matches_peft_up_to_its_documented_scaling():
-    pytest.importorskip("peft")
+    require("peft")
     from peft import LoraConfig, get_peft_model
     from peft.tuners.lora import LoraGAConfig, preprocess_loraga
 
@@ -491,7 +478,7 @@ def test_lora_ga_matches_peft_up_to_its_documented_scaling():
 
 @torch.no_grad()
 def test_eva_matches_peft_eva():
-    pytest.importorskip("peft")
+    require("peft")
     from peft import EvaConfig, LoraConfig
     from peft.tuners.lora import get_eva_state_dict
 
@@ -519,7 +506,7 @@ def test_eva_matches_peft_eva():
 
 
 def test_incremental_pca_matches_peft_on_a_stream():
-    pytest.importorskip("peft")
+    require("peft")
     from peft.utils.incremental_pca import IncrementalPCA as PeftIncrementalPCA
 
     g = torch.Generator().manual_seed(0)
@@ -541,7 +528,7 @@ def test_incremental_pca_matches_peft_on_a_stream():
 
 @pytest.mark.parametrize("key", ["lora-ga", "lora-one"])
 def test_export_of_a_gradient_init_loads_in_peft(key, tmp_path):
-    pytest.importorskip("peft")
+    require("peft")
     from peft import PeftModel
 
     model, variant = _adapt(key, targets=["query", "value"])

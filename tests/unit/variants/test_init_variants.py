@@ -8,8 +8,8 @@ import math
 
 import pytest
 import torch
+from helpers import require, tiny_bert
 from torch import nn
-from transformers import BertConfig, BertForSequenceClassification
 
 import lorasweep
 
@@ -107,21 +107,8 @@ def test_nzlora_rejects_non_positive_gamma(option):
 
 
 # ------------------------------------------------------------------------------- with peft
-def _bert() -> BertForSequenceClassification:
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=100,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=64,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-        num_labels=2,
-        initializer_range=0.2,
-    )
-    return BertForSequenceClassification(config).eval()
+def _bert() -> nn.Module:
+    return tiny_bert(initializer_range=0.2).eval()
 
 
 def _logits(model: nn.Module) -> torch.Tensor:
@@ -135,7 +122,7 @@ def _logits(model: nn.Module) -> torch.Tensor:
 
 @pytest.mark.parametrize("key", INIT_KEYS)
 def test_starts_as_base_and_export_loads_in_peft_with_the_same_logits(key, tmp_path):
-    peft = pytest.importorskip("peft")
+    peft = require("peft")
     base_logits = _logits(_bert())
     model = _bert()
     lorasweep.apply_variant(model, key, rank=RANK, alpha=ALPHA, target_modules="all-linear",
@@ -161,7 +148,7 @@ def test_starts_as_base_and_export_loads_in_peft_with_the_same_logits(key, tmp_p
 
 @torch.no_grad()
 def test_olora_matches_peft_olora():
-    peft = pytest.importorskip("peft")
+    peft = require("peft")
     from peft.tuners.lora import LoraLayer
 
     targets = ["query", "value"]

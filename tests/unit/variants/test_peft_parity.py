@@ -11,12 +11,12 @@ import json
 
 import pytest
 import torch
+from helpers import require, tiny_bert
 from torch import nn
-from transformers import BertConfig, BertForSequenceClassification
 
 import lorasweep
 
-peft = pytest.importorskip("peft")
+peft = require("peft")
 from peft import LoraConfig, PeftModel, get_peft_model  # noqa: E402
 from peft.tuners.lora import LoraLayer  # noqa: E402
 
@@ -25,21 +25,8 @@ TARGETS = ["query", "value"]
 PEFT_PREFIX = "base_model.model."
 
 
-def _bert() -> BertForSequenceClassification:
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=100,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=64,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-        num_labels=2,
-        initializer_range=0.2,  # logits of order 1, so that differences show
-    )
-    return BertForSequenceClassification(config).eval()
+def _bert() -> nn.Module:
+    return tiny_bert(initializer_range=0.2).eval()  # logits of order 1: differences show
 
 
 def _inputs() -> dict[str, torch.Tensor]:

@@ -11,10 +11,10 @@ import math
 
 import pytest
 import torch
+from helpers import tiny_bert, tiny_llama
 from safetensors.torch import load_file
 from torch import nn
 from torch.nn import functional as F
-from transformers import BertConfig, BertModel, LlamaConfig, LlamaModel
 
 import lorasweep
 from lorasweep.variants import VariantError, get_variant_class
@@ -35,33 +35,12 @@ PRIVATE = {
 
 def _llama() -> nn.Module:
     """2 layers; q_proj, o_proj 32 -> 32, k_proj, v_proj 32 -> 16 (default targets q, k, v, o)."""
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=50,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        intermediate_size=48,
-        max_position_embeddings=32,
-    )
-    return LlamaModel(config)
+    return tiny_llama(body=True, vocab_size=50, intermediate_size=48, max_position_embeddings=32)
 
 
 def _bert() -> nn.Module:
     """2 layers; all-linear gives three kinds of "dense" (32->32, 32->48, 48->32)."""
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=50,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=48,
-        max_position_embeddings=32,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-    )
-    return BertModel(config, add_pooling_layer=False)
+    return tiny_bert(body=True, vocab_size=50, intermediate_size=48, max_position_embeddings=32)
 
 
 MODELS = {"llama": (_llama, None), "bert": (_bert, "all-linear")}
