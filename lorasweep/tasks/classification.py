@@ -5,14 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from .base import Task
+from .metrics import accuracy
 
-__all__ = ["ClassificationTask", "accuracy"]
-
-
-def accuracy(predictions: list[int], references: list[int]) -> float:
-    if not references:
-        raise ValueError("accuracy of an empty set")
-    return sum(int(p == r) for p, r in zip(predictions, references, strict=True)) / len(references)
+__all__ = ["ClassificationTask"]
 
 
 class ClassificationTask(Task):

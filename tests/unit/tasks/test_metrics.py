@@ -1,8 +1,12 @@
-"""The study's metrics against values computed by hand."""
+"""The study's metrics against values computed by hand, and against scikit-learn and scipy
+(oracles from the dev extra) on random and degenerate inputs."""
 
 from __future__ import annotations
 
+import random
+
 import pytest
+from helpers import require
 
 from lorasweep.tasks.metrics import accuracy, f1, matthews_correlation, pearson
 
@@ -48,3 +52,55 @@ def test_bad_inputs_raise(metric):
         metric([], [])
     with pytest.raises(ValueError, match="2 predictions for 3"):
         metric([1, 0], [1, 0, 1])
+
+
+# ------------------------------------------------------------------- scikit-learn / scipy oracles
+def _cases(classes: int, n_cases: int = 40):
+    """Random prediction/reference pairs of 1 to 30 items, degenerate ones included (constant
+    predictions, no positive class, all correct)."""
+    rng = random.Random(classes)
+    for i in range(n_cases):
+        n = rng.randint(1, 30)
+        refs = [rng.randrange(classes) for _ in range(n)]
+        if i % 8 == 0:
+            preds = [rng.randrange(classes)] * n
+        elif i % 8 == 1:
+            preds = list(refs)
+        else:
+            preds = [rng.randrange(classes) for _ in range(n)]
+        yield preds, refs
+
+
+@pytest.mark.filterwarnings("ignore:A single label was found:UserWarning")  # the degenerate cases
+@pytest.mark.parametrize("classes", [2, 3, 5])
+def test_accuracy_and_matthews_match_scikit_learn(classes):
+    sklearn_metrics = require("sklearn.metrics")
+    for preds, refs in _cases(classes):
+        assert accuracy(preds, refs) == pytest.approx(sklearn_metrics.accuracy_score(refs, preds))
+        assert matthews_correlation(preds, refs) == pytest.approx(
+            sklearn_metrics.matthews_corrcoef(refs, preds), abs=1e-12
+        )
+
+
+def test_f1_matches_scikit_learn():
+    sklearn_metrics = require("sklearn.metrics")
+    for preds, refs in _cases(2):
+        for positive in (0, 1):
+            expected = sklearn_metrics.f1_score(refs, preds, pos_label=positive, labels=[0, 1],
+                                                zero_division=0.0)
+            assert f1(preds, refs, positive=positive) == pytest.approx(expected, abs=1e-12)
+
+
+def test_pearson_matches_scipy():
+    stats = require("scipy.stats")
+    rng = random.Random(7)
+    for n in (2, 3, 5, 17, 200):
+        for _ in range(10):
+            xs = [rng.uniform(-5, 5) for _ in range(n)]
+            ys = [2 * x + rng.gauss(0, 3) for x in xs]
+            if len(set(xs)) > 1 and len(set(ys)) > 1:
+                assert pearson(xs, ys) == pytest.approx(stats.pearsonr(xs, ys)[0], abs=1e-9)
+    # STS-B's shape: scores in [0, 5] with ties
+    xs = [rng.choice([0.0, 1.2, 2.5, 3.8, 5.0]) for _ in range(100)]
+    ys = [min(5.0, max(0.0, x + rng.gauss(0, 1))) for x in xs]
+    assert pearson(xs, ys) == pytest.approx(stats.pearsonr(xs, ys)[0], abs=1e-9)
