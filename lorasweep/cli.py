@@ -84,6 +84,7 @@ def run(
     alpha: Annotated[float | None, typer.Option("--alpha", show_default=f"{_DEFAULT.variants[0].alpha:g}", help="Adapter alpha (scale alpha/r).")] = None,
     sweep: Annotated[str | None, typer.Option("--sweep", show_default=_DEFAULT.name, help="Sweep name: a sweep keeps one training budget, so a new budget needs a new name.")] = None,
     storage: StorageOpt = None,
+    search: Annotated[str | None, typer.Option("--search", show_default=_DEFAULT.search, help="grid (every learning rate) or adaptive (a short bracket, then a climb at full budget: at most 40% of the grid's steps by default).")] = None,
     launcher: Annotated[str | None, typer.Option("--launcher", show_default=_DEFAULT.launcher, help="inline (this process) or local (worker processes).")] = None,
     workers: Annotated[int | None, typer.Option("--workers", show_default=str(_DEFAULT.workers), help="Worker processes for --launcher local.")] = None,
     pruner: Annotated[str | None, typer.Option("--pruner", show_default=_DEFAULT.pruner, help="none (every grid point runs to the end), median or successive-halving.")] = None,
@@ -97,7 +98,7 @@ def run(
     try:
         data: dict[str, Any] = load_recipe(recipe) if recipe else {}
         flags = {"task": task, "model": model, "name": sweep, "storage": storage,
-                 "launcher": launcher, "workers": workers, "rank": rank, "alpha": alpha,
+                 "search": search, "launcher": launcher, "workers": workers, "rank": rank, "alpha": alpha,
                  "pruner": pruner, "data_dir": data_dir}
         data.update({k: v for k, v in flags.items() if v is not None})
         if variant is not None:
@@ -129,9 +130,10 @@ def _run(spec: Any) -> None:
     from .text import format_lrs, plain, plural
 
     variants = ", ".join(v.tag for v in spec.variants)
+    how = "adaptive search over " if spec.search == "adaptive" else ""
     err_console.print(
         "[bold]sweep[/] " + plain(f"{spec.name}: {spec.task} on {spec.model}; {variants}; "
-                                  f"{plural(len(spec.lrs), 'learning rate')} ({format_lrs(spec.lrs)})"
+                                  f"{how}{plural(len(spec.lrs), 'learning rate')} ({format_lrs(spec.lrs)})"
                                   f" x {plural(len(spec.seeds), 'seed')}"),
         highlight=False, soft_wrap=True)
     try:
@@ -144,6 +146,8 @@ def _run(spec: Any) -> None:
     console.print(
         f"done: {s.completed} completed ({s.diverged} diverged), {s.failed} failed, "
         f"{s.pruned} pruned; {outcome.skipped} already done, skipped", highlight=False)
+    for line in outcome.search_lines():
+        console.print(line, highlight=False, markup=False)
     if running:
         console.print(f"{plural(running, 'trial')} still running elsewhere; rerun later to retry "
                       "them if their worker died.")

@@ -145,6 +145,9 @@ class SweepSpec:
     train_settings: dict[str, Any] | None = None
     storage: str | None = None
     pruner: str = "none"
+    #: grid: every (lr, seed); adaptive: a bracket then a climb over the grid's LRs (sweep/search.py)
+    search: str = "grid"
+    search_options: dict[str, Any] = dataclasses.field(default_factory=dict)
     launcher: str = "inline"
     workers: int = 1
     runs_dir: str = str(RUNS_DIR)
@@ -164,6 +167,14 @@ class SweepSpec:
             raise ConfigError("the seed list is empty: pass e.g. --seeds 0")
         if not self.variants:
             raise ConfigError("no variant given: pass e.g. --variant lora,dora")
+        if self.search not in ("grid", "adaptive"):
+            raise ConfigError(f"unknown search {self.search!r}: choose grid or adaptive (--search)")
+        from .sweep.search import SearchError, parse_options
+
+        try:
+            parse_options(self.search_options)
+        except SearchError as err:
+            raise ConfigError(str(err)) from None
         if self.launcher not in ("inline", "local"):
             raise ConfigError(f"unknown launcher {self.launcher!r}: choose inline or local")
         if self.pruner not in PRUNERS:
@@ -263,6 +274,8 @@ class TrialSpec:
     seed: int
     train: TrainConfig
     run_dir: str
+    #: Fraction of the training budget this trial runs (the adaptive search's short probes < 1).
+    budget: float = 1.0
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -393,6 +406,8 @@ def apply_overrides(data: dict[str, Any], assignments: list[str]) -> dict[str, A
             data["task_options"] = {**(data.get("task_options") or {}), rest: value}
         elif head == "model" and rest:
             data["model_options"] = {**(data.get("model_options") or {}), rest: value}
+        elif head == "search" and rest:
+            data["search_options"] = {**(data.get("search_options") or {}), rest: value}
         elif head == "variant" and rest:
             variants = [dict(v) if isinstance(v, dict) else {"key": v}
                         for v in _as_list(data.get("variants", ["lora"]))]
@@ -408,6 +423,6 @@ def apply_overrides(data: dict[str, Any], assignments: list[str]) -> dict[str, A
             data[key] = value
         else:
             raise ConfigError(
-                f"unknown override {key!r}: use train.X, task.X, model.X, variant.X or a top-level key"
+                f"unknown override {key!r}: use train.X, task.X, model.X, variant.X, search.X or a top-level key"
             )
     return data

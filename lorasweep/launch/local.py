@@ -20,7 +20,7 @@ __all__ = ["LocalLauncher"]
 
 
 def _worker_main(storage_url: str, study_names: list[str], index: int, threads: int,
-                 gpu: int | None, log_path: str) -> None:
+                 gpu: int | None, log_path: str, trial_fn=None) -> None:
     import signal
     import sys
 
@@ -36,7 +36,7 @@ def _worker_main(storage_url: str, study_names: list[str], index: int, threads: 
     torch.set_num_threads(threads)
     from ..sweep.worker import run_worker
 
-    summary = run_worker(storage_url, study_names)
+    summary = run_worker(storage_url, study_names, trial_fn=trial_fn)
     print(f"worker {index} done: {summary}", flush=True)
 
 
@@ -52,9 +52,10 @@ def _gpu_count() -> int:
 class LocalLauncher(Launcher):
     name = "local"
 
-    def __init__(self, workers: int = 1, log_dir: str | Path = LOGS_DIR):
+    def __init__(self, workers: int = 1, log_dir: str | Path = LOGS_DIR, trial_fn=None):
         self.workers = workers
         self.log_dir = Path(log_dir)
+        self.trial_fn = trial_fn  # a picklable stand-in for run_trial (tests, benchmarks)
 
     def launch(self, storage_url: str, study_names: list[str], total: int,
                events: TrialEvents) -> WorkerSummary:
@@ -70,7 +71,8 @@ class LocalLauncher(Launcher):
         for i in range(self.workers):
             gpu = i % gpus if gpus else None
             log = str(self.log_dir / f"worker-{i}.log")
-            p = ctx.Process(target=_worker_main, args=(storage_url, study_names, i, threads, gpu, log))
+            p = ctx.Process(target=_worker_main, args=(storage_url, study_names, i, threads, gpu, log,
+                                                            self.trial_fn))
             p.start()
             procs.append(p)
         try:

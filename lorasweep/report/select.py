@@ -160,10 +160,16 @@ def _welch_p(a: list[float], b: list[float]) -> float | None:
 
 
 def summarise(rows: list[dict[str, Any]], band_tolerance: float = 0.01) -> list[VariantSummary]:
-    """Per (sweep, task, model, variant configuration): cells, selected LR, band, Δ vs LoRA."""
+    """Per (sweep, task, model, variant configuration): cells, selected LR, band, Δ vs LoRA.
+
+    Only full-budget trials make the cells: the adaptive search's short probes (``budget`` < 1,
+    their own shorter schedule) are not comparable with them; they stay in the rows.
+    """
     groups: dict[tuple, dict[float, list[dict]]] = defaultdict(lambda: defaultdict(list))
     meta: dict[tuple, tuple[str, str | None]] = {}
     for r in rows:
+        if r.get("budget", 1.0) < 1.0:
+            continue
         if r["state"] == "complete" and r["score"] is not None and r["select_score"] is not None:
             key = (r["sweep"], r["task"], r["model"], r["variant"], r["variant_tag"], r["metric"])
             groups[key][r["lr"]].append(r)

@@ -21,6 +21,25 @@ class SweepOutcome:
     def skipped(self) -> int:
         return sum(s.done for s in self.syncs)
 
+    def search_lines(self) -> list[str]:
+        """Per adaptive study: its best learning rate, steps spent, and any notes."""
+        import optuna
+
+        from .store import open_storage
+
+        lines = []
+        storage = open_storage(self.storage, create=False)
+        for sync in self.syncs:
+            state = optuna.load_study(study_name=sync.study, storage=storage).user_attrs.get("search_state")
+            if not state:
+                continue
+            best = f"lr={state['best_lr']:.3g}" if state.get("best_lr") else "not found yet"
+            done = "" if state.get("finished") else " (unfinished: rerun to continue)"
+            lines.append(f"{sync.variant}: best {best}{done}; {state['spent']:.1f} full trials' "
+                         f"steps of the grid's {state['grid']:g}")
+            lines += [f"  note: {n}" for n in dict.fromkeys(state.get("notes", []))]
+        return lines
+
 
 def run_sweep(spec: SweepSpec, events: TrialEvents | None = None,
               progress_factory=None) -> SweepOutcome:
@@ -34,8 +53,8 @@ def run_sweep(spec: SweepSpec, events: TrialEvents | None = None,
     spec.validate()
     url = spec.storage or default_storage_url()
     storage = open_storage(url)
-    syncs = sync_sweep(spec, storage)
-    pending = sum(s.enqueued + s.waiting for s in syncs)
+    syncs = sync_sweep(spec, storage, url)
+    pending = sum(s.enqueued + s.waiting + s.planned for s in syncs)
     launcher = get_launcher(spec.launcher, spec.workers, spec.runs_dir)
     names = [s.study for s in syncs]
     if progress_factory is not None and pending:

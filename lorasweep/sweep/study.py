@@ -80,6 +80,8 @@ class GridSync:
     done: int = 0
     waiting: int = 0
     running: int = 0
+    #: Adaptive search: trials it will still propose, estimated (grid: always 0).
+    planned: int = 0
 
     @property
     def total(self) -> int:
@@ -177,9 +179,49 @@ def _shown(value: Any) -> str:
     return "unset" if value is None else str(value)
 
 
-def sync_sweep(spec: SweepSpec, storage: Any) -> list[GridSync]:
-    """Create (or reopen) the sweep's studies and enqueue what is missing. Returns per-study counts."""
+def _sync_adaptive(study: Any, storage: Any, storage_url: str, variant: VariantSpec) -> GridSync:
+    """Retry what failed, then enqueue the search's next proposals (see ``adaptive.propose``)."""
+    from optuna.trial import TrialState
+
+    from .adaptive import propose
+
+    fail_stale_trials(study)
+    result = propose(study, storage, storage_url, retry_failed=10**9)  # a rerun retries failures
+    sync = GridSync(study=study.study_name, variant=variant.tag, enqueued=result.enqueued)
+    for t in study.get_trials(deepcopy=False):
+        if "grid_point" not in t.user_attrs:
+            continue
+        if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
+            sync.done += 1
+        elif t.state == TrialState.RUNNING:
+            sync.running += 1
+        elif t.state == TrialState.WAITING:
+            sync.waiting += 1
+    sync.waiting -= result.enqueued
+    if not result.plan.finished:  # the climb: about three full-budget points after the bracket
+        climbing = any(p.budget >= 1.0 for p in result.plan.proposals)
+        sync.planned = (2 if climbing else 3) * len(study.user_attrs["seeds"])
+    return sync
+
+
+def _worst_score(task: str) -> float:
+    from ..tasks import task_registry
+
+    cls = task_registry().get(task)
+    return float(cls.worst_score) if cls is not None else 0.0
+
+
+def sync_sweep(spec: SweepSpec, storage: Any, storage_url: str | None = None) -> list[GridSync]:
+    """Create (or reopen) the sweep's studies and enqueue what is missing. Returns per-study counts.
+
+    Grid search enqueues every missing (lr, seed); adaptive search enqueues its first proposals
+    (workers propose the rest as results come in).
+    """
     import optuna
+
+    from .store import default_storage_url
+
+    storage_url = storage_url or spec.storage or default_storage_url()
 
     existing = set(optuna.get_all_study_names(storage))
     pairs = [(task, variant) for task in spec.tasks for variant in spec.variants]
@@ -205,6 +247,11 @@ def sync_sweep(spec: SweepSpec, storage: Any) -> list[GridSync]:
             "model_options": spec.model_options,
             "runs_dir": str(Path(spec.runs_dir).expanduser().resolve()),
             "pruner": spec.pruner,
+            "search": spec.search,
+            "search_options": spec.search_options,
+            "worst_score": _worst_score(task),
+            "lrs": [float(lr) for lr in spec.lrs],
+            "seeds": [int(seed) for seed in spec.seeds],
         }
         if "run_root" not in study.user_attrs:  # fixed once: a study's runs never move
             study.set_user_attr("run_root", study_run_root(
@@ -212,5 +259,8 @@ def sync_sweep(spec: SweepSpec, storage: Any) -> list[GridSync]:
         for key, value in attrs.items():
             if study.user_attrs.get(key) != value:
                 study.set_user_attr(key, value)
-        syncs.append(_sync_study(study, spec, variant))
+        if spec.search == "adaptive":
+            syncs.append(_sync_adaptive(study, storage, storage_url, variant))
+        else:
+            syncs.append(_sync_study(study, spec, variant))
     return syncs

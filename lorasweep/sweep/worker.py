@@ -61,8 +61,13 @@ class _Heartbeat:
         self._thread = threading.Thread(target=self._beat, args=(study, trial_id, interval), daemon=True)
 
     def _beat(self, study: Any, trial_id: int, interval: float) -> None:
-        while True:
-            study._storage.set_trial_user_attr(trial_id, HEARTBEAT_ATTR, time.time())
+        from optuna.exceptions import UpdateFinishedTrialError
+
+        while not self._stop.is_set():
+            try:
+                study._storage.set_trial_user_attr(trial_id, HEARTBEAT_ATTR, time.time())
+            except UpdateFinishedTrialError:  # told (e.g. interrupted) while this beat was due
+                return
             if self._stop.wait(interval):
                 return
 
@@ -113,7 +118,9 @@ def _trial_spec(study: Any, trial: Any, storage_url: str) -> TrialSpec:
     seed = trial.suggest_int("seed", 0, 2**31 - 1)
     root = attrs.get("run_root") or study_run_root(
         attrs["runs_dir"], attrs["sweep"], attrs["task"], attrs["model"], attrs["variant_tag"])
-    run_dir = Path(root) / grid_point(lr, seed)  # one folder per study and grid point
+    # one folder per study and grid point (an adaptive probe's point names its budget)
+    run_dir = Path(root) / trial.user_attrs.get("grid_point", grid_point(lr, seed))
+    budget = float(trial.user_attrs.get("budget", 1.0))
     return TrialSpec(
         sweep=attrs["sweep"],
         study=study.study_name,
@@ -126,47 +133,93 @@ def _trial_spec(study: Any, trial: Any, storage_url: str) -> TrialSpec:
         variant=VariantSpec(**attrs["variant_spec"]),
         lr=lr,
         seed=seed,
-        train=TrainConfig(**attrs["train"]),
+        train=_scaled(TrainConfig(**attrs["train"]), budget),
         run_dir=str(run_dir.resolve()),
+        budget=budget,
     )
 
 
+def _scaled(train: TrainConfig, budget: float) -> TrainConfig:
+    """The training budget of a trial that runs ``budget`` of the study's (its own schedule)."""
+    if budget >= 1.0:
+        return train
+    if train.steps is not None:
+        return dataclasses.replace(train, steps=max(1, round(train.steps * budget)))
+    return dataclasses.replace(train, epochs=(train.epochs or 1.0) * budget)
+
+
+_DONE, _BLOCKED = "done", "blocked"
+
+
+def _next_trial(study: Any, storage: Any, storage_url: str) -> Any:
+    """The next trial to run (popped atomically), or _DONE / _BLOCKED.
+
+    Grid studies are done when nothing waits. An adaptive study proposes more (under its lock)
+    when nothing waits; it is blocked while its next step needs results still running elsewhere.
+    """
+    from optuna.trial import TrialState
+
+    fail_stale_trials(study)
+    if not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        if study.user_attrs.get("search") != "adaptive":
+            return _DONE
+        from .adaptive import propose
+
+        result = propose(study, storage, storage_url, retry_failed=2)  # one in-run retry
+        if not result.enqueued and not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            return _DONE if result.plan.finished else _BLOCKED
+    trial = study.ask()
+    if "grid_point" not in trial.user_attrs:
+        # Another worker popped the last waiting trial between our check and ask():
+        # Optuna created a fresh trial instead. Close it, marked, and move on.
+        trial.set_user_attr("stray", True)
+        study.tell(trial, state=TrialState.FAIL)
+        return _BLOCKED
+    return trial
+
+
 def run_worker(storage_url: str, study_names: list[str], events: TrialEvents | None = None,
-               should_stop: Callable[[], bool] = lambda: False) -> WorkerSummary:
-    """Run waiting trials of ``study_names`` (in order) until none is left, or until the process
-    is asked to stop (the running trial is then checkpointed, failed and its point re-enqueued)."""
-    from ..train.trial import run_trial
+               should_stop: Callable[[], bool] = lambda: False,
+               trial_fn: Callable[..., Any] | None = None, poll_s: float = 1.0) -> WorkerSummary:
+    """Run the trials of ``study_names`` (earlier studies first) until none is left, or until the
+    process is asked to stop (the running trial is then checkpointed, failed and its point
+    re-enqueued).
+
+    ``trial_fn`` runs one trial (default :func:`lorasweep.train.trial.run_trial`; tests and
+    benchmarks pass a stand-in). While every unfinished study waits on trials running elsewhere
+    (an adaptive search between steps), the worker polls every ``poll_s`` seconds.
+    """
     from .store import open_storage
 
+    if trial_fn is None:
+        from ..train.trial import run_trial as trial_fn
     events = events or TrialEvents()
     storage = open_storage(storage_url, create=False)
     summary = WorkerSummary()
     with StopRequests() as stops:  # SIGTERM/SIGUSR2: checkpoint, record, then stop
         stopping = lambda: should_stop() or stops.signum is not None  # noqa: E731
-        _work(storage, storage_url, study_names, events, stopping, summary, run_trial)
+        _work(storage, storage_url, study_names, events, stopping, summary, trial_fn, poll_s)
     stops.forward()  # the signal's own effect (end the process; submitit: requeue the job)
     return summary
 
 
 def _work(storage: Any, storage_url: str, study_names: list[str], events: TrialEvents,
           should_stop: Callable[[], bool], summary: WorkerSummary,
-          run_trial: Callable[..., Any]) -> None:
+          run_trial: Callable[..., Any], poll_s: float) -> None:
     import optuna
-    from optuna.trial import TrialState
 
+    active = []
     for name in study_names:
         study = optuna.load_study(study_name=name, storage=storage)
         study.pruner = make_pruner(study.user_attrs.get("pruner"))  # never Optuna's default
-        while not should_stop():
-            fail_stale_trials(study)
-            if not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-                break
-            trial = study.ask()
-            if "grid_point" not in trial.user_attrs:
-                # Another worker popped the last waiting trial between our check and ask():
-                # Optuna created a fresh trial instead. Close it, marked, and move on.
-                trial.set_user_attr("stray", True)
-                study.tell(trial, state=TrialState.FAIL)
+        active.append(study)
+    while active and not should_stop():
+        ran = False
+        for study in list(active):
+            trial = _next_trial(study, storage, storage_url)
+            if isinstance(trial, str):
+                if trial == _DONE:
+                    active.remove(study)
                 continue
             spec = _trial_spec(study, trial, storage_url)
             trial.set_user_attr("run_dir", spec.run_dir)  # known before it runs, even if it fails
@@ -178,6 +231,10 @@ def _work(storage: Any, storage_url: str, study_names: list[str], events: TrialE
                 state = "completed"
             state = "failed" if state == "stopped" else state
             setattr(summary, state, getattr(summary, state) + 1)
+            ran = True
+            break  # back to the first unfinished study
+        if active and not ran:
+            time.sleep(poll_s)
 
 
 def _run_one(study: Any, trial: Any, spec: TrialSpec, events: TrialEvents,
@@ -190,7 +247,8 @@ def _run_one(study: Any, trial: Any, spec: TrialSpec, events: TrialEvents,
         except TrialStopped as stop:  # asked to stop: the retry (any worker) resumes the point
             trial.set_user_attr("fail_reason", str(stop))
             study.tell(trial, state=TrialState.FAIL)
-            retry_point(study, trial.params, trial.user_attrs["grid_point"])
+            if study.user_attrs.get("search") != "adaptive":  # adaptive: its plan re-proposes
+                retry_point(study, trial.params, trial.user_attrs["grid_point"])
             return "stopped", None
         except KeyboardInterrupt:  # free the grid point at once, so a rerun retries it
             trial.set_user_attr("fail_reason", "interrupted")

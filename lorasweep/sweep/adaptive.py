@@ -1,0 +1,72 @@
+"""The adaptive search against the study store: read the trials, plan, enqueue under the lock.
+
+The plan (:func:`.search.plan`) is a pure function of the study's trials; this module turns the
+trials into observations and the proposals into ordinary enqueued trials (``lr``, ``seed``; user
+attributes ``grid_point``, ``search``, ``budget``, ``retry``). Reading and enqueueing happen under
+the study's lock, so concurrent workers never enqueue the same proposal twice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from typing import Any
+
+from .lock import study_lock
+from .search import Observation, Plan, plan
+
+__all__ = ["ProposeResult", "observations", "propose"]
+
+_STATE = {"COMPLETE": "complete", "PRUNED": "complete", "WAITING": "pending", "RUNNING": "pending",
+          "FAIL": "failed"}
+
+
+@dataclasses.dataclass
+class ProposeResult:
+    plan: Plan
+    enqueued: int
+
+
+def observations(study: Any) -> list[Observation]:
+    """The study's trials that belong to a search or grid point, as the planner sees them."""
+    out = []
+    for t in study.get_trials(deepcopy=False):
+        u = t.user_attrs
+        if "grid_point" not in u or u.get("stray"):
+            continue
+        fixed = t.system_attrs.get("fixed_params", {})
+        lr, seed = t.params.get("lr", fixed.get("lr")), t.params.get("seed", fixed.get("seed"))
+        if lr is None or seed is None:
+            continue
+        out.append(Observation(float(lr), int(seed), float(u.get("budget", 1.0)),
+                               _STATE.get(t.state.name, "failed"), t.value, u.get("final_loss")))
+    return out
+
+
+def propose(study: Any, storage: Any, storage_url: str, retry_failed: int = 1) -> ProposeResult:
+    """Plan the study's next proposals and enqueue the new ones, atomically per study."""
+    attrs = study.user_attrs
+    worst = float(attrs.get("worst_score", 0.0))
+    with study_lock(storage, storage_url, study.study_name):
+        trials = study.get_trials(deepcopy=False)
+        obs = observations(study)
+        result = plan(attrs["lrs"], attrs["seeds"], obs, attrs.get("search_options"), worst,
+                      retry_failed)
+        live = {t.user_attrs.get("grid_point") for t in trials
+                if t.state.name in ("WAITING", "RUNNING", "COMPLETE", "PRUNED")}
+        failed = Counter(t.user_attrs.get("grid_point") for t in trials if t.state.name == "FAIL")
+        enqueued = 0
+        for p in result.proposals:
+            if p.key in live:
+                continue
+            study.enqueue_trial({"lr": p.lr, "seed": p.seed},
+                                user_attrs={"grid_point": p.key, "search": p.phase,
+                                            "budget": p.budget, "retry": failed[p.key]})
+            live.add(p.key)
+            enqueued += 1
+        summary = {"finished": result.finished, "best_lr": result.best_lr,
+                   "spent": round(result.spent, 4), "cap": round(result.cap, 4), "grid": result.grid,
+                   "notes": result.notes}
+        if study.user_attrs.get("search_state") != summary:
+            study.set_user_attr("search_state", summary)
+    return ProposeResult(result, enqueued)

@@ -1,0 +1,87 @@
+r"""A synthetic learning-rate curve that stands in for training (tests, search benchmarks).
+
+With :math:`x = \log_{10}\eta`, peak :math:`x_p`, chance :math:`c` and top :math:`t`, the
+full-budget score is
+
+.. math::
+
+    s(x) = c + (t - c)\,\sigma\!\left(\frac{x - (x_p - w_r)}{0.12}\right)
+           - k\,(x - x_p)^2 \qquad (x \le x_p + w_c),
+
+and :math:`c` past the collapse :math:`x > x_p + w_c` (a non-finite loss further up). A run of
+fraction :math:`f` of the budget peaks higher, :math:`x_p + 0.4\,(1 - f)`, and lower,
+:math:`t - 0.08\,(1 - f)` (the short-horizon bias). Seed noise is Gaussian with standard
+deviation :math:`0.005 + 0.05\,\sigma'` (half a point at the peak, five on the rising edge),
+drawn from a generator seeded by the learning rate, seed and budget, so a rerun is identical.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+import random
+from typing import Any
+
+__all__ = ["SyntheticCurve", "SyntheticResult"]
+
+
+@dataclasses.dataclass(frozen=True)
+class SyntheticCurve:
+    """Callable like ``run_trial(spec, reporter)``; peaks per variant key (default ``peak``)."""
+
+    peak: float = -3.0  # log10 of the best learning rate at full budget
+    peaks: tuple[tuple[str, float], ...] = ()
+    chance: float = 0.5
+    top: float = 0.9
+    rise_width: float = 1.0  # decades from the rising edge's midpoint to the peak
+    collapse: float = 0.6  # decades above the peak where the score collapses
+    curvature: float = 0.02
+    noise: bool = True
+
+    def peak_of(self, variant: str) -> float:
+        return dict(self.peaks).get(variant, self.peak)
+
+    def mean(self, lr: float, budget: float = 1.0, variant: str = "") -> float:
+        x, peak = math.log10(lr), self.peak_of(variant) + 0.4 * (1 - budget)
+        if x > peak + self.collapse:
+            return self.chance
+        top = self.top - 0.08 * (1 - budget)
+        rise = 1 / (1 + math.exp(-(x - (peak - self.rise_width)) / 0.12))
+        return self.chance + (top - self.chance) * rise - self.curvature * (x - peak) ** 2
+
+    def sample(self, lr: float, seed: int, budget: float = 1.0, variant: str = "") -> tuple[float, float]:
+        """(score, final loss) of one seeded run; the loss is NaN where the run diverges."""
+        x, peak = math.log10(lr), self.peak_of(variant) + 0.4 * (1 - budget)
+        mean = self.mean(lr, budget, variant)
+        if not self.noise:
+            noisy = mean
+        else:
+            z = (x - (peak - self.rise_width)) / 0.12
+            slope = math.exp(-abs(z)) / (1 + math.exp(-abs(z))) ** 2 * 4  # sigma'(z) / sigma'(0)
+            digest = hashlib.sha256(f"{lr:.6g}|{seed}|{budget:g}|{variant}".encode()).digest()
+            noisy = mean + random.Random(digest).gauss(0.0, 0.005 + 0.05 * slope)
+        diverged = x > peak + self.collapse + 0.3
+        loss = math.nan if diverged else 0.7 - (noisy - self.chance)
+        return min(max(noisy, 0.0), 1.0), loss
+
+    def __call__(self, spec: Any, reporter: Any = None) -> Any:
+        """A finished trial for ``spec`` (its budget from ``spec.train.steps`` vs the study's)."""
+        budget = float(getattr(spec, "budget", 1.0) or 1.0)
+        score, loss = self.sample(spec.lr, spec.seed, budget, spec.variant.key)
+        diverged = math.isnan(loss)
+        value = self.chance if diverged else score
+        metrics = {"validation_accuracy": value, "test_accuracy": value, "final_loss": loss,
+                   "diverged": diverged, "steps": spec.train.steps}
+        return SyntheticResult(value, False, metrics, {"metric": "accuracy", "config": spec.to_dict()})
+
+
+@dataclasses.dataclass
+class SyntheticResult:
+    """The fields of ``TrialResult`` the worker reads (without importing torch)."""
+
+    value: float
+    pruned: bool
+    metrics: dict[str, Any]
+    attrs: dict[str, Any]
+
