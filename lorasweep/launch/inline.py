@@ -13,4 +13,7 @@ class InlineLauncher(Launcher):
 
     def launch(self, storage_url: str, study_names: list[str], total: int,
                events: TrialEvents) -> WorkerSummary:
+        from .threads import configure_threads
+
+        configure_threads(1)  # one worker: every core available to this process
         return run_worker(storage_url, study_names, events)

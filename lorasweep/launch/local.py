@@ -1,8 +1,9 @@
 """Local launcher: N worker processes on this machine, one GPU each when there are GPUs.
 
 Each process runs the same worker loop against the study store; trials are popped atomically
-from the store, so workers never share a trial. The CPU threads are split between workers.
-Worker output goes to ``logs/worker-I.log`` beside the runs folder (``lorasweep-out/logs/``); the parent polls the store for progress.
+from the store, so workers never share a trial. The available cores are split between workers
+(:mod:`.threads`). Worker output goes to ``logs/worker-I.log`` beside the runs folder
+(``lorasweep-out/logs/``); the parent polls the store for progress.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from .base import Launcher
 __all__ = ["LocalLauncher"]
 
 
-def _worker_main(storage_url: str, study_names: list[str], index: int, threads: int,
+def _worker_main(storage_url: str, study_names: list[str], index: int, workers: int,
                  gpu: int | None, log_path: str, trial_fn=None) -> None:
     import signal
     import sys
@@ -31,10 +32,10 @@ def _worker_main(storage_url: str, study_names: list[str], index: int, threads: 
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
     log = open(log_path, "a", buffering=1)  # noqa: SIM115  (lives as long as the process)
     sys.stdout = sys.stderr = log
-    import torch
-
-    torch.set_num_threads(threads)
     from ..sweep.worker import run_worker
+    from .threads import configure_threads
+
+    print(f"worker {index}: {configure_threads(workers)} torch thread(s)", flush=True)
 
     summary = run_worker(storage_url, study_names, trial_fn=trial_fn)
     print(f"worker {index} done: {summary}", flush=True)
@@ -63,7 +64,6 @@ class LocalLauncher(Launcher):
 
         self.log_dir.mkdir(parents=True, exist_ok=True)
         gpus = _gpu_count()
-        threads = max(1, (os.cpu_count() or 1) // self.workers)
         ctx = mp.get_context("spawn")
         procs = []
         before = count_finished(storage_url, study_names)
@@ -71,7 +71,7 @@ class LocalLauncher(Launcher):
         for i in range(self.workers):
             gpu = i % gpus if gpus else None
             log = str(self.log_dir / f"worker-{i}.log")
-            p = ctx.Process(target=_worker_main, args=(storage_url, study_names, i, threads, gpu, log,
+            p = ctx.Process(target=_worker_main, args=(storage_url, study_names, i, self.workers, gpu, log,
                                                             self.trial_fn))
             p.start()
             procs.append(p)
