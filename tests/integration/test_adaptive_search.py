@@ -22,7 +22,7 @@ from lorasweep.sweep.search import lattice
 from lorasweep.sweep.store import open_storage
 from lorasweep.sweep.study import study_name, sync_sweep
 from lorasweep.sweep.synthetic import SyntheticCurve
-from lorasweep.sweep.worker import run_worker
+from lorasweep.sweep.worker import TrialEvents, run_worker
 
 FINE_GRID = [round(10 ** (-5 + 0.5 * k), 8) for k in range(10)]  # 1e-5 .. 3e-1, half-decades
 
@@ -157,7 +157,7 @@ def test_two_worker_processes_share_the_searches(tmp_path):
     storage = open_storage(spec.storage)
     syncs = sync_sweep(spec, storage, spec.storage)
     LocalLauncher(2, log_dir=tmp_path / "logs", trial_fn=curve).launch(
-        spec.storage, [s.study for s in syncs], 0, _NoEvents())
+        spec.storage, [s.study for s in syncs], 0, TrialEvents())
     for variant in ("loraplus", "adalora"):
         study = _study(spec, storage, variant)
         state = study.user_attrs["search_state"]
@@ -167,11 +167,6 @@ def test_two_worker_processes_share_the_searches(tmp_path):
         assert not study.get_trials(states=(TrialState.WAITING, TrialState.RUNNING))
     logs = sorted((tmp_path / "logs").glob("worker-*.log"))
     assert len(logs) == 2 and all("done" in log.read_text() for log in logs)
-
-
-class _NoEvents:
-    def sweep_progress(self, finished: int) -> None:
-        pass
 
 
 def _propose_together(url: str, names: list[str], barrier, results) -> None:
