@@ -1,17 +1,18 @@
-"""Evaluation speed of a generative task: the previous generation path vs the KV-cached decoder.
+"""Evaluation speed of a generative task: the previous evaluation vs the current one.
 
-    python benchmarks/bench_generation.py [--problems 16] [--level 3] [--batch-size 8]
+    python benchmarks/bench_generation.py [--problems 16] [--level 1] [--same]
 
-Both paths evaluate the same ``arith`` test problems with the same model (``embedded:smollm2``),
-prompts and batch size, in one process, one after the other:
+Both evaluate the same ``arith`` test problems with the same model (``embedded:smollm2``) and
+prompts, in one process, one after the other:
 
-- *before*: what evaluation did until now: ``model.generate`` per length-sorted batch, greedy,
-  ``max_new_tokens`` = the old default (96), stopping a row at EOS or once its tail holds a
-  complete ``#### N`` (a per-step stopping criterion that decodes the last 32 tokens of every
-  row); finished rows keep riding along in the batch until the whole batch is done.
-- *after*: the task's own evaluation (:mod:`lorasweep.tasks.decode`): finished rows leave the
-  batch and its KV cache at once; the prompt pass computes only the last position's logits; the
-  budget is the task's ``max_new_tokens`` for that level.
+- *before*: what evaluation did until now: ``model.generate`` per length-sorted batch of the
+  training batch size (8), greedy, ``max_new_tokens`` = the old default (96), stopping a row at
+  EOS or once its tail holds a complete ``#### N`` (a per-step stopping criterion that decodes
+  the last 32 tokens of every row); finished rows ride along until the whole batch is done.
+- *after*: the task's own evaluation (:mod:`lorasweep.tasks.decode`) with its defaults (the
+  level's budget, ``eval_batch_size`` 64): finished rows leave the batch and its KV cache at
+  once; the prompt pass computes only the last position's logits. ``--same`` gives it the
+  before's budget and batch size instead, to see the decoder alone.
 
 Printed: seconds, problems/s, generated tokens/s (tokens kept up to each answer's end), the
 exact match of each, and the ratios after/before. Timings on a shared machine are noisy: the
@@ -71,8 +72,10 @@ def _before(task: Any, model: Any, tokenizer: Any, examples: list[dict], batch_s
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--problems", type=int, default=16)
-    parser.add_argument("--level", type=int, default=3)
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--level", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=8, help="the before's batch size")
+    parser.add_argument("--budget", type=int, default=96, help="the before's max_new_tokens")
+    parser.add_argument("--same", action="store_true", help="after: the before's settings")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
 
@@ -83,7 +86,8 @@ def main() -> None:
     from lorasweep.train.model import load_model
 
     torch.set_num_threads(args.threads)
-    task = get_task("arith", level=args.level)
+    same = {"max_new_tokens": args.budget, "eval_batch_size": args.batch_size}
+    task = get_task("arith", level=args.level, **(same if args.same else {}))
     examples = task.load().test[: args.problems]
     loaded = load_model("embedded:smollm2", task, seed=0)
     model, tokenizer = loaded.model, loaded.tokenizer
@@ -93,10 +97,11 @@ def main() -> None:
     for name in ("before", "after"):
         started = time.perf_counter()
         if name == "before":
-            texts = _before(task, model, tokenizer, examples, args.batch_size, 96)
+            texts = _before(task, model, tokenizer, examples, args.batch_size, args.budget)
         else:
-            texts = [t[0] for t in task.generate(model, tokenizer, examples, args.batch_size,
-                                                 1024, contextlib.nullcontext)]
+            texts = [t[0] for t in task.generate(model, tokenizer, examples,
+                                                 task.options.eval_batch_size, 1024,
+                                                 contextlib.nullcontext)]
         seconds = time.perf_counter() - started
         tokens = sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts)
         rows[name] = (seconds, len(examples) / seconds, tokens / seconds,
@@ -106,8 +111,9 @@ def main() -> None:
     same = sum(a == b for a, b in zip(rows["before"][4], rows["after"][4], strict=True))
     print(f"ratio after/before: {rows['after'][1] / rows['before'][1]:.2f}x problems/s, "
           f"{rows['after'][2] / rows['before'][2]:.2f}x tokens/s; "
-          f"{same}/{len(examples)} identical answers (budget {task.options.max_new_tokens} vs 96; "
-          f"level {args.level}, batch {args.batch_size}, {args.threads} threads)")
+          f"{same}/{len(examples)} identical answers; after: budget {task.options.max_new_tokens}, "
+          f"batch {task.options.eval_batch_size}; before: budget {args.budget}, batch "
+          f"{args.batch_size}; level {args.level}, {args.threads} threads)")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,11 @@
 """The embedded offline math task: GSM8K-style word problems from a seeded generator.
 
-Eight templates (shopping totals, change, production rates, sharing, ages, travel, discounts,
-savings) with integer answers and 2-3 step solutions written like GSM8K's, ending in ``#### N``.
+Difficulty levels (option ``level``): 1 (the default) is one addition or subtraction of two
+2-digit numbers ("Zoe has 17 candles and gets 36 more..." -> "Zoe has 17 + 36 = 53 candles.\n
+#### 53"); 2 is two-step problems (change, ages, savings); 3 is eight templates (shopping
+totals, change, production rates, sharing, ages, travel, discounts, savings) with integer answers
+and 2-3 step solutions written like GSM8K's. Every solution ends in ``#### N``; the generation
+budget follows the level (:data:`BUDGETS`).
 Each split comes from its own fixed seed (test, then validation, then train), and a question
 that appears in an earlier split is never repeated in a later one, so the splits are stable and
 disjoint. Same prompt, generation and metric (exact match) as ``gsm8k``: the embedded model
@@ -146,7 +150,7 @@ def _loss(rng: random.Random) -> Problem:
 
 
 #: The problem templates of each difficulty level: 1 = one addition or subtraction of two
-#: 2-digit numbers; 2 = two steps (a product, then a sum or difference); 3 = all of the 2-3 step
+#: 2-digit numbers; 2 = the two-step problems (change, ages, savings); 3 = all of the 2-3 step
 #: word problems above.
 LEVELS: dict[int, tuple[Callable[[random.Random], Problem], ...]] = {
     1: (_gain, _loss),
@@ -196,10 +200,10 @@ class Arith(MathTask):
     key = "arith"
     summary = "generated GSM8K-style word problems, exact match (offline, no data needed)"
     default_model = "embedded:smollm2"
-    # Chosen so that the default sweep (SmolLM2-135M-Instruct, level 1, one seed) shows the
-    # study's curve on a 2-core CPU in about a quarter of an hour: the untrained model almost
-    # never writes "#### N" within the budget (lowest LR ~0), a good LR learns the format and
-    # adds 2-digit numbers, the highest LRs collapse.
+    # Sized so that the default sweep (SmolLM2-135M-Instruct, level 1, one seed) takes about a
+    # quarter of an hour on an idle 2-core CPU and spans the study's curve: the untrained model
+    # rarely writes "#### N" and the right number within the budget (lowest LR near 0), a good LR
+    # learns the format and adds 2-digit numbers, the highest LRs collapse.
     default_train = {"steps": 24, "batch_size": 8, "max_length": 128}
     default_lrs = (1e-5, 1e-4, 1e-3, 3e-3, 1e-2, 3e-2)
     Options = ArithOptions
