@@ -179,10 +179,10 @@ def report(
         return
     render_terminal(summaries, console, rows)
     paths = write_report(summaries, rows, out, tolerance)
-    console.print("wrote " + ", ".join(str(p) for p in paths.values()), highlight=False,
+    console.print(escape("wrote " + ", ".join(str(p) for p in paths.values())), highlight=False,
                   soft_wrap=True)
     main_file = paths.get("report.html") or paths["report.md"]
-    console.print(f"open the report: {main_file.resolve().as_uri()}", highlight=False,
+    console.print(escape(f"open the report: {main_file.resolve().as_uri()}"), highlight=False,
                   soft_wrap=True)
 
 
@@ -218,10 +218,11 @@ def _print_where(spec: Any) -> None:
     from .sweep.store import storage_label
 
     store = storage_label(spec.storage) if spec.storage else str(STORE_FILE)
-    console.print(f"results: study store {store}; trial folders {Path(spec.runs_dir) / spec.name}/",
+    console.print(escape(f"results: study store {store}; trial folders {Path(spec.runs_dir) / spec.name}/"),
                   highlight=False, soft_wrap=True)
-    console.print(f"next: lorasweep report --sweep {spec.name}"
-                  + (f" --storage {store}" if spec.storage else ""), highlight=False, soft_wrap=True)
+    console.print(escape(f"next: lorasweep report --sweep {spec.name}"
+                         + (f" --storage {store}" if spec.storage else "")), highlight=False,
+                  soft_wrap=True)
 
 
 @app.command()

@@ -49,3 +49,12 @@ def test_variants_table_prints_every_summary_as_written():
         assert all(w in flat for w in words.split()), entry["key"]
     aurora = next(e for e in list_variants() if e["key"] == "aurora")["summary"]
     assert "[tanh(" in aurora and "[tanh(" in text
+
+
+def test_where_results_went_prints_names_and_paths_as_written(capsys):
+    from lorasweep.cli import _print_where
+
+    _print_where(SweepSpec(name="try[bold]1", runs_dir="out[red]/runs"))
+    text = capsys.readouterr().out
+    assert f"study store {STORE_FILE}; trial folders out[red]/runs/try[bold]1/" in text
+    assert "next: lorasweep report --sweep try[bold]1" in text
