@@ -25,8 +25,8 @@ A variant is two small classes in one file, registered under one key (``@registe
 
 The training loop only ever calls the hooks; it never asks which variant it is running. Shared
 pieces live in private modules beside this one (``_options``: options and their parsing;
-``_modules``: module types; ``_svd``, ``_gradients``: maths several variants share); the names
-a variant file needs are re-exported here.
+``_registry``; ``_modules``: module types; ``_tensors``: new adapter tensors; ``_svd``,
+``_gradients``: maths several variants share); base re-exports what a variant file needs.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ from torch import nn
 from ._modules import module_type, module_types
 from ._options import A_INITS, AInitOptions, NoOptions, VariantError, init_lora_A, parse_options
 from ._registry import AXES, get_variant_class, register, registry
+from ._tensors import adapter_dtype, new_factors
 from .study import warn_if_off_study_rank
 
 __all__ = [
@@ -57,6 +58,7 @@ __all__ = [
     "init_lora_A",
     "module_type",
     "module_types",
+    "new_factors",
     "register",
     "registry",
 ]
@@ -196,11 +198,6 @@ class AdapterLayer(nn.Module):
             a = torch.cat([a, -self.lora_A0])
             b = torch.cat([b, self.lora_B0], dim=1)
         return {"lora_A.weight": a, "lora_B.weight": b}
-
-
-def adapter_dtype(weight_dtype: torch.dtype) -> torch.dtype:
-    """The dtype of a new adapter tensor beside a base weight of ``weight_dtype``: adapters of quantised or half-precision bases train in fp32 (autocast handles the rest)."""
-    return torch.float32 if weight_dtype in (torch.float16, torch.bfloat16) else weight_dtype
 
 
 class Variant:

@@ -14,10 +14,9 @@ from .base import (
     AInitOptions,
     Variant,
     VariantError,
-    adapter_dtype,
-    init_lora_A,
     module_type,
     module_types,
+    new_factors,
     register,
 )
 
@@ -99,7 +98,7 @@ class DenseLora(Variant):
     def build_layer(self, name: str, base: nn.Linear) -> AdapterLayer:
         kind = module_type(name)
         if kind not in self._shared:
-            self._shared[kind] = self._new_shared(base)
+            self._shared[kind] = new_factors(base, self.rank, self.options)
         shared_A, shared_B = self._shared[kind]
         if (shared_A.shape[1], shared_B.shape[0]) != (base.in_features, base.out_features):
             raise VariantError(
@@ -111,11 +110,3 @@ class DenseLora(Variant):
         layer.reset_adapter()
         self.layers[name] = layer
         return layer
-
-    @torch.no_grad()
-    def _new_shared(self, base: nn.Linear) -> tuple[nn.Parameter, nn.Parameter]:
-        factory = {"device": base.weight.device, "dtype": adapter_dtype(base.weight.dtype)}
-        shared_A = nn.Parameter(torch.empty(self.rank, base.in_features, **factory))
-        init_lora_A(shared_A, self.options)
-        shared_B = nn.Parameter(torch.zeros(base.out_features, self.rank, **factory))
-        return shared_A, shared_B

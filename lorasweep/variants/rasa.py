@@ -13,10 +13,10 @@ from .base import (
     AInitOptions,
     Variant,
     VariantError,
-    adapter_dtype,
     init_lora_A,
     module_type,
     module_types,
+    new_factors,
     register,
 )
 
@@ -140,16 +140,9 @@ class Rasa(Variant):
                 "models with lorasweep.apply_variant (it plans the layers first)"
             )
         if kind not in self._shared:
-            self._shared[kind] = self._new_shared(base, self.options.k * len(self._types[kind]))
+            rows = self.options.k * len(self._types[kind])
+            self._shared[kind] = new_factors(base, rows, self.options)
         layer = RasaLayer(base, self, *self._shared[kind])
         layer.reset_adapter()
         self.layers[name] = layer
         return layer
-
-    @torch.no_grad()
-    def _new_shared(self, base: nn.Linear, rows: int) -> tuple[nn.Parameter, nn.Parameter]:
-        factory = {"device": base.weight.device, "dtype": adapter_dtype(base.weight.dtype)}
-        shared_A = nn.Parameter(torch.empty(rows, base.in_features, **factory))
-        init_lora_A(shared_A, self.options)
-        shared_B = nn.Parameter(torch.zeros(base.out_features, rows, **factory))
-        return shared_A, shared_B
