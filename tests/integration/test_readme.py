@@ -31,7 +31,8 @@ _DONE_ALREADY = {
     ("bash", "scripts/install.sh"): "the tests run in the installed package",
     ("bash", "scripts/test.sh"): "this is the test suite",
 }
-_COMMANDS = {"lorasweep", "bash", "python", "python3", "pip", "docker", "sbatch", "srun", "export"}
+_COMMANDS = {"lorasweep", "bash", "sh", "python", "python3", "pip", "uv", "conda", "docker",
+             "git", "cd", "export", "sudo", "apt-get", "curl", "sbatch", "srun", "salloc"}
 
 
 @dataclasses.dataclass
