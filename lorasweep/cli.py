@@ -19,7 +19,7 @@ from rich.markup import escape
 from . import __version__
 from .config import SweepSpec
 from .paths import REPORTS_DIR, STORE_FILE
-from .text import format_lrs
+from .text import format_lr, format_lrs
 
 __all__ = ["app", "main"]
 
@@ -184,6 +184,39 @@ def report(
     main_file = paths.get("report.html") or paths["report.md"]
     console.print(escape(f"open the report: {main_file.resolve().as_uri()}"), highlight=False,
                   soft_wrap=True)
+
+
+@app.command()
+def export(
+    sweep: Annotated[str, typer.Option("--sweep", help="The sweep whose tuned adapters to export.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for TASK/VARIANT-TAG/ (adapter, README.md model card, curve.png).")],
+    variant: Annotated[str | None, typer.Option("--variant", "-v", help="Only these variant keys or tags, comma-separated.")] = None,
+    task: Annotated[str | None, typer.Option("--task", "-t", help="Only this task.")] = None,
+    merge: Annotated[bool, typer.Option("--merge", help="Also write the merged full weights (safetensors) for variants that merge.")] = False,
+    storage: StorageOpt = None,
+) -> None:
+    """Export each variant's adapter at its selected learning rate (peft and lorasweep formats)."""
+    from .report import collect_rows, summarise
+    from .report.export import export_tuned
+
+    try:
+        rows = collect_rows(storage, sweep)
+    except _user_errors() as err:
+        _fail(str(err))
+    if not rows:
+        _fail(f"no sweep named {sweep!r} in the store: check --sweep/--storage (see `lorasweep status`)")
+    wanted = {v.strip() for v in variant.split(",") if v.strip()} if variant else None
+    rows = [r for r in rows if (task is None or r["task"] == task)
+            and (wanted is None or r["variant"] in wanted or r["variant_tag"] in wanted)]
+    summaries = [s for s in summarise(rows) if " (avg of " not in s.task]
+    if not summaries:
+        _fail(f"nothing completed in sweep {sweep!r} matches --variant/--task: see `lorasweep report --sweep {sweep}`")
+    for e in export_tuned(summaries, rows, out, merge):
+        formats = ["lorasweep"] + (["peft"] if e.peft else []) + (["merged"] if e.merged else [])
+        line = (f"{e.task} {e.variant_tag}: lr={format_lr(e.lr)} seed={e.seed} -> {e.folder} "
+                f"({', '.join(formats)})" if e.seed >= 0 else f"{e.task} {e.variant_tag}: skipped")
+        console.print(escape(line + (f"; {e.note}" if e.note else "")), highlight=False,
+                      soft_wrap=True)
 
 
 def _print_reference(summaries: list[Any]) -> None:

@@ -116,3 +116,73 @@ def test_embedded_default_runs_on_the_real_pretrained_model(tmp_path):
     # LoRA r=8 on query and value of MiniLM's 6 layers (384 x 384): 6 * 2 * 8 * (384 + 384)
     assert attrs["trainable_params"] == 6 * 2 * 8 * (384 + 384)
     assert attrs["variant_config"]["modules_to_save"] == ["classifier"]
+
+
+# ------------------------------------------------------------------------------------ export
+
+
+@pytest.fixture(scope="module")
+def exported(swept):
+    cwd, _, _ = swept
+    proc = _cli("export", "--sweep", "e2e", "--out", "exp", "--merge", cwd=cwd)
+    assert proc.returncode == 0, proc.stderr
+    return cwd, cwd / "exp" / "sentiment", proc
+
+
+def _selected(cwd: Path, variant: str) -> optuna.trial.FrozenTrial:
+    """The trial export must pick: the report's selected LR, then the best validation seed."""
+    data = json.loads((cwd / "rep" / "results.json").read_text()) if (cwd / "rep").exists() else None
+    if data is None:
+        rep = _cli("report", "--sweep", "e2e", "--out", "rep", cwd=cwd)
+        assert rep.returncode == 0, rep.stderr
+        data = json.loads((cwd / "rep" / "results.json").read_text())
+    entry = next(e for e in data["selections"] if e["variant"] == variant)
+    trials = [t for t in _grid_trials(cwd) if t.user_attrs["config"]["variant"]["key"] == variant
+              and t.params["lr"] == entry["selected_lr"]]
+    return max(trials, key=lambda t: (t.user_attrs["validation_accuracy"], -t.params["seed"]))
+
+
+@pytest.mark.parametrize("variant", ["lora", "dora", "pissa"])
+def test_export_writes_the_selected_trial_in_every_format(exported, variant):
+    cwd, root, proc = exported
+    folder = root / f"{variant}-r4-a16"
+    for name in ("lorasweep_adapter.json", "lorasweep_adapter.safetensors", "adapter_config.json",
+                 "adapter_model.safetensors", "README.md", "curve.png", "merged/model.safetensors",
+                 "merged/config.json"):
+        assert (folder / name).is_file(), name
+    trial = _selected(cwd, variant)
+    chosen = json.loads((folder / "selection.json").read_text())
+    assert chosen["seed"] == trial.params["seed"] and chosen["selected_lr"] == trial.params["lr"]
+    source = Path(trial.user_attrs["run_dir"]) / "adapter" / "lorasweep_adapter.safetensors"
+    assert (folder / "lorasweep_adapter.safetensors").read_bytes() == source.read_bytes()
+    card = (folder / "README.md").read_text()
+    assert "PeftModel.from_pretrained" in card and "lorasweep.load_adapter" in card
+    assert "![the sweep's learning-rate curve](curve.png)" in card
+
+
+@pytest.mark.parametrize("variant", ["lora", "dora", "pissa"])
+def test_exported_adapter_in_peft_and_merged_give_our_logits(exported, tiny_bert_dir, variant):
+    peft = pytest.importorskip("peft")
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    import lorasweep
+
+    _, root, _ = exported
+    folder = root / f"{variant}-r4-a16"
+    tok = AutoTokenizer.from_pretrained(tiny_bert_dir)
+    batch = tok(["a gripping, funny film", "dull and far too long"], return_tensors="pt",
+                padding=True)
+
+    def base():
+        return AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir).eval()
+
+    ours = lorasweep.load_adapter(base(), folder).eval()
+    theirs = peft.PeftModel.from_pretrained(base(), folder).eval()
+    merged = AutoModelForSequenceClassification.from_pretrained(folder / "merged").eval()
+    with torch.no_grad():
+        expected = ours(**batch).logits
+        untouched = base()(**batch).logits
+        got_peft, got_merged = theirs(**batch).logits, merged(**batch).logits
+    assert not torch.allclose(expected, untouched, atol=1e-6)
+    torch.testing.assert_close(got_peft, expected, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(got_merged, expected, atol=1e-5, rtol=1e-4)

@@ -90,7 +90,7 @@ def test_delta_significance_needs_three_seeds(tmp_path):
     assert by["dora"].test_std == pytest.approx(0.01)
 
 
-def test_study_curves_ship_and_compare(tmp_path):
+def test_study_curves_ship_and_compare(tmp_path, monkeypatch):
     glue = study_curves("glue-rte")
     assert glue is not None and study_curves("glue (avg of 9)") is glue
     assert study_curves("sentiment") is None and study_curves("gsm8k") is not None
@@ -109,6 +109,28 @@ def test_study_curves_ship_and_compare(tmp_path):
     md = write_report(summarise(collect_rows(url)), collect_rows(url),
                       tmp_path / "r")["report.md"].read_text()
     assert "the study / here" in md and "GLUE" in md
+
+    from typer.testing import CliRunner
+
+    from lorasweep.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["report", "--reference", "--storage", url])
+    assert result.exit_code == 0, result.stderr
+    assert "the study / here" in result.stdout and "loraplus-r8-a16" in result.stdout
+    assert "10x" in result.stdout and not (tmp_path / "lorasweep-out").exists()  # prints only
+
+
+def test_reference_without_a_study_family_is_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from lorasweep.cli import app
+
+    url = f"journal:{tmp_path / 's.journal'}"
+    _fill(url, VariantSpec("lora"), {(lr, 0): (0.5 + lr, 0.5) for lr in LRS})
+    result = CliRunner().invoke(app, ["report", "--reference", "--storage", url])
+    assert result.exit_code == 2 and result.stderr.startswith("error:")
+    assert "no published curves" in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
 def test_results_json_keeps_both_scores_per_trial(tmp_path):
