@@ -200,26 +200,27 @@ def test_a_program_dies_with_its_launcher():
         "print('ready', flush=True)\n"
         "sandbox.run_python('import time\\ntime.sleep(60)', sandbox.SandboxLimits(timeout=30))\n",
     ], cwd=PROJECT_FILE.parent, stdout=subprocess.PIPE, text=True)
-    workdir = None
+    folders: list[str] = []
     try:
         assert launcher.stdout.readline().strip() == "ready"
         deadline = time.monotonic() + 30
-        while not (children := _children(launcher.pid)) and time.monotonic() < deadline:
+        while len(children := _children(launcher.pid)) < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert children, "the launcher never started its program"
+        assert len(children) == 2, "the launcher never started its program and judge"
         time.sleep(0.5)  # let the runner set its parent-death signal
-        workdir = os.readlink(f"/proc/{children[0]}/cwd")
+        folders = [os.readlink(f"/proc/{child}/cwd") for child in children]
     finally:
-        launcher.kill()  # a killed launcher cannot remove the program's directory: we do
+        launcher.kill()  # a killed launcher cannot remove the run's directories: we do
         launcher.wait()
         launcher.stdout.close()
-    deadline = time.monotonic() + 5
-    while Path(f"/proc/{children[0]}/status").exists() and time.monotonic() < deadline:
-        status = Path(f"/proc/{children[0]}/status").read_text()
-        if "\nState:\tZ" in status:  # dead, awaiting its new parent's reaping
-            break
-        time.sleep(0.05)
-    path = Path(f"/proc/{children[0]}/status")
-    assert not path.exists() or "\nState:\tZ" in path.read_text()
-    if workdir and Path(workdir).name.startswith("lorasweep-sandbox-"):
-        shutil.rmtree(workdir, ignore_errors=True)
+    for child in children:  # the program dies with it, then the judge (its pipe closed)
+        path = Path(f"/proc/{child}/status")
+        deadline = time.monotonic() + 5
+        while path.exists() and time.monotonic() < deadline:
+            if "\nState:\tZ" in path.read_text():  # dead, awaiting its new parent's reaping
+                break
+            time.sleep(0.05)
+        assert not path.exists() or "\nState:\tZ" in path.read_text()
+    for folder in folders:
+        if Path(folder).name.startswith(("lorasweep-sandbox-", "lorasweep-judge-")):
+            shutil.rmtree(folder, ignore_errors=True)
