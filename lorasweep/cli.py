@@ -52,9 +52,9 @@ def _fail(message: str) -> None:
 def _user_errors() -> tuple[type[Exception], ...]:
     from .config import ConfigError
     from .sweep.store import StorageError
-    from .variants.base import VariantError
 
-    return ConfigError, StorageError, VariantError
+    variants = sys.modules.get("lorasweep.variants.base")  # not imported: none was raised
+    return (ConfigError, StorageError, *([variants.VariantError] if variants else []))
 
 
 def _version(value: bool) -> None:
@@ -91,6 +91,7 @@ def run(
     data_dir: Annotated[Path | None, typer.Option("--data-dir", metavar="DIR", help="Folder of the task's local data files, instead of the hub (the same as --set task.data_dir=DIR; a wrong layout is named in the error).")] = None,
     recipe: Annotated[Path | None, typer.Option("--recipe", help="A recipe YAML (flags override it).")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", metavar="KEY=VALUE", help="Override any setting: train.steps=50, task.eval_limit=200, variant.ratio=8.")] = None,
+    allow_any_lr: Annotated[bool, typer.Option("--allow-any-lr", help="Accept learning rates above 10 (refused as typos otherwise).")] = False,
 ) -> None:
     """Sweep learning rates for one or more variants (the embedded offline default with no flags)."""
     from .config import SweepSpec, apply_overrides, load_recipe, parse_floats, parse_ints
@@ -107,6 +108,8 @@ def run(
             data["lrs"] = parse_floats(lrs)
         if seeds is not None:
             data["seeds"] = parse_ints(seeds)
+        if allow_any_lr:
+            data["allow_any_lr"] = True
         train = dict(data.get("train") or {})  # what is not given comes from the task's budget
         if steps is not None:
             train.update(steps=steps)
@@ -142,6 +145,11 @@ def _run(spec: Any) -> None:
     except _user_errors() as err:
         _fail(str(err))
     s = outcome.summary
+    for study, reason in s.stopped.items():
+        err_console.print(
+            f"[bold red]error:[/] {escape(study)}: its first trials all failed with: {escape(reason)}; "
+            "stopped it instead of repeating this for every learning rate; fix the cause and rerun "
+            "(its waiting trials stay queued)", highlight=False, soft_wrap=True)
     running = sum(x.running for x in outcome.syncs)
     console.print(
         f"done: {s.completed} completed ({s.diverged} diverged), {s.failed} failed, "
@@ -166,9 +174,11 @@ def report(
 ) -> None:
     """Collate the studies into a learning-rate sensitivity report (read-only on the store)."""
     from .report import collect_rows, render_terminal, summarise, write_report
+    from .sweep.store import storage_errors
 
     try:
-        rows = collect_rows(storage, sweep)
+        with storage_errors(storage):
+            rows = collect_rows(storage, sweep)
     except _user_errors() as err:
         _fail(str(err))
     if not rows:
@@ -265,10 +275,12 @@ def status(sweep: SweepOpt = None, storage: StorageOpt = None, as_json: JsonOpt 
 
     from .report import study_status
     from .report.render import running_table
+    from .sweep.store import storage_errors
     from .text import plain
 
     try:
-        studies = study_status(storage, sweep)
+        with storage_errors(storage):
+            studies = study_status(storage, sweep)
     except _user_errors() as err:
         _fail(str(err))
     if sweep is not None and not studies:

@@ -9,14 +9,17 @@ picklable data, written into its run folder.
 from __future__ import annotations
 
 import dataclasses
-import math
+import re
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from ._tags import variant_tag
+from ._values import check_lrs, check_seeds, coerce_fields, parse_floats, parse_ints
+from ._values import number as _number
 from .paths import RUNS_DIR
+from .recipe import load_recipe
 
 __all__ = [
     "DEFAULT_LRS",
@@ -64,6 +67,8 @@ class TrainConfig:
     checkpoint_every: int | None = None
 
     def validate(self) -> None:
+        coerce_fields(self, "train.", {"steps": "--steps 100", "epochs": "--epochs 1",
+                                       "batch_size": "--batch-size 16"})
         if self.steps is not None and self.steps <= 0:
             raise ConfigError(f"steps must be positive, got {self.steps}: pass e.g. --steps 100")
         if self.epochs is not None and self.epochs <= 0:
@@ -87,6 +92,8 @@ class TrainConfig:
                 f"train.checkpoint_every must be a whole number of steps >= 0 (0: off), got "
                 f"{every!r}: e.g. --set train.checkpoint_every=200"
             )
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
+            raise ConfigError(f"train.device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
 
 
 @dataclasses.dataclass
@@ -113,8 +120,13 @@ class VariantSpec:
         self.rank = _number(self.rank, int, f"{self.key} rank", "--rank 8")
         self.alpha = _number(self.alpha, float, f"{self.key} alpha", "--alpha 16")
         self.dropout = _number(self.dropout, float, f"{self.key} dropout", "--set variant.dropout=0.05")
-        if not isinstance(self.options, dict):
-            raise ConfigError(f"options of variant {self.key!r} must be a mapping, got {self.options!r}")
+        if not isinstance(self.options, dict) or not all(isinstance(k, str) for k in self.options):
+            raise ConfigError(f"options of variant {self.key!r} must be a mapping of names, got {self.options!r}")
+        targets = self.target_modules
+        if targets is not None and (not isinstance(targets, list) or not targets
+                                    or not all(isinstance(t, str) and t for t in targets)):
+            raise ConfigError(f"target_modules must be module names, got {targets!r}: "
+                              "e.g. --set target_modules=query,value")
         try:
             cls = get_variant_class(self.key)
             resolved = cls(self.rank, self.alpha, self.dropout, **self.options)
@@ -151,20 +163,19 @@ class SweepSpec:
     launcher: str = "inline"
     workers: int = 1
     runs_dir: str = str(RUNS_DIR)
+    #: Learning rates above 10 are refused as typos unless this is set (``--allow-any-lr``).
+    allow_any_lr: bool = False
 
     def validate(self) -> SweepSpec:
         """Check everything, cheapest first; raise ConfigError on the first problem."""
-        if not isinstance(self.name, str) or not self.name or any(c in self.name for c in "/:| "):
+        coerce_fields(self, "", {"workers": "--workers 2", "name": "--sweep NAME",
+                                 "model": "--model embedded:minilm", "task": "--task sentiment"})
+        if not self.name or any(c in self.name for c in "/:| "):
             raise ConfigError(
                 f"sweep name {self.name!r} must be a non-empty word without '/', ':', '|' or spaces"
             )
-        if not self.lrs:
-            raise ConfigError("the learning-rate grid is empty: pass e.g. --lrs 1e-4,1e-3")
-        for lr in self.lrs:
-            if isinstance(lr, bool) or not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-                raise ConfigError(f"learning rate {lr!r} must be a positive number: e.g. --lrs 1e-4,1e-3")
-        if not self.seeds:
-            raise ConfigError("the seed list is empty: pass e.g. --seeds 0")
+        self.lrs = check_lrs(self.lrs, self.allow_any_lr)
+        self.seeds = check_seeds(self.seeds)
         if not self.variants:
             raise ConfigError("no variant given: pass e.g. --variant lora,dora")
         if self.search not in ("grid", "adaptive"):
@@ -181,6 +192,12 @@ class SweepSpec:
             raise ConfigError(f"unknown pruner {self.pruner!r}: choose {', '.join(PRUNERS)}")
         if self.workers <= 0:
             raise ConfigError(f"workers must be positive, got {self.workers}")
+        from .sweep.store import StorageError, check_storage
+
+        try:  # a bad URL, path or store file stops here, before anything is written
+            check_storage(self.storage)
+        except StorageError as err:
+            raise ConfigError(str(err)) from None
         from .tasks import TaskError, expand_tasks, get_task
         from .train.model import ModelError, ModelOptions, check_model
 
@@ -222,7 +239,7 @@ class SweepSpec:
         data = dict(data)
         known = {f.name for f in dataclasses.fields(cls)} | {"rank", "alpha", "target_modules",
                                                              "data_dir"}
-        unknown = sorted(set(data) - known)
+        unknown = sorted(set(data) - known, key=str)
         if unknown:
             raise ConfigError(
                 f"unknown recipe key {unknown[0]!r}: known keys are {', '.join(sorted(known))}"
@@ -239,11 +256,13 @@ class SweepSpec:
         if "seeds" in data:
             data["seeds"] = [_number(x, int, "seed", "seeds: [0, 1]") for x in _as_list(data["seeds"])]
         settings = data.pop("train_settings", None)  # present when data came from to_dict()
+        if settings is not None and not isinstance(settings, dict):
+            raise ConfigError(f"recipe key 'train_settings' must be a mapping, got {settings!r}")
         train = data.pop("train", None) or {}
         if not isinstance(train, dict):
             raise ConfigError(f"recipe key 'train' must be a mapping, got {train!r}")
         fields = {f.name for f in dataclasses.fields(TrainConfig)}
-        unknown = sorted(set(train) - fields)
+        unknown = sorted(set(train) - fields, key=str)
         if unknown:
             raise ConfigError(
                 f"unknown train setting {unknown[0]!r}: known are {', '.join(sorted(fields))}"
@@ -294,9 +313,11 @@ def _budget(task_cls: Any, given: dict[str, Any]) -> TrainConfig:
     if "epochs" in given and "steps" not in given:
         budget.pop("steps", None)  # an explicit epoch budget replaces a default step budget
     try:
-        return TrainConfig(**{**budget, **given})
+        config = TrainConfig(**{**budget, **given})
     except TypeError as err:
         raise ConfigError(f"bad train settings: {err}") from None
+    coerce_fields(config, "train.")  # "50" from a quoted YAML value becomes 50 in every copy
+    return config
 
 
 def _task_class(key: Any):
@@ -305,19 +326,6 @@ def _task_class(key: Any):
 
     members = expand_tasks_safe(key) if isinstance(key, str) else []
     return task_registry().get(members[0]) if members else None
-
-
-def _number(value: Any, kind: type, what: str, example: str) -> Any:
-    """``value`` as an int or float, or a ConfigError naming it (strings from YAML/CLI too)."""
-    if isinstance(value, bool):
-        raise ConfigError(f"{what} must be a number, got {value!r}: e.g. {example}")
-    try:
-        number = kind(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{what} must be a number, got {value!r}: e.g. {example}") from None
-    if kind is int and isinstance(value, float) and value != number:
-        raise ConfigError(f"{what} must be an integer, got {value!r}: e.g. {example}")
-    return number
 
 
 def _as_list(value: Any) -> list:
@@ -343,41 +351,11 @@ def _variant_from(item: Any, shared: dict[str, Any]) -> VariantSpec:
     return VariantSpec(**merged, options=options)
 
 
-def parse_floats(text: str, what: str = "learning rate") -> list[float]:
-    """``"1e-5,1e-4"`` -> ``[1e-5, 1e-4]``, with a clear error for a malformed list."""
-    values = []
-    for part in text.split(","):
-        part = part.strip()
-        try:
-            values.append(float(part))
-        except ValueError:
-            raise ConfigError(
-                f"malformed {what} list {text!r}: {part!r} is not a number (e.g. --lrs 1e-5,1e-4,1e-3)"
-            ) from None
-    return values
-
-
-def parse_ints(text: str, what: str = "seed") -> list[int]:
-    try:
-        return [int(p) for p in text.split(",") if p.strip()]
-    except ValueError:
-        raise ConfigError(f"malformed {what} list {text!r}: use integers, e.g. --seeds 0,1,2") from None
-
-
-def load_recipe(path: str | Path) -> dict[str, Any]:
-    """Read a recipe YAML into a plain mapping (validated later, with the CLI's flags)."""
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as err:
-        raise ConfigError(f"cannot read recipe {str(path)!r}: {err.strerror}; check the path") from None
-    except yaml.YAMLError as err:
-        line = getattr(getattr(err, "problem_mark", None), "line", None)
-        where = f" at line {line + 1}" if line is not None else ""
-        raise ConfigError(f"recipe {str(path)!r} is not valid YAML{where}: fix the syntax") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"recipe {str(path)!r} must be a YAML mapping of sweep settings")
-    return data
+def _mapping(data: dict[str, Any], key: str) -> dict[str, Any]:
+    value = data.get(key) or {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"recipe key {key!r} must be a mapping, got {value!r}")
+    return value
 
 
 def apply_overrides(data: dict[str, Any], assignments: list[str]) -> dict[str, Any]:
@@ -397,17 +375,17 @@ def apply_overrides(data: dict[str, Any], assignments: list[str]) -> dict[str, A
             value = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError:
             raise ConfigError(
-                f"--set {key}: value {raw!r} is not valid YAML; quote it (e.g. --set name=\"x\")"
+                f"--set {key!r}: value {raw!r} is not valid YAML; quote it (e.g. --set name=\"x\")"
             ) from None
         head, _, rest = key.partition(".")
         if head == "train" and rest:
-            data["train"] = {**(data.get("train") or {}), rest: value}
+            data["train"] = {**_mapping(data, "train"), rest: value}
         elif head == "task" and rest:
-            data["task_options"] = {**(data.get("task_options") or {}), rest: value}
+            data["task_options"] = {**_mapping(data, "task_options"), rest: value}
         elif head == "model" and rest:
-            data["model_options"] = {**(data.get("model_options") or {}), rest: value}
+            data["model_options"] = {**_mapping(data, "model_options"), rest: value}
         elif head == "search" and rest:
-            data["search_options"] = {**(data.get("search_options") or {}), rest: value}
+            data["search_options"] = {**_mapping(data, "search_options"), rest: value}
         elif head == "variant" and rest:
             variants = [dict(v) if isinstance(v, dict) else {"key": v}
                         for v in _as_list(data.get("variants", ["lora"]))]

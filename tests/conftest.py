@@ -22,6 +22,7 @@ import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -190,6 +191,19 @@ class _PrivatePostgres:
     def url(self, dbname: str) -> str:
         return f"postgresql+psycopg://{PG_USER}@127.0.0.1:{self.port}/{dbname}"
 
+    def add_password_role(self, user: str, password: str, dbname: str) -> str:
+        """A role that must log in with its password (scram-sha-256 over TCP), owning a new
+        database; returns its URL with the password %-escaped."""
+        literal = password.replace("'", "''")
+        self.psql(f"CREATE ROLE {user} LOGIN PASSWORD '{literal}'")
+        self.psql(f"CREATE DATABASE {dbname} OWNER {user}")
+        hba = Path(self.datadir) / "pg_hba.conf"
+        rule = f"host all {user} 127.0.0.1/32 scram-sha-256\n"
+        hba.write_text(rule + hba.read_text())  # first matching line wins: before 'trust'
+        self.psql("SELECT pg_reload_conf()")
+        return (f"postgresql+psycopg://{user}:{quote(password, safe='')}@127.0.0.1:{self.port}"
+                f"/{dbname}")
+
     def stop(self) -> None:
         try:
             if self.started:
@@ -262,6 +276,17 @@ def postgres_db_factory(_postgres_server: _PrivatePostgres) -> Iterator[Callable
             _postgres_server.psql(f"DROP DATABASE IF EXISTS {dbname} WITH (FORCE)")
         except RuntimeError:
             pass
+
+
+#: The password of ``postgres_password_url``: '@', ':', '/' and '%' exercise every escape.
+PG_SECRET = "S3cr@t:p%w/d-9f2c"
+
+
+@pytest.fixture(scope="session")
+def postgres_password_url(_postgres_server: _PrivatePostgres) -> str:
+    """URL (password included, %-escaped) of a database whose owner must authenticate with the
+    password ``PG_SECRET``: the private server's trust rule does not apply to this role."""
+    return _postgres_server.add_password_role("lsuser", PG_SECRET, "lorasweep_secret")
 
 
 @pytest.fixture

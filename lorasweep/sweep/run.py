@@ -48,12 +48,15 @@ def run_sweep(spec: SweepSpec, events: TrialEvents | None = None,
     Raises ``ConfigError`` / ``StorageError`` before anything is written when the input is bad.
     """
     from ..launch import get_launcher
-    from .store import default_storage_url, open_storage
+    from .preflight import preflight
+    from .store import default_storage_url, open_storage, storage_errors
 
     spec.validate()
+    preflight(spec)  # model and data load, before anything is written
     url = spec.storage or default_storage_url()
-    storage = open_storage(url)
-    syncs = sync_sweep(spec, storage, url)
+    with storage_errors(url):
+        storage = open_storage(url)
+        syncs = sync_sweep(spec, storage, url)
     pending = sum(s.enqueued + s.waiting + s.planned for s in syncs)
     launcher = get_launcher(spec.launcher, spec.workers, spec.runs_dir)
     names = [s.study for s in syncs]

@@ -5,17 +5,52 @@ URLs:
 * ``sqlite:///...``, ``postgresql+psycopg://...``: Optuna's ``RDBStorage``;
 * ``journal:PATH`` (or a path ending in ``.journal``/``.log``): Optuna's ``JournalStorage`` over a
   file, the choice for shared file systems on clusters.
+
+Secrets: a URL may hold a password (``user:PW@host`` or ``?password=PW``). :func:`storage_label`
+is the one masking function: every line printed, every file written and every attribute stored
+carries the label (``user:***@host``), never the URL. Only the launchers hand the real URL to
+their workers (a function argument, the environment or a private file), never through the store.
+
+A store that cannot be used (missing, damaged, read-only, written by a newer version, an unknown
+driver) is a :class:`StorageError` with one line naming the problem and the fix. lorasweep never
+repairs or rewrites a store on its own.
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
+import os
+import re
+from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import unquote
 
 from ..paths import STORE_FILE
 
-__all__ = ["StorageError", "default_storage_url", "open_storage", "storage_label"]
+__all__ = [
+    "SECRET_ENV",
+    "STORE_VERSION",
+    "STORE_VERSION_ATTR",
+    "StorageError",
+    "check_storage",
+    "default_storage_url",
+    "mask_secrets",
+    "open_storage",
+    "storage_errors",
+    "storage_label",
+]
 
 DEFAULT_DB = STORE_FILE
+#: Version of the study attributes lorasweep writes (``lorasweep_store`` on every study). A store
+#: holding a higher version was written by a newer lorasweep and is refused.
+STORE_VERSION = 1
+STORE_VERSION_ATTR = "lorasweep_store"
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+_SECRET_QUERY_KEY = re.compile(r"(pass(word|wd)?|pwd|secret|token|api_?key|sslpassword)$", re.I)
+#: Environment variables whose values are secrets (never printed, written or stored).
+SECRET_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HUGGINGFACE_HUB_TOKEN", "PGPASSWORD")
+_URL_IN_TEXT = re.compile(r"[A-Za-z][\w+.-]*://[^\s'\"<>]+")
 
 
 class StorageError(ValueError):
@@ -26,13 +61,64 @@ def default_storage_url() -> str:
     return f"sqlite:///{DEFAULT_DB.resolve()}"
 
 
-def storage_label(url: str) -> str:
-    """The URL without its password, for messages and provenance."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
-        return f"{scheme}://{creds.split(':')[0]}@{host}"
-    return url
+def _split_credentials(url: str) -> tuple[str, str | None, str | None, str, str]:
+    """``(scheme, user, password, host/path, query)``; a password may itself hold ``@``/``:``."""
+    scheme, _, rest = url.partition("://")
+    rest, _, query = rest.partition("?")
+    if rest.startswith("/") or "@" not in rest:
+        return scheme, None, None, rest, query
+    creds, _, host = rest.rpartition("@")
+    user, sep, password = creds.partition(":")
+    return scheme, user, (password if sep else None), host, query
+
+
+def storage_label(url: str | None) -> str:
+    """The URL with every secret replaced by ``***``: the only form that is printed or stored.
+
+    ``postgresql+psycopg://user:p@ss@host/db?sslpassword=x`` becomes
+    ``postgresql+psycopg://user:***@host/db?sslpassword=***``.
+    """
+    if url is None:
+        return default_storage_url()
+    if "://" not in url:
+        return url
+    scheme, user, password, host, query = _split_credentials(url)
+    creds = "" if user is None else (f"{user}:***@" if password is not None else f"{user}@")
+    if query:
+        parts = []
+        for item in query.split("&"):
+            key, sep, value = item.partition("=")
+            parts.append(f"{key}=***" if sep and _SECRET_QUERY_KEY.search(unquote(key)) else item)
+        query = "?" + "&".join(parts)
+    return f"{scheme}://{creds}{host}{query}"
+
+
+def _secrets_of(url: str) -> list[str]:
+    if "://" not in url:
+        return []
+    _, _, password, _, query = _split_credentials(url)
+    found = [password] if password else []
+    for item in query.split("&") if query else []:
+        key, sep, value = item.partition("=")
+        if sep and value and _SECRET_QUERY_KEY.search(unquote(key)):
+            found.append(value)
+    return found
+
+
+def mask_secrets(text: str, *urls: str | None) -> str:
+    """``text`` with the secrets of ``urls`` and of the environment (tokens) replaced by ``***``.
+
+    For free text that may quote a URL or a secret: a driver's error message, a traceback.
+    """
+    secrets: set[str] = set()
+    for url in filter(None, urls):
+        for secret in _secrets_of(url):
+            secrets.update({secret, unquote(secret)})
+    secrets.update(v for k in SECRET_ENV if (v := os.environ.get(k)))
+    text = _URL_IN_TEXT.sub(lambda m: storage_label(m.group(0)), text)
+    for secret in sorted((s for s in secrets if len(s) >= 3), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
 
 
 def _journal_path(url: str) -> str | None:
@@ -43,51 +129,213 @@ def _journal_path(url: str) -> str | None:
     return None
 
 
+def _make_parent(path: Path, label: str) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise StorageError(f"cannot create the folder of the store {label}: "
+                           f"{err.strerror or err}; pass --storage a path you can write") from None
+
+
+def _open_journal(journal: str, create: bool):
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    path = Path(journal)
+    _check_creatable(path, journal, create)
+    if create:
+        _make_parent(path, journal)
+    try:
+        return JournalStorage(JournalFileBackend(str(path)))
+    except OSError as err:
+        raise StorageError(f"cannot open the journal {journal!r}: {err.strerror or err}; "
+                           "pass --storage a path you can write") from None
+
+
+def _check_sqlite_file(path: Path, url: str, create: bool, make: bool = True) -> bool:
+    """Refuse what is not an SQLite store before SQLite touches it; True when it is writable."""
+    if path.is_dir():
+        raise StorageError(f"store {url!r} is a folder: pass --storage sqlite:///FOLDER/studies.db")
+    if not path.exists():
+        _check_creatable(path, url, create)
+        if make:
+            _make_parent(path, repr(url))
+        return True
+    try:
+        with path.open("rb") as f:
+            head = f.read(len(_SQLITE_MAGIC))
+    except OSError as err:
+        raise StorageError(f"cannot read the store {url!r}: {err.strerror}; fix its permissions "
+                           "or pass --storage another file") from None
+    if not head and not create:
+        raise StorageError(f"the store {url!r} is an empty file: run `lorasweep run` first or pass --storage")
+    if head and head != _SQLITE_MAGIC:
+        raise StorageError(_corrupt(url, "not a lorasweep study store (not an SQLite database)"))
+    writable = os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)
+    if create and not writable:
+        raise StorageError(f"the store {url!r} is read-only: make it (and its folder) writable, "
+                           "or pass --storage another file")
+    return writable
+
+
+def _corrupt(label: str, what: str) -> str:
+    return (f"{label} is {what}: lorasweep does not repair it; restore it from a backup, "
+            "or pass --storage another file")
+
+
+def _driver(url: str) -> tuple[str, str]:
+    scheme = url.split("://", 1)[0]
+    dialect, _, driver = scheme.partition("+")
+    driver = driver or {"postgresql": "psycopg2", "mysql": "mysqldb"}.get(dialect, dialect)
+    pip = {"psycopg": "pip install 'lorasweep[postgres]'", "psycopg2": "pip install psycopg2-binary"}
+    return driver, pip.get(driver, f"pip install {driver}")
+
+
+def _check_port(url: str, label: str) -> None:
+    _, user, _, host, _ = _split_credentials(url)
+    authority = host.split("/", 1)[0]
+    port = authority.rsplit("]", 1)[-1].partition(":")[2] if ":" in authority else ""
+    if port and not port.isdigit():
+        raise StorageError(f"storage {label}: port {port!r} is not a number; fix --storage "
+                           "(e.g. postgresql+psycopg://USER@HOST:5432/DB)")
+
+
+def _schema_error(url: str, label: str, err: Exception) -> StorageError:
+    """Optuna refused the tables: name the schema found, and the fix."""
+    import optuna
+
+    found = "unknown"
+    with contextlib.suppress(Exception):
+        import sqlalchemy
+
+        engine = sqlalchemy.create_engine(url)
+        with engine.connect() as conn:
+            found = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+        engine.dispose()
+    if "optuna storage upgrade" in str(err):
+        fix = "run `optuna storage upgrade --storage URL` (a copy first), or pass --storage another store"
+    else:
+        fix = "it was written by a newer Optuna: upgrade optuna and lorasweep, or pass --storage another store"
+    return StorageError(f"study store {label} has the Optuna table schema {found}, which Optuna "
+                        f"{optuna.__version__} cannot use; {fix}")
+
+
+@contextlib.contextmanager
+def storage_errors(url: str | None) -> Iterator[None]:
+    """Turn a database failure while using the store into one :class:`StorageError` line."""
+    import optuna
+    import sqlalchemy.exc
+
+    label = storage_label(url)
+    try:
+        yield
+    except (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError) as err:
+        cause = err if isinstance(err, sqlalchemy.exc.SQLAlchemyError) else err.__cause__
+        orig = getattr(cause, "orig", None) or cause or err
+        reason = mask_secrets((str(orig).strip().splitlines() or [type(orig).__name__])[0], url)
+        low = reason.lower()
+        if "not a database" in low or "malformed" in low or "disk image" in low:
+            raise StorageError(_corrupt(f"study store {label}", f"corrupt ({reason})")) from None
+        if "readonly" in low or "read-only" in low:
+            raise StorageError(f"study store {label} is read-only: make it (and its folder) "
+                               "writable, or pass --storage another file") from None
+        raise StorageError(f"cannot use storage {label}: {reason}; start the server or fix --storage") from None
+
+
+def _check_versions(storage, label: str) -> None:
+    for study in storage.get_all_studies():
+        version = study.user_attrs.get(STORE_VERSION_ATTR, 0)
+        if not isinstance(version, int) or version > STORE_VERSION:
+            raise StorageError(
+                f"study store {label} was written by a newer lorasweep (study {study.study_name!r}: "
+                f"store version {version!r}, this lorasweep knows up to {STORE_VERSION}): "
+                "upgrade lorasweep, or pass --storage another store")
+
+
+def check_storage(url: str | None, create: bool = True) -> None:
+    """The checks that need no database library and write nothing: a bad URL, port or path, a
+    missing driver, a file that is not an SQLite store, a read-only store. Cheap: validation
+    runs them before anything heavier."""
+    url = url or default_storage_url()
+    label = storage_label(url)
+    journal = _journal_path(url)
+    if journal is not None:
+        _check_creatable(Path(journal), journal, create)
+        return
+    if url.startswith("sqlite:///"):
+        _check_sqlite_file(Path(url[len("sqlite:///") :]), url, create, make=False)
+        return
+    if "://" not in url:
+        raise StorageError(
+            f"storage {url!r} is not a URL: use sqlite:///FILE, postgresql+psycopg://..., or journal:FILE"
+        )
+    _check_port(url, label)
+    driver, pip = _driver(url)
+    module = {"mysqldb": "MySQLdb"}.get(driver, driver)
+    if importlib.util.find_spec(module) is None:
+        raise StorageError(f"storage {label} needs the database driver {driver}, which is not "
+                           f"installed: {pip} (or use postgresql+psycopg://)")
+
+
+def _check_creatable(path: Path, label: str, create: bool) -> None:
+    if path.exists():
+        return
+    if not create:
+        raise StorageError(f"no study store at {label!r}: run `lorasweep run` first or pass --storage")
+    ancestor = next((p for p in path.parents if p.exists()), Path("."))
+    if not ancestor.is_dir():
+        raise StorageError(f"cannot create the store {label!r}: {str(ancestor)!r} is a file, not a "
+                           "folder; pass --storage a path you can write")
+    if not os.access(ancestor, os.W_OK):
+        raise StorageError(f"cannot create the store {label!r}: {str(ancestor)!r} is read-only; "
+                           "pass --storage a path you can write")
+
+
 def open_storage(url: str | None, create: bool = True):
-    """An Optuna storage for ``url``; a clear :class:`StorageError` when it cannot be reached."""
+    """An Optuna storage for ``url``; a clear :class:`StorageError` when it cannot be used."""
     import optuna
     import sqlalchemy.exc
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # lorasweep reports progress itself
     url = url or default_storage_url()
+    label = storage_label(url)
     journal = _journal_path(url)
     if journal is not None:
-        from optuna.storages.journal import JournalFileBackend, JournalStorage
-
-        path = Path(journal)
-        if not create and not path.is_file():  # reading never creates the file
-            raise StorageError(f"no journal file at {journal!r}: check --storage")
-        if not path.parent.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(str(path)))
+        storage = _open_journal(journal, create)
+        with storage_errors(url):
+            _check_versions(storage, journal)
+        return storage
+    writable = True
     if url.startswith("sqlite:///"):
-        path = Path(url[len("sqlite:///") :])
-        if not path.exists() and not create:
-            raise StorageError(f"no study store at {url!r}: run `lorasweep run` first or pass --storage")
-        if create:
-            path.parent.mkdir(parents=True, exist_ok=True)
+        writable = _check_sqlite_file(Path(url[len("sqlite:///") :]), url, create)
     elif "://" not in url:
         raise StorageError(
             f"storage {url!r} is not a URL: use sqlite:///FILE, postgresql+psycopg://..., or journal:FILE"
         )
+    else:
+        _check_port(url, label)
     if not create and _no_studies_table(url):  # never write a schema into an empty store
         raise StorageError(f"no study store at {storage_label(url)!r}: run `lorasweep run` first "
                            "or pass --storage")
     try:
-        storage = optuna.storages.RDBStorage(
-            url, engine_kwargs=_engine_kwargs(url), skip_compatibility_check=False
-        )
-    except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.ArgumentError) as err:
-        reason = str(getattr(err, "orig", err)).strip().splitlines()[0]
-        raise StorageError(
-            f"cannot open storage {storage_label(url)}: {reason}; start the server or fix --storage"
-        ) from None
-    except ModuleNotFoundError as err:
-        raise StorageError(
-            f"storage {storage_label(url)} needs the driver {err.name}: pip install 'lorasweep[postgres]'"
-        ) from None
-    if url.startswith("sqlite"):
+        with storage_errors(url):
+            storage = optuna.storages.RDBStorage(
+                url, engine_kwargs=_engine_kwargs(url), skip_compatibility_check=False
+            )
+    except (sqlalchemy.exc.ArgumentError, ValueError) as err:
+        if isinstance(err, StorageError):
+            raise
+        reason = mask_secrets(str(err).strip().splitlines()[0], url)
+        raise StorageError(f"bad storage URL {label}: {reason}; fix --storage") from None
+    except ImportError:
+        driver, pip = _driver(url)
+        raise StorageError(f"storage {label} needs the database driver {driver}, which is not "
+                           f"installed: {pip} (or use postgresql+psycopg://)") from None
+    except RuntimeError as err:  # Optuna's table schema check
+        raise _schema_error(url, label, err) from None
+    if url.startswith("sqlite") and writable:
         _serialise_sqlite_transactions(storage.engine)
+    with storage_errors(url):
+        _check_versions(storage, label)
     return storage
 
 

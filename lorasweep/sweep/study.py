@@ -16,8 +16,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from .. import __version__
 from ..config import SweepSpec, VariantSpec
 from ..text import format_lr
+from .store import STORE_VERSION, STORE_VERSION_ATTR
 
 __all__ = [
     "HEARTBEAT_GRACE_S",
@@ -252,6 +254,8 @@ def sync_sweep(spec: SweepSpec, storage: Any, storage_url: str | None = None) ->
             "worst_score": _worst_score(task),
             "lrs": [float(lr) for lr in spec.lrs],
             "seeds": [int(seed) for seed in spec.seeds],
+            STORE_VERSION_ATTR: STORE_VERSION,
+            "lorasweep_version": __version__,
         }
         if "run_root" not in study.user_attrs:  # fixed once: a study's runs never move
             study.set_user_attr("run_root", study_run_root(

@@ -20,6 +20,7 @@ from .._json import json_safe
 from ..config import TrainConfig, TrialSpec, VariantSpec
 from ..train.signals import StopRequests, TrialStopped
 from .outcome import PROGRESS_ATTR, PROGRESS_INTERVAL_S, TrialOutcome, outcome_of
+from .store import storage_label
 from .study import (
     HEARTBEAT_ATTR,
     HEARTBEAT_INTERVAL_S,
@@ -33,12 +34,19 @@ from .study import (
 __all__ = ["TrialEvents", "WorkerSummary", "run_worker"]
 
 
+#: When this many first trials of a study fail with the same reason, and none succeeded, the
+#: worker stops that study: a setup error would fail every remaining learning rate the same way.
+SAME_FAILURES_TO_STOP = 2
+
+
 @dataclasses.dataclass
 class WorkerSummary:
     completed: int = 0
     pruned: int = 0
     failed: int = 0
     diverged: int = 0
+    #: Studies this worker stopped because their first trials failed the same way -> the reason.
+    stopped: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 class TrialEvents:
@@ -124,7 +132,7 @@ def _trial_spec(study: Any, trial: Any, storage_url: str) -> TrialSpec:
     return TrialSpec(
         sweep=attrs["sweep"],
         study=study.study_name,
-        storage=storage_url,
+        storage=storage_label(storage_url),  # the label: a TrialSpec is written and stored
         trial_number=trial.number,
         model=attrs["model"],
         task=attrs["task"],
@@ -209,6 +217,7 @@ def _work(storage: Any, storage_url: str, study_names: list[str], events: TrialE
     import optuna
 
     active = []
+    reasons: dict[str, list[str] | None] = {}  # a study's fail reasons, while none succeeded
     for name in study_names:
         study = optuna.load_study(study_name=name, storage=storage)
         study.pruner = make_pruner(study.user_attrs.get("pruner"))  # never Optuna's default
@@ -223,9 +232,17 @@ def _work(storage: Any, storage_url: str, study_names: list[str], events: TrialE
                 continue
             spec = _trial_spec(study, trial, storage_url)
             trial.set_user_attr("run_dir", spec.run_dir)  # known before it runs, even if it fails
-            state, value = _run_one(study, trial, spec, events, run_trial)
+            state, value, reason = _run_one(study, trial, spec, events, run_trial, storage_url)
             events.trial_finished(spec, state, value,
                                   outcome_of(study._storage.get_trial(trial._trial_id)))
+            seen = reasons.setdefault(study.study_name, [])
+            if reason is None:
+                reasons[study.study_name] = None  # one succeeded: later failures are the LR's own
+            elif seen is not None:
+                seen.append(reason)
+                if len(seen) >= SAME_FAILURES_TO_STOP and len(set(seen)) == 1:
+                    summary.stopped[study.study_name] = reason  # a setup error: stop repeating it
+                    active.remove(study)
             if state == "diverged":  # a diverged trial is a result: complete, at the worst score
                 summary.diverged += 1
                 state = "completed"
@@ -238,8 +255,12 @@ def _work(storage: Any, storage_url: str, study_names: list[str], events: TrialE
 
 
 def _run_one(study: Any, trial: Any, spec: TrialSpec, events: TrialEvents,
-             run_trial: Callable[..., Any]) -> tuple[str, float | None]:
+             run_trial: Callable[..., Any], storage_url: str | None = None
+             ) -> tuple[str, float | None, str | None]:
+    """Run one trial and tell the store; ``(state, value, fail reason or None)``."""
     from optuna.trial import TrialState
+
+    from .store import mask_secrets
 
     with _Heartbeat(study, trial._trial_id):
         try:
@@ -249,20 +270,22 @@ def _run_one(study: Any, trial: Any, spec: TrialSpec, events: TrialEvents,
             study.tell(trial, state=TrialState.FAIL)
             if study.user_attrs.get("search") != "adaptive":  # adaptive: its plan re-proposes
                 retry_point(study, trial.params, trial.user_attrs["grid_point"])
-            return "stopped", None
+            return "stopped", None, None
         except KeyboardInterrupt:  # free the grid point at once, so a rerun retries it
             trial.set_user_attr("fail_reason", "interrupted")
             study.tell(trial, state=TrialState.FAIL)
             raise
         except Exception as err:  # a trial's failure is recorded, never fatal to the sweep
-            trial.set_user_attr("fail_reason", f"{type(err).__name__}: {err}")
-            trial.set_user_attr("traceback", traceback.format_exc()[-4000:])
+            text = (str(err).strip().splitlines() or [""])[0]
+            reason = mask_secrets(f"{type(err).__name__}: {text}"[:500], storage_url)
+            trial.set_user_attr("fail_reason", reason)
+            trial.set_user_attr("traceback", mask_secrets(traceback.format_exc()[-4000:], storage_url))
             study.tell(trial, state=TrialState.FAIL)
-            return "failed", None
+            return "failed", None, reason
     for key, val in {**result.metrics, **result.attrs}.items():
         trial.set_user_attr(key, json_safe(val))
     if result.pruned:
         study.tell(trial, state=TrialState.PRUNED)
-        return "pruned", None
+        return "pruned", None, None
     study.tell(trial, result.value)
-    return ("diverged" if result.metrics.get("diverged") else "completed"), result.value
+    return ("diverged" if result.metrics.get("diverged") else "completed"), result.value, None

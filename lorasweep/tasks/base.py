@@ -64,13 +64,16 @@ class Task(ABC):
 
     def __init__(self, **options: Any):
         fields = {f.name for f in dataclasses.fields(self.Options)}
-        unknown = sorted(set(options) - fields)
+        unknown = sorted(set(options) - fields, key=str)
         if unknown:
             raise TaskError(
                 f"unknown option {unknown[0]!r} for task {self.key!r} "
                 f"(its options: {', '.join(sorted(fields))})"
             )
         self.options = self.Options(**options)
+        from .._values import coerce_fields
+
+        coerce_fields(self.options, "task.")  # YAML values of any type: the declared one, or one line
         limit = self.options.eval_limit
         if limit is not None and (not isinstance(limit, int) or limit <= 0):
             raise TaskError(f"task.eval_limit must be a positive integer, got {limit!r}")

@@ -41,7 +41,7 @@ class ModelOptions:
     def parse(cls, options: dict[str, Any] | None) -> ModelOptions:
         options = dict(options or {})
         fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(options) - fields)
+        unknown = sorted(set(options) - fields, key=str)
         if unknown:
             raise ModelError(f"unknown model option {unknown[0]!r}: known are {', '.join(sorted(fields))}")
         parsed = cls(**options)

@@ -61,7 +61,7 @@ def parse_options(options_class: type, key: str, options: dict[str, Any]) -> Any
     """Build ``options_class`` from ``options``, naming unknown options and the known ones,
     turning text into each option's declared type and running its ``validate``."""
     fields = {f.name: f for f in dataclasses.fields(options_class)}
-    unknown = sorted(set(options) - set(fields))
+    unknown = sorted(set(options) - set(fields), key=str)
     if unknown:
         known = ", ".join(sorted(fields)) or "none"
         raise VariantError(

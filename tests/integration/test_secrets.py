@@ -1,0 +1,81 @@
+"""No secret leaves the user's hands: a real sweep against a password-protected PostgreSQL.
+
+The private test server gets a role that must authenticate with a password holding ``@``, ``:``,
+``/`` and ``%`` (so the URL carries %-escapes), and ``HF_TOKEN`` is set in the environment. A full
+sweep (local worker processes), ``status`` and ``report`` run through the real CLI; then every
+byte they printed, every file under the working folder (runs, worker logs, report) and a dump of
+every table of the store are searched for the password (raw, escaped, or a part of it) and the
+token: zero hits. Controls show the searches look where the data is.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import quote
+
+from conftest import PG_SECRET
+
+REPO = Path(__file__).resolve().parents[2]
+HF_TOKEN = "hf_w10TokenThatMustNotLeak7d1e"
+NEEDLES = [PG_SECRET, quote(PG_SECRET, safe=""), quote(PG_SECRET), "S3cr", "9f2c", HF_TOKEN,
+           "TokenThatMustNotLeak"]
+
+
+def _cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "CLICOLOR_FORCE")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    env.update(HF_TOKEN=HF_TOKEN, HF_HUB_OFFLINE="1")
+    return subprocess.run([sys.executable, "-m", "lorasweep", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+
+
+def _dump(superuser_url: str, dbname: str) -> str:
+    """Every row of every table of the store's database, as text (read as the superuser)."""
+    import psycopg
+
+    conninfo = superuser_url.replace("postgresql+psycopg://", "postgresql://").rsplit("/", 1)[0]
+    lines = []
+    with psycopg.connect(f"{conninfo}/{dbname}") as conn:
+        tables = [r[0] for r in conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")]
+        for table in tables:
+            for row in conn.execute(f'SELECT * FROM "{table}"'):
+                lines.append(f"{table}: {row!r}")
+    return "\n".join(lines)
+
+
+def _hits(text: str) -> list[str]:
+    return [n for n in NEEDLES if n in text]
+
+
+def test_no_password_or_token_in_output_files_or_store(postgres_password_url, postgres_url,
+                                                       tiny_bert_dir, tmp_path):
+    url = postgres_password_url
+    run = _cli(["run", "--model", str(tiny_bert_dir), "--variant", "lora", "--lrs", "1e-3,1e-2",
+                "--steps", "1", "--batch-size", "4", "--sweep", "secret", "--storage", url,
+                "--launcher", "local", "--workers", "1", "--set", "task.eval_limit=4",
+                "--set", "train.max_length=16"], tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    status = _cli(["status", "--json", "--storage", url], tmp_path)
+    report = _cli(["report", "--storage", url, "--out", "rep"], tmp_path)
+    wrong = _cli(["status", "--storage", url.replace("lsuser:", "lsuser:x"), "--json"], tmp_path)
+    assert status.returncode == 0 and report.returncode == 0, status.stderr + report.stderr
+    assert wrong.returncode == 2 and "password authentication failed" in wrong.stderr, wrong.stderr
+
+    printed = "".join(p.stdout + p.stderr for p in (run, status, report, wrong))
+    assert _hits(printed) == [], printed
+    assert "lsuser:***@127.0.0.1" in run.stdout  # the report hint shows the masked URL
+
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert any(p.name == "config.json" for p in files) and (tmp_path / "rep").is_dir()
+    assert any(p.suffix == ".log" for p in files)  # the local worker's log is searched too
+    leaks = {str(p.relative_to(tmp_path)): h for p in files
+             if (h := _hits(p.read_bytes().decode("utf-8", "replace")))}
+    assert leaks == {}
+
+    dump = _dump(postgres_url, "lorasweep_secret")
+    assert "lsuser:***@" in dump and "secret|sentiment" in dump  # trials and their configs are there
+    assert _hits(dump) == [], [line for line in dump.splitlines() if _hits(line)][:3]
