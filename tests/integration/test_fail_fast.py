@@ -1,0 +1,44 @@
+"""Fail fast, once, with the reason: a setup error stops the study after its first trials.
+
+A real tiny sweep whose variant targets no layer of the model fails in every trial the same way
+(the model and data load; the error comes when the adapter is applied). Through the real CLI: each
+failed trial prints its one-line reason, the study stops after the first two instead of running
+every learning rate, one ``error:`` line says so, and the remaining grid point stays queued.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+from lorasweep.sweep.worker import SAME_FAILURES_TO_STOP
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_a_setup_error_stops_the_study_after_its_first_trials(tiny_bert_dir, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "CLICOLOR_FORCE")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    store = tmp_path / "s.db"
+    proc = subprocess.run(
+        [sys.executable, "-m", "lorasweep", "run", "--model", str(tiny_bert_dir), "--variant",
+         "lora", "--lrs", "1e-4,1e-3,1e-2,1e-1", "--steps", "1", "--batch-size", "4",
+         "--storage", f"sqlite:///{store}", "--set", "target_modules=nosuchlayer",
+         "--set", "task.eval_limit=4", "--set", "train.max_length=16"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1, out
+    assert "Traceback" not in out, out
+    assert out.count("no linear layer matches target modules") >= SAME_FAILURES_TO_STOP, out
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "first trials all failed" in errors[0], out
+    (summary,) = optuna.get_all_study_summaries(f"sqlite:///{store}")
+    states = [t.state for t in optuna.load_study(study_name=summary.study_name,
+                                                 storage=f"sqlite:///{store}").get_trials()]
+    assert states.count(TrialState.FAIL) == SAME_FAILURES_TO_STOP
+    assert states.count(TrialState.WAITING) == 4 - SAME_FAILURES_TO_STOP  # not run, still queued
