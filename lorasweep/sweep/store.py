@@ -167,7 +167,8 @@ def _check_sqlite_file(path: Path, url: str, create: bool, make: bool = True) ->
         raise StorageError(f"cannot read the store {url!r}: {err.strerror}; fix its permissions "
                            "or pass --storage another file") from None
     if not head and not create:
-        raise StorageError(f"the store {url!r} is an empty file: run `lorasweep run` first or pass --storage")
+        raise StorageError(f"no study store at {url!r} (an empty file): run `lorasweep run` first "
+                           "or pass --storage")
     if head and head != _SQLITE_MAGIC:
         raise StorageError(_corrupt(url, "not a lorasweep study store (not an SQLite database)"))
     writable = os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)
@@ -280,7 +281,8 @@ def _check_creatable(path: Path, label: str, create: bool) -> None:
     if path.exists():
         return
     if not create:
-        raise StorageError(f"no study store at {label!r}: run `lorasweep run` first or pass --storage")
+        what = "journal file" if _journal_path(label) or "://" not in label else "study store"
+        raise StorageError(f"no {what} at {label!r}: run `lorasweep run` first or pass --storage")
     ancestor = next((p for p in path.parents if p.exists()), Path("."))
     if not ancestor.is_dir():
         raise StorageError(f"cannot create the store {label!r}: {str(ancestor)!r} is a file, not a "

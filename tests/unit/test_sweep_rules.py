@@ -166,7 +166,7 @@ def test_no_pruning_without_a_pruner_and_huge_learning_rates_diverge(tiny_bert_d
     sends the loss far above its start (recorded as diverged), 1e-3 does not."""
     spec = SweepSpec(name="np", model=str(tiny_bert_dir), task="sentiment",
                      variants=[VariantSpec("lora", rank=2, alpha=4)],
-                     lrs=[1e-6, 1e-4, 1e-3, 1e-2, 1.0, 1e8], seeds=[0],
+                     lrs=[1e-6, 1e-4, 1e-3, 1e-2, 1.0, 1e8], seeds=[0], allow_any_lr=True,
                      train=TrainConfig(steps=6, batch_size=8, max_length=32, eval_every=1,
                                        warmup_ratio=0.0, max_grad_norm=0.0),
                      task_options={"eval_limit": 8}, storage=f"sqlite:///{tmp_path / 's.db'}",
