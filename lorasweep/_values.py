@@ -12,7 +12,7 @@ import math
 from typing import Any
 
 __all__ = ["MAX_LR", "MAX_SEED", "check_lrs", "check_seeds", "coerce_fields", "number",
-           "parse_floats", "parse_ints"]
+           "parse_floats", "parse_ints", "as_list", "mapping_of"]
 
 #: Learning rates above this are refused unless ``--allow-any-lr`` (no optimizer step of a LoRA
 #: fine-tune wants more; 1e5 is a typo for 1e-5).
@@ -127,3 +127,19 @@ def parse_ints(text: str, what: str = "seed") -> list[int]:
         return [int(p) for p in text.split(",") if p.strip()]
     except ValueError:
         raise _error(f"malformed {what} list {text!r}: use integers, e.g. --seeds 0,1,2") from None
+
+
+def as_list(value: Any) -> list:
+    """``"a, b"`` -> ``["a", "b"]``; a list or tuple as a list; anything else as ``[value]``."""
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def mapping_of(data: dict[str, Any], key: str) -> dict[str, Any]:
+    """``data[key]`` (a settings section such as ``train``), or {} when absent; a ConfigError
+    when it is not a mapping."""
+    value = data.get(key) or {}
+    if not isinstance(value, dict):
+        raise _error(f"recipe key {key!r} must be a mapping, got {value!r}")
+    return value

@@ -16,7 +16,9 @@ from typing import Any
 import yaml
 
 from ._tags import variant_tag
+from ._values import as_list as _as_list
 from ._values import check_lrs, check_seeds, coerce_fields, parse_floats, parse_ints
+from ._values import mapping_of as _mapping
 from ._values import number as _number
 from .paths import RUNS_DIR
 from .recipe import load_recipe
@@ -328,12 +330,6 @@ def _task_class(key: Any):
     return task_registry().get(members[0]) if members else None
 
 
-def _as_list(value: Any) -> list:
-    if isinstance(value, str):
-        return [v.strip() for v in value.split(",") if v.strip()]
-    return list(value) if isinstance(value, (list, tuple)) else [value]
-
-
 def _variant_from(item: Any, shared: dict[str, Any]) -> VariantSpec:
     if isinstance(item, str):
         item = {"key": item}
@@ -349,13 +345,6 @@ def _variant_from(item: Any, shared: dict[str, Any]) -> VariantSpec:
     if isinstance(merged.get("target_modules"), str):
         merged["target_modules"] = _as_list(merged["target_modules"])
     return VariantSpec(**merged, options=options)
-
-
-def _mapping(data: dict[str, Any], key: str) -> dict[str, Any]:
-    value = data.get(key) or {}
-    if not isinstance(value, dict):
-        raise ConfigError(f"recipe key {key!r} must be a mapping, got {value!r}")
-    return value
 
 
 def apply_overrides(data: dict[str, Any], assignments: list[str]) -> dict[str, Any]:
