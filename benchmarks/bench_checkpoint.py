@@ -13,7 +13,8 @@ interleaved rounds, three ways side by side in one process:
 
 Printed: the training seconds of each (median over rounds), the ratios to *off*, and, from the
 *every N* runs, the checkpoint's size and the mean seconds one save takes; then the seconds to
-load it back (``torch.load``). Timings on a shared machine are noisy: quote the ratios.
+load it back (``torch.load``), and the saves' own share of the training time (their timed
+seconds over the run's), which a loaded machine's noise does not blur as it blurs the ratios.
 """
 
 from __future__ import annotations
@@ -109,6 +110,12 @@ def main() -> None:
         mean_save = statistics.mean(s["seconds"] for s in saves)
         print(f"checkpoint {size / 2**20:.2f} MiB ({size} bytes); save {mean_save * 1000:.0f} ms "
               f"(mean of {len(saves)}); load {load_s * 1000:.0f} ms")
+        every = statistics.median(seconds[f"every {args.every}"])
+        step_s = off / args.steps
+        print(f"saves' share of the 'every {args.every}' training time: "
+              f"{sum(s['seconds'] for s in saves) / args.rounds / every:.2%}; "
+              f"one save = {mean_save / step_s:.3f} steps of {step_s:.2f} s; at the default "
+              f"interval (600 s of training) the saves cost {mean_save / 600:.4%}")
 
 
 if __name__ == "__main__":

@@ -40,6 +40,9 @@ CASES: dict[str, tuple[list[str], str, dict[str, str]]] = {
     "unknown recipe key": (["run", "--recipe", "r.yaml"], "'lrss'", {"r.yaml": "lrss: [0.001]\n"}),
     "unreachable storage": (["run", "--storage", UNREACHABLE], "127.0.0.1:1", {}),
     "set without =": (["run", "--set", "trainsteps50"], "'trainsteps50'", {}),
+    "negative checkpoint interval": (
+        ["run", "--set", "train.checkpoint_every=-5"], "checkpoint_every", {}
+    ),
     # Rich markup in a user's value must be printed as is (not eaten, not a MarkupError).
     "markup in a bad value": (["run", "--lrs", "1e-4,[/x]"], "'[/x]'", {}),
 }

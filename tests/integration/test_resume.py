@@ -40,8 +40,8 @@ def _spec(model: Path, tmp_path: Path, launcher: str) -> SweepSpec:
     return SweepSpec(
         name="resume", model=str(model), task="sentiment", launcher=launcher,
         variants=[VariantSpec("lora", rank=4, alpha=8)], lrs=[1e-3], seeds=[0],
-        train=TrainConfig(steps=30, batch_size=8, max_length=32, checkpoint_every=5),
-        task_options={"eval_limit": 16}, storage=f"sqlite:///{tmp_path / 's.db'}",
+        train=TrainConfig(steps=20, batch_size=8, max_length=32, checkpoint_every=5),
+        task_options={"eval_limit": 8}, storage=f"sqlite:///{tmp_path / 's.db'}",
         runs_dir=str(tmp_path / "runs"),
     )
 
@@ -70,6 +70,7 @@ def _wait_for_checkpoint(spec: SweepSpec, proc: subprocess.Popen) -> None:
 def test_stopped_sweep_resumes_its_trial(tiny_bert_dir, tmp_path, launcher, sig):
     spec = _spec(tiny_bert_dir, tmp_path, launcher)
     data = {**spec.to_dict(), "variants": [{"key": "lora", "rank": 4, "alpha": 8}]}
+    open_storage(spec.storage)  # the store's tables exist before two processes open it
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     proc = subprocess.Popen([sys.executable, "-c", _SWEEP.format(spec=data)], env=env,
                             cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -94,5 +95,5 @@ def test_stopped_sweep_resumes_its_trial(tiny_bert_dir, tmp_path, launcher, sig)
     done = [t for t in _study(spec).get_trials() if t.state == TrialState.COMPLETE]
     assert len(done) == 1
     assert done[0].user_attrs["resumed_from_step"] == saved_at
-    assert done[0].user_attrs["resumes"] == 1 and done[0].user_attrs["steps"] == 30
+    assert done[0].user_attrs["resumes"] == 1 and done[0].user_attrs["steps"] == 20
     assert not list((tmp_path / "runs").rglob("*.pt"))  # the checkpoint went with completion

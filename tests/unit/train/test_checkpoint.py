@@ -35,7 +35,7 @@ def spec_for(model_dir, runs, key="lora", options=None, trial=0, lr=2e-3, **trai
     cfg = {"steps": STEPS, "batch_size": 8, "max_length": 32, "eval_every": 2,
            "estimation_batches": 2, "checkpoint_every": EVERY, **train}
     return TrialSpec(sweep="s", study=f"st-{key}", storage="", trial_number=trial,
-                     model=str(model_dir), task="sentiment", task_options={"eval_limit": 24},
+                     model=str(model_dir), task="sentiment", task_options={"eval_limit": 8},
                      model_options={}, variant=VariantSpec(key, rank=4, alpha=8,
                                                            options=options or {}),
                      lr=lr, seed=0, train=TrainConfig(**cfg),
