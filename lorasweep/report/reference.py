@@ -72,9 +72,11 @@ def compare(summaries: list[VariantSummary]) -> list[dict[str, Any]]:
     """Per swept (task, variant) with a study curve: best LR and its ratio to LoRA's, both sides.
 
     ``agrees``: the shift has the same direction in the study and here (both above LoRA's, both
-    below, or both within a factor of 2), None when either side has no LoRA to compare to.
+    below, or both within a factor of 2), None when either side has no LoRA to compare to or
+    the variant's or LoRA's curve here is flat (every learning rate scored the same).
     """
     out = []
+    flat = {(s.sweep, s.task, s.model) for s in summaries if s.variant == "lora" and s.remark}
     for s in summaries:
         ref = study_curves(s.task)
         if ref is None or s.best_lr is None:
@@ -87,7 +89,9 @@ def compare(summaries: list[VariantSummary]) -> list[dict[str, Any]]:
             "variant_tag": s.variant_tag, "study": ref.caption,
             "study_best_lr": study_lr, "study_lora_best_lr": study_lora, "study_ratio": study_ratio,
             "here_best_lr": s.best_lr, "here_ratio": here_ratio,
-            "agrees": _same_shift(study_ratio, here_ratio),
+            # a flat curve (here or LoRA's) has no best learning rate to compare
+            "agrees": None if s.remark or (s.sweep, s.task, s.model) in flat
+            else _same_shift(study_ratio, here_ratio),
         })
     return out
 

@@ -121,6 +121,23 @@ def test_study_curves_ship_and_compare(tmp_path, monkeypatch):
     assert "10x" in result.stdout and not (tmp_path / "lorasweep-out").exists()  # prints only
 
 
+def test_a_flat_curve_reproduces_no_shift():
+    from lorasweep.report.select import Cell, VariantSummary
+
+    def summary(variant, scores, remark=None):
+        cells = {lr: Cell(v, 0.0, 1, 0, v) for lr, v in zip(LRS, scores, strict=True)}
+        best = max(cells, key=lambda lr: cells[lr].validation)
+        return VariantSummary("s", "glue-rte", "m", variant, f"{variant}-r8-a16", "accuracy",
+                              cells, best, cells[best].mean, None, remark=remark,
+                              lr_ratio_vs_lora=best / 1e-4)
+
+    flat_lora = summary("lora", [0.5, 0.5, 0.5], remark="flat")
+    rows = compare([flat_lora, summary("loraplus", [0.5, 0.5, 0.6])])
+    assert [r["agrees"] for r in rows] == [None, None]
+    rows = compare([summary("lora", [0.6, 0.5, 0.5]), summary("dora", [0.5, 0.5, 0.5], "flat")])
+    assert rows[1]["agrees"] is None and rows[0]["agrees"] is True
+
+
 def test_reference_without_a_study_family_is_one_line(tmp_path):
     from typer.testing import CliRunner
 
