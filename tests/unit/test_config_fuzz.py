@@ -100,7 +100,7 @@ def _validate(data, sets):
     return spec
 
 
-FUZZ = settings(max_examples=int(__import__("os").environ.get("FUZZ_EXAMPLES", "300")), deadline=None, database=None,
+FUZZ = settings(max_examples=int(__import__("os").environ.get("FUZZ_EXAMPLES", "200")), deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 
 
