@@ -62,7 +62,7 @@ def _first_line(err: BaseException) -> str:
 
 def _hub_problem(model_id: str, err: BaseException, offline: bool, default_of: str | None) -> str:
     name = type(err).__name__
-    whose = f" (task {default_of}'s default model)" if default_of else ""
+    whose = f" (task {default_of}'s default model, sized for a GPU)" if default_of else ""
     alternative = "or pass --model DIR with a saved copy (config.json, weights, tokenizer)"
     if "Gated" in name or "gated" in str(err):
         return (f"model {model_id!r}{whose} is gated on the Hugging Face Hub: accept its license "
