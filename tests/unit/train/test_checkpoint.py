@@ -173,7 +173,10 @@ def test_default_interval_is_time_based_and_validation():
     assert not auto.due(50, DEFAULT_INTERVAL_S - 1) and auto.due(51, DEFAULT_INTERVAL_S)
     assert Checkpoints(path=None, fingerprint="", every=5).due(10, 0.0)
     assert not Checkpoints(path=None, fingerprint="", every=0).enabled
-    for bad in (-1, 2.5, True, "10"):
+    for bad in (-1, 2.5, True, "ten"):
         with pytest.raises(ConfigError, match="checkpoint_every"):
             TrainConfig(checkpoint_every=bad).validate()
     TrainConfig(checkpoint_every=0).validate()
+    from_text = TrainConfig(checkpoint_every="10")  # as --set and YAML may give it
+    from_text.validate()
+    assert from_text.checkpoint_every == 10
