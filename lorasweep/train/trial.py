@@ -97,7 +97,7 @@ def run_trial(spec: TrialSpec, reporter: Reporter | None = None) -> TrialResult:
 
     from ..tasks import get_task
     from ..variants import apply_variant, get_variant, save_adapter
-    from .model import load_model
+    from .cache import worker_cache
 
     smoke = smoke_budget(spec)
     spec, smoke = smoke, smoke is not spec
@@ -109,11 +109,14 @@ def run_trial(spec: TrialSpec, reporter: Reporter | None = None) -> TrialResult:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     task = get_task(spec.task, **spec.task_options)
-    data = task.load()
-    loaded = load_model(spec.model, task, spec.seed, spec.model_options, device.type)
+    cache = worker_cache()  # what trials of this worker share: the model (pristine), the data
+    reused = cache.stats.model_reuses
+    data = cache.task_data(task, spec.task, spec.task_options)
+    loaded = cache.model(spec.model, task, spec.task, spec.seed, spec.model_options, device)
     model, tokenizer, heads = loaded.model, loaded.tokenizer, loaded.heads
     torch.manual_seed(spec.seed)
     v = spec.variant
+    # The model is already on the trial's device: SVD and data-driven inits run there.
     apply_variant(model, v.key, rank=v.rank, alpha=v.alpha, dropout=v.dropout,
                   target_modules=v.target_modules, modules_to_save=heads, **v.options)
     model.to(device)
@@ -136,8 +139,10 @@ def run_trial(spec: TrialSpec, reporter: Reporter | None = None) -> TrialResult:
         prepared = checkpoints.trial["prepare"]
     resumed_from = resume["loop"]["step"] if resume is not None else 0
 
+    train_started = time.perf_counter()
     result = train(model, variant, task, tokenizer, data, spec.train, spec.lr, spec.seed, device,
                    reporter, checkpoints, resume)
+    train_call = time.perf_counter() - train_started
     if not result.diverged and not result.pruned:
         save_adapter(model, run_dir / "adapter", base_model=spec.model)
     checkpoints.delete()  # the trial is over: its result (and adapter) replace the checkpoint
@@ -157,8 +162,12 @@ def run_trial(spec: TrialSpec, reporter: Reporter | None = None) -> TrialResult:
         "config": spec.to_dict(),
         "variant_config": variant.describe(),
         "trainable_params": trainable,
-        "wall_time_s": time.perf_counter() - started,
+        "wall_time_s": (wall := time.perf_counter() - started),
         "train_time_s": result.train_seconds,
+        # steps and evaluation (the loop's call); the rest of the wall time is the overhead
+        "train_call_s": train_call,
+        "overhead_s": wall - train_call,
+        "model_reused": cache.stats.model_reuses > reused,
         "prepare": prepared,
         "resumed_from_step": resumed_from,
         "resumes": checkpoints.trial["resumes"],
