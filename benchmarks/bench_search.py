@@ -1,0 +1,177 @@
+"""Grid vs adaptive search vs Optuna's TPE at the adaptive search's step budget, side by side.
+
+    python benchmarks/bench_search.py                                   # the issue's full run
+    python benchmarks/bench_search.py --variants lora,adalora --reps 1  # what fits a busy machine
+
+Per variant and repetition (search seed = training seed ``rep``), on the embedded task (MiniLM +
+Rotten Tomatoes) at ``--steps`` per full trial over the fine grid ``--lrs`` (half-decades,
+1e-5..3e-1):
+
+* grid: every LR at full budget, run once (seed 0) and shared by the repetitions;
+* adaptive: ``lorasweep run --search adaptive`` through the real store and worker loop;
+* TPE: Optuna's TPE sampler over log-LR in the grid's range, full-budget trials, as many as fit
+  in the adaptive search's steps of that repetition.
+
+``--synthetic`` runs the same three methods through the same store and worker loop on
+``lorasweep.sweep.synthetic.SyntheticCurve`` instead of training (peaks: lora and dora 1e-3,
+loraplus 1e-4, adalora 1e-2; seed noise; a collapse above each peak): seconds instead of hours.
+
+Every method chooses its LR on validation accuracy; the table prints steps used / grid steps,
+the chosen LR, its test accuracy, and the gap to the test accuracy of the grid's choice.
+Everything runs in this process, one method after another per variant, so the figures share the
+machine's conditions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+FINE = "1e-5,3.16e-5,1e-4,3.16e-4,1e-3,3.16e-3,1e-2,3.16e-2,1e-1,3.16e-1"
+
+
+def _args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--variants", default="lora,dora,loraplus,adalora")
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--lrs", default=FINE)
+    p.add_argument("--model", default="embedded:minilm")
+    p.add_argument("--eval-limit", type=int, default=None, help="shorter evaluation (default: all)")
+    p.add_argument("--synthetic", action="store_true", help="a synthetic curve instead of training")
+    p.add_argument("--json", type=Path, default=None)
+    return p.parse_args(argv)
+
+
+PEAKS = (("lora", -3.0), ("dora", -3.0), ("loraplus", -4.0), ("adalora", -2.0))
+
+
+def _curve(args):
+    if not args.synthetic:
+        return None
+    from lorasweep.sweep.synthetic import SyntheticCurve
+
+    return SyntheticCurve(peaks=PEAKS)
+
+
+def _sweep(name: str, variant: str, args, seeds: list[int], search: str, storage: str, runs: str):
+    from lorasweep.config import SweepSpec, parse_floats
+    from lorasweep.sweep.run import run_sweep
+    from lorasweep.sweep.store import open_storage
+    from lorasweep.sweep.study import sync_sweep
+    from lorasweep.sweep.worker import run_worker
+
+    data = {"name": name, "model": args.model, "task": "sentiment", "variants": [variant],
+            "lrs": parse_floats(args.lrs), "seeds": seeds, "train": {"steps": args.steps},
+            "storage": storage, "search": search, "runs_dir": runs,
+            "task_options": {"eval_limit": args.eval_limit} if args.eval_limit else {}}
+    spec = SweepSpec.from_dict(data).validate()
+    curve = _curve(args)
+    if curve is None:
+        run_sweep(spec)
+    else:  # the real store and worker loop; the curve stands in for training
+        syncs = sync_sweep(spec, open_storage(storage), storage)
+        run_worker(storage, [s.study for s in syncs], trial_fn=curve, poll_s=0.05)
+    return _trials(spec)
+
+
+def _trials(spec) -> list[dict]:
+    import optuna
+
+    from lorasweep.sweep.store import open_storage
+    from lorasweep.sweep.study import study_name
+
+    study = optuna.load_study(study_name=study_name(spec, spec.variants[0]),
+                              storage=open_storage(spec.storage, create=False))
+    return [{"lr": t.params["lr"], "budget": t.user_attrs.get("budget", 1.0),
+             "validation": t.user_attrs.get("validation_accuracy", t.value),
+             "test": t.user_attrs.get("test_accuracy"), "steps": t.user_attrs.get("steps")}
+            for t in study.get_trials() if t.state.name == "COMPLETE"]
+
+
+def _choose(trials: list[dict]) -> dict:
+    full = [t for t in trials if t["budget"] >= 1.0]
+    return max(full, key=lambda t: (t["validation"], -t["lr"]))
+
+
+def _tpe(variant: str, args, seed: int, n_trials: int, runs: str) -> list[dict]:
+    """Optuna's TPE over log-LR, full-budget trials, run by the same trial function."""
+    import optuna
+
+    from lorasweep.config import TrainConfig, TrialSpec, VariantSpec, parse_floats
+    from lorasweep.train.trial import run_trial
+
+    lrs = parse_floats(args.lrs)
+    study = optuna.create_study(direction="maximize",
+                                sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=3))
+    out = []
+    for n in range(n_trials):
+        trial = study.ask()
+        lr = trial.suggest_float("lr", min(lrs), max(lrs), log=True)
+        spec = TrialSpec(sweep="tpe", study="tpe", storage="memory", trial_number=n,
+                         model=args.model, task="sentiment",
+                         task_options={"eval_limit": args.eval_limit} if args.eval_limit else {},
+                         model_options={}, variant=VariantSpec(variant), lr=lr, seed=seed,
+                         train=TrainConfig(steps=args.steps, batch_size=32, max_length=64),
+                         run_dir=f"{runs}/tpe-{variant}-{seed}-{n}")
+        curve = _curve(args)
+        result = curve(spec) if curve is not None else run_trial(spec)
+        study.tell(trial, result.value)
+        out.append({"lr": lr, "budget": 1.0, "validation": result.value,
+                    "test": result.metrics["test_accuracy"], "steps": result.metrics["steps"]})
+    return out
+
+
+def _steps(trials: list[dict]) -> int:
+    return sum(t["steps"] or 0 for t in trials)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _args(argv)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        storage, runs = f"sqlite:///{tmp}/bench.db", f"{tmp}/runs"
+        for variant in args.variants.split(","):
+            started = time.perf_counter()
+            grid = _sweep(f"grid-{variant}", variant, args, [0], "grid", storage, runs)
+            grid_steps, grid_pick = _steps(grid), _choose(grid)
+            rows.append({"variant": variant, "method": "grid", "rep": 0, "steps": 1.0,
+                         "lr": grid_pick["lr"], "test": grid_pick["test"], "gap": 0.0,
+                         "seconds": time.perf_counter() - started})
+            _print(rows[-1])
+            for rep in range(args.reps):
+                started = time.perf_counter()
+                adaptive = _sweep(f"adaptive-{variant}-{rep}", variant, args, [rep], "adaptive",
+                                  storage, runs)
+                pick, used = _choose(adaptive), _steps(adaptive)
+                rows.append({"variant": variant, "method": "adaptive", "rep": rep,
+                             "steps": used / grid_steps, "lr": pick["lr"], "test": pick["test"],
+                             "gap": grid_pick["test"] - pick["test"],
+                             "seconds": time.perf_counter() - started})
+                _print(rows[-1])
+                started = time.perf_counter()
+                tpe = _tpe(variant, args, rep, max(1, math.floor(used / args.steps)), runs)
+                pick = _choose(tpe)
+                rows.append({"variant": variant, "method": "tpe", "rep": rep,
+                             "steps": _steps(tpe) / grid_steps, "lr": pick["lr"],
+                             "test": pick["test"], "gap": grid_pick["test"] - pick["test"],
+                             "seconds": time.perf_counter() - started})
+                _print(rows[-1])
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+def _print(row: dict) -> None:
+    print(f"{row['variant']:<10} {row['method']:<9} rep {row['rep']}  steps/grid {row['steps']:.2f}  "
+          f"lr {row['lr']:.3g}  test {100 * row['test']:.1f}  gap {100 * row['gap']:+.1f} pt  "
+          f"({row['seconds']:.0f} s)", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
