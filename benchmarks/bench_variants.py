@@ -32,12 +32,11 @@ from typing import Any
 
 import torch
 from _measure import (
-    Contender,
     MODELS,
+    Contender,
+    environment,
     heads_for,
     is_causal,
-    targets_for,
-    environment,
     load_model,
     make_batch,
     measure_memory,
@@ -45,6 +44,7 @@ from _measure import (
     quartiles,
     run_rounds,
     start_loss,
+    targets_for,
     train_step,
 )
 
