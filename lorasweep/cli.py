@@ -85,8 +85,8 @@ def run(
     sweep: Annotated[str | None, typer.Option("--sweep", show_default=_DEFAULT.name, help="Sweep name: a sweep keeps one training budget, so a new budget needs a new name.")] = None,
     storage: StorageOpt = None,
     search: Annotated[str | None, typer.Option("--search", show_default=_DEFAULT.search, help="grid (every learning rate) or adaptive (a short bracket, then a climb at full budget: at most 40% of the grid's steps by default).")] = None,
-    launcher: Annotated[str | None, typer.Option("--launcher", show_default=_DEFAULT.launcher, help="inline (this process) or local (worker processes).")] = None,
-    workers: Annotated[int | None, typer.Option("--workers", show_default=str(_DEFAULT.workers), help="Worker processes for --launcher local.")] = None,
+    launcher: Annotated[str | None, typer.Option("--launcher", show_default=_DEFAULT.launcher, help="inline (this process), local (worker processes) or slurm (a job array); options via --set launcher.X=V.")] = None,
+    workers: Annotated[int | None, typer.Option("--workers", show_default=str(_DEFAULT.workers), help="Worker processes (local) or array tasks (slurm).")] = None,
     pruner: Annotated[str | None, typer.Option("--pruner", show_default=_DEFAULT.pruner, help="none (every grid point runs to the end), median or successive-halving.")] = None,
     data_dir: Annotated[Path | None, typer.Option("--data-dir", metavar="DIR", help="Folder of the task's local data files, instead of the hub (the same as --set task.data_dir=DIR; a wrong layout is named in the error).")] = None,
     recipe: Annotated[Path | None, typer.Option("--recipe", help="A recipe YAML (flags override it).")] = None,
@@ -101,6 +101,8 @@ def run(
         flags = {"task": task, "model": model, "name": sweep, "storage": storage,
                  "search": search, "launcher": launcher, "workers": workers, "rank": rank, "alpha": alpha,
                  "pruner": pruner, "data_dir": data_dir}
+        if launcher is not None and isinstance(data.get("launcher"), dict):
+            flags["launcher"] = {**data["launcher"], "key": launcher}  # keep the recipe's options
         data.update({k: v for k, v in flags.items() if v is not None})
         if variant is not None:
             data["variants"] = [v.strip() for v in variant.split(",") if v.strip()]
@@ -139,28 +141,35 @@ def _run(spec: Any) -> None:
                                   f"{how}{plural(len(spec.lrs), 'learning rate')} ({format_lrs(spec.lrs)})"
                                   f" x {plural(len(spec.seeds), 'seed')}"),
         highlight=False, soft_wrap=True)
+    from .launch import LaunchError, WorkerDied
+
     try:
         outcome = run_sweep(spec, progress_factory=lambda total: SweepProgress(
             total, err_console, workers=spec.workers if spec.launcher != "inline" else 1))
     except _user_errors() as err:
         _fail(str(err))
+    except (WorkerDied, LaunchError) as err:
+        err_console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
     s = outcome.summary
     for study, reason in s.stopped.items():
         err_console.print(
             f"[bold red]error:[/] {escape(study)}: its first trials all failed with: {escape(reason)}; "
             "stopped it instead of repeating this for every learning rate; fix the cause and rerun "
             "(its waiting trials stay queued)", highlight=False, soft_wrap=True)
-    running = sum(x.running for x in outcome.syncs)
     console.print(
-        f"done: {s.completed} completed ({s.diverged} diverged), {s.failed} failed, "
+        f"done: {s.completed} completed ({s.diverged} diverged), {plural(s.failed, 'failed attempt')}, "
         f"{s.pruned} pruned; {outcome.skipped} already done, skipped", highlight=False)
     for line in outcome.search_lines():
         console.print(line, highlight=False, markup=False)
-    if running:
-        console.print(f"{plural(running, 'trial')} still running elsewhere; rerun later to retry "
-                      "them if their worker died.")
+    if outcome.running:
+        console.print(f"{plural(outcome.running, 'trial')} still running elsewhere (their "
+                      "workers' heartbeats are alive).", highlight=False)
     _print_where(spec)
-    if s.failed:
+    if outcome.missing:
+        err_console.print(f"[bold red]error:[/] {plural(outcome.missing, 'grid point')} failed after "
+                          f"{spec.max_retries} retries: their errors are in `lorasweep status` "
+                          "and the report; fix the cause and rerun", highlight=False)
         raise typer.Exit(1)
 
 

@@ -163,7 +163,11 @@ class SweepSpec:
     search: str = "grid"
     search_options: dict[str, Any] = dataclasses.field(default_factory=dict)
     launcher: str = "inline"
+    #: The launcher's options (``--set launcher.X=V``, or a recipe's ``launcher:`` mapping).
+    launcher_options: dict[str, Any] = dataclasses.field(default_factory=dict)
     workers: int = 1
+    #: In-run retries of a point whose trial failed or whose worker was lost (then it stays FAIL).
+    max_retries: int = 2
     runs_dir: str = str(RUNS_DIR)
     #: Learning rates above 10 are refused as typos unless this is set (``--allow-any-lr``).
     allow_any_lr: bool = False
@@ -188,8 +192,7 @@ class SweepSpec:
             parse_options(self.search_options)
         except SearchError as err:
             raise ConfigError(str(err)) from None
-        if self.launcher not in ("inline", "local"):
-            raise ConfigError(f"unknown launcher {self.launcher!r}: choose inline or local")
+        self._validate_launcher()
         if self.pruner not in PRUNERS:
             raise ConfigError(f"unknown pruner {self.pruner!r}: choose {', '.join(PRUNERS)}")
         if self.workers <= 0:
@@ -200,6 +203,9 @@ class SweepSpec:
             check_storage(self.storage)
         except StorageError as err:
             raise ConfigError(str(err)) from None
+        self.max_retries = _number(self.max_retries, int, "max_retries", "--set max_retries=2")
+        if self.max_retries < 0:
+            raise ConfigError(f"max_retries must be >= 0, got {self.max_retries}: e.g. --set max_retries=2")
         from .tasks import TaskError, expand_tasks, get_task
         from .train.model import ModelError, ModelOptions, check_model
 
@@ -218,6 +224,22 @@ class SweepSpec:
         if len(set(tags)) != len(tags):
             raise ConfigError(f"the same variant configuration is listed twice: {tags}")
         return self
+
+    def _validate_launcher(self) -> None:
+        from .launch.base import LauncherError, get_launcher_class
+
+        try:
+            get_launcher_class(self.launcher).parse_options(self.launcher_options)
+        except LauncherError as err:
+            raise ConfigError(str(err)) from None
+        if self.launcher == "slurm":
+            storage = self.storage or "sqlite:///"
+            if storage.startswith("sqlite"):
+                raise ConfigError(
+                    "--launcher slurm cannot use a SQLite store (SQLite on network file systems "
+                    "corrupts, and loses workers at 32 processes even on a local disk): pass "
+                    "--storage journal:/shared/path/sweep.journal or a PostgreSQL URL"
+                )
 
     def train_for(self, task: str) -> TrainConfig:
         """The training budget of one task of this sweep (a group's tasks differ in size)."""
@@ -251,6 +273,15 @@ class SweepSpec:
             data["task_options"] = {**(data.get("task_options") or {}), "data_dir": folder}
         data.pop("data_dir", None)
         shared = {k: data.pop(k) for k in ("rank", "alpha", "target_modules") if k in data}
+        launcher = data.get("launcher")
+        if isinstance(launcher, dict):  # recipe: `launcher: {key: slurm, partition: gpu, ...}`
+            launcher = dict(launcher)
+            data["launcher"] = launcher.pop("key", cls.launcher)
+            data["launcher_options"] = {**launcher, **(data.get("launcher_options") or {})}
+        elif launcher is not None and not isinstance(launcher, str):
+            raise ConfigError(f"recipe key 'launcher' must be a name or a mapping with 'key', got {launcher!r}")
+        if not isinstance(data.get("launcher_options", {}), dict):
+            raise ConfigError("launcher options must be a mapping: e.g. --set launcher.partition=gpu")
         variants = [_variant_from(v, shared) for v in _as_list(data.pop("variants", ["lora"]))]
         if "lrs" in data:
             data["lrs"] = [_number(x, float, "learning rate", "lrs: [1e-5, 1e-4]")
@@ -351,7 +382,7 @@ def apply_overrides(data: dict[str, Any], assignments: list[str]) -> dict[str, A
     """Apply ``--set key=value`` overrides to recipe data (dotted keys, YAML-typed values).
 
     ``train.steps=50``, ``task.eval_limit=100`` (task options), ``model.dtype=bf16`` (model
-    options), ``variant.ratio=8`` (an option of
+    options), ``launcher.partition=gpu`` (launcher options), ``variant.ratio=8`` (an option of
     every listed variant), ``rank=4``, ``target_modules=query,value``.
     """
     data = dict(data)
@@ -375,6 +406,8 @@ def apply_overrides(data: dict[str, Any], assignments: list[str]) -> dict[str, A
             data["model_options"] = {**_mapping(data, "model_options"), rest: value}
         elif head == "search" and rest:
             data["search_options"] = {**_mapping(data, "search_options"), rest: value}
+        elif head == "launcher" and rest:
+            data["launcher_options"] = {**_mapping(data, "launcher_options"), rest: value}
         elif head == "variant" and rest:
             variants = [dict(v) if isinstance(v, dict) else {"key": v}
                         for v in _as_list(data.get("variants", ["lora"]))]
@@ -390,6 +423,7 @@ def apply_overrides(data: dict[str, Any], assignments: list[str]) -> dict[str, A
             data[key] = value
         else:
             raise ConfigError(
-                f"unknown override {key!r}: use train.X, task.X, model.X, variant.X, search.X or a top-level key"
+                f"unknown override {key!r}: use train.X, task.X, model.X, variant.X, search.X, "
+                "launcher.X or a top-level key"
             )
     return data

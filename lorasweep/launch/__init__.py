@@ -1,5 +1,34 @@
-"""Launchers: inline (this process) and local (worker processes), behind one interface."""
+"""Launchers: a registry (inline, local, slurm), one file each, behind one small interface."""
 
-from .base import Launcher, get_launcher
+# Each import registers one launcher (adding one: its file and one name here).
+from . import inline, local  # noqa: F401
+from .base import (
+    Launcher,
+    LauncherError,
+    LaunchError,
+    WorkerDied,
+    get_launcher,
+    get_launcher_class,
+    launcher_registry,
+    register,
+)
 
-__all__ = ["Launcher", "get_launcher"]
+__all__ = [
+    "LaunchError",
+    "Launcher",
+    "LauncherError",
+    "WorkerDied",
+    "get_launcher",
+    "get_launcher_class",
+    "launcher_registry",
+    "list_launchers",
+    "register",
+]
+
+
+def list_launchers() -> list[dict]:
+    import dataclasses
+
+    return [{"key": k, "summary": c.summary,
+             "options": {f.name: f.default for f in dataclasses.fields(c.Options)}}
+            for k, c in sorted(launcher_registry().items())]

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from ..sweep.worker import TrialEvents, WorkerSummary, run_worker
-from .base import Launcher
+from .base import Launcher, register
 
 __all__ = ["InlineLauncher"]
 
 
+@register
 class InlineLauncher(Launcher):
-    name = "inline"
+    key = "inline"
+    summary = "one worker in this process, with per-trial progress"
 
     def launch(self, storage_url: str, study_names: list[str], total: int,
                events: TrialEvents) -> WorkerSummary:

@@ -1,23 +1,29 @@
 """Local launcher: N worker processes on this machine, one GPU each when there are GPUs.
 
-Each process runs the same worker loop against the study store; trials are popped atomically
-from the store, so workers never share a trial. The available cores are split between workers
+Each process runs the same worker loop against the study store; trials are popped under the
+study's lock, so workers never share a trial. The available cores are split between workers
 (:mod:`.threads`). Worker output goes to ``logs/worker-I.log`` beside the runs folder
-(``lorasweep-out/logs/``); the parent polls the store for progress.
+(``lorasweep-out/logs/``); the parent watches the store for progress (:func:`.poll.watch`) and
+reports a worker that died in one line with its log.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing as mp
 import os
-import time
-from pathlib import Path
 
-from ..paths import LOGS_DIR
 from ..sweep.worker import TrialEvents, WorkerSummary
-from .base import Launcher
+from .base import Launcher, WorkerDied, register
 
-__all__ = ["LocalLauncher"]
+__all__ = ["LocalLauncher", "LocalOptions"]
+
+
+@dataclasses.dataclass
+class LocalOptions:
+    """Options of the local launcher (none yet; ``--workers`` sets the process count)."""
+
+    def validate(self) -> None: ...
 
 
 def _worker_main(storage_url: str, study_names: list[str], index: int, workers: int,
@@ -50,47 +56,51 @@ def _gpu_count() -> int:
         return 0
 
 
-class LocalLauncher(Launcher):
-    name = "local"
+def _exit_text(code: int | None) -> str:
+    import signal
 
-    def __init__(self, workers: int = 1, log_dir: str | Path = LOGS_DIR, trial_fn=None):
-        self.workers = workers
-        self.log_dir = Path(log_dir)
-        self.trial_fn = trial_fn  # a picklable stand-in for run_trial (tests, benchmarks)
+    if code is not None and code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+@register
+class LocalLauncher(Launcher):
+    key = "local"
+    summary = "N worker processes on this machine (--workers), one GPU each when there are GPUs"
+    Options = LocalOptions
 
     def launch(self, storage_url: str, study_names: list[str], total: int,
                events: TrialEvents) -> WorkerSummary:
-        from .poll import StoreWatcher, count_finished
+        from .poll import watch
 
         self.log_dir.mkdir(parents=True, exist_ok=True)
         gpus = _gpu_count()
         ctx = mp.get_context("spawn")
-        procs = []
-        before = count_finished(storage_url, study_names)
-        watcher = StoreWatcher(storage_url, study_names)
+        procs, logs = [], []
         for i in range(self.workers):
             gpu = i % gpus if gpus else None
-            log = str(self.log_dir / f"worker-{i}.log")
-            p = ctx.Process(target=_worker_main, args=(storage_url, study_names, i, self.workers, gpu, log,
-                                                            self.trial_fn))
+            logs.append(self.log_dir / f"worker-{i}.log")
+            p = ctx.Process(target=_worker_main, args=(storage_url, study_names, i, self.workers,
+                                                       gpu, str(logs[-1]), self.trial_fn))
             p.start()
             procs.append(p)
-        try:
-            while any(p.is_alive() for p in procs):
-                events.store_update(watcher.poll())  # result lines and step bars
-                time.sleep(2.0)
-        except KeyboardInterrupt:
+        try:  # result lines and step bars, read from the store
+            summary = watch(storage_url, study_names, events,
+                            alive=lambda: any(p.is_alive() for p in procs))
+        except KeyboardInterrupt:  # SIGTERM: each worker checkpoints its running trial, then ends
             for p in procs:
                 p.terminate()
             raise
         finally:
             for p in procs:
                 p.join()
-        after = count_finished(storage_url, study_names)
-        events.store_update(watcher.poll())
-        crashed = [i for i, p in enumerate(procs) if p.exitcode != 0]
-        if crashed:
-            raise RuntimeError(
-                f"local worker(s) {crashed} exited abnormally: see {self.log_dir}/worker-N.log"
-            )
-        return WorkerSummary(**{k: after[k] - before[k] for k in ("completed", "pruned", "failed", "diverged")})
+        dead = [(i, p.exitcode) for i, p in enumerate(procs) if p.exitcode != 0]
+        if dead:
+            i, code = dead[0]
+            more = f" (and {len(dead) - 1} more)" if len(dead) > 1 else ""
+            raise WorkerDied(f"local worker {i} died ({_exit_text(code)}){more}: see {logs[i]}")
+        return summary

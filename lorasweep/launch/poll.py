@@ -1,4 +1,9 @@
-"""Read sweep progress from the store (for launchers whose workers run elsewhere).
+"""Watching a sweep from the store: the one poll-and-progress loop of the local and SLURM launchers.
+
+Workers that run elsewhere (processes, array tasks) report nothing to this process; progress is
+read from the study store, never from the workers' memory. :func:`watch` polls the store and the
+workers' liveness until every worker has ended; a launcher that wants more on each tick (thread
+counts, job states) passes ``on_tick``.
 
 :class:`StoreWatcher` turns the store into what a progress display shows: the running trials
 with their step counts (written by their workers), and the trials finished since the launch
@@ -8,11 +13,16 @@ began with their outcome. Trials finished before the launch are never shown agai
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections import Counter
+from collections.abc import Callable
+from typing import Any
 
 from ..sweep.outcome import PROGRESS_ATTR, TrialOutcome, outcome_of, trial_label
 
-__all__ = ["StoreSnapshot", "StoreWatcher", "TrialView", "count_finished"]
+__all__ = ["StoreSnapshot", "StoreWatcher", "TrialView", "count_finished", "watch"]
+
+_OUTCOMES = ("completed", "pruned", "failed", "diverged")
 
 
 def count_finished(storage_url: str, study_names: list[str]) -> Counter:
@@ -93,3 +103,24 @@ class StoreWatcher:
         running = [v for v in views if v.outcome is None]
         return StoreSnapshot(running, finished, len(finished))
 
+
+
+def watch(storage_url: str, study_names: list[str], events: Any, alive: Callable[[], bool],
+          every_s: float = 2.0, on_tick: Callable[[StoreSnapshot], None] | None = None) -> Any:
+    """Show the store's progress (result lines, step bars) until ``alive()`` is false; returns
+    a ``WorkerSummary`` of what finished meanwhile."""
+    from ..sweep.worker import WorkerSummary
+
+    before = count_finished(storage_url, study_names)
+    watcher = StoreWatcher(storage_url, study_names)
+    while True:
+        running = alive()
+        snapshot = watcher.poll()
+        events.store_update(snapshot)
+        if on_tick is not None:
+            on_tick(snapshot)
+        if not running:
+            break
+        time.sleep(every_s)
+    after = count_finished(storage_url, study_names)
+    return WorkerSummary(**{k: after[k] - before[k] for k in _OUTCOMES})

@@ -36,6 +36,12 @@ def _studies(storage: Any, sweep: str | None):
         yield optuna.load_study(study_name=summary.study_name, storage=storage)
 
 
+def _fail_reason(trial: Any) -> str | None:
+    from ..sweep.study import fail_reason as reason  # lost on RDB: failed by Optuna's heartbeat
+
+    return reason(trial)
+
+
 def collect_rows(storage_url: str | None, sweep: str | None = None) -> list[dict[str, Any]]:
     """One row per trial of a grid point (stray and superseded failures excluded)."""
     rows = []
@@ -64,7 +70,7 @@ def collect_rows(storage_url: str | None, sweep: str | None = None) -> list[dict
                 "wall_time_s": u.get("wall_time_s"), "peak_memory_mb": u.get("peak_memory_mb"),
                 "tokens_per_second": u.get("tokens_per_second"),
                 "trainable_params": u.get("trainable_params"),
-                "fail_reason": u.get("fail_reason"),
+                "fail_reason": _fail_reason(t) if t.state.name == "FAIL" else None,
                 "run_dir": u.get("run_dir"),
                 "loss_curve": u.get("loss_curve"),
                 "provenance": _provenance(u),

@@ -21,7 +21,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["lock_key", "study_lock"]
+__all__ = ["lock_key", "store_lock", "study_lock"]
 
 _THREAD_LOCKS: dict[tuple[str, str], threading.Lock] = {}
 _GUARD = threading.Lock()
@@ -98,3 +98,34 @@ def study_lock(storage, storage_url: str, study_name: str) -> Iterator[None]:
             return
         raise ValueError(f"no cross-process lock for {dialect} storages: use sqlite, postgresql, "
                          "mysql or a journal file")
+
+
+@contextlib.contextmanager
+def store_lock(storage_url: str, key: str) -> Iterator[None]:
+    """A lock named ``key`` on the store at ``storage_url`` before it is opened (its creation:
+    two first runs at once, one creates the tables); a short-lived engine for server stores."""
+    from .store import _journal_path
+
+    journal = _journal_path(storage_url)
+    if journal is not None or storage_url.startswith("sqlite:///"):
+        path = journal if journal is not None else storage_url[len("sqlite:///"):]
+        if path in ("", ":memory:"):
+            yield
+            return
+        with _thread_lock(storage_url, key), _file_lock(Path(path), key):
+            yield
+        return
+    import types
+
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(storage_url, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        dialect = engine.dialect.name
+        if dialect not in ("postgresql", "mysql", "mariadb"):
+            yield
+            return
+        with _thread_lock(storage_url, key), _rdb_lock(types.SimpleNamespace(engine=engine), key, dialect):
+            yield
+    finally:
+        engine.dispose()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from ..config import SweepSpec
-from .study import GridSync, sync_sweep
+from .study import GridSync, grid_state, sync_sweep
 from .worker import TrialEvents, WorkerSummary
 
 __all__ = ["SweepOutcome", "run_sweep"]
@@ -16,6 +16,8 @@ class SweepOutcome:
     storage: str
     syncs: list[GridSync]
     summary: WorkerSummary
+    #: The grids after the launch: points still missing (failed after their retries) or running.
+    final: list[GridSync] = dataclasses.field(default_factory=list)
 
     @property
     def skipped(self) -> int:
@@ -40,6 +42,14 @@ class SweepOutcome:
             lines += [f"  note: {n}" for n in dict.fromkeys(state.get("notes", []))]
         return lines
 
+    @property
+    def missing(self) -> int:
+        return sum(s.missing + s.waiting for s in self.final)
+
+    @property
+    def running(self) -> int:
+        return sum(s.running for s in self.final)
+
 
 def run_sweep(spec: SweepSpec, events: TrialEvents | None = None,
               progress_factory=None) -> SweepOutcome:
@@ -58,11 +68,11 @@ def run_sweep(spec: SweepSpec, events: TrialEvents | None = None,
         storage = open_storage(url)
         syncs = sync_sweep(spec, storage, url)
     pending = sum(s.enqueued + s.waiting + s.planned for s in syncs)
-    launcher = get_launcher(spec.launcher, spec.workers, spec.runs_dir)
+    launcher = get_launcher(spec.launcher, spec.workers, spec.runs_dir, spec.launcher_options)
     names = [s.study for s in syncs]
     if progress_factory is not None and pending:
         with progress_factory(pending) as progress:
             summary = launcher.launch(url, names, pending, progress)
     else:
         summary = launcher.launch(url, names, pending, events or TrialEvents())
-    return SweepOutcome(storage=url, syncs=syncs, summary=summary)
+    return SweepOutcome(storage=url, syncs=syncs, summary=summary, final=grid_state(spec, storage))

@@ -27,6 +27,7 @@ from pathlib import Path
 from urllib.parse import unquote
 
 from ..paths import STORE_FILE
+from .lock import store_lock
 
 __all__ = [
     "SECRET_ENV",
@@ -319,10 +320,10 @@ def open_storage(url: str | None, create: bool = True):
         raise StorageError(f"no study store at {storage_label(url)!r}: run `lorasweep run` first "
                            "or pass --storage")
     try:
-        with storage_errors(url):
-            storage = optuna.storages.RDBStorage(
-                url, engine_kwargs=_engine_kwargs(url), skip_compatibility_check=False
-            )
+        # Two first runs at once: one creates the tables (a read-only store is never locked).
+        lock = store_lock(url, "create-store") if writable else contextlib.nullcontext()
+        with storage_errors(url), lock:
+            storage = _rdb_storage(url)
     except (sqlalchemy.exc.ArgumentError, ValueError) as err:
         if isinstance(err, StorageError):
             raise
@@ -369,6 +370,20 @@ def _no_studies_table(url: str) -> bool:
         return False  # unreachable: opening it names the problem
     finally:
         engine.dispose()
+def _rdb_storage(url: str):
+    """Optuna's RDBStorage with its own heartbeat on (see :mod:`.heartbeat`)."""
+    import warnings
+
+    import optuna
+
+    from .heartbeat import grace_s, interval_s
+
+    with warnings.catch_warnings():  # the heartbeat arguments are marked experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(
+            url, engine_kwargs=_engine_kwargs(url), skip_compatibility_check=False,
+            heartbeat_interval=interval_s(), grace_period=grace_s(),
+        )
 
 
 def _serialise_sqlite_transactions(engine) -> None:

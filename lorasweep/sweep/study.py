@@ -3,15 +3,15 @@
 A grid point is ``(lr, seed)``. Each is enqueued once as a WAITING trial carrying the user attr
 ``grid_point``; workers pop WAITING trials atomically (Optuna's ``ask``). Syncing the grid again
 (every ``lorasweep run``) enqueues only the points that have no finished, waiting or live trial,
-so no grid point ever completes twice and failed or killed trials are retried.
+holding the study's lock, so no grid point ever completes twice, whatever runs at the same time.
+Within a run, workers retry a failed or lost point (:func:`requeue_failed`) up to the sweep's
+``max_retries`` times; a new run gives every point that is still missing a fresh budget.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -19,26 +19,28 @@ from typing import Any
 from .. import __version__
 from ..config import SweepSpec, VariantSpec
 from ..text import format_lr
+from .heartbeat import LOST_REASON, fail_stale
+from .lock import study_lock
 from .store import STORE_VERSION, STORE_VERSION_ATTR
 
 __all__ = [
-    "HEARTBEAT_GRACE_S",
+    "NOT_RETRIED",
     "GridSync",
-    "fail_stale_trials",
+    "fail_reason",
     "grid_point",
     "make_pruner",
     "retry_point",
+    "grid_state",
+    "locked",
+    "requeue_failed",
     "study_name",
     "study_run_root",
     "sync_sweep",
 ]
 
-HEARTBEAT_ATTR = "heartbeat"
-#: A running trial beats every interval; one silent for the grace period is taken as lost.
-#: Both can be set from the environment (clusters with slow shared storage want longer ones).
-HEARTBEAT_INTERVAL_S = float(os.environ.get("LORASWEEP_HEARTBEAT_INTERVAL", "10"))
-HEARTBEAT_GRACE_S = float(os.environ.get("LORASWEEP_HEARTBEAT_GRACE", "60"))
 _SEARCH_SPACE_KEYS = ("lr", "seed")
+#: Failures that say nothing about the trial itself: a new run enqueues them again at once.
+NOT_RETRIED = ("interrupted", "cancelled")
 
 
 def study_name(spec: SweepSpec, variant: VariantSpec, task: str | None = None) -> str:
@@ -74,6 +76,12 @@ def study_run_root(runs_dir: str, sweep: str, task: str, model: str, tag: str) -
     return str(Path(runs_dir).expanduser().resolve() / sweep / task / _model_folder(model) / tag)
 
 
+def fail_reason(trial: Any) -> str | None:
+    """Why a FAIL trial failed; a trial failed by Optuna's heartbeat carries no reason itself."""
+    reason = trial.user_attrs.get("fail_reason")
+    return reason if reason is not None or trial.user_attrs.get("stray") else LOST_REASON
+
+
 @dataclasses.dataclass
 class GridSync:
     study: str
@@ -84,51 +92,70 @@ class GridSync:
     running: int = 0
     #: Adaptive search: trials it will still propose, estimated (grid: always 0).
     planned: int = 0
+    missing: int = 0  # counted only by :func:`grid_state`: neither done, waiting nor running
 
     @property
     def total(self) -> int:
-        return self.enqueued + self.done + self.waiting + self.running
+        return self.enqueued + self.done + self.waiting + self.running + self.missing
 
 
-def fail_stale_trials(study: Any, grace_s: float | None = None) -> int:
-    """Mark RUNNING trials whose worker stopped beating as FAIL; returns how many."""
-    from optuna.exceptions import UpdateFinishedTrialError
-    from optuna.trial import TrialState
-
-    grace_s = HEARTBEAT_GRACE_S if grace_s is None else grace_s
-    now, failed = time.time(), 0
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        beat = trial.user_attrs.get(HEARTBEAT_ATTR)
-        start = trial.datetime_start.timestamp() if trial.datetime_start else now
-        if now - (beat if beat is not None else start) > grace_s:
-            try:
-                study._storage.set_trial_user_attr(trial._trial_id, "fail_reason", "worker lost (no heartbeat)")
-                study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-                failed += 1
-            except UpdateFinishedTrialError:  # another worker got there first
-                pass
-    return failed
+def locked(study: Any, url: str, storage: Any):
+    """The study's lock: read-then-write on its trials is one step for every process."""
+    return study_lock(storage, url, study.study_name)
 
 
-def retry_point(study: Any, params: dict[str, Any], point: str) -> None:
+def retry_point(study: Any, trial: Any) -> None:
     """Enqueue a failed trial's grid point again, at once (a worker stopped by a signal: the
-    retry, on whatever worker, resumes from the point's checkpoint)."""
+    retry, on whatever worker, resumes from the point's checkpoint). Call it holding
+    :func:`locked`; a stop is not the trial's fault, so it keeps its retry budget (``attempt``)."""
+    _enqueue(study, trial, trial.user_attrs["grid_point"], int(trial.user_attrs.get("attempt", 0)))
+
+
+def _points(study: Any) -> dict[str, list[Any]]:
+    points: dict[str, list[Any]] = {}
+    for trial in study.get_trials(deepcopy=False):
+        point = trial.user_attrs.get("grid_point")
+        if point is not None:
+            points.setdefault(point, []).append(trial)
+    return points
+
+
+def _enqueue(study: Any, trial: Any, point: str, attempt: int) -> None:
+    """Enqueue ``point`` again with ``trial``'s parameters; ``retry`` counts its failures so far."""
     from optuna.trial import TrialState
 
     failed = sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
                  if t.user_attrs.get("grid_point") == point)
-    study.enqueue_trial(dict(params), user_attrs={"grid_point": point, "retry": failed})
+    params = {"lr": float(trial.params["lr"]), "seed": int(trial.params["seed"])}
+    study.enqueue_trial(params, user_attrs={"grid_point": point, "attempt": attempt, "retry": failed})
 
 
-def _sync_study(study: Any, spec: SweepSpec, variant: VariantSpec) -> GridSync:
+def requeue_failed(study: Any, storage: Any, max_retries: int) -> int:
+    """Enqueue again the points whose latest trial failed, up to ``max_retries`` retries each.
+
+    Call it holding :func:`locked`. Lost trials (stale heartbeat) are failed first. A point whose
+    trial failed ``max_retries + 1`` times in a row stays FAIL with its error recorded; one
+    interrupted or cancelled by the user waits for the next run. Returns how many it enqueued.
+    """
     from optuna.trial import TrialState
 
-    fail_stale_trials(study)
-    states: dict[str, Counter] = {}
-    for trial in study.get_trials(deepcopy=False):
-        point = trial.user_attrs.get("grid_point")
-        if point is not None:
-            states.setdefault(point, Counter())[trial.state] += 1
+    fail_stale(study, storage)
+    enqueued = 0
+    for point, trials in _points(study).items():
+        last = max(trials, key=lambda t: t.number)
+        if last.state != TrialState.FAIL or fail_reason(last) in NOT_RETRIED:
+            continue
+        attempt = int(last.user_attrs.get("attempt", 0))
+        if attempt < max_retries:
+            _enqueue(study, last, point, attempt + 1)
+            enqueued += 1
+    return enqueued
+
+
+def _sync_study(study: Any, spec: SweepSpec, variant: VariantSpec, enqueue: bool = True) -> GridSync:
+    from optuna.trial import TrialState
+
+    states = {point: Counter(t.state for t in trials) for point, trials in _points(study).items()}
     sync = GridSync(study=study.study_name, variant=variant.tag)
     for seed in spec.seeds:
         for lr in spec.lrs:
@@ -140,11 +167,11 @@ def _sync_study(study: Any, spec: SweepSpec, variant: VariantSpec) -> GridSync:
                 sync.waiting += 1
             elif seen[TrialState.RUNNING]:
                 sync.running += 1
-            else:
-                study.enqueue_trial(
-                    {"lr": float(lr), "seed": int(seed)},
-                    user_attrs={"grid_point": point, "retry": seen[TrialState.FAIL]},
-                )
+            elif not enqueue:
+                sync.missing += 1
+            else:  # new, or failed in an earlier run: a new run gives it a fresh retry budget
+                study.enqueue_trial({"lr": float(lr), "seed": int(seed)}, user_attrs={
+                    "grid_point": point, "attempt": 0, "retry": seen[TrialState.FAIL]})
                 sync.enqueued += 1
     return sync
 
@@ -187,7 +214,7 @@ def _sync_adaptive(study: Any, storage: Any, storage_url: str, variant: VariantS
 
     from .adaptive import propose
 
-    fail_stale_trials(study)
+    fail_stale(study, storage)
     result = propose(study, storage, storage_url, retry_failed=10**9)  # a rerun retries failures
     sync = GridSync(study=study.study_name, variant=variant.tag, enqueued=result.enqueued)
     for t in study.get_trials(deepcopy=False):
@@ -213,11 +240,33 @@ def _worst_score(task: str) -> float:
     return float(cls.worst_score) if cls is not None else 0.0
 
 
+def grid_state(spec: SweepSpec, storage: Any) -> list[GridSync]:
+    """Where each study's grid stands, enqueueing nothing (lost trials are failed first, so
+    ``running`` counts only trials whose worker is alive). An adaptive search's points are never
+    all enqueued: for it only ``running`` is counted."""
+    import optuna
+    from optuna.trial import TrialState
+
+    out = []
+    for task in spec.tasks:
+        for variant in spec.variants:
+            study = optuna.load_study(study_name=study_name(spec, variant, task), storage=storage)
+            fail_stale(study, storage)
+            if spec.search == "adaptive":
+                running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+                out.append(GridSync(study=study.study_name, variant=variant.tag, running=running))
+            else:
+                out.append(_sync_study(study, spec, variant, enqueue=False))
+    return out
+
+
 def sync_sweep(spec: SweepSpec, storage: Any, storage_url: str | None = None) -> list[GridSync]:
     """Create (or reopen) the sweep's studies and enqueue what is missing. Returns per-study counts.
 
     Grid search enqueues every missing (lr, seed); adaptive search enqueues its first proposals
-    (workers propose the rest as results come in).
+    (workers propose the rest as results come in). Each study's read-then-enqueue holds the
+    study's lock (see :mod:`.lock`): processes that sync the same sweep at the same instant
+    enqueue every grid point once between them.
     """
     import optuna
 
@@ -256,6 +305,7 @@ def sync_sweep(spec: SweepSpec, storage: Any, storage_url: str | None = None) ->
             "seeds": [int(seed) for seed in spec.seeds],
             STORE_VERSION_ATTR: STORE_VERSION,
             "lorasweep_version": __version__,
+            "max_retries": spec.max_retries,
         }
         if "run_root" not in study.user_attrs:  # fixed once: a study's runs never move
             study.set_user_attr("run_root", study_run_root(
@@ -266,5 +316,7 @@ def sync_sweep(spec: SweepSpec, storage: Any, storage_url: str | None = None) ->
         if spec.search == "adaptive":
             syncs.append(_sync_adaptive(study, storage, storage_url, variant))
         else:
-            syncs.append(_sync_study(study, spec, variant))
+            with locked(study, storage_url, storage):
+                fail_stale(study, storage)
+                syncs.append(_sync_study(study, spec, variant))
     return syncs

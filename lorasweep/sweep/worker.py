@@ -1,17 +1,26 @@
 """The worker loop: pop the next waiting trial of a study, run it, record everything.
 
-Every launcher runs this same loop (in-process, in local processes, in SLURM jobs). The worker
-holds no state the sweep needs: a trial is popped atomically, beats a heartbeat while it runs and
-is told COMPLETE / PRUNED / FAIL with its metrics and provenance. A killed worker loses only its
-running trial, which the next sync (after the heartbeat grace period) marks FAIL and re-enqueues.
+Every launcher runs this same loop (in-process, in local processes, in SLURM array tasks). The
+worker holds no state the sweep needs: a trial is popped under the study's lock, beats a heartbeat
+while it runs (:mod:`.heartbeat`) and is told COMPLETE / PRUNED / FAIL with its metrics and
+provenance. A killed worker loses only its running trial: once its heartbeat is older than the
+grace period, a live worker of the same run marks it FAIL and enqueues it again (bounded by the
+sweep's ``max_retries``). So a worker that finds nothing waiting but trials still running does not
+leave: it waits for them to finish or to be found lost.
+
+``LORASWEEP_TRIAL_FUNCTION=module:function`` replaces ``run_trial`` in workers that cannot be
+given ``trial_fn`` (worker processes, SLURM array tasks): a stand-in for tests of the scheduling.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import threading
+import importlib
+import os
+import socket
 import time
 import traceback
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,19 +28,12 @@ from typing import Any
 from .._json import json_safe
 from ..config import TrainConfig, TrialSpec, VariantSpec
 from ..train.signals import StopRequests, TrialStopped
+from .heartbeat import Heartbeat, fail_stale
 from .outcome import PROGRESS_ATTR, PROGRESS_INTERVAL_S, TrialOutcome, outcome_of
 from .store import storage_label
-from .study import (
-    HEARTBEAT_ATTR,
-    HEARTBEAT_INTERVAL_S,
-    fail_stale_trials,
-    grid_point,
-    make_pruner,
-    retry_point,
-    study_run_root,
-)
+from .study import grid_point, locked, make_pruner, requeue_failed, retry_point, study_run_root
 
-__all__ = ["TrialEvents", "WorkerSummary", "run_worker"]
+__all__ = ["TrialEvents", "WorkerSummary", "run_worker", "worker_id"]
 
 
 #: When this many first trials of a study fail with the same reason, and none succeeded, the
@@ -63,29 +65,23 @@ class TrialEvents:
         launchers whose workers run elsewhere."""
 
 
-class _Heartbeat:
-    def __init__(self, study: Any, trial_id: int, interval: float = HEARTBEAT_INTERVAL_S):
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, args=(study, trial_id, interval), daemon=True)
+def worker_id() -> str:
+    """Who runs a trial: ``slurm:JOB_TASK`` inside a SLURM array task, else ``HOST:PID``."""
+    job = os.environ.get("SLURM_ARRAY_JOB_ID") or os.environ.get("SLURM_JOB_ID")
+    if job:
+        task = os.environ.get("SLURM_ARRAY_TASK_ID")
+        return f"slurm:{job}_{task}" if task else f"slurm:{job}"
+    return f"{socket.gethostname()}:{os.getpid()}"
 
-    def _beat(self, study: Any, trial_id: int, interval: float) -> None:
-        from optuna.exceptions import UpdateFinishedTrialError
 
-        while not self._stop.is_set():
-            try:
-                study._storage.set_trial_user_attr(trial_id, HEARTBEAT_ATTR, time.time())
-            except UpdateFinishedTrialError:  # told (e.g. interrupted) while this beat was due
-                return
-            if self._stop.wait(interval):
-                return
+def _trial_function() -> Callable[..., Any]:
+    target = os.environ.get("LORASWEEP_TRIAL_FUNCTION")
+    if not target:
+        from ..train.trial import run_trial
 
-    def __enter__(self) -> _Heartbeat:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
+        return run_trial
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 class _OptunaReporter:
@@ -159,27 +155,46 @@ def _scaled(train: TrainConfig, budget: float) -> TrainConfig:
 _DONE, _BLOCKED = "done", "blocked"
 
 
-def _next_trial(study: Any, storage: Any, storage_url: str) -> Any:
-    """The next trial to run (popped atomically), or _DONE / _BLOCKED.
+def _ask_waiting(study: Any) -> Any:
+    """Pop a waiting trial (call it holding the study's lock), or None when none waits."""
+    from optuna.trial import TrialState
 
-    Grid studies are done when nothing waits. An adaptive study proposes more (under its lock)
-    when nothing waits; it is blocked while its next step needs results still running elsewhere.
+    if not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        return None
+    with warnings.catch_warnings():  # Optuna's heartbeat is driven by us, not optimize()
+        warnings.simplefilter("ignore", UserWarning)
+        return study.ask()
+
+
+def _next_trial(study: Any, storage: Any, storage_url: str) -> Any:
+    """The next trial to run (popped under the study's lock), or _DONE / _BLOCKED.
+
+    A grid study first fails lost trials and enqueues failed points again (bounded by
+    ``max_retries``); it is blocked while trials run elsewhere (one may yet be lost) and done when
+    nothing waits or runs. An adaptive study proposes more (under its lock) when nothing waits;
+    it is blocked while its next step needs results still running elsewhere.
     """
     from optuna.trial import TrialState
 
-    fail_stale_trials(study)
-    if not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-        if study.user_attrs.get("search") != "adaptive":
-            return _DONE
+    adaptive = study.user_attrs.get("search") == "adaptive"
+    with locked(study, storage_url, storage):
+        if adaptive:
+            fail_stale(study, storage)
+        else:
+            requeue_failed(study, storage, int(study.user_attrs.get("max_retries", 2)))
+        trial = _ask_waiting(study)
+        running = bool(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+    if trial is None and not adaptive:
+        return _BLOCKED if running else _DONE
+    if trial is None:
         from .adaptive import propose
 
         result = propose(study, storage, storage_url, retry_failed=2)  # one in-run retry
-        if not result.enqueued and not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        with locked(study, storage_url, storage):
+            trial = _ask_waiting(study)
+        if trial is None:
             return _DONE if result.plan.finished else _BLOCKED
-    trial = study.ask()
-    if "grid_point" not in trial.user_attrs:
-        # Another worker popped the last waiting trial between our check and ask():
-        # Optuna created a fresh trial instead. Close it, marked, and move on.
+    if "grid_point" not in trial.user_attrs:  # cannot happen under the lock; never run it
         trial.set_user_attr("stray", True)
         study.tell(trial, state=TrialState.FAIL)
         return _BLOCKED
@@ -200,7 +215,7 @@ def run_worker(storage_url: str, study_names: list[str], events: TrialEvents | N
     from .store import open_storage
 
     if trial_fn is None:
-        from ..train.trial import run_trial as trial_fn
+        trial_fn = _trial_function()
     events = events or TrialEvents()
     storage = open_storage(storage_url, create=False)
     summary = WorkerSummary()
@@ -215,6 +230,7 @@ def _work(storage: Any, storage_url: str, study_names: list[str], events: TrialE
           should_stop: Callable[[], bool], summary: WorkerSummary,
           run_trial: Callable[..., Any], poll_s: float) -> None:
     import optuna
+    from optuna.exceptions import UpdateFinishedTrialError
 
     active = []
     reasons: dict[str, list[str] | None] = {}  # a study's fail reasons, while none succeeded
@@ -230,11 +246,18 @@ def _work(storage: Any, storage_url: str, study_names: list[str], events: TrialE
                 if trial == _DONE:
                     active.remove(study)
                 continue
+            trial.set_user_attr("worker", worker_id())
             spec = _trial_spec(study, trial, storage_url)
             trial.set_user_attr("run_dir", spec.run_dir)  # known before it runs, even if it fails
-            state, value, reason = _run_one(study, trial, spec, events, run_trial, storage_url)
-            events.trial_finished(spec, state, value,
-                                  outcome_of(study._storage.get_trial(trial._trial_id)))
+            try:
+                state, value, reason = _run_one(study, storage, storage_url, trial, spec, events,
+                                                run_trial)
+            except UpdateFinishedTrialError:  # its heartbeat came late and it was retried elsewhere
+                print(f"trial {trial.number} was taken as lost (heartbeat late): result dropped",
+                      flush=True)
+                summary.failed += 1
+                break
+            events.trial_finished(spec, state, value, outcome_of(storage.get_trial(trial._trial_id)))
             seen = reasons.setdefault(study.study_name, [])
             if reason is None:
                 reasons[study.study_name] = None  # one succeeded: later failures are the LR's own
@@ -254,22 +277,23 @@ def _work(storage: Any, storage_url: str, study_names: list[str], events: TrialE
             time.sleep(poll_s)
 
 
-def _run_one(study: Any, trial: Any, spec: TrialSpec, events: TrialEvents,
-             run_trial: Callable[..., Any], storage_url: str | None = None
+def _run_one(study: Any, storage: Any, storage_url: str, trial: Any, spec: TrialSpec,
+             events: TrialEvents, run_trial: Callable[..., Any]
              ) -> tuple[str, float | None, str | None]:
     """Run one trial and tell the store; ``(state, value, fail reason or None)``."""
     from optuna.trial import TrialState
 
     from .store import mask_secrets
 
-    with _Heartbeat(study, trial._trial_id):
+    with Heartbeat(storage, trial._trial_id):
         try:
             result = run_trial(spec, _OptunaReporter(trial, events, spec))
         except TrialStopped as stop:  # asked to stop: the retry (any worker) resumes the point
             trial.set_user_attr("fail_reason", str(stop))
-            study.tell(trial, state=TrialState.FAIL)
-            if study.user_attrs.get("search") != "adaptive":  # adaptive: its plan re-proposes
-                retry_point(study, trial.params, trial.user_attrs["grid_point"])
+            with locked(study, storage_url, storage):  # failed and enqueued again as one step
+                study.tell(trial, state=TrialState.FAIL)
+                if study.user_attrs.get("search") != "adaptive":  # adaptive: its plan re-proposes
+                    retry_point(study, trial)
             return "stopped", None, None
         except KeyboardInterrupt:  # free the grid point at once, so a rerun retries it
             trial.set_user_attr("fail_reason", "interrupted")

@@ -156,7 +156,7 @@ def test_two_worker_processes_share_the_searches(tmp_path):
     spec = _spec(tmp_path, f"sqlite:///{tmp_path / 's.db'}", variants=("loraplus", "adalora"))
     storage = open_storage(spec.storage)
     syncs = sync_sweep(spec, storage, spec.storage)
-    LocalLauncher(2, log_dir=tmp_path / "logs", trial_fn=curve).launch(
+    LocalLauncher(workers=2, runs_dir=tmp_path / "runs", trial_fn=curve).launch(  # logs/ beside
         spec.storage, [s.study for s in syncs], 0, TrialEvents())
     for variant in ("loraplus", "adalora"):
         study = _study(spec, storage, variant)

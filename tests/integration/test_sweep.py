@@ -20,7 +20,7 @@ from lorasweep.config import SweepSpec, TrainConfig, VariantSpec
 from lorasweep.launch.progress import SweepProgress
 from lorasweep.sweep.run import run_sweep
 from lorasweep.sweep.store import open_storage
-from lorasweep.sweep.study import study_name
+from lorasweep.sweep.study import fail_reason, study_name
 
 PROVENANCE = ("config", "wall_time_s", "peak_memory_mb", "tokens_per_second", "lorasweep_version",
               "torch_version", "transformers_version", "host", "device", "test_accuracy",
@@ -157,22 +157,18 @@ def test_killed_worker_loses_only_its_trial(tiny_bert_dir, tmp_path):
     assert [t.state for t in study.get_trials()].count(TrialState.RUNNING) == 1
 
     time.sleep(3.5)  # past the heartbeat grace period
-    os.environ["LORASWEEP_HEARTBEAT_GRACE"] = "3"
+    os.environ["LORASWEEP_HEARTBEAT_GRACE"] = "3"  # read when the next run opens its store
     try:
-        import lorasweep.sweep.study as study_module
-
-        study_module.HEARTBEAT_GRACE_S = 3.0
         quick = _spec(tiny_bert_dir, tmp_path, url, variants=[VariantSpec("lora", rank=4)],
                       lrs=[1e-4, 1e-3, 1e-2], train=TrainConfig(steps=100, batch_size=8, max_length=32))
         outcome = run_sweep(quick)
     finally:
-        study_module.HEARTBEAT_GRACE_S = 60.0
         os.environ.pop("LORASWEEP_HEARTBEAT_GRACE", None)
     trials = study.get_trials()
     states = Counter(t.state for t in trials)
     assert states[TrialState.COMPLETE] == 3 and states[TrialState.FAIL] == 1
     assert states[TrialState.RUNNING] == 0 and states[TrialState.WAITING] == 0
     lost = next(t for t in trials if t.state == TrialState.FAIL)
-    assert "heartbeat" in lost.user_attrs["fail_reason"]
+    assert "heartbeat" in fail_reason(lost)
     assert outcome.summary.completed == 3
     assert set(_completed_points(quick).values()) == {1}

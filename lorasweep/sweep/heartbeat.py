@@ -1,0 +1,96 @@
+"""Heartbeats of running trials: a worker that stops beating has lost its trial.
+
+On RDB storages (SQLite, PostgreSQL, MySQL) this is Optuna's own heartbeat: the storage is opened
+with ``heartbeat_interval`` and ``grace_period``, a running trial's worker calls
+``storage.record_heartbeat(trial_id)`` every interval, and ``optuna.storages.fail_stale_trials``
+marks a trial FAIL once its last beat is older than the grace period. Optuna's journal storage has
+no heartbeat, so there the beat is a trial user attribute ``heartbeat`` (a Unix time) and the same
+rule is applied here. Either way a RUNNING trial that survives :func:`fail_stale` has a live worker.
+
+The interval and grace (seconds) come from ``LORASWEEP_HEARTBEAT_INTERVAL`` (default 10) and
+``LORASWEEP_HEARTBEAT_GRACE`` (default 60), read when used.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import warnings
+from typing import Any
+
+__all__ = ["HEARTBEAT_ATTR", "Heartbeat", "fail_stale", "grace_s", "interval_s", "uses_optuna_heartbeat"]
+
+HEARTBEAT_ATTR = "heartbeat"
+LOST_REASON = "worker lost (no heartbeat)"
+
+
+def interval_s() -> float:
+    return float(os.environ.get("LORASWEEP_HEARTBEAT_INTERVAL", "10"))
+
+
+def grace_s() -> float:
+    return float(os.environ.get("LORASWEEP_HEARTBEAT_GRACE", "60"))
+
+
+def uses_optuna_heartbeat(storage: Any) -> bool:
+    from optuna.storages import RDBStorage
+
+    return isinstance(storage, RDBStorage) and storage.get_heartbeat_interval() is not None
+
+
+class Heartbeat:
+    """Beats for one trial from a background thread while the ``with`` block runs."""
+
+    def __init__(self, storage: Any, trial_id: int, interval: float | None = None):
+        self._storage, self._trial_id = storage, trial_id
+        self._interval = interval_s() if interval is None else interval
+        self._optuna = uses_optuna_heartbeat(storage)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def beat(self) -> None:
+        if self._optuna:
+            self._storage.record_heartbeat(self._trial_id)
+        else:
+            self._storage.set_trial_user_attr(self._trial_id, HEARTBEAT_ATTR, time.time())
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self.beat()
+            except Exception:  # the trial ended under us (told elsewhere) or the store blinked
+                pass
+
+    def __enter__(self) -> Heartbeat:
+        self.beat()  # at once: a trial popped but never beaten would look alive forever
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def fail_stale(study: Any, storage: Any) -> None:
+    """Mark RUNNING trials of ``study`` whose worker stopped beating as FAIL."""
+    from optuna.exceptions import UpdateFinishedTrialError
+    from optuna.trial import TrialState
+
+    if uses_optuna_heartbeat(storage):
+        import optuna
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+        return
+    now, grace = time.time(), grace_s()
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        beat = trial.user_attrs.get(HEARTBEAT_ATTR)
+        start = trial.datetime_start.timestamp() if trial.datetime_start else now
+        if now - (beat if beat is not None else start) > grace:
+            try:
+                storage.set_trial_user_attr(trial._trial_id, "fail_reason", LOST_REASON)
+                storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+            except UpdateFinishedTrialError:  # another worker got there first
+                pass
