@@ -34,8 +34,8 @@ def plan_delete(storage_url: str | None, sweep: str) -> DeletePlan:
     import optuna
     from optuna.trial import TrialState
 
+    from .heartbeat import fail_stale
     from .store import default_storage_url, open_storage
-    from .study import fail_stale_trials
 
     url = storage_url or default_storage_url()
     storage = open_storage(url, create=False)
@@ -45,7 +45,7 @@ def plan_delete(storage_url: str | None, sweep: str) -> DeletePlan:
         if attrs.get("sweep") != sweep:
             continue
         study = optuna.load_study(study_name=summary.study_name, storage=storage)
-        fail_stale_trials(study)
+        fail_stale(study, storage)
         all_trials = study.get_trials(deepcopy=False)
         running = [t for t in all_trials if t.state == TrialState.RUNNING]
         if running:

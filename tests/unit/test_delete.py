@@ -11,8 +11,9 @@ from typer.testing import CliRunner
 from lorasweep.cli import app
 from lorasweep.config import ConfigError, SweepSpec, VariantSpec
 from lorasweep.sweep.delete import delete_sweep, plan_delete
+from lorasweep.sweep.heartbeat import Heartbeat
 from lorasweep.sweep.store import open_storage
-from lorasweep.sweep.study import HEARTBEAT_ATTR, sync_sweep
+from lorasweep.sweep.study import sync_sweep
 
 
 @pytest.fixture
@@ -51,7 +52,7 @@ def test_delete_refuses_while_a_trial_runs(store):
     study = next(optuna.load_study(study_name=s.study_name, storage=url)
                  for s in optuna.get_all_study_summaries(url) if s.user_attrs["sweep"] == "a")
     trial = study.ask()  # pops a waiting grid point: RUNNING, with a live heartbeat
-    trial.set_user_attr(HEARTBEAT_ATTR, time.time())
+    Heartbeat(open_storage(url), trial._trial_id).beat()
     with pytest.raises(ConfigError, match="running trial"):
         plan_delete(url, "a")
     assert _sweeps(url) == {"a", "b"} and (runs / "a").exists()
@@ -60,12 +61,14 @@ def test_delete_refuses_while_a_trial_runs(store):
     assert _sweeps(url) == {"b"}
 
 
-def test_a_dead_workers_trial_does_not_block_delete(store):
+def test_a_dead_workers_trial_does_not_block_delete(store, monkeypatch):
     url, _ = store
+    monkeypatch.setenv("LORASWEEP_HEARTBEAT_GRACE", "1")
     study = next(optuna.load_study(study_name=s.study_name, storage=url)
                  for s in optuna.get_all_study_summaries(url) if s.user_attrs["sweep"] == "a")
     trial = study.ask()
-    trial.set_user_attr(HEARTBEAT_ATTR, time.time() - 3600)  # silent for an hour
+    Heartbeat(open_storage(url), trial._trial_id).beat()  # then silent past the grace period
+    time.sleep(2.2)
     delete_sweep(plan_delete(url, "a"))
     assert _sweeps(url) == {"b"}
 
