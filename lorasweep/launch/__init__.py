@@ -1,11 +1,12 @@
 """Launchers: a registry (inline, local, slurm), one file each, behind one small interface."""
 
 # Each import registers one launcher (adding one: its file and one name here).
-from . import inline, local  # noqa: F401
+from . import inline, local, slurm  # noqa: F401
 from .base import (
     Launcher,
     LauncherError,
     LaunchError,
+    StoppedWatching,
     WorkerDied,
     get_launcher,
     get_launcher_class,
@@ -17,6 +18,7 @@ __all__ = [
     "LaunchError",
     "Launcher",
     "LauncherError",
+    "StoppedWatching",
     "WorkerDied",
     "get_launcher",
     "get_launcher_class",

@@ -24,6 +24,7 @@ __all__ = [
     "Launcher",
     "LauncherError",
     "NoOptions",
+    "StoppedWatching",
     "WorkerDied",
     "get_launcher",
     "get_launcher_class",
@@ -44,6 +45,14 @@ class WorkerDied(RuntimeError):
     """A worker process ended abnormally; the message is one line with its log path."""
 
 
+class StoppedWatching(KeyboardInterrupt):
+    """Ctrl-C on an attached run whose workers run elsewhere: they go on; ``jobs`` says which."""
+
+    def __init__(self, jobs: list[str]):
+        super().__init__(", ".join(jobs))
+        self.jobs = jobs
+
+
 @dataclasses.dataclass
 class NoOptions:
     def validate(self) -> None: ...
@@ -55,12 +64,16 @@ class Launcher(ABC):
     key: ClassVar[str] = ""
     summary: ClassVar[str] = ""
     Options: ClassVar[type] = NoOptions
+    #: Whether ``launch`` can return right after starting the workers (``run --detach``).
+    can_detach: ClassVar[bool] = False
 
     def __init__(self, options: Any = None, workers: int = 1, runs_dir: str | Path = RUNS_DIR,
-                 trial_fn: Any = None):
+                 detach: bool = False, trial_fn: Any = None):
         self.options = options if options is not None else self.Options()
         self.workers = workers
         self.runs_dir = Path(runs_dir)
+        self.detach = detach
+        self.submitted: list[str] = []  # cluster job ids, for launchers that submit jobs
         self.trial_fn = trial_fn  # a picklable stand-in for run_trial (tests, benchmarks)
 
     @property

@@ -18,6 +18,9 @@ class SweepOutcome:
     summary: WorkerSummary
     #: The grids after the launch: points still missing (failed after their retries) or running.
     final: list[GridSync] = dataclasses.field(default_factory=list)
+    #: Cluster job ids the launcher submitted (SLURM), and whether this process left them running.
+    jobs: list[str] = dataclasses.field(default_factory=list)
+    detached: bool = False
 
     @property
     def skipped(self) -> int:
@@ -52,16 +55,21 @@ class SweepOutcome:
 
 
 def run_sweep(spec: SweepSpec, events: TrialEvents | None = None,
-              progress_factory=None) -> SweepOutcome:
+              progress_factory=None, detach: bool = False) -> SweepOutcome:
     """Validate ``spec``, enqueue its missing grid points, and run them with its launcher.
 
     Raises ``ConfigError`` / ``StorageError`` before anything is written when the input is bad.
+    ``detach``: return once the workers are submitted (launchers that can, i.e. SLURM).
     """
-    from ..launch import get_launcher
+    from ..config import ConfigError
+    from ..launch import get_launcher, get_launcher_class
     from .preflight import preflight
     from .store import default_storage_url, open_storage, storage_errors
 
     spec.validate()
+    if detach and not get_launcher_class(spec.launcher).can_detach:
+        raise ConfigError(f"--detach needs a launcher whose workers outlive this process "
+                          f"(slurm), not {spec.launcher!r}: add --launcher slurm or drop --detach")
     preflight(spec)  # model and data load, before anything is written
     url = spec.storage or default_storage_url()
     with storage_errors(url):
@@ -69,10 +77,14 @@ def run_sweep(spec: SweepSpec, events: TrialEvents | None = None,
         syncs = sync_sweep(spec, storage, url)
     pending = sum(s.enqueued + s.waiting + s.planned for s in syncs)
     launcher = get_launcher(spec.launcher, spec.workers, spec.runs_dir, spec.launcher_options)
+    launcher.detach = detach
     names = [s.study for s in syncs]
-    if progress_factory is not None and pending:
+    if not pending:  # nothing to run: start no worker (and submit no job)
+        summary = WorkerSummary()
+    elif progress_factory is not None and not detach:
         with progress_factory(pending) as progress:
             summary = launcher.launch(url, names, pending, progress)
     else:
         summary = launcher.launch(url, names, pending, events or TrialEvents())
-    return SweepOutcome(storage=url, syncs=syncs, summary=summary, final=grid_state(spec, storage))
+    return SweepOutcome(storage=url, syncs=syncs, summary=summary, final=grid_state(spec, storage),
+                        jobs=launcher.submitted, detached=detach)

@@ -1,0 +1,173 @@
+"""SLURM launcher: the sweep's workers as ONE job array, submitted through submitit.
+
+``--workers N`` array tasks each run the same worker loop (:class:`SlurmWorker`) against the shared
+study store until nothing waits or runs. Attached (the default), this process watches the store
+with the local launcher's loop (:func:`.poll.watch`) until every array task has ended; detached,
+it returns once the array is submitted. Either way the job id is recorded in the sweep's studies
+(user attribute ``slurm_jobs``) for ``lorasweep status`` and ``lorasweep cancel``.
+
+The storage URL may hold a password, so it is never pickled into the job, written into a job
+script or log: the workers read it from ``LORASWEEP_STORAGE_URL`` when set in their environment,
+else from a file only its owner can read (``~/.lorasweep/storage/<hash>.url``, mode 0600).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from ..sweep.worker import TrialEvents, WorkerSummary
+from .base import Launcher, LaunchError, StoppedWatching, WorkerDied, register
+
+__all__ = ["URL_ENV", "SlurmLauncher", "SlurmOptions", "SlurmWorker", "url_file"]
+
+URL_ENV = "LORASWEEP_STORAGE_URL"
+
+
+@dataclasses.dataclass
+class SlurmOptions:
+    """sbatch settings, named as submitit names them (``--set launcher.partition=gpu``)."""
+
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    time_min: int = 24 * 60  # the array tasks' time limit, minutes
+    gpus_per_task: int = 1  # 0: no GPU requested
+    cpus_per_task: int | None = None
+    mem_gb: float | None = None
+    array_parallelism: int | None = None  # at most this many tasks at once (--array=0-N%P)
+    constraint: str | None = None
+    setup: list[str] = dataclasses.field(default_factory=list)  # shell lines before the worker
+    additional: dict[str, Any] = dataclasses.field(default_factory=dict)  # any other sbatch option
+    folder: str | None = None  # job scripts and logs; default: logs/slurm beside the runs folder
+
+    def validate(self) -> None:
+        from .base import LauncherError
+
+        for name in ("time_min", "cpus_per_task", "array_parallelism"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise LauncherError(f"launcher option {name} must be positive, got {value}")
+        if self.gpus_per_task < 0 or (self.mem_gb is not None and self.mem_gb <= 0):
+            raise LauncherError("launcher options gpus_per_task (>= 0) and mem_gb (> 0) are out of range")
+
+    def sbatch(self, workers: int) -> dict[str, Any]:
+        """The parameters of ``submitit.SlurmExecutor.update_parameters``."""
+        params: dict[str, Any] = {"time": self.time_min, "job_name": "lorasweep",
+                                  "array_parallelism": self.array_parallelism or workers}
+        for name in ("partition", "account", "qos", "cpus_per_task", "constraint"):
+            if getattr(self, name) is not None:
+                params[name] = getattr(self, name)
+        if self.gpus_per_task:
+            params["gpus_per_task"] = self.gpus_per_task
+        if self.mem_gb is not None:
+            params["mem"] = f"{int(self.mem_gb * 1024)}MB"
+        if self.setup:
+            params["setup"] = list(self.setup)
+        if self.additional:
+            params["additional_parameters"] = dict(self.additional)
+        return params
+
+
+def url_file(url: str) -> Path:
+    """Write ``url`` to a file only its owner can read; the workers' way to the store."""
+    folder = Path.home() / ".lorasweep" / "storage"
+    folder.mkdir(parents=True, exist_ok=True)
+    folder.chmod(0o700)
+    path = folder / (hashlib.sha1(url.encode()).hexdigest()[:16] + ".url")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(url)
+    path.chmod(0o600)
+    return path
+
+
+@dataclasses.dataclass
+class SlurmWorker:
+    """One array task: the worker loop over the sweep's studies. Picklable; holds no secret.
+
+    A plain callable object, so that it can become a ``submitit.helpers.Checkpointable``
+    (requeued on preemption or time limit) without changing what it holds or how it is called.
+    """
+
+    url_file: str
+    study_names: list[str]
+
+    def storage_url(self) -> str:
+        return os.environ.get(URL_ENV) or Path(self.url_file).read_text().strip()
+
+    def __call__(self, index: int) -> dict[str, int]:
+        from ..sweep.worker import run_worker
+
+        summary = run_worker(self.storage_url(), self.study_names)
+        print(f"array task {index} done: {summary}", flush=True)
+        return dataclasses.asdict(summary)
+
+
+def _record_job(storage_url: str, study_names: list[str], job: str, tasks: int, folder: Path) -> None:
+    import optuna
+
+    from ..sweep.store import open_storage
+
+    storage = open_storage(storage_url, create=False)
+    entry = {"job": job, "tasks": tasks, "folder": str(folder), "submitted": time.time()}
+    for name in study_names:
+        study = optuna.load_study(study_name=name, storage=storage)
+        study.set_user_attr("slurm_jobs", [*study.user_attrs.get("slurm_jobs", []), entry])
+
+
+def _ended(job: Any) -> str | None:
+    """None if the array task finished its loop; else how it ended (CANCELLED, FAILED, ...)."""
+    try:
+        job.result()
+        return None
+    except Exception:  # submitit's UncompletedJobError / FailedJobError: the task died
+        return (job.state or "UNKNOWN").split()[0]
+
+
+@register
+class SlurmLauncher(Launcher):
+    key = "slurm"
+    summary = "one SLURM job array through submitit (--workers = array tasks); shared store needed"
+    Options = SlurmOptions
+    can_detach = True
+
+    def submit(self, storage_url: str, study_names: list[str]) -> list[Any]:
+        """Submit the array; returns submitit's jobs (one per array task)."""
+        import submitit
+
+        folder = Path(self.options.folder) if self.options.folder else self.log_dir / "slurm"
+        executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=0)
+        executor.update_parameters(**self.options.sbatch(self.workers))
+        worker = SlurmWorker(str(url_file(storage_url)), list(study_names))
+        try:
+            jobs = executor.map_array(worker, range(self.workers))
+        except Exception as err:  # sbatch refused (bad partition, account, limits)
+            reason = " ".join(str(err).split())[-400:]
+            raise LaunchError(f"sbatch refused the job array: {reason}; check --set launcher.X") from None
+        self.submitted = [jobs[0].job_id.split("_")[0]]
+        _record_job(storage_url, study_names, self.submitted[0], self.workers, folder)
+        return jobs
+
+    def launch(self, storage_url: str, study_names: list[str], total: int,
+               events: TrialEvents) -> WorkerSummary:
+        from .poll import watch
+
+        jobs = self.submit(storage_url, study_names)
+        if self.detach:
+            return WorkerSummary()
+        try:
+            summary = watch(storage_url, study_names, events,
+                            alive=lambda: not all(j.done() for j in jobs))
+        except KeyboardInterrupt:
+            raise StoppedWatching(self.submitted) from None
+        dead = [(j, how) for j in jobs if (how := _ended(j)) is not None]
+        if dead:
+            job, how = dead[0]
+            more = f" (and {len(dead) - 1} more)" if len(dead) > 1 else ""
+            raise WorkerDied(f"SLURM array task {job.job_id} ended {how}{more}: see {job.paths.stderr}")
+        return summary
