@@ -90,6 +90,7 @@ def run(
     pruner: Annotated[str | None, typer.Option("--pruner", show_default=_DEFAULT.pruner, help="none (every grid point runs to the end), median or successive-halving.")] = None,
     data_dir: Annotated[Path | None, typer.Option("--data-dir", metavar="DIR", help="Folder of the task's local data files, instead of the hub (the same as --set task.data_dir=DIR; a wrong layout is named in the error).")] = None,
     recipe: Annotated[Path | None, typer.Option("--recipe", help="A recipe YAML (flags override it).")] = None,
+    detach: Annotated[bool, typer.Option("--detach", help="With --launcher slurm: return once the job array is submitted (follow it with `lorasweep status`).")] = False,
     set_: Annotated[list[str] | None, typer.Option("--set", metavar="KEY=VALUE", help="Override any setting: train.steps=50, task.eval_limit=200, variant.ratio=8.")] = None,
     allow_any_lr: Annotated[bool, typer.Option("--allow-any-lr", help="Accept learning rates above 10 (refused as typos otherwise).")] = False,
 ) -> None:
@@ -126,10 +127,17 @@ def run(
         spec.validate()
     except _user_errors() as err:
         _fail(str(err))
-    _run(spec)
+    _run(spec, detach)
 
 
-def _run(spec: Any) -> None:
+def _follow(spec: Any) -> str:
+    """The options that name this sweep's store in a printed command (password masked)."""
+    from .sweep.store import storage_label
+
+    return f"--sweep {spec.name}" + (f" --storage {storage_label(spec.storage)}" if spec.storage else "")
+
+
+def _run(spec: Any, detach: bool = False) -> None:
     from .launch.progress import SweepProgress
     from .sweep.run import run_sweep
     from .text import format_lrs, plain, plural
@@ -141,16 +149,28 @@ def _run(spec: Any) -> None:
                                   f"{how}{plural(len(spec.lrs), 'learning rate')} ({format_lrs(spec.lrs)})"
                                   f" x {plural(len(spec.seeds), 'seed')}"),
         highlight=False, soft_wrap=True)
-    from .launch import LaunchError, WorkerDied
+    from .launch import LaunchError, StoppedWatching, WorkerDied
 
     try:
         outcome = run_sweep(spec, progress_factory=lambda total: SweepProgress(
-            total, err_console, workers=spec.workers if spec.launcher != "inline" else 1))
+            total, err_console, workers=spec.workers if spec.launcher != "inline" else 1),
+            detach=detach)
     except _user_errors() as err:
         _fail(str(err))
     except (WorkerDied, LaunchError) as err:
         err_console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
+    except StoppedWatching as stop:
+        console.print(f"stopped watching; SLURM job {', '.join(stop.jobs)} keeps running. Follow it: "
+                      f"lorasweep status {_follow(spec)}; stop it: lorasweep cancel {_follow(spec)}",
+                      highlight=False, soft_wrap=True)
+        raise typer.Exit(130) from None
+    if outcome.detached:
+        pending = sum(x.enqueued + x.waiting for x in outcome.syncs)
+        console.print(f"submitted SLURM job {', '.join(outcome.jobs) or '(none: nothing to run)'} "
+                      f"for {plural(pending, 'trial')}. Follow it: lorasweep status {_follow(spec)}; "
+                      f"stop it: lorasweep cancel {_follow(spec)}", highlight=False, soft_wrap=True)
+        return
     s = outcome.summary
     for study, reason in s.stopped.items():
         err_console.print(
@@ -306,6 +326,33 @@ def status(sweep: SweepOpt = None, storage: StorageOpt = None, as_json: JsonOpt 
     running = [(s, t) for s in studies for t in s["running_trials"]]
     if running:
         console.print(running_table(running))
+    _print_jobs(storage, sweep)
+
+
+def _print_jobs(storage: str | None, sweep: str | None) -> None:
+    """The sweeps' SLURM jobs, with their array tasks' states (none printed if there are none)."""
+    from .launch.jobs import jobs_table, sweep_jobs
+
+    jobs = sweep_jobs(storage, sweep)
+    if jobs:
+        console.print(jobs_table(jobs))
+
+
+@app.command()
+def cancel(sweep: SweepOpt = None, storage: StorageOpt = None) -> None:
+    """Cancel a sweep's SLURM jobs; their running trials go back to waiting at once."""
+    from .launch.jobs import cancel_sweep
+    from .text import plural
+
+    try:
+        done = cancel_sweep(storage, sweep)
+    except _user_errors() as err:
+        _fail(str(err))
+    if not done.jobs:
+        console.print("no active SLURM job" + (f" for sweep {sweep}" if sweep else ""), highlight=False)
+        return
+    console.print(f"cancelled SLURM job {', '.join(done.jobs)}; {plural(done.freed, 'running trial')} "
+                  "back to waiting (the next `lorasweep run` takes them up)", highlight=False)
 
 
 @app.command()

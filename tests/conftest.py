@@ -325,3 +325,31 @@ def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from helpers import make_tiny_bert
 
     return make_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
+
+
+# ---------------------------------------------------------------------------- SLURM
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> str:
+    """A real single-node SLURM cluster with accounting, brought up by scripts/slurm-local.sh
+    (idempotent: a cluster that already runs is used as it is). Skipped where SLURM is not
+    installed, or we are not root; under CI it must be there, and these tests fail instead."""
+    script = Path(__file__).resolve().parents[1] / "scripts" / "slurm-local.sh"
+    if shutil.which("sbatch") is None or shutil.which("slurmctld") is None:
+        if _in_ci():
+            pytest.fail("SLURM is not installed in CI: .ci/run must run scripts/slurm-local.sh up",
+                        pytrace=False)
+        pytest.skip("SLURM is not installed: sudo bash scripts/slurm-local.sh up")
+    if os.geteuid() != 0:
+        if _in_ci():
+            pytest.fail("the SLURM tests need root in CI", pytrace=False)
+        pytest.skip("the local SLURM cluster is started as root")
+    proc = subprocess.run(["bash", str(script), "up"], stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0:
+        message = f"scripts/slurm-local.sh up failed: {proc.stderr[-2000:]}"
+        if _in_ci():
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    return proc.stdout.strip()

@@ -197,3 +197,21 @@ def write_metamathqa(root: Path, n_problems: int = 20) -> Path:
     with (root / "metamathqa.jsonl").open("w") as handle:
         handle.writelines(json.dumps(r) + "\n" for r in rows)
     return root
+
+
+def standin_trial(spec, reporter):
+    """A stand-in for ``run_trial`` in tests of the scheduling alone (set through
+    ``LORASWEEP_TRIAL_FUNCTION=helpers:standin_trial``): it sleeps ``LORASWEEP_TEST_TRIAL_S``
+    seconds (default 0) in steps, reporting them, and scores the learning rate."""
+    import os
+    import time
+    from types import SimpleNamespace
+
+    seconds = float(os.environ.get("LORASWEEP_TEST_TRIAL_S", "0"))
+    steps = 10
+    reporter.on_start(steps)
+    for step in range(1, steps + 1):
+        time.sleep(seconds / steps)
+        reporter.on_step(step, 1.0 / step)
+    return SimpleNamespace(value=float(spec.lr), pruned=False,
+                           metrics={"validation_accuracy": float(spec.lr)}, attrs={"standin": True})

@@ -138,12 +138,14 @@ def get_launcher(key: str, workers: int = 1, runs_dir: str | Path = RUNS_DIR,
 
 def _coerce(value: Any, hint: Any, what: str) -> Any:
     """CLI strings and YAML values into the option's declared type."""
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    import types
+
+    optional = typing.get_origin(hint) in (typing.Union, types.UnionType)
     if value is None:
-        if type(None) in typing.get_args(hint):
+        if optional and type(None) in typing.get_args(hint):
             return None
         raise LauncherError(f"{what} cannot be empty")
-    kind = args[0] if args and typing.get_origin(hint) is not None and len(args) == 1 else hint
+    kind = next(a for a in typing.get_args(hint) if a is not type(None)) if optional else hint
     if typing.get_origin(kind) in (list, tuple):
         items = value if isinstance(value, (list, tuple)) else [value]
         if not all(isinstance(i, str) for i in items):

@@ -10,7 +10,7 @@ from lorasweep.launch import LauncherError, get_launcher, get_launcher_class, la
 
 def test_registry_has_one_launcher_per_file():
     registry = launcher_registry()
-    assert {"inline", "local"} <= set(registry)
+    assert set(registry) == {"inline", "local", "slurm"}
     for key, cls in registry.items():
         assert cls.key == key and cls.__module__ == f"lorasweep.launch.{key}"
 
@@ -35,3 +35,33 @@ def test_bad_launcher_value_is_one_config_error():
         SweepSpec.from_dict({"launcher": 3})
     with pytest.raises(ConfigError, match="unknown launcher"):
         SweepSpec(launcher="nope")._validate_launcher()
+
+
+def test_slurm_refuses_the_default_sqlite_store_without_writing(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from lorasweep.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["run", "--launcher", "slurm", "--workers", "3"])
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    error = [line for line in lines if line.startswith("error:")]
+    assert len(error) == 1 and "SQLite" in error[0] and "journal:" in error[0] and "PostgreSQL" in error[0]
+    assert not any(tmp_path.iterdir())  # no store, no run folder
+
+
+def test_slurm_options_are_checked_and_mapped_to_submitit():
+    from lorasweep.launch.slurm import SlurmLauncher
+
+    opts = SlurmLauncher.parse_options({"partition": "gpu", "time_min": "90", "gpus_per_task": 2,
+                                        "mem_gb": 16, "setup": "module load cuda",
+                                        "additional": {"exclusive": True}})
+    params = opts.sbatch(workers=4)
+    assert params["partition"] == "gpu" and params["time"] == 90 and params["gpus_per_task"] == 2
+    assert params["mem"] == "16384MB" and params["setup"] == ["module load cuda"]
+    assert params["array_parallelism"] == 4 and params["additional_parameters"] == {"exclusive": True}
+    with pytest.raises(LauncherError, match="time_min must be a int|time_min"):
+        SlurmLauncher.parse_options({"time_min": "soon"})
+    with pytest.raises(LauncherError, match="positive"):
+        SlurmLauncher.parse_options({"cpus_per_task": 0})
