@@ -65,3 +65,20 @@ def test_slurm_options_are_checked_and_mapped_to_submitit():
         SlurmLauncher.parse_options({"time_min": "soon"})
     with pytest.raises(LauncherError, match="positive"):
         SlurmLauncher.parse_options({"cpus_per_task": 0})
+
+
+def test_slurm_study_recipe_is_the_study_on_a_cluster():
+    from pathlib import Path
+
+    from lorasweep.config import load_recipe
+
+    root = Path(__file__).resolve().parents[2] / "recipes"
+    cluster, study = load_recipe(root / "slurm-study-gsm8k.yaml"), load_recipe(root / "study-gsm8k.yaml")
+    assert (root / "slurm-study-gsm8k.yaml").read_text().startswith(
+        "# lorasweep run --recipe recipes/slurm-study-gsm8k.yaml")
+    for key in ("storage", "launcher", "workers"):
+        cluster.pop(key)
+    assert cluster == study  # the same sweep: same studies, settings and grid
+    spec = SweepSpec.from_dict(load_recipe(root / "slurm-study-gsm8k.yaml"))
+    spec._validate_launcher()
+    assert spec.launcher == "slurm" and spec.storage.startswith("journal:") and len(spec.lrs) == 8
