@@ -20,7 +20,6 @@ from typer.testing import CliRunner
 
 from lorasweep.cli import app
 from lorasweep.config import SweepSpec, TrainConfig, VariantSpec
-from lorasweep.launch import WorkerDied
 from lorasweep.launch.jobs import job_states
 from lorasweep.sweep.run import run_sweep
 from lorasweep.sweep.store import open_storage
