@@ -9,6 +9,14 @@ it returns once the array is submitted. Either way the job id is recorded in the
 The storage URL may hold a password, so it is never pickled into the job, written into a job
 script or log: the workers read it from ``LORASWEEP_STORAGE_URL`` when set in their environment,
 else from a file only its owner can read (``~/.lorasweep/storage/<hash>.url``, mode 0600).
+
+Preemption and time limits: SLURM sends SIGUSR2 ``signal_delay_s`` seconds before a task's time
+limit (and on preemption, with a grace time); SIGTERM on ``scontrol requeue`` or ``scancel``. The
+worker checkpoints its trial at the next step boundary, fails it with the reason and enqueues its
+grid point again, then hands the signal to submitit, which calls :meth:`SlurmWorker.checkpoint`
+and requeues the task (at most ``max_num_timeout`` times for time limits). The requeued task runs
+the same worker loop, picks the point up again and resumes from the checkpoint. The delay must
+cover one training step plus one checkpoint save: signals are acted on only between steps.
 """
 
 from __future__ import annotations
@@ -20,12 +28,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+from submitit.helpers import Checkpointable, DelayedSubmission
+
 from ..sweep.worker import TrialEvents, WorkerSummary
 from .base import Launcher, LaunchError, StoppedWatching, WorkerDied, register
 
 __all__ = ["URL_ENV", "SlurmLauncher", "SlurmOptions", "SlurmWorker", "url_file"]
 
 URL_ENV = "LORASWEEP_STORAGE_URL"
+_KILL_WAIT_S = 600  # longer than any KillWait: SIGKILL follows SIGTERM within it
 
 
 @dataclasses.dataclass
@@ -44,6 +55,8 @@ class SlurmOptions:
     setup: list[str] = dataclasses.field(default_factory=list)  # shell lines before the worker
     additional: dict[str, Any] = dataclasses.field(default_factory=dict)  # any other sbatch option
     folder: str | None = None  # job scripts and logs; default: logs/slurm beside the runs folder
+    signal_delay_s: int = 120  # SIGUSR2 this long before the time limit: one step + a checkpoint
+    max_num_timeout: int = 3  # requeues after reaching the time limit (preemptions: unbounded)
 
     def validate(self) -> None:
         from .base import LauncherError
@@ -54,10 +67,18 @@ class SlurmOptions:
                 raise LauncherError(f"launcher option {name} must be positive, got {value}")
         if self.gpus_per_task < 0 or (self.mem_gb is not None and self.mem_gb <= 0):
             raise LauncherError("launcher options gpus_per_task (>= 0) and mem_gb (> 0) are out of range")
+        if self.signal_delay_s <= 0 or self.signal_delay_s >= self.time_min * 60:
+            raise LauncherError(f"launcher option signal_delay_s must be > 0 and below time_min "
+                                f"({self.time_min * 60} s), got {self.signal_delay_s}: e.g. "
+                                f"--set launcher.signal_delay_s=120")
+        if self.max_num_timeout < 0:
+            raise LauncherError(f"launcher option max_num_timeout must be >= 0, got "
+                                f"{self.max_num_timeout}: e.g. --set launcher.max_num_timeout=3")
 
     def sbatch(self, workers: int) -> dict[str, Any]:
         """The parameters of ``submitit.SlurmExecutor.update_parameters``."""
         params: dict[str, Any] = {"time": self.time_min, "job_name": "lorasweep",
+                                  "signal_delay_s": self.signal_delay_s,
                                   "array_parallelism": self.array_parallelism or workers}
         for name in ("partition", "account", "qos", "cpus_per_task", "constraint"):
             if getattr(self, name) is not None:
@@ -87,11 +108,12 @@ def url_file(url: str) -> Path:
 
 
 @dataclasses.dataclass
-class SlurmWorker:
+class SlurmWorker(Checkpointable):
     """One array task: the worker loop over the sweep's studies. Picklable; holds no secret.
 
-    A plain callable object, so that it can become a ``submitit.helpers.Checkpointable``
-    (requeued on preemption or time limit) without changing what it holds or how it is called.
+    A ``submitit.helpers.Checkpointable``: on preemption or time limit submitit calls
+    :meth:`checkpoint` and requeues the task with what it returns. The trial's own state is in its
+    checkpoint under the run folder, so the resubmission is this same worker and array index.
     """
 
     url_file: str
@@ -101,11 +123,25 @@ class SlurmWorker:
         return os.environ.get(URL_ENV) or Path(self.url_file).read_text().strip()
 
     def __call__(self, index: int) -> dict[str, int]:
-        from ..sweep.worker import run_worker
+        import signal
 
-        summary = run_worker(self.storage_url(), self.study_names)
+        from ..sweep.worker import run_worker
+        from ..train.signals import StopRequests
+
+        with StopRequests() as stops:  # what stopped the worker, after it saved and re-enqueued
+            summary = run_worker(self.storage_url(), self.study_names)
+        if stops.signum is not None:
+            print(f"array task {index} stopped by {signal.Signals(stops.signum).name}", flush=True)
+            stopped_by = stops.signum
+            stops.forward()  # submitit: SIGUSR2 -> checkpoint() and requeue (it exits here)
+            if stopped_by == signal.SIGTERM:  # SLURM ends the task (requeue, scancel, preemption)
+                time.sleep(_KILL_WAIT_S)  # and kills it soon: no result, or it would look done
         print(f"array task {index} done: {summary}", flush=True)
         return dataclasses.asdict(summary)
+
+    def checkpoint(self, index: int) -> DelayedSubmission:
+        """The task's resubmission: the same worker loop (it resumes the stopped trial)."""
+        return DelayedSubmission(self, index)
 
 
 def _record_job(storage_url: str, study_names: list[str], job: str, tasks: int, folder: Path) -> None:
@@ -141,7 +177,7 @@ class SlurmLauncher(Launcher):
         import submitit
 
         folder = Path(self.options.folder) if self.options.folder else self.log_dir / "slurm"
-        executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=0)
+        executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=self.options.max_num_timeout)
         executor.update_parameters(**self.options.sbatch(self.workers))
         worker = SlurmWorker(str(url_file(storage_url)), list(study_names))
         try:

@@ -82,3 +82,24 @@ def test_slurm_study_recipe_is_the_study_on_a_cluster():
     spec = SweepSpec.from_dict(load_recipe(root / "slurm-study-gsm8k.yaml"))
     spec._validate_launcher()
     assert spec.launcher == "slurm" and spec.storage.startswith("journal:") and len(spec.lrs) == 8
+
+
+def test_slurm_requeue_options_and_the_worker_resubmits_itself():
+    import pickle
+
+    from submitit.helpers import Checkpointable, DelayedSubmission
+
+    from lorasweep.launch.slurm import SlurmLauncher, SlurmWorker
+
+    opts = SlurmLauncher.parse_options({"time_min": 2, "signal_delay_s": "45", "max_num_timeout": 4})
+    assert opts.sbatch(workers=1)["signal_delay_s"] == 45 and opts.max_num_timeout == 4
+    for bad, match in (({"signal_delay_s": 0}, "signal_delay_s"),
+                       ({"time_min": 1, "signal_delay_s": 60}, "below time_min"),
+                       ({"max_num_timeout": -1}, "max_num_timeout")):
+        with pytest.raises(LauncherError, match=match):
+            SlurmLauncher.parse_options(bad)
+    worker = SlurmWorker("/nonexistent/url", ["a", "b"])
+    assert isinstance(worker, Checkpointable)
+    again = pickle.loads(pickle.dumps(worker.checkpoint(3)))  # submitit pickles the resubmission
+    assert isinstance(again, DelayedSubmission) and again.args == (3,)
+    assert again.function == worker and again.function is not worker
