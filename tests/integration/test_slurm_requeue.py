@@ -1,4 +1,4 @@
-"""SLURM requeues: a task requeued mid-trial resumes its trial from its checkpoint.
+"""SLURM requeues: a task requeued mid-trial, or reaching its time limit, resumes its trial.
 
 The array tasks run the real trial (a tiny BERT, the real training loop and checkpoints) against
 a real journal store on the single-node cluster (scripts/slurm-local.sh). ``scontrol requeue``
@@ -101,4 +101,22 @@ def test_scontrol_requeue_resumes_the_trial(tiny_bert_dir, tmp_path, job_env):
     assert done[0].user_attrs["steps"] == 600 and done[0].user_attrs["retry"] == 1
     assert done[0].user_attrs["attempt"] == 0  # a stop does not use the retry budget
     assert not list((tmp_path / "out" / "runs").rglob("*.pt"))  # the checkpoint went with completion
+
+
+def test_time_limit_requeues_until_the_trial_completes(tiny_bert_dir, tmp_path, job_env):
+    # SLURM sends --signal up to 60 s early: a 2-minute limit, so SIGUSR2 comes mid-trial
+    spec = _spec(tiny_bert_dir, tmp_path, steps=6000, every=200, time_min=2,
+                 signal_delay_s=30, max_num_timeout=4)
+    proc = _start(spec, tmp_path)
+    stdout, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 0, stderr[-2000:]
+    steps, done = _stops(spec)
+    reasons = [t.user_attrs["fail_reason"] for t in _trials(spec) if t.state == TrialState.FAIL]
+    assert all(r.startswith("stopped by SIGUSR2") for r in reasons), reasons  # the time limit's
+    print(f"time limit: stopped at steps {steps}, completed resumed from "
+          f"{[t.user_attrs['resumed_from_step'] for t in done]}")
+    assert steps and steps[0] > 0 and steps == sorted(steps) and len(set(steps)) == len(steps)
+    assert len(done) == 1
+    assert done[0].user_attrs["resumed_from_step"] == steps[-1]
+    assert done[0].user_attrs["resumes"] == len(steps) and done[0].user_attrs["attempt"] == 0
 
