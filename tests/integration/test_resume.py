@@ -27,6 +27,9 @@ from lorasweep.sweep.store import open_storage
 from lorasweep.sweep.study import grid_point, study_name
 
 REPO = Path(__file__).resolve().parents[2]
+#: Long enough that the trial is still training when the stop arrives (the signal reaches the
+#: local launcher's worker only after the parent's next poll); each step is milliseconds here.
+STEPS = 400
 
 _SWEEP = """
 import sys
@@ -40,7 +43,7 @@ def _spec(model: Path, tmp_path: Path, launcher: str) -> SweepSpec:
     return SweepSpec(
         name="resume", model=str(model), task="sentiment", launcher=launcher,
         variants=[VariantSpec("lora", rank=4, alpha=8)], lrs=[1e-3], seeds=[0],
-        train=TrainConfig(steps=20, batch_size=8, max_length=32, checkpoint_every=5),
+        train=TrainConfig(steps=STEPS, batch_size=8, max_length=32, checkpoint_every=5),
         task_options={"eval_limit": 8}, storage=f"sqlite:///{tmp_path / 's.db'}",
         runs_dir=str(tmp_path / "runs"),
     )
@@ -95,5 +98,5 @@ def test_stopped_sweep_resumes_its_trial(tiny_bert_dir, tmp_path, launcher, sig)
     done = [t for t in _study(spec).get_trials() if t.state == TrialState.COMPLETE]
     assert len(done) == 1
     assert done[0].user_attrs["resumed_from_step"] == saved_at
-    assert done[0].user_attrs["resumes"] == 1 and done[0].user_attrs["steps"] == 20
+    assert done[0].user_attrs["resumes"] == 1 and done[0].user_attrs["steps"] == STEPS
     assert not list((tmp_path / "runs").rglob("*.pt"))  # the checkpoint went with completion
