@@ -186,10 +186,14 @@ def _run(spec: Any, detach: bool = False) -> None:
         console.print(f"{plural(outcome.running, 'trial')} still running elsewhere (their "
                       "workers' heartbeats are alive).", highlight=False)
     _print_where(spec)
-    if outcome.missing:
-        err_console.print(f"[bold red]error:[/] {plural(outcome.missing, 'grid point')} failed after "
+    # A study stopped by its first trials' shared error was named above; its queued points are
+    # not "failed after retries".
+    missing = sum(g.missing + g.waiting for g in outcome.final if g.study not in s.stopped)
+    if missing:
+        err_console.print(f"[bold red]error:[/] {plural(missing, 'grid point')} failed after "
                           f"{spec.max_retries} retries: their errors are in `lorasweep status` "
                           "and the report; fix the cause and rerun", highlight=False)
+    if missing or s.stopped:
         raise typer.Exit(1)
 
 

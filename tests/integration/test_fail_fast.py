@@ -38,7 +38,13 @@ def test_a_setup_error_stops_the_study_after_its_first_trials(tiny_bert_dir, tmp
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "first trials all failed" in errors[0], out
     (summary,) = optuna.get_all_study_summaries(f"sqlite:///{store}")
-    states = [t.state for t in optuna.load_study(study_name=summary.study_name,
-                                                 storage=f"sqlite:///{store}").get_trials()]
-    assert states.count(TrialState.FAIL) == SAME_FAILURES_TO_STOP
-    assert states.count(TrialState.WAITING) == 4 - SAME_FAILURES_TO_STOP  # not run, still queued
+    trials = optuna.load_study(study_name=summary.study_name,
+                               storage=f"sqlite:///{store}").get_trials()
+    failed = [t.user_attrs["grid_point"] for t in trials if t.state == TrialState.FAIL]
+    waiting = [t.user_attrs["grid_point"] for t in trials if t.state == TrialState.WAITING]
+    assert len(failed) == SAME_FAILURES_TO_STOP and len(set(failed)) == len(failed)
+    assert len(waiting) == len(set(waiting))  # no grid point queued twice
+    # The points that never ran stay queued (a failed point may be queued again for its retry).
+    points = {t.user_attrs["grid_point"] for t in trials}
+    assert len(points) == 4 and points - set(failed) <= set(waiting)
+    assert len(trials) == len(failed) + len(waiting)  # nothing ran past the stop
