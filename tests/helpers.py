@@ -215,3 +215,30 @@ def standin_trial(spec, reporter):
         reporter.on_step(step, 1.0 / step)
     return SimpleNamespace(value=float(spec.lr), pruned=False,
                            metrics={"validation_accuracy": float(spec.lr)}, attrs={"standin": True})
+
+
+class _PacedReporter:
+    """Passes everything to ``inner``; each optimizer step lasts at least ``pace`` seconds."""
+
+    def __init__(self, inner, pace: float):
+        self._inner, self._pace = inner, pace
+
+    def on_step(self, step, loss):
+        import time
+
+        time.sleep(self._pace)
+        self._inner.on_step(step, loss)
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+
+def paced_trial(spec, reporter):
+    """The real ``run_trial`` whose steps last at least ``LORASWEEP_TEST_STEP_S`` seconds
+    (``LORASWEEP_TRIAL_FUNCTION=helpers:paced_trial``): tests that race a trial against a
+    scheduler's clock (time limits) need a trial length that does not depend on the machine."""
+    import os
+
+    from lorasweep.train.trial import run_trial
+
+    return run_trial(spec, _PacedReporter(reporter, float(os.environ.get("LORASWEEP_TEST_STEP_S", "0"))))

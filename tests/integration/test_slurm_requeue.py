@@ -104,11 +104,17 @@ def test_scontrol_requeue_resumes_the_trial(tiny_bert_dir, tmp_path, job_env):
 
 
 def test_time_limit_requeues_until_the_trial_completes(tiny_bert_dir, tmp_path, job_env):
-    # SLURM sends --signal up to 60 s early: a 2-minute limit, so SIGUSR2 comes mid-trial
-    spec = _spec(tiny_bert_dir, tmp_path, steps=6000, every=200, time_min=2,
+    # A 2-minute limit with SIGUSR2 30 s before it, which SLURM may send up to 60 s early: the
+    # signal comes 30-90 s into a task. The trial is paced to ~90 s of training (900 steps of at
+    # least 0.1 s), so the first task is always stopped mid-trial on any machine, and every
+    # requeued task makes >= 20 s of progress: it completes within max_num_timeout requeues.
+    job_env.setenv("LORASWEEP_TRIAL_FUNCTION", "helpers:paced_trial")
+    job_env.setenv("LORASWEEP_TEST_STEP_S", "0.1")
+    job_env.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), str(ROOT / "tests")]))
+    spec = _spec(tiny_bert_dir, tmp_path, steps=900, every=50, time_min=2,
                  signal_delay_s=30, max_num_timeout=4)
     proc = _start(spec, tmp_path)
-    stdout, stderr = proc.communicate(timeout=600)
+    stdout, stderr = proc.communicate(timeout=1200)  # each requeue waits ~2.5 min pending
     assert proc.returncode == 0, stderr[-2000:]
     steps, done = _stops(spec)
     reasons = [t.user_attrs["fail_reason"] for t in _trials(spec) if t.state == TrialState.FAIL]
