@@ -8,7 +8,10 @@ and 2-3 step solutions written like GSM8K's. Every solution ends in ``#### N``; 
 budget follows the level (:data:`BUDGETS`).
 Each split comes from its own fixed seed (test, then validation, then train), and a question
 that appears in an earlier split is never repeated in a later one, so the splits are stable and
-disjoint. Same prompt, generation and metric (exact match) as ``gsm8k``: the embedded model
+disjoint. Same prompt and generation as ``gsm8k``; the metric is exact match of the number
+after ``####`` (option ``match``: ``strict``, the default, scores only answers written in the
+format the task teaches, as GSM8K's "strict-match"; ``flexible`` extracts like ``gsm8k``, which
+credits an untrained model's stray sums). The embedded model
 (SmolLM2-135M-Instruct) can show a learning-rate curve on a laptop, with no download.
 """
 
@@ -186,6 +189,9 @@ def make_problems(n: int, seed: int, exclude: set[str] | frozenset[str] = frozen
 @dataclasses.dataclass
 class ArithOptions(MathOptions):
     level: int = 1  # 1 (one + or - of 2-digit numbers), 2 (two steps) or 3 (2-3 step problems)
+    #: "strict": only a final answer written as ``#### N`` counts (the format the task teaches);
+    #: "flexible": also "the answer is N" or, failing any marker, the last number of the text.
+    match: str = "strict"
     max_new_tokens: int | None = None  # default: what the level's solutions need (BUDGETS)
     eval_batch_size: int | None = 64  # on a CPU, decoding a few more rows costs little
     train_size: int = 2000
@@ -217,6 +223,9 @@ class Arith(MathTask):
         if self.options.level not in LEVELS:
             raise TaskError(f"task.level must be one of {', '.join(map(str, LEVELS))}, "
                             f"got {self.options.level!r} (e.g. --set task.level=1)")
+        if self.options.match not in ("strict", "flexible"):
+            raise TaskError(f"task.match must be strict or flexible, got {self.options.match!r} "
+                            "(e.g. --set task.match=flexible)")
 
     def load(self) -> TaskData:
         o = self.options

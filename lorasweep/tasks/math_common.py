@@ -44,8 +44,12 @@ class MathTask(GenerationTask):
         return written.end() if written else None
 
     def score(self, examples: list[dict[str, Any]], texts: list[list[str]]) -> float:
-        """Exact match of the (first) solution's final answer, in [0, 1]."""
-        return accuracy_of_texts([t[0] for t in texts], [e["answer"] for e in examples])
+        """Exact match of the (first) solution's final answer, in [0, 1].
+
+        Flexible extraction unless the task's option ``match`` is ``"strict"`` (``#### N`` only).
+        """
+        strict = getattr(self.options, "match", "flexible") == "strict"
+        return accuracy_of_texts([t[0] for t in texts], [e["answer"] for e in examples], strict)
 
     def generate_text(self, model: Any, tokenizer: Any, examples: list[dict[str, Any]],
                       batch_size: int, max_length: int, autocast: Any) -> list[str]:

@@ -87,6 +87,32 @@ def test_exact_match(pred, gold, hit):
     assert exact_match(pred, gold) is hit
 
 
+@pytest.mark.parametrize(("text", "flexible", "strict"), [
+    ("17 + 36 = 53 candles.\n#### 53", "53", "53"),
+    ("#### 1,000", "1000", "1000"),
+    ("She has 17 + 36 = 53 candles.", "53", None),  # no marker: flexible takes the last number
+    ("The answer is 53.", "53", None),  # another marker: strict reads only ####
+    ("\\boxed{53}", "53", None),
+    ("#### 12 then #### 53\n", "53", "53"),  # the last #### that has a number
+    ("#### unknown.\nSo 53", "53", None),  # a marker without a number: no strict answer
+    ("", None, None),
+])
+def test_strict_extraction_reads_only_the_gsm8k_marker(text, flexible, strict):
+    assert extract_answer(text) == flexible
+    assert extract_answer(text, strict=True) == strict
+
+
+def test_strict_exact_match_applies_to_the_prediction_only():
+    gold = "Zoe has 17 + 36 = 53 candles.\n#### 53"
+    assert exact_match("Zoe has 53 candles.", gold) is True
+    assert exact_match("Zoe has 53 candles.", gold, strict=True) is False
+    assert exact_match("Zoe has 53 candles.\n#### 53", gold, strict=True) is True
+    assert exact_match("#### 53", "53", strict=True) is True  # a bare gold number still counts
+    texts = ["The sum is 53.", "#### 53", "#### 54"]
+    assert accuracy_of_texts(texts, ["53"] * 3) == pytest.approx(2 / 3)
+    assert accuracy_of_texts(texts, ["53"] * 3, strict=True) == pytest.approx(1 / 3)
+
+
 def test_accuracy_of_texts():
     assert accuracy_of_texts(["#### 1", "#### 2", "#### 0"], ["1", "2", "3"]) == pytest.approx(2 / 3)
     with pytest.raises(ValueError, match="empty"):

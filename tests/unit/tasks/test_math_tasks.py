@@ -68,6 +68,7 @@ def test_gsm8k_defaults_follow_the_study():
     ("arith", {"train_size": -1}, "train_size"),
     ("arith", {"level": 4}, "task.level must be one of 1, 2, 3"),
     ("arith", {"trian_size": 5}, "unknown option 'trian_size'"),
+    ("arith", {"match": "loose"}, "task.match must be strict or flexible"),
     ("gsm8k", {"train": "math", "data_dir": "x"}, "task.train"),
     ("gsm8k", {"validation_size": 0, "data_dir": "x"}, "validation_size"),
 ])
@@ -116,6 +117,17 @@ def test_gold_answers_score_one_and_shuffled_answers_score_low():
     rng = random.Random(0)
     wrong = [f"The answer is {int(extract_answer(g)) + rng.randint(1, 9)}." for g in golds]
     assert accuracy_of_texts(wrong, golds) == 0.0
+
+
+def test_arith_scores_strictly_by_default_and_gsm8k_flexibly():
+    """arith credits only answers in the format it teaches; gsm8k extracts like its evaluations."""
+    examples = get_task("arith").load().test[:4]
+    sums = [[e["answer"].split("\n")[0]] for e in examples]  # the right working, no #### line
+    golds = [[e["answer"]] for e in examples]
+    assert get_task("arith").score(examples, golds) == 1.0
+    assert get_task("arith").score(examples, sums) == 0.0
+    assert get_task("arith", match="flexible").score(examples, sums) == 1.0
+    assert task_registry()["gsm8k"]().score(examples, sums) == 1.0
 
 
 # ---------------------------------------------------------------------------- collate
