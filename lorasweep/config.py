@@ -282,7 +282,9 @@ class SweepSpec:
             raise ConfigError(f"recipe key 'launcher' must be a name or a mapping with 'key', got {launcher!r}")
         if not isinstance(data.get("launcher_options", {}), dict):
             raise ConfigError("launcher options must be a mapping: e.g. --set launcher.partition=gpu")
-        variants = [_variant_from(v, shared) for v in _as_list(data.pop("variants", ["lora"]))]
+        task_cls = _task_class(data.get("task", cls.task))
+        default_variants = list(task_cls.default_variants) if task_cls is not None else ["lora"]
+        variants = [_variant_from(v, shared) for v in _as_list(data.pop("variants", default_variants))]
         if "lrs" in data:
             data["lrs"] = [_number(x, float, "learning rate", "lrs: [1e-5, 1e-4]")
                            for x in _as_list(data["lrs"])]
@@ -300,9 +302,9 @@ class SweepSpec:
             raise ConfigError(
                 f"unknown train setting {unknown[0]!r}: known are {', '.join(sorted(fields))}"
             )
-        task_cls = _task_class(data.get("task", cls.task))
         if task_cls is not None:
             data.setdefault("model", task_cls.default_model or cls.model)
+            data.setdefault("search", task_cls.default_search)
             if task_cls.default_lrs:
                 data.setdefault("lrs", list(task_cls.default_lrs))
         return cls(**data, variants=variants, train=_budget(task_cls, train),
@@ -409,8 +411,10 @@ def apply_overrides(data: dict[str, Any], assignments: list[str]) -> dict[str, A
         elif head == "launcher" and rest:
             data["launcher_options"] = {**_mapping(data, "launcher_options"), rest: value}
         elif head == "variant" and rest:
+            task_cls = _task_class(data.get("task", SweepSpec.task))
+            default = list(task_cls.default_variants) if task_cls is not None else ["lora"]
             variants = [dict(v) if isinstance(v, dict) else {"key": v}
-                        for v in _as_list(data.get("variants", ["lora"]))]
+                        for v in _as_list(data.get("variants", default))]
             spec_fields = {f.name for f in dataclasses.fields(VariantSpec)} - {"key", "options"}
             for v in variants:
                 if rest in spec_fields:  # variant.rank=4: a setting, not a variant option

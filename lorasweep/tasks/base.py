@@ -61,6 +61,10 @@ class Task(ABC):
     objective: ClassVar[str] = "final"
     default_train: ClassVar[dict[str, Any]] = {}
     default_lrs: ClassVar[tuple[float, ...]] = ()
+    #: The variants and the search a sweep of this task uses when it names none (the embedded
+    #: default compares three variants with the adaptive search; every other task: LoRA, grid).
+    default_variants: ClassVar[tuple[str, ...]] = ("lora",)
+    default_search: ClassVar[str] = "grid"
 
     def __init__(self, **options: Any):
         fields = {f.name for f in dataclasses.fields(self.Options)}
