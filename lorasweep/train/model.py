@@ -8,8 +8,10 @@ tasks' module). ``trust_remote_code`` stays off unless a recipe asks for it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
+import io
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -146,11 +148,19 @@ def _torch_dtype(options: ModelOptions, device_type: str):
 def _tokenizer(path: str, gguf: str | None, options: ModelOptions):
     from transformers import AutoTokenizer
 
-    kwargs = {"gguf_file": gguf} if gguf else {}
-    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=options.trust_remote_code, **kwargs)
+    tokenizer = _pretrained(AutoTokenizer, path, gguf, trust_remote_code=options.trust_remote_code)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+def _pretrained(auto_class: Any, path: str, gguf: str | None, **kwargs: Any) -> Any:
+    """``auto_class.from_pretrained``; a GGUF file is de-quantized without transformers' tqdm bar
+    (it writes straight to stderr, through the run's own progress display)."""
+    if not gguf:
+        return auto_class.from_pretrained(path, **kwargs)
+    with contextlib.redirect_stderr(io.StringIO()):  # logging handlers keep the real stream
+        return auto_class.from_pretrained(path, gguf_file=gguf, **kwargs)
 
 
 @register_builder("sequence-classification")
@@ -159,9 +169,8 @@ def _sequence_classification(path, gguf, task, options, common) -> LoadedModel:
 
     tokenizer = _tokenizer(path, gguf, options)
     extra = {"problem_type": "regression"} if task.num_labels == 1 else {}
-    model = AutoModelForSequenceClassification.from_pretrained(
-        path, num_labels=task.num_labels, **({"gguf_file": gguf} if gguf else {}), **common, **extra
-    )
+    model = _pretrained(AutoModelForSequenceClassification, path, gguf,
+                        num_labels=task.num_labels, **common, **extra)
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     heads = [name for name in ("classifier", "score") if hasattr(model, name)]
@@ -174,9 +183,7 @@ def _causal_lm(path, gguf, task, options, common) -> LoadedModel:
 
     tokenizer = _tokenizer(path, gguf, options)
     tokenizer.padding_side = "left"  # generation continues from the last prompt token
-    model = AutoModelForCausalLM.from_pretrained(
-        path, **({"gguf_file": gguf} if gguf else {}), **common
-    )
+    model = _pretrained(AutoModelForCausalLM, path, gguf, **common)
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     return LoadedModel(model, tokenizer, [])

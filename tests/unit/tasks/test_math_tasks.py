@@ -316,6 +316,7 @@ def test_cli_sweep_arith_on_embedded_smollm2(tmp_path):
                "--lrs", "1e-4", "--steps", "2", "--set", "task.eval_limit=4", cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     _assert_one_scored_trial(tmp_path)
+    assert "de-quantizing" not in run.stdout + run.stderr  # no third-party bar in the run's display
 
 
 def test_offline_nlg_recipe_is_the_default_arith_sweep():
