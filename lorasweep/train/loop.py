@@ -185,15 +185,16 @@ class _Progress:
 def train(model: torch.nn.Module, variant: Variant, task: Task, tokenizer: Any, data: TaskData,
           cfg: TrainConfig, lr: float, seed: int, device: torch.device,
           reporter: Reporter | None = None, checkpoints: Checkpoints | None = None,
-          resume: dict[str, Any] | None = None) -> TrainResult:
+          resume: dict[str, Any] | None = None, score_test: bool = True) -> TrainResult:
     """Train ``steps`` optimizer steps; with ``checkpoints``, save the whole state on their
     schedule and when the process is asked to stop (then raise :class:`TrialStopped`); with
-    ``resume`` (a loaded checkpoint), continue from its step, bit for bit as if never stopped."""
+    ``resume`` (a loaded checkpoint), continue from its step, bit for bit as if never stopped.
+    ``score_test=False`` (a short probe that only validation decides on) leaves test NaN."""
     own = StopRequests() if signals.active() is None else None
     try:
         with own or contextlib.nullcontext():
             return _train(model, variant, task, tokenizer, data, cfg, lr, seed, device,
-                          reporter or SilentReporter(), checkpoints, resume)
+                          reporter or SilentReporter(), checkpoints, resume, score_test)
     finally:
         if own is not None:
             own.forward()
@@ -201,7 +202,8 @@ def train(model: torch.nn.Module, variant: Variant, task: Task, tokenizer: Any, 
 
 def _train(model: torch.nn.Module, variant: Variant, task: Task, tokenizer: Any, data: TaskData,
            cfg: TrainConfig, lr: float, seed: int, device: torch.device, reporter: Reporter,
-           checkpoints: Checkpoints | None, resume: dict[str, Any] | None) -> TrainResult:
+           checkpoints: Checkpoints | None, resume: dict[str, Any] | None,
+           score_test: bool = True) -> TrainResult:
     autocast = autocast_for(cfg, device)
     steps = total_steps(cfg, len(data.train))
     if resume is not None:  # before the optimizer: a variant may re-create tensors (ranks)
@@ -302,7 +304,7 @@ def _train(model: torch.nn.Module, variant: Variant, task: Task, tokenizer: Any,
     validation = evaluate(data.validation)
     best = max(progress.best, validation)
     history.append({"step": step, "validation": validation, "loss": progress.loss})
-    if pruned:
+    if pruned or not score_test:
         test = math.nan
     elif data.test is data.validation:  # tasks that score their validation split as test (GLUE)
         test = validation

@@ -140,8 +140,9 @@ def run_trial(spec: TrialSpec, reporter: Reporter | None = None) -> TrialResult:
     resumed_from = resume["loop"]["step"] if resume is not None else 0
 
     train_started = time.perf_counter()
+    # an adaptive search's short probe is decided on validation alone: no test evaluation
     result = train(model, variant, task, tokenizer, data, spec.train, spec.lr, spec.seed, device,
-                   reporter, checkpoints, resume)
+                   reporter, checkpoints, resume, score_test=spec.budget >= 1.0)
     train_call = time.perf_counter() - train_started
     if not result.diverged and not result.pruned:
         save_adapter(model, run_dir / "adapter", base_model=spec.model)

@@ -213,3 +213,25 @@ def test_concurrent_proposals_enqueue_each_point_once(tmp_path, race_url):
         study = optuna.load_study(study_name=name, storage=storage)
         points = Counter(t.user_attrs["grid_point"] for t in study.get_trials())
         assert len(points) == 5 and set(points.values()) == {1}
+
+
+def test_real_training_probes_skip_the_test_split(tiny_bert_dir, tmp_path):
+    """With real training: probes are scored on validation only, full trials on both splits."""
+    from lorasweep.sweep.run import run_sweep
+
+    spec = SweepSpec(name="real", model=str(tiny_bert_dir), task="sentiment",
+                     variants=[VariantSpec("lora", rank=4, alpha=8)],
+                     lrs=[1e-4, 1e-3, 1e-2, 1e-1], seeds=[0],
+                     train=TrainConfig(steps=10, batch_size=8, max_length=32),
+                     task_options={"eval_limit": 16}, storage=f"sqlite:///{tmp_path / 's.db'}",
+                     search="adaptive", runs_dir=str(tmp_path / "runs"))
+    run_sweep(spec)
+    trials = [t for t in _study(spec, open_storage(spec.storage)).get_trials()
+              if t.state == TrialState.COMPLETE]
+    probes = [t for t in trials if t.user_attrs["budget"] < 1.0]
+    full = [t for t in trials if t.user_attrs["budget"] == 1.0]
+    assert probes and full
+    assert all(t.user_attrs["steps"] == 2 for t in probes)  # 20% of the 10 steps
+    assert all(math.isfinite(t.user_attrs["validation_accuracy"]) for t in trials)
+    assert all(t.user_attrs["test_accuracy"] is None for t in probes)  # NaN, stored as null
+    assert all(math.isfinite(t.user_attrs["test_accuracy"]) for t in full)
