@@ -10,13 +10,18 @@ never above :math:`\eta = 1`), so its answer is a grid point and compares with t
 **Method: a cheap bracket, then a directed hill climb at full budget.**
 
 1. *Bracket* (one seed, fidelity :math:`f` = ``probe_fidelity`` of the training budget, its own
-   warm-up and decay): every other grid point from the lowest. The best probe
-   :math:`b = \arg\max_i s_f(x_i)` (ties: lower final loss) locates the peak to one coarse step.
+   warm-up and decay): every other grid point from the lowest. The best probe locates the peak
+   to one coarse step: among the probes scoring within ``tie`` (default 0.05) of the top probe
+   score, the one with the lowest final training loss. Short probes are noisy and, on tasks
+   where a fresh head needs many steps, all at chance (on the embedded task, 12-step probes
+   score 0.50-0.54 at every LR while their losses already fall from 0.70 to 0.62 towards the
+   peak): the loss, continuous and sensitive from the first steps, then decides; where probes
+   do separate, the score decides.
    When :math:`b` is an end of the probed range and the extension allows, the probe continues
    two lattice steps outward until it is not (the run says so: ``note``).
 2. *Climb* (full budget, every seed): evaluate :math:`x_b`, then its neighbour
    :math:`x_{b+d}` with :math:`d = +1` only if the bracket scored :math:`x_{b+2}` above
-   :math:`x_{b-2}` and :math:`d = -1` otherwise (short runs favour higher LRs, so down is the
+   :math:`x_{b-2}` (by the same rule: score, or loss within ``tie``) and :math:`d = -1` otherwise (short runs favour higher LRs, so down is the
    default). Then repeat from the best full-budget point :math:`x^*`: evaluate a neighbour of
    :math:`x^*` not yet evaluated; stop when both neighbours of :math:`x^*` are known (a local, hence
    by unimodality global, maximum), or when the next trial would pass the step budget
@@ -52,7 +57,7 @@ from typing import Any
 __all__ = ["DEFAULT_OPTIONS", "Observation", "Plan", "Proposal", "SearchError", "lattice",
            "parse_options", "plan", "point_key"]
 
-DEFAULT_OPTIONS: dict[str, Any] = {"budget": 0.4, "probe_fidelity": 0.2, "extend": 2}
+DEFAULT_OPTIONS: dict[str, Any] = {"budget": 0.4, "probe_fidelity": 0.2, "extend": 2, "tie": 0.05}
 _MAX_LR = 1.0
 
 
@@ -72,6 +77,9 @@ def parse_options(options: dict[str, Any] | None) -> dict[str, Any]:
             raise SearchError(f"search.{name} must be a number in (0, 1], got {value!r}")
     if isinstance(opts["extend"], bool) or not isinstance(opts["extend"], int) or opts["extend"] < 0:
         raise SearchError(f"search.extend must be an integer >= 0, got {opts['extend']!r}")
+    tie = opts["tie"]
+    if isinstance(tie, bool) or not isinstance(tie, (int, float)) or not 0 <= tie < 1:
+        raise SearchError(f"search.tie must be a number in [0, 1), got {tie!r} (e.g. --set search.tie=0.05)")
     return opts
 
 
@@ -144,6 +152,18 @@ def _score(obs: list[Observation], worst: float) -> tuple[float, float] | None:
     return sum(values) / len(values), -sum(losses) / len(losses)
 
 
+def _probe_best(scores: dict[int, tuple[float, float]], tie: float) -> int:
+    """The bracket's best probe: among those scoring within ``tie`` of the top score, the one
+    with the lowest training loss (then the lowest LR)."""
+    top = max(value for value, _ in scores.values())
+    return max((i for i in scores if scores[i][0] >= top - tie), key=lambda i: (scores[i][1], -i))
+
+
+def _probe_above(a: tuple[float, float], b: tuple[float, float], tie: float) -> bool:
+    """Whether probe ``a`` beats ``b``: by score, or by training loss when the scores tie."""
+    return a[1] > b[1] if abs(a[0] - b[0]) <= tie else a[0] > b[0]
+
+
 def plan(lrs: list[float], seeds: list[int], observations: list[Observation],
          options: dict[str, Any] | None = None, worst: float = 0.0,
          retry_failed: int = 1) -> Plan:
@@ -201,7 +221,7 @@ def plan(lrs: list[float], seeds: list[int], observations: list[Observation],
                 scores[i] = s
         if pending:
             return Plan(proposals, False, None, spent + _cost(proposals), cap, grid, notes)
-        b = max(scores, key=lambda i: (scores[i], -i))
+        b = _probe_best(scores, opts["tie"])
         step = -2 if b == min(probes) else 2 if b == max(probes) else 0
         nxt = b + step if 0 <= b + step < len(points) else b + step // 2
         if step == 0 or not 0 <= nxt < len(points) or nxt in probes:
@@ -209,8 +229,8 @@ def plan(lrs: list[float], seeds: list[int], observations: list[Observation],
         probes.append(nxt)
         side = "lower" if step < 0 else "upper"
         notes.append(f"bracket peak at its {side} edge: extended the search to lr={points[nxt]:.3g}")
-    lo, hi = scores.get(b - 2, (-math.inf, 0.0)), scores.get(b + 2, (-math.inf, 0.0))
-    direction = 1 if hi > lo else -1
+    lo, hi = scores.get(b - 2, (-math.inf, -math.inf)), scores.get(b + 2, (-math.inf, -math.inf))
+    direction = 1 if _probe_above(hi, lo, opts["tie"]) else -1
 
     # 2. Climb at full budget from the bracket's best, one neighbour at a time. Full-budget
     # points already done (a grid run in the same study, say) are used as they are.

@@ -58,9 +58,12 @@ def _steps_spent(study) -> float:
                if t.state != TrialState.FAIL or not t.user_attrs.get("stray"))
 
 
-@pytest.mark.parametrize("peak", [-4.6, -3.0, -1.6, -0.1])  # low edge, middle, high, past the grid
-def test_finds_the_peak_within_tolerance_and_budget(tmp_path, peak):
-    curve = SyntheticCurve(peak=peak)
+@pytest.mark.parametrize(("peak", "short_at_chance"), [
+    (-4.6, False), (-3.0, False), (-1.6, False), (-0.1, False),  # low edge, middle, high, past
+    (-4.6, True), (-3.0, True), (-1.6, True),  # probes all at chance: their losses decide
+])
+def test_finds_the_peak_within_tolerance_and_budget(tmp_path, peak, short_at_chance):
+    curve = SyntheticCurve(peak=peak, short_at_chance=short_at_chance)
     spec = _spec(tmp_path, f"sqlite:///{tmp_path / 's.db'}")
     storage, summary = _sweep(spec, curve)
     study = _study(spec, storage)

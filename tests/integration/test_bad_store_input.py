@@ -105,6 +105,10 @@ CASES: dict[str, tuple[list[str], list[str], Setup]] = {
     "steps: many": (["run", "--recipe", "r.yaml"], ["steps", "'many'"], _file("r.yaml", b"train:\n  steps: many\n")),
     "workers: two": (["run", "--recipe", "r.yaml"], ["workers", "'two'"], _file("r.yaml", b"workers: two\n")),
     "--set train.steps=abc": (["run", "--set", "train.steps=abc"], ["steps", "'abc'"], None),
+    "--search bogus": (["run", "--search", "bogus"], ["bogus", "grid or adaptive"], None),
+    "--set search.tie=2": (["run", "--search", "adaptive", "--set", "search.tie=2"], ["search.tie", "[0, 1)"], None),
+    "--set search.budget=-1": (["run", "--search", "adaptive", "--set", "search.budget=-1"], ["search.budget", "(0, 1]"], None),
+    "--set search.tyo=1": (["run", "--search", "adaptive", "--set", "search.tyo=1"], ["'tyo'", "tie"], None),
     "recipe not UTF-8": (["run", "--recipe", "r.yaml"], ["r.yaml", "UTF-8"], _file("r.yaml", b"lrs: [0.001]\nname: \xff\xfe\x80\n")),
     # values out of range
     "negative seed": (["run", "--seeds", "-1"], ["seed", "-1"], None),
