@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
@@ -313,7 +313,12 @@ class SweepSpec:
 
 @dataclasses.dataclass(frozen=True)
 class TrialSpec:
-    """Everything one trial needs, as plain data (picklable, written to the run folder)."""
+    """Everything one trial needs, as plain data (picklable, written to the run folder).
+
+    A study stores what its trials share once, as a template (:meth:`template`: every field but
+    :attr:`TRIAL_FIELDS`); a worker makes a trial's spec from it and that trial's own fields
+    (:meth:`from_dict`).
+    """
 
     sweep: str
     study: str
@@ -331,15 +336,53 @@ class TrialSpec:
     #: Fraction of the training budget this trial runs (the adaptive search's short probes < 1).
     budget: float = 1.0
 
+    #: The fields each trial sets itself; the others are its study's, the same for every trial.
+    TRIAL_FIELDS: ClassVar[tuple[str, ...]] = ("study", "storage", "trial_number", "lr", "seed",
+                                               "run_dir", "budget")
+
     def to_dict(self) -> dict[str, Any]:
+        """Plain data, JSON-serialisable as is (``config.json``, the trial's ``config``)."""
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrialSpec:
-        data = dict(data)
-        data["variant"] = VariantSpec(**data["variant"])
-        data["train"] = TrainConfig(**data["train"])
+    def template(cls, **shared: Any) -> dict[str, Any]:
+        """What every trial of one study shares, as :meth:`to_dict` writes it: ``shared`` gives
+        each field but :attr:`TRIAL_FIELDS`, which the template leaves out."""
+        blank = {"study": "", "storage": "", "trial_number": 0, "lr": 0.0, "seed": 0, "run_dir": ""}
+        data = cls(**shared, **blank).to_dict()
+        return {k: v for k, v in data.items() if k not in cls.TRIAL_FIELDS}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], **fields: Any) -> TrialSpec:
+        """The spec :meth:`to_dict` wrote, ``fields`` added or replacing its own (a study's
+        :meth:`template` plus one trial's fields). A key that is no field (of the spec, its
+        ``variant`` or ``train``) or a missing field is a ConfigError naming it; what was added
+        after specs were first stored reads as its default when absent (``model_options``: {},
+        ``budget``: 1.0, a ``train`` or ``variant`` setting)."""
+        data = {**data, **fields}
+        data.setdefault("model_options", {})  # stores written before model options existed
+        _check_keys(cls, data, "trial spec")
+        missing = [f.name for f in dataclasses.fields(cls)
+                   if f.name not in data and f.default is dataclasses.MISSING]
+        if missing:
+            raise ConfigError(f"trial spec lacks {', '.join(missing)}: it was not written by "
+                              "TrialSpec.to_dict or TrialSpec.template")
+        for name, kind in (("variant", VariantSpec), ("train", TrainConfig)):
+            if not isinstance(data[name], dict):
+                raise ConfigError(f"trial spec {name} must be a mapping, got {data[name]!r}")
+            _check_keys(kind, data[name], f"trial spec {name}")
+            data[name] = kind(**data[name])
         return cls(**data)
+
+
+def _check_keys(cls: type, data: dict[str, Any], what: str) -> None:
+    """Refuse a key of ``data`` that is no field of dataclass ``cls``, naming it."""
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - fields, key=str)
+    if unknown:
+        raise ConfigError(f"{what} has the unknown key {unknown[0]!r} (known: "
+                          f"{', '.join(sorted(fields))}): was it written by a newer lorasweep? "
+                          "upgrade lorasweep")
 
 
 def _budget(task_cls: Any, given: dict[str, Any]) -> TrainConfig:

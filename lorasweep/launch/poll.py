@@ -26,23 +26,20 @@ _OUTCOMES = ("completed", "pruned", "failed", "diverged")
 
 
 def count_finished(storage_url: str, study_names: list[str]) -> Counter:
-    """Finished trials of the studies by outcome: completed, diverged, pruned, failed."""
+    """Finished trials of the studies by outcome: completed, diverged, pruned, failed (every
+    failure, retried or not: each was a trial that ended)."""
     import optuna
-    from optuna.trial import TrialState
 
+    from ..sweep.states import count_states
     from ..sweep.store import open_storage
 
     storage = open_storage(storage_url, create=False)
     counts: Counter = Counter()
     for name in study_names:
-        for t in optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False):
-            if t.state == TrialState.COMPLETE:
-                counts["completed"] += 1
-                counts["diverged"] += bool(t.user_attrs.get("diverged"))
-            elif t.state == TrialState.PRUNED:
-                counts["pruned"] += 1
-            elif t.state == TrialState.FAIL and not t.user_attrs.get("stray"):
-                counts["failed"] += 1
+        states = count_states(optuna.load_study(study_name=name, storage=storage)
+                              .get_trials(deepcopy=False))
+        counts.update(completed=states["complete"], diverged=states["diverged"],
+                      pruned=states["pruned"], failed=states["failed"] + states["retried"])
     return counts
 
 
@@ -77,13 +74,13 @@ class StoreWatcher:
     def _views(self) -> list[TrialView]:
         import optuna
 
+        from ..sweep.states import counted
+
         views = []
         for name in self.study_names:
             study = optuna.load_study(study_name=name, storage=self.storage)
             tag = study.user_attrs.get("variant_tag", name)
-            for t in study.get_trials(deepcopy=False):
-                if "grid_point" not in t.user_attrs or t.user_attrs.get("stray"):
-                    continue
+            for t in counted(study.get_trials(deepcopy=False)):
                 if t.state.name == "WAITING":
                     continue
                 progress = t.user_attrs.get(PROGRESS_ATTR) or {}

@@ -13,11 +13,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..sweep.states import STATES, count_states, counted, live_points
 from .select import Cell, VariantSummary, summarise
 
 __all__ = ["Cell", "VariantSummary", "collect_rows", "study_status", "summarise"]
-
-_STATES = ("waiting", "running", "complete", "failed", "pruned")
 
 
 def _open(storage_url: str | None):
@@ -48,11 +47,9 @@ def collect_rows(storage_url: str | None, sweep: str | None = None) -> list[dict
     storage = _open(storage_url)
     for study in _studies(storage, sweep):
         s = study.user_attrs
-        trials = study.get_trials(deepcopy=False)
-        retried = _retried_points(trials)
+        trials = counted(study.get_trials(deepcopy=False))
+        retried = live_points(trials)
         for t in trials:
-            if "grid_point" not in t.user_attrs:
-                continue
             if t.state.name == "FAIL" and t.user_attrs["grid_point"] in retried:
                 continue
             u = t.user_attrs
@@ -111,27 +108,14 @@ def _scores(u: dict[str, Any], value: float | None) -> dict[str, Any]:
             "select_score": validation, "score": test if test is not None else value}
 
 
-def _retried_points(trials: list) -> set[str]:
-    """Grid points with a trial that is not a failure: their earlier failures were retried."""
-    return {t.user_attrs.get("grid_point") for t in trials
-            if t.state.name in ("COMPLETE", "PRUNED", "WAITING", "RUNNING")}
-
-
 def study_status(storage_url: str | None, sweep: str | None = None) -> list[dict[str, Any]]:
     """Per study: how many trials wait, run, completed, failed (not since retried), pruned."""
     out = []
     storage = _open(storage_url)
     for study in _studies(storage, sweep):
-        counts = dict.fromkeys(_STATES, 0)
         trials = study.get_trials(deepcopy=False)
-        retried = _retried_points(trials)
-        for t in trials:
-            if "grid_point" not in t.user_attrs:
-                continue
-            state = t.state.name.lower()
-            if state == "fail" and t.user_attrs["grid_point"] in retried:
-                continue  # failed, then retried: the retry is what counts
-            counts["failed" if state == "fail" else state] += 1
+        states = count_states(trials)  # a failure since retried: the retry is what counts
+        counts = {state: states[state] for state in STATES}
         s = study.user_attrs
         out.append({"study": study.study_name, "sweep": s["sweep"], "task": s["task"],
                     "model": s["model"], "variant": s["variant_tag"], **counts,

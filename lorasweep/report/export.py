@@ -117,14 +117,15 @@ def _merge(row: dict[str, Any], adapter: Path, dest: Path) -> str | None:
     """Write the merged model to ``dest`` (None), or say why this variant cannot merge."""
     import torch
 
+    from ..config import TrialSpec
     from ..tasks import get_task
     from ..train.model import load_model
     from ..variants import get_variant, load_adapter
     from ..variants.inject import _ATTR
 
-    config = row["provenance"]["config"]
-    task = get_task(config["task"], **config.get("task_options", {}))
-    loaded = load_model(config["model"], task, config["seed"], config.get("model_options"), "cpu")
+    spec = TrialSpec.from_dict(row["provenance"]["config"])
+    task = get_task(spec.task, **spec.task_options)
+    loaded = load_model(spec.model, task, spec.seed, spec.model_options, "cpu")
     model = load_adapter(loaded.model, adapter)
     variant = get_variant(model)
     if not variant.mergeable:

@@ -9,11 +9,11 @@ the study's lock, so concurrent workers never enqueue the same proposal twice.
 from __future__ import annotations
 
 import dataclasses
-from collections import Counter
 from typing import Any
 
 from .lock import study_lock
 from .search import Observation, Plan, plan
+from .states import counted, failures, live_points
 
 __all__ = ["ProposeResult", "observations", "propose"]
 
@@ -30,10 +30,8 @@ class ProposeResult:
 def observations(study: Any) -> list[Observation]:
     """The study's trials that belong to a search or grid point, as the planner sees them."""
     out = []
-    for t in study.get_trials(deepcopy=False):
+    for t in counted(study.get_trials(deepcopy=False)):
         u = t.user_attrs
-        if "grid_point" not in u or u.get("stray"):
-            continue
         fixed = t.system_attrs.get("fixed_params", {})
         lr, seed = t.params.get("lr", fixed.get("lr")), t.params.get("seed", fixed.get("seed"))
         if lr is None or seed is None:
@@ -52,9 +50,7 @@ def propose(study: Any, storage: Any, storage_url: str, retry_failed: int = 1) -
         obs = observations(study)
         result = plan(attrs["lrs"], attrs["seeds"], obs, attrs.get("search_options"), worst,
                       retry_failed)
-        live = {t.user_attrs.get("grid_point") for t in trials
-                if t.state.name in ("WAITING", "RUNNING", "COMPLETE", "PRUNED")}
-        failed = Counter(t.user_attrs.get("grid_point") for t in trials if t.state.name == "FAIL")
+        live, failed = live_points(trials), failures(trials)
         enqueued = 0
         for p in result.proposals:
             if p.key in live:

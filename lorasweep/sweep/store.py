@@ -44,8 +44,9 @@ __all__ = [
 
 DEFAULT_DB = STORE_FILE
 #: Version of the study attributes lorasweep writes (``lorasweep_store`` on every study). A store
-#: holding a higher version was written by a newer lorasweep and is refused.
-STORE_VERSION = 1
+#: holding a higher version was written by a newer lorasweep and is refused. 2: the trials'
+#: TrialSpec template is one attribute; 1 (still read): its fields were attributes of their own.
+STORE_VERSION = 2
 STORE_VERSION_ATTR = "lorasweep_store"
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _SECRET_QUERY_KEY = re.compile(r"(pass(word|wd)?|pwd|secret|token|api_?key|sslpassword)$", re.I)

@@ -6,41 +6,65 @@ A grid point is ``(lr, seed)``. Each is enqueued once as a WAITING trial carryin
 holding the study's lock, so no grid point ever completes twice, whatever runs at the same time.
 Within a run, workers retry a failed or lost point (:func:`requeue_failed`) up to the sweep's
 ``max_retries`` times; a new run gives every point that is still missing a fresh budget.
+
+What every trial of a study shares is stored once, as its TrialSpec template
+(:data:`TEMPLATE_ATTR`, written and read by ``TrialSpec``'s own ``template``/``from_dict``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..config import SweepSpec, VariantSpec
+from ..config import SweepSpec, TrialSpec, VariantSpec
 from ..text import format_lr
 from .heartbeat import LOST_REASON, fail_stale
 from .lock import study_lock
+from .states import by_point, count_states, failures
 from .store import STORE_VERSION, STORE_VERSION_ATTR
 
 __all__ = [
     "NOT_RETRIED",
+    "TEMPLATE_ATTR",
     "GridSync",
     "fail_reason",
     "grid_point",
-    "make_pruner",
-    "retry_point",
     "grid_state",
     "locked",
+    "make_pruner",
     "requeue_failed",
+    "retry_point",
     "study_name",
     "study_run_root",
     "sync_sweep",
+    "trial_template",
 ]
 
 _SEARCH_SPACE_KEYS = ("lr", "seed")
 #: Failures that say nothing about the trial itself: a new run enqueues them again at once.
 NOT_RETRIED = ("interrupted", "cancelled")
+#: The study attribute that holds what its trials share: :meth:`TrialSpec.template`.
+TEMPLATE_ATTR = "trial_template"
+#: Store version 1 kept the template's fields as attributes of their own (template field -> key).
+_V1_TEMPLATE = {"sweep": "sweep", "model": "model", "task": "task", "task_options": "task_options",
+                "model_options": "model_options", "variant": "variant_spec", "train": "train"}
+
+
+def trial_template(attrs: dict[str, Any]) -> dict[str, Any]:
+    """The TrialSpec template of a study (its user attributes ``attrs``), for
+    :meth:`TrialSpec.from_dict`; a study written by store version 1 has it in separate keys."""
+    if TEMPLATE_ATTR in attrs:
+        return attrs[TEMPLATE_ATTR]
+    return {field: attrs[key] for field, key in _V1_TEMPLATE.items() if key in attrs}
+
+
+def _template(spec: SweepSpec, task: str, variant: VariantSpec) -> dict[str, Any]:
+    return TrialSpec.template(sweep=spec.name, model=spec.model, task=task,
+                              task_options=spec.task_options, model_options=spec.model_options,
+                              variant=variant, train=spec.train_for(task))
 
 
 def study_name(spec: SweepSpec, variant: VariantSpec, task: str | None = None) -> str:
@@ -111,21 +135,9 @@ def retry_point(study: Any, trial: Any) -> None:
     _enqueue(study, trial, trial.user_attrs["grid_point"], int(trial.user_attrs.get("attempt", 0)))
 
 
-def _points(study: Any) -> dict[str, list[Any]]:
-    points: dict[str, list[Any]] = {}
-    for trial in study.get_trials(deepcopy=False):
-        point = trial.user_attrs.get("grid_point")
-        if point is not None:
-            points.setdefault(point, []).append(trial)
-    return points
-
-
 def _enqueue(study: Any, trial: Any, point: str, attempt: int) -> None:
     """Enqueue ``point`` again with ``trial``'s parameters; ``retry`` counts its failures so far."""
-    from optuna.trial import TrialState
-
-    failed = sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
-                 if t.user_attrs.get("grid_point") == point)
+    failed = failures(study.get_trials(deepcopy=False))[point]
     params = {"lr": float(trial.params["lr"]), "seed": int(trial.params["seed"])}
     study.enqueue_trial(params, user_attrs={"grid_point": point, "attempt": attempt, "retry": failed})
 
@@ -141,7 +153,7 @@ def requeue_failed(study: Any, storage: Any, max_retries: int) -> int:
 
     fail_stale(study, storage)
     enqueued = 0
-    for point, trials in _points(study).items():
+    for point, trials in by_point(study.get_trials(deepcopy=False)).items():
         last = max(trials, key=lambda t: t.number)
         if last.state != TrialState.FAIL or fail_reason(last) in NOT_RETRIED:
             continue
@@ -153,30 +165,28 @@ def requeue_failed(study: Any, storage: Any, max_retries: int) -> int:
 
 
 def _sync_study(study: Any, spec: SweepSpec, variant: VariantSpec, enqueue: bool = True) -> GridSync:
-    from optuna.trial import TrialState
-
-    states = {point: Counter(t.state for t in trials) for point, trials in _points(study).items()}
+    points = by_point(study.get_trials(deepcopy=False))
     sync = GridSync(study=study.study_name, variant=variant.tag)
     for seed in spec.seeds:
         for lr in spec.lrs:
             point = grid_point(lr, seed)
-            seen = states.get(point, Counter())
-            if seen[TrialState.COMPLETE] or seen[TrialState.PRUNED]:
+            seen = count_states(points.get(point, []))
+            if seen["complete"] or seen["pruned"]:
                 sync.done += 1
-            elif seen[TrialState.WAITING]:
+            elif seen["waiting"]:
                 sync.waiting += 1
-            elif seen[TrialState.RUNNING]:
+            elif seen["running"]:
                 sync.running += 1
             elif not enqueue:
                 sync.missing += 1
             else:  # new, or failed in an earlier run: a new run gives it a fresh retry budget
                 study.enqueue_trial({"lr": float(lr), "seed": int(seed)}, user_attrs={
-                    "grid_point": point, "attempt": 0, "retry": seen[TrialState.FAIL]})
+                    "grid_point": point, "attempt": 0, "retry": seen["failed"]})
                 sync.enqueued += 1
     return sync
 
 
-def _check_same_settings(study: Any, spec: SweepSpec, task: str) -> None:
+def _check_same_settings(study: Any, spec: SweepSpec, task: str, variant: VariantSpec) -> None:
     """A sweep's trials must be comparable: refuse to mix training budgets in one study."""
     from ..config import ConfigError
 
@@ -186,16 +196,14 @@ def _check_same_settings(study: Any, spec: SweepSpec, task: str) -> None:
             f"sweep {spec.name!r} already ran with --pruner {stored_pruner}: pass --pruner "
             f"{stored_pruner}, or a new --sweep NAME for --pruner {spec.pruner}"
         )
-    settings = (("train", dataclasses.asdict(spec.train_for(task))), ("task_options", spec.task_options),
-                ("model_options", spec.model_options))
-    for key, value in settings:
-        stored = study.user_attrs.get(key)
+    stored_template, template = trial_template(study.user_attrs), _template(spec, task, variant)
+    for key, prefix in (("train", "train"), ("task_options", "task"), ("model_options", "model")):
+        stored, value = stored_template.get(key), template[key]
         if key == "train" and stored is not None:  # bookkeeping, not a result-changing setting
             stored, value = ({k: v for k, v in d.items() if k != "checkpoint_every"}
                              for d in (stored, value))
         if stored is not None and stored != value:
             changed = sorted(k for k in set(stored) | set(value) if stored.get(k) != value.get(k))
-            prefix = {"train": "train", "task_options": "task", "model_options": "model"}[key]
             was = ", ".join(f"{prefix}.{k}={_shown(stored.get(k))} (now {_shown(value.get(k))})"
                             for k in changed)
             raise ConfigError(
@@ -210,22 +218,14 @@ def _shown(value: Any) -> str:
 
 def _sync_adaptive(study: Any, storage: Any, storage_url: str, variant: VariantSpec) -> GridSync:
     """Retry what failed, then enqueue the search's next proposals (see ``adaptive.propose``)."""
-    from optuna.trial import TrialState
-
     from .adaptive import propose
 
     fail_stale(study, storage)
     result = propose(study, storage, storage_url, retry_failed=10**9)  # a rerun retries failures
-    sync = GridSync(study=study.study_name, variant=variant.tag, enqueued=result.enqueued)
-    for t in study.get_trials(deepcopy=False):
-        if "grid_point" not in t.user_attrs:
-            continue
-        if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
-            sync.done += 1
-        elif t.state == TrialState.RUNNING:
-            sync.running += 1
-        elif t.state == TrialState.WAITING:
-            sync.waiting += 1
+    counts = count_states(study.get_trials(deepcopy=False))
+    sync = GridSync(study=study.study_name, variant=variant.tag, enqueued=result.enqueued,
+                    done=counts["complete"] + counts["pruned"], waiting=counts["waiting"],
+                    running=counts["running"])
     sync.waiting -= result.enqueued
     if not result.plan.finished:  # the climb: about three full-budget points after the bracket
         climbing = any(p.budget >= 1.0 for p in result.plan.proposals)
@@ -245,7 +245,6 @@ def grid_state(spec: SweepSpec, storage: Any) -> list[GridSync]:
     ``running`` counts only trials whose worker is alive). An adaptive search's points are never
     all enqueued: for it only ``running`` is counted."""
     import optuna
-    from optuna.trial import TrialState
 
     out = []
     for task in spec.tasks:
@@ -253,7 +252,7 @@ def grid_state(spec: SweepSpec, storage: Any) -> list[GridSync]:
             study = optuna.load_study(study_name=study_name(spec, variant, task), storage=storage)
             fail_stale(study, storage)
             if spec.search == "adaptive":
-                running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+                running = count_states(study.get_trials(deepcopy=False))["running"]
                 out.append(GridSync(study=study.study_name, variant=variant.tag, running=running))
             else:
                 out.append(_sync_study(study, spec, variant, enqueue=False))
@@ -279,7 +278,8 @@ def sync_sweep(spec: SweepSpec, storage: Any, storage_url: str | None = None) ->
     for task, variant in pairs:  # check every study before writing to any
         name = study_name(spec, variant, task)
         if name in existing:
-            _check_same_settings(optuna.load_study(study_name=name, storage=storage), spec, task)
+            _check_same_settings(optuna.load_study(study_name=name, storage=storage), spec, task,
+                                 variant)
     syncs = []
     for task, variant in pairs:
         name = study_name(spec, variant, task)
@@ -292,10 +292,7 @@ def sync_sweep(spec: SweepSpec, storage: Any, storage_url: str | None = None) ->
             "model": spec.model,
             "variant": variant.key,
             "variant_tag": variant.tag,
-            "variant_spec": dataclasses.asdict(variant),
-            "train": dataclasses.asdict(spec.train_for(task)),
-            "task_options": spec.task_options,
-            "model_options": spec.model_options,
+            TEMPLATE_ATTR: _template(spec, task, variant),
             "runs_dir": str(Path(spec.runs_dir).expanduser().resolve()),
             "pruner": spec.pruner,
             "search": spec.search,

@@ -26,12 +26,20 @@ from pathlib import Path
 from typing import Any
 
 from .._json import json_safe
-from ..config import TrainConfig, TrialSpec, VariantSpec
+from ..config import TrainConfig, TrialSpec
 from ..train.signals import StopRequests, TrialStopped
 from .heartbeat import Heartbeat, fail_stale
 from .outcome import PROGRESS_ATTR, PROGRESS_INTERVAL_S, TrialOutcome, outcome_of
 from .store import storage_label
-from .study import grid_point, locked, make_pruner, requeue_failed, retry_point, study_run_root
+from .study import (
+    grid_point,
+    locked,
+    make_pruner,
+    requeue_failed,
+    retry_point,
+    study_run_root,
+    trial_template,
+)
 
 __all__ = ["TrialEvents", "WorkerSummary", "run_worker", "worker_id"]
 
@@ -120,27 +128,18 @@ def _trial_spec(study: Any, trial: Any, storage_url: str) -> TrialSpec:
     attrs = study.user_attrs
     lr = trial.suggest_float("lr", 1e-12, 1e3, log=True)
     seed = trial.suggest_int("seed", 0, 2**31 - 1)
+    template = trial_template(attrs)
     root = attrs.get("run_root") or study_run_root(
-        attrs["runs_dir"], attrs["sweep"], attrs["task"], attrs["model"], attrs["variant_tag"])
+        attrs["runs_dir"], template["sweep"], template["task"], template["model"],
+        attrs["variant_tag"])
     # one folder per study and grid point (an adaptive probe's point names its budget)
     run_dir = Path(root) / trial.user_attrs.get("grid_point", grid_point(lr, seed))
     budget = float(trial.user_attrs.get("budget", 1.0))
-    return TrialSpec(
-        sweep=attrs["sweep"],
-        study=study.study_name,
+    spec = TrialSpec.from_dict(
+        template, study=study.study_name, trial_number=trial.number, lr=lr, seed=seed,
         storage=storage_label(storage_url),  # the label: a TrialSpec is written and stored
-        trial_number=trial.number,
-        model=attrs["model"],
-        task=attrs["task"],
-        task_options=attrs["task_options"],
-        model_options=attrs.get("model_options", {}),
-        variant=VariantSpec(**attrs["variant_spec"]),
-        lr=lr,
-        seed=seed,
-        train=_scaled(TrainConfig(**attrs["train"]), budget),
-        run_dir=str(run_dir.resolve()),
-        budget=budget,
-    )
+        run_dir=str(run_dir.resolve()), budget=budget)
+    return dataclasses.replace(spec, train=_scaled(spec.train, budget))
 
 
 def _scaled(train: TrainConfig, budget: float) -> TrainConfig:

@@ -8,7 +8,7 @@ import pytest
 
 from lorasweep.config import SweepSpec
 from lorasweep.report.collect import summarise
-from lorasweep.sweep.study import sync_sweep
+from lorasweep.sweep.study import sync_sweep, trial_template
 from lorasweep.tasks import base as task_base
 from lorasweep.tasks.sentiment import Sentiment
 
@@ -81,7 +81,8 @@ def test_each_task_of_a_group_gets_its_own_budget(two_member_group):
     assert (b.steps, b.batch_size, b.max_length) == (80, 8, 64)  # glue-bb's (sentiment's) budget
     storage = optuna.storages.InMemoryStorage()
     sync_sweep(spec, storage)
-    stored = {n.split("|")[1]: optuna.load_study(study_name=n, storage=storage).user_attrs["train"]
+    stored = {n.split("|")[1]: trial_template(optuna.load_study(study_name=n, storage=storage)
+                                              .user_attrs)["train"]
               for n in optuna.get_all_study_names(storage)}
     assert stored["glue-aa"]["epochs"] == 2 and stored["glue-bb"]["steps"] == 80
 

@@ -297,6 +297,18 @@ def test_study_status_counts(store):
     assert study_status(store, "no-such-sweep") == []
 
 
+def test_finished_trials_counted_for_progress(store):
+    """The launchers' progress counts every trial that ended (a failure since retried too) and,
+    like the status, never the stray."""
+    from lorasweep.launch.poll import count_finished
+
+    names = [study_name(_spec(store), v) for v in (LORA, DORA, RSLORA)]
+    assert dict(count_finished(store, names)) == {"completed": 6 + 4 + 1, "diverged": 2,
+                                                  "pruned": 1 + 1, "failed": 2 + 1}
+    assert dict(count_finished(store, names[1:2])) == {"completed": 4, "diverged": 0,
+                                                       "pruned": 1, "failed": 2}
+
+
 # ---------------------------------------------------------------------------------- render
 
 
