@@ -21,6 +21,8 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+from .urls import store_file
+
 __all__ = ["lock_key", "store_lock", "study_lock"]
 
 _THREAD_LOCKS: dict[tuple[str, str], threading.Lock] = {}
@@ -79,16 +81,10 @@ def _rdb_lock(storage, study_name: str, dialect: str) -> Iterator[None]:
 @contextlib.contextmanager
 def study_lock(storage, storage_url: str, study_name: str) -> Iterator[None]:
     """Hold the study's lock for the ``with`` block (blocks until it is free)."""
-    from .store import _journal_path
-
     with _thread_lock(storage_url, study_name):
-        journal = _journal_path(storage_url)
-        if journal is not None:
-            with _file_lock(Path(journal), study_name):
-                yield
-            return
-        if storage_url.startswith("sqlite:///"):
-            with _file_lock(Path(storage_url[len("sqlite:///"):]), study_name):
+        path = store_file(storage_url)
+        if path is not None:
+            with _file_lock(Path(path), study_name):
                 yield
             return
         dialect = storage.engine.dialect.name
@@ -104,11 +100,8 @@ def study_lock(storage, storage_url: str, study_name: str) -> Iterator[None]:
 def store_lock(storage_url: str, key: str) -> Iterator[None]:
     """A lock named ``key`` on the store at ``storage_url`` before it is opened (its creation:
     two first runs at once, one creates the tables); a short-lived engine for server stores."""
-    from .store import _journal_path
-
-    journal = _journal_path(storage_url)
-    if journal is not None or storage_url.startswith("sqlite:///"):
-        path = journal if journal is not None else storage_url[len("sqlite:///"):]
+    path = store_file(storage_url)
+    if path is not None:
         if path in ("", ":memory:"):
             yield
             return

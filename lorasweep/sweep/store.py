@@ -6,10 +6,8 @@ URLs:
 * ``journal:PATH`` (or a path ending in ``.journal``/``.log``): Optuna's ``JournalStorage`` over a
   file, the choice for shared file systems on clusters.
 
-Secrets: a URL may hold a password (``user:PW@host`` or ``?password=PW``). :func:`storage_label`
-is the one masking function: every line printed, every file written and every attribute stored
-carries the label (``user:***@host``), never the URL. Only the launchers hand the real URL to
-their workers (a function argument, the environment or a private file), never through the store.
+Secrets: a URL's password never leaves this process unmasked (:mod:`.urls`, whose masking
+functions this module's ``__all__`` includes).
 
 A store that cannot be used (missing, damaged, read-only, written by a newer version, an unknown
 driver) is a :class:`StorageError` with one line naming the problem and the fix. lorasweep never
@@ -21,13 +19,19 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
-import re
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import unquote
 
-from ..paths import STORE_FILE
 from .lock import store_lock
+from .urls import (
+    SECRET_ENV,
+    default_storage_url,
+    journal_path,
+    mask_secrets,
+    port_of,
+    sqlite_path,
+    storage_label,
+)
 
 __all__ = [
     "SECRET_ENV",
@@ -42,93 +46,16 @@ __all__ = [
     "storage_label",
 ]
 
-DEFAULT_DB = STORE_FILE
 #: Version of the study attributes lorasweep writes (``lorasweep_store`` on every study). A store
 #: holding a higher version was written by a newer lorasweep and is refused. 2: the trials'
 #: TrialSpec template is one attribute; 1 (still read): its fields were attributes of their own.
 STORE_VERSION = 2
 STORE_VERSION_ATTR = "lorasweep_store"
 _SQLITE_MAGIC = b"SQLite format 3\x00"
-_SECRET_QUERY_KEY = re.compile(r"(pass(word|wd)?|pwd|secret|token|api_?key|sslpassword)$", re.I)
-#: Environment variables whose values are secrets (never printed, written or stored).
-SECRET_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HUGGINGFACE_HUB_TOKEN", "PGPASSWORD")
-_URL_IN_TEXT = re.compile(r"[A-Za-z][\w+.-]*://[^\s'\"<>]+")
 
 
 class StorageError(ValueError):
     """A storage URL that cannot be opened."""
-
-
-def default_storage_url() -> str:
-    return f"sqlite:///{DEFAULT_DB.resolve()}"
-
-
-def _split_credentials(url: str) -> tuple[str, str | None, str | None, str, str]:
-    """``(scheme, user, password, host/path, query)``; a password may itself hold ``@``/``:``."""
-    scheme, _, rest = url.partition("://")
-    rest, _, query = rest.partition("?")
-    if rest.startswith("/") or "@" not in rest:
-        return scheme, None, None, rest, query
-    creds, _, host = rest.rpartition("@")
-    user, sep, password = creds.partition(":")
-    return scheme, user, (password if sep else None), host, query
-
-
-def storage_label(url: str | None) -> str:
-    """The URL with every secret replaced by ``***``: the only form that is printed or stored.
-
-    ``postgresql+psycopg://user:p@ss@host/db?sslpassword=x`` becomes
-    ``postgresql+psycopg://user:***@host/db?sslpassword=***``.
-    """
-    if url is None:
-        return default_storage_url()
-    if "://" not in url:
-        return url
-    scheme, user, password, host, query = _split_credentials(url)
-    creds = "" if user is None else (f"{user}:***@" if password is not None else f"{user}@")
-    if query:
-        parts = []
-        for item in query.split("&"):
-            key, sep, value = item.partition("=")
-            parts.append(f"{key}=***" if sep and _SECRET_QUERY_KEY.search(unquote(key)) else item)
-        query = "?" + "&".join(parts)
-    return f"{scheme}://{creds}{host}{query}"
-
-
-def _secrets_of(url: str) -> list[str]:
-    if "://" not in url:
-        return []
-    _, _, password, _, query = _split_credentials(url)
-    found = [password] if password else []
-    for item in query.split("&") if query else []:
-        key, sep, value = item.partition("=")
-        if sep and value and _SECRET_QUERY_KEY.search(unquote(key)):
-            found.append(value)
-    return found
-
-
-def mask_secrets(text: str, *urls: str | None) -> str:
-    """``text`` with the secrets of ``urls`` and of the environment (tokens) replaced by ``***``.
-
-    For free text that may quote a URL or a secret: a driver's error message, a traceback.
-    """
-    secrets: set[str] = set()
-    for url in filter(None, urls):
-        for secret in _secrets_of(url):
-            secrets.update({secret, unquote(secret)})
-    secrets.update(v for k in SECRET_ENV if (v := os.environ.get(k)))
-    text = _URL_IN_TEXT.sub(lambda m: storage_label(m.group(0)), text)
-    for secret in sorted((s for s in secrets if len(s) >= 3), key=len, reverse=True):
-        text = text.replace(secret, "***")
-    return text
-
-
-def _journal_path(url: str) -> str | None:
-    if url.startswith("journal:"):
-        return url.split(":", 1)[1]
-    if "://" not in url and url.endswith((".journal", ".log")):
-        return url
-    return None
 
 
 def _make_parent(path: Path, label: str) -> None:
@@ -194,9 +121,7 @@ def _driver(url: str) -> tuple[str, str]:
 
 
 def _check_port(url: str, label: str) -> None:
-    _, user, _, host, _ = _split_credentials(url)
-    authority = host.split("/", 1)[0]
-    port = authority.rsplit("]", 1)[-1].partition(":")[2] if ":" in authority else ""
+    port = port_of(url)
     if port and not port.isdigit():
         raise StorageError(f"storage {label}: port {port!r} is not a number; fix --storage "
                            "(e.g. postgresql+psycopg://USER@HOST:5432/DB)")
@@ -260,12 +185,12 @@ def check_storage(url: str | None, create: bool = True) -> None:
     runs them before anything heavier."""
     url = url or default_storage_url()
     label = storage_label(url)
-    journal = _journal_path(url)
+    journal = journal_path(url)
     if journal is not None:
         _check_creatable(Path(journal), journal, create)
         return
-    if url.startswith("sqlite:///"):
-        _check_sqlite_file(Path(url[len("sqlite:///") :]), url, create, make=False)
+    if sqlite_path(url) is not None:
+        _check_sqlite_file(Path(sqlite_path(url)), url, create, make=False)
         return
     if "://" not in url:
         raise StorageError(
@@ -283,7 +208,7 @@ def _check_creatable(path: Path, label: str, create: bool) -> None:
     if path.exists():
         return
     if not create:
-        what = "journal file" if _journal_path(label) or "://" not in label else "study store"
+        what = "journal file" if journal_path(label) or "://" not in label else "study store"
         raise StorageError(f"no {what} at {label!r}: run `lorasweep run` first or pass --storage")
     ancestor = next((p for p in path.parents if p.exists()), Path("."))
     if not ancestor.is_dir():
@@ -302,15 +227,15 @@ def open_storage(url: str | None, create: bool = True):
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # lorasweep reports progress itself
     url = url or default_storage_url()
     label = storage_label(url)
-    journal = _journal_path(url)
+    journal = journal_path(url)
     if journal is not None:
         storage = _open_journal(journal, create)
         with storage_errors(url):
             _check_versions(storage, journal)
         return storage
     writable = True
-    if url.startswith("sqlite:///"):
-        writable = _check_sqlite_file(Path(url[len("sqlite:///") :]), url, create)
+    if sqlite_path(url) is not None:
+        writable = _check_sqlite_file(Path(sqlite_path(url)), url, create)
     elif "://" not in url:
         raise StorageError(
             f"storage {url!r} is not a URL: use sqlite:///FILE, postgresql+psycopg://..., or journal:FILE"
@@ -347,10 +272,10 @@ def _no_studies_table(url: str) -> bool:
     """True when the store at ``url`` has no Optuna schema yet, found without writing to it."""
     import sqlalchemy
 
-    if url.startswith("sqlite:///"):
+    if sqlite_path(url) is not None:
         import sqlite3
 
-        path = Path(url[len("sqlite:///") :])
+        path = Path(sqlite_path(url))
         if not path.is_file():
             return True
         con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)

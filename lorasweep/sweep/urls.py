@@ -1,0 +1,117 @@
+"""Storage URLs: the default store, the journal form, and their secrets masked.
+
+Secrets: a URL may hold a password (``user:PW@host`` or ``?password=PW``). :func:`storage_label`
+is the one masking function: every line printed, every file written and every attribute stored
+carries the label (``user:***@host``), never the URL. Only the launchers hand the real URL to
+their workers (a function argument, the environment or a private file), never through the store.
+Opening a store, and its errors: :mod:`.store`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from urllib.parse import unquote
+
+from ..paths import STORE_FILE
+
+__all__ = ["SECRET_ENV", "default_storage_url", "journal_path", "mask_secrets", "port_of",
+           "sqlite_path", "storage_label", "store_file"]
+
+_SECRET_QUERY_KEY = re.compile(r"(pass(word|wd)?|pwd|secret|token|api_?key|sslpassword)$", re.I)
+#: Environment variables whose values are secrets (never printed, written or stored).
+SECRET_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HUGGINGFACE_HUB_TOKEN", "PGPASSWORD")
+_URL_IN_TEXT = re.compile(r"[A-Za-z][\w+.-]*://[^\s'\"<>]+")
+_SQLITE = "sqlite:///"
+
+
+def default_storage_url() -> str:
+    """``sqlite:///`` and the absolute path of ``lorasweep-out/studies.db`` here."""
+    return f"sqlite:///{STORE_FILE.resolve()}"
+
+
+def _split_credentials(url: str) -> tuple[str, str | None, str | None, str, str]:
+    """``(scheme, user, password, host/path, query)``; a password may itself hold ``@``/``:``."""
+    scheme, _, rest = url.partition("://")
+    rest, _, query = rest.partition("?")
+    if rest.startswith("/") or "@" not in rest:
+        return scheme, None, None, rest, query
+    creds, _, host = rest.rpartition("@")
+    user, sep, password = creds.partition(":")
+    return scheme, user, (password if sep else None), host, query
+
+
+def storage_label(url: str | None) -> str:
+    """The URL with every secret replaced by ``***``: the only form that is printed or stored.
+
+    ``postgresql+psycopg://user:p@ss@host/db?sslpassword=x`` becomes
+    ``postgresql+psycopg://user:***@host/db?sslpassword=***``.
+    """
+    if url is None:
+        return default_storage_url()
+    if "://" not in url:
+        return url
+    scheme, user, password, host, query = _split_credentials(url)
+    creds = "" if user is None else (f"{user}:***@" if password is not None else f"{user}@")
+    if query:
+        parts = []
+        for item in query.split("&"):
+            key, sep, value = item.partition("=")
+            parts.append(f"{key}=***" if sep and _SECRET_QUERY_KEY.search(unquote(key)) else item)
+        query = "?" + "&".join(parts)
+    return f"{scheme}://{creds}{host}{query}"
+
+
+def _secrets_of(url: str) -> list[str]:
+    if "://" not in url:
+        return []
+    _, _, password, _, query = _split_credentials(url)
+    found = [password] if password else []
+    for item in query.split("&") if query else []:
+        key, sep, value = item.partition("=")
+        if sep and value and _SECRET_QUERY_KEY.search(unquote(key)):
+            found.append(value)
+    return found
+
+
+def mask_secrets(text: str, *urls: str | None) -> str:
+    """``text`` with the secrets of ``urls`` and of the environment (tokens) replaced by ``***``.
+
+    For free text that may quote a URL or a secret: a driver's error message, a traceback.
+    """
+    secrets: set[str] = set()
+    for url in filter(None, urls):
+        for secret in _secrets_of(url):
+            secrets.update({secret, unquote(secret)})
+    secrets.update(v for k in SECRET_ENV if (v := os.environ.get(k)))
+    text = _URL_IN_TEXT.sub(lambda m: storage_label(m.group(0)), text)
+    for secret in sorted((s for s in secrets if len(s) >= 3), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
+def journal_path(url: str) -> str | None:
+    """The file of a journal store (``journal:PATH``, or a path ending in ``.journal``/``.log``),
+    else None."""
+    if url.startswith("journal:"):
+        return url.split(":", 1)[1]
+    if "://" not in url and url.endswith((".journal", ".log")):
+        return url
+    return None
+
+
+def port_of(url: str) -> str:
+    """The port of a server URL as written (``""`` when it names none)."""
+    authority = _split_credentials(url)[3].split("/", 1)[0]
+    return authority.rsplit("]", 1)[-1].partition(":")[2] if ":" in authority else ""
+
+
+def sqlite_path(url: str) -> str | None:
+    """The file of an SQLite store URL (``sqlite:///PATH``), else None."""
+    return url[len(_SQLITE):] if url.startswith(_SQLITE) else None
+
+
+def store_file(url: str) -> str | None:
+    """The file of a journal or SQLite store, else None (a server's store)."""
+    journal = journal_path(url)
+    return sqlite_path(url) if journal is None else journal
