@@ -5,6 +5,8 @@
   dropped, then ``e`` and the exponent without padding or ``+``; exponent 0 prints the number.
 * Counts: ``plural(1, "learning rate") == "1 learning rate"``, ``plural(6, ...) == "6 learning
   rates"``.
+* Types in errors: ``kind_name(int) == "an integer"``, ``kind_name("float") == "a number"``:
+  ``time_min must be an integer, got 'soon'``.
 * Text from users or registries printed through rich: :func:`plain` escapes it, so that brackets
   such as aurora's ``[tanh(...) + spline(Ax)]`` print as written instead of being read as markup.
 """
@@ -14,7 +16,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["format_lr", "format_lrs", "plain", "plural"]
+__all__ = ["format_lr", "format_lrs", "kind_name", "plain", "plural"]
+
+_KIND_NAMES = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false"}
 
 
 def format_lr(lr: float) -> str:
@@ -43,3 +47,9 @@ def plain(value: Any) -> str:
     from rich.markup import escape
 
     return escape(str(value))
+
+
+def kind_name(kind: type | str) -> str:
+    """What a value of type ``kind`` (or its name) is called in an error message."""
+    name = kind if isinstance(kind, str) else getattr(kind, "__name__", str(kind))
+    return _KIND_NAMES.get(name, f"a {name}")

@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 
 from ..paths import LOGS_DIR, RUNS_DIR
 from ..sweep.worker import TrialEvents, WorkerSummary
+from ..text import kind_name
 
 __all__ = [
     "LaunchError",
@@ -174,4 +175,4 @@ def _coerce(value: Any, hint: Any, what: str) -> Any:
             return str(value)
     else:
         return value
-    raise LauncherError(f"{what} must be a {getattr(kind, '__name__', kind)}, got {value!r}")
+    raise LauncherError(f"{what} must be {kind_name(kind)}, got {value!r}")

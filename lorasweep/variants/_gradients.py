@@ -6,16 +6,18 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
+from ._svd import check_niter
 from .base import AdapterLayer, VariantError
 
 __all__ = [
     "GradientInitLayer",
     "GradientOptions",
+    "SvdGradientOptions",
     "batch_loss",
     "check_positive",
     "check_rank_fits",
@@ -39,6 +41,24 @@ class GradientOptions:
             raise VariantError(
                 f"{key} grad_device must be 'same' or 'cpu', got {self.grad_device!r}"
             )
+
+
+@dataclasses.dataclass
+class SvdGradientOptions(GradientOptions):
+    """The options of the inits on the SVD of ``G`` (LoRA-GA, LoRA-One). What ``gamma`` scales,
+    and its default, are each variant's: a subclass sets ``key`` and declares ``gamma``."""
+
+    #: The variant's registry key, which its error messages name.
+    key: ClassVar[str] = ""
+    #: The init's scale (each variant's own default).
+    gamma: float = 1.0
+    #: Subspace iterations of the randomised SVD of ``G``; 0 computes the exact SVD.
+    niter: int = 4
+
+    def validate(self) -> None:
+        self.check(self.key)
+        check_niter(self.key, self.niter)
+        check_positive(self.key, "gamma", self.gamma)
 
 
 def check_positive(key: str, name: str, value: float) -> None:

@@ -10,6 +10,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..text import kind_name
+
 __all__ = [
     "A_INITS",
     "AInitOptions",
@@ -86,7 +88,7 @@ def _coerce(value: Any, annotation: Any, what: str) -> Any:
         expected = {"int": int, "float": float, "bool": bool, "str": str}.get(kind)
         wrong_bool = isinstance(value, bool) and kind in ("int", "float")
         if expected is not None and (wrong_bool or not isinstance(value, expected)):
-            raise VariantError(f"{what} must be a {kind}, got {value!r}")
+            raise VariantError(f"{what} must be {kind_name(kind)}, got {value!r}")
         return value
     try:
         if kind == "int":
@@ -100,5 +102,5 @@ def _coerce(value: Any, annotation: Any, what: str) -> Any:
                 return False
             raise ValueError(value)
     except ValueError:
-        raise VariantError(f"{what} must be a {kind}, got {value!r}") from None
+        raise VariantError(f"{what} must be {kind_name(kind)}, got {value!r}") from None
     return value

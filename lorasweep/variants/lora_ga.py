@@ -5,34 +5,23 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Iterable
+from typing import ClassVar
 
 import torch
 from torch import nn
 
-from ._gradients import (
-    GradientInitLayer,
-    GradientOptions,
-    check_positive,
-    check_rank_fits,
-    estimate_gradients,
-)
-from ._svd import check_niter, principal_components
+from ._gradients import GradientInitLayer, SvdGradientOptions, check_rank_fits, estimate_gradients
+from ._svd import principal_components
 from .base import Variant, register
 
 __all__ = ["LoraGa"]
 
 
 @dataclasses.dataclass
-class LoraGaOptions(GradientOptions):
+class LoraGaOptions(SvdGradientOptions):
+    key: ClassVar[str] = "lora-ga"
     #: ``gamma`` of the "stable" scale ``out^(1/4) / sqrt(gamma)``.
     gamma: float = 16.0
-    #: Subspace iterations of the randomised SVD of ``G``; 0 computes the exact SVD.
-    niter: int = 4
-
-    def validate(self) -> None:
-        self.check("lora-ga")
-        check_niter("lora-ga", self.niter)
-        check_positive("lora-ga", "gamma", self.gamma)
 
 
 @register

@@ -4,34 +4,23 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable
+from typing import ClassVar
 
 import torch
 from torch import nn
 
-from ._gradients import (
-    GradientInitLayer,
-    GradientOptions,
-    check_positive,
-    check_rank_fits,
-    estimate_gradients,
-)
-from ._svd import check_niter, principal_components
+from ._gradients import GradientInitLayer, SvdGradientOptions, check_rank_fits, estimate_gradients
+from ._svd import principal_components
 from .base import Variant, register
 
 __all__ = ["LoraOne"]
 
 
 @dataclasses.dataclass
-class LoraOneOptions(GradientOptions):
+class LoraOneOptions(SvdGradientOptions):
+    key: ClassVar[str] = "lora-one"
     #: The init's size: ``s·B0 A0 = -(s / (gamma σ₁)) G_r``.
     gamma: float = 128.0
-    #: Subspace iterations of the randomised SVD of ``-G``; 0 computes the exact SVD.
-    niter: int = 4
-
-    def validate(self) -> None:
-        self.check("lora-one")
-        check_niter("lora-one", self.niter)
-        check_positive("lora-one", "gamma", self.gamma)
 
 
 @register

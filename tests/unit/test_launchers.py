@@ -61,7 +61,7 @@ def test_slurm_options_are_checked_and_mapped_to_submitit():
     assert params["partition"] == "gpu" and params["time"] == 90 and params["gpus_per_task"] == 2
     assert params["mem"] == "16384MB" and params["setup"] == ["module load cuda"]
     assert params["array_parallelism"] == 4 and params["additional_parameters"] == {"exclusive": True}
-    with pytest.raises(LauncherError, match="time_min must be a int|time_min"):
+    with pytest.raises(LauncherError, match="time_min must be an integer, got 'soon'"):
         SlurmLauncher.parse_options({"time_min": "soon"})
     with pytest.raises(LauncherError, match="positive"):
         SlurmLauncher.parse_options({"cpus_per_task": 0})

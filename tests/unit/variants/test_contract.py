@@ -9,6 +9,7 @@ module to save) and a random Llama causal LM (the architecture's default targets
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -415,6 +416,25 @@ def test_option_strings_are_coerced():
             default = getattr(get_variant_class(key).Options(), field.name)
             variant = get_variant_class(key)(2, 4, **{field.name: str(default)})
             assert getattr(variant.options, field.name) == default
+
+
+def test_a_bad_option_type_is_named_in_words():
+    with pytest.raises(VariantError, match="loraplus option ratio must be a number, got 'many'"):
+        get_variant_class("loraplus")(2, 4, ratio="many")
+    with pytest.raises(VariantError, match="lora-ga option niter must be an integer, got 1.5"):
+        get_variant_class("lora-ga")(2, 4, niter=1.5)
+
+
+@pytest.mark.parametrize("key, gamma", [("lora-ga", 16.0), ("lora-one", 128.0)])
+def test_the_gradient_svd_inits_share_their_options(key, gamma):
+    """LoRA-GA and LoRA-One: one options class, each its own gamma default; errors name the key."""
+    cls = get_variant_class(key)
+    assert cls.option_defaults() == {"grad_device": "same", "gamma": gamma, "niter": 4}
+    for bad, message in (({"niter": -1}, f"{key} niter must be >= 0 (0 = exact SVD), got -1"),
+                         ({"gamma": 0.0}, f"{key} gamma must be positive, got 0.0"),
+                         ({"grad_device": "gpu"}, f"{key} grad_device must be 'same' or 'cpu'")):
+        with pytest.raises(VariantError, match=re.escape(message)):
+            cls(2, 4, **bad)
 
 
 def test_unknown_variant_names_the_known_ones():
