@@ -129,14 +129,12 @@ CHAT_TEMPLATE = (
 )
 
 
-def make_tiny_llama(path: Path) -> Path:
-    """A tiny random Llama (hidden 32, 2 layers) with a character-level tokenizer that has a
-    BOS, an EOS and a ChatML chat template: loads like any checkpoint (``--model PATH``)."""
+def _char_tokenizer():
+    """A character-level tokenizer with a BOS, an EOS and a ChatML chat template."""
     import string
 
-    import torch
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
 
     specials = ["<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>"]
     vocab = {t: i for i, t in enumerate(specials + sorted(set(string.printable)))}
@@ -150,10 +148,22 @@ def make_tiny_llama(path: Path) -> Path:
         additional_special_tokens=["<|im_start|>", "<|im_end|>"],
     )
     tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
+
+
+def make_tiny_llama(path: Path, tokenizer: str | Path | None = None) -> Path:
+    """A tiny random Llama (hidden 32, 2 layers) saved with a tokenizer: the one in the folder
+    ``tokenizer``, or a character-level one with a BOS, an EOS and a ChatML chat template. The
+    folder loads like any checkpoint (``--model PATH``)."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = _char_tokenizer() if tokenizer is None else AutoTokenizer.from_pretrained(tokenizer)
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64,
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
                          num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=1024, bos_token_id=1, eos_token_id=2)
+                         max_position_embeddings=1024, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     LlamaForCausalLM(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
@@ -197,6 +207,24 @@ def write_metamathqa(root: Path, n_problems: int = 20) -> Path:
     with (root / "metamathqa.jsonl").open("w") as handle:
         handle.writelines(json.dumps(r) + "\n" for r in rows)
     return root
+
+
+def tell_waiting(study, outcome) -> None:
+    """Pop every waiting trial of ``study`` and tell it, as a worker records a trial:
+    ``outcome(lr, seed)`` returns ``(value, user attributes)``; a value of None fails the trial."""
+    import optuna
+
+    while study.get_trials(states=(optuna.trial.TrialState.WAITING,)):
+        trial = study.ask()
+        lr = trial.suggest_float("lr", 1e-12, 1e3, log=True)
+        seed = trial.suggest_int("seed", 0, 2**31 - 1)
+        value, attrs = outcome(lr, seed)
+        for key, item in attrs.items():
+            trial.set_user_attr(key, item)
+        if value is None:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        else:
+            study.tell(trial, value)
 
 
 def standin_trial(spec, reporter):

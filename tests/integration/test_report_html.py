@@ -4,6 +4,7 @@ screenshot is kept in ``test-artifacts/`` (``LORASWEEP_TEST_ARTIFACTS`` moves it
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from helpers import tell_waiting
 
 from lorasweep.config import SweepSpec, VariantSpec
 from lorasweep.report import collect_rows, summarise, write_report
@@ -41,6 +43,21 @@ def _browser(chromium: str, profile: Path, *args: str) -> subprocess.CompletedPr
                           capture_output=True, text=True, timeout=180)
 
 
+def _outcome(key: str, peak: float, task: str, lr: float, seed: int):
+    """A trial's score: peaks at 10^peak; dora fails at (1e-5, seed 1) and diverges at 1e-2."""
+    if (key, lr, seed, task) == ("dora", 1e-5, 1, "sentiment"):
+        return None, {"fail_reason": "RuntimeError: out of memory"}
+    score = 0.9 - 0.1 * abs(math.log10(lr) - peak) + 0.01 * seed
+    return score, {"metric": "accuracy", "validation_accuracy": score,
+                   "test_accuracy": score - 0.01, "best_validation_accuracy": score,
+                   "diverged": lr == 1e-2 and key == "dora",
+                   "validation_is_test": task != "sentiment", "steps": 40,
+                   "train_time_s": 4.0, "peak_memory_mb": 300.0,
+                   "trainable_params": 2000 if key == "dora" else 1000,
+                   "loss_curve": [[s, 0.7 * math.exp(-s * lr * 100) + 0.1] for s in range(1, 41, 3)],
+                   "config": {"lr": lr, "seed": seed}, "host": "node-1", "device": "cpu"}
+
+
 @pytest.fixture(scope="module")
 def report_html(tmp_path_factory) -> Path:
     """Two tasks (one of the study's GLUE family), three variants, two seeds; one failure."""
@@ -54,27 +71,7 @@ def report_html(tmp_path_factory) -> Path:
                              lrs=[1e-5, 1e-4, 1e-3, 1e-2], seeds=[0, 1], storage=url)
             sync_sweep(spec, storage)
             study = optuna.load_study(study_name=study_name(spec, variant, task), storage=storage)
-            while study.get_trials(states=(optuna.trial.TrialState.WAITING,)):
-                trial = study.ask()
-                lr = trial.suggest_float("lr", 1e-12, 1e3, log=True)
-                seed = trial.suggest_int("seed", 0, 2**31 - 1)
-                if (key, lr, seed, task) == ("dora", 1e-5, 1, "sentiment"):
-                    trial.set_user_attr("fail_reason", "RuntimeError: out of memory")
-                    study.tell(trial, state=optuna.trial.TrialState.FAIL)
-                    continue
-                score = 0.9 - 0.1 * abs(math.log10(lr) - peak) + 0.01 * seed
-                attrs = {"metric": "accuracy", "validation_accuracy": score,
-                         "test_accuracy": score - 0.01, "best_validation_accuracy": score,
-                         "diverged": lr == 1e-2 and key == "dora",
-                         "validation_is_test": task != "sentiment", "steps": 40,
-                         "train_time_s": 4.0, "peak_memory_mb": 300.0,
-                         "trainable_params": 2000 if key == "dora" else 1000,
-                         "loss_curve": [[s, 0.7 * math.exp(-s * lr * 100) + 0.1]
-                                        for s in range(1, 41, 3)],
-                         "config": {"lr": lr, "seed": seed}, "host": "node-1", "device": "cpu"}
-                for k, v in attrs.items():
-                    trial.set_user_attr(k, v)
-                study.tell(trial, score)
+            tell_waiting(study, functools.partial(_outcome, key, peak, task))
     rows = collect_rows(url)
     return write_report(summarise(rows), rows, tmp / "report")["report.html"]
 

@@ -9,6 +9,7 @@ import math
 
 import optuna
 import pytest
+from helpers import tell_waiting
 
 from lorasweep.config import SweepSpec, VariantSpec
 from lorasweep.report import collect_rows, compare, study_curves, summarise, write_report
@@ -27,16 +28,15 @@ def _fill(url: str, variant: VariantSpec, scores: dict, task: str = "sentiment",
     storage = open_storage(url)
     sync_sweep(spec, storage)
     study = optuna.load_study(study_name=study_name(spec, variant, task), storage=storage)
-    while study.get_trials(states=(optuna.trial.TrialState.WAITING,)):
-        trial = study.ask()
-        lr = trial.suggest_float("lr", 1e-12, 1e3, log=True)
-        seed = trial.suggest_int("seed", 0, 2**31 - 1)
+
+    def outcome(lr: float, seed: int):
         validation, test, *best = scores[(lr, seed)]
-        attrs = {"metric": "accuracy", "validation_accuracy": validation, "test_accuracy": test,
-                 "best_validation_accuracy": best[0] if best else validation, "diverged": False, **(extra or {})}
-        for k, v in attrs.items():
-            trial.set_user_attr(k, v)
-        study.tell(trial, validation)
+        return validation, {"metric": "accuracy", "validation_accuracy": validation,
+                            "test_accuracy": test,
+                            "best_validation_accuracy": best[0] if best else validation,
+                            "diverged": False, **(extra or {})}
+
+    tell_waiting(study, outcome)
 
 
 def test_validation_chooses_where_test_disagrees(tmp_path):

@@ -10,7 +10,14 @@ from pathlib import Path
 import optuna
 import pytest
 
-from lorasweep.config import ConfigError, SweepSpec, TrainConfig, VariantSpec, apply_overrides
+from lorasweep.config import (
+    ConfigError,
+    SweepSpec,
+    TrainConfig,
+    TrialSpec,
+    VariantSpec,
+    apply_overrides,
+)
 from lorasweep.sweep.run import run_sweep
 from lorasweep.sweep.study import make_pruner, study_run_root, sync_sweep
 from lorasweep.tasks import base as task_base
@@ -118,13 +125,15 @@ def test_run_root_names_sweep_task_model_and_tag(tmp_path):
 
 
 def test_a_run_folder_of_another_study_is_refused(tmp_path):
-    from lorasweep.train.trial import _claim
+    from lorasweep.train.trial import run_trial
 
     (tmp_path / "config.json").write_text(json.dumps({"study": "other"}))
+    spec = TrialSpec(sweep="s", study="mine", storage="", trial_number=0, model="embedded:minilm",
+                     task="sentiment", task_options={}, model_options={}, variant=VariantSpec(),
+                     lr=1e-3, seed=0, train=TrainConfig(steps=1), run_dir=str(tmp_path))
     with pytest.raises(RuntimeError, match="belongs to study 'other'"):
-        _claim(tmp_path, "mine")
-    _claim(tmp_path / "fresh", "mine")
-    assert (tmp_path / "fresh").is_dir()
+        run_trial(spec)
+    assert json.loads((tmp_path / "config.json").read_text()) == {"study": "other"}  # untouched
 
 
 # ---------------------------------------------------------------------------------- pruners
