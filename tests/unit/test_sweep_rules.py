@@ -19,7 +19,7 @@ from lorasweep.config import (
     apply_overrides,
 )
 from lorasweep.sweep.run import run_sweep
-from lorasweep.sweep.study import make_pruner, study_run_root, sync_sweep
+from lorasweep.sweep.study import grid_point, make_pruner, study_run_root, sync_sweep
 from lorasweep.tasks import base as task_base
 from lorasweep.tasks.sentiment import Sentiment
 from lorasweep.train.loop import diverged_loss
@@ -122,6 +122,22 @@ def test_run_root_names_sweep_task_model_and_tag(tmp_path):
     a, b = tmp_path / "a" / "tiny", tmp_path / "b" / "tiny"
     a.mkdir(parents=True), b.mkdir(parents=True)
     assert study_run_root("r", "s", "t", str(a), "x") != study_run_root("r", "s", "t", str(b), "x")
+
+
+def test_the_readme_names_the_run_folder_the_sweep_writes(tmp_path, monkeypatch):
+    from lorasweep.paths import RUNS_DIR
+    from lorasweep.sweep.search import point_key
+
+    monkeypatch.chdir(tmp_path)
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    root = Path(study_run_root(str(RUNS_DIR), "SWEEP", "TASK", "MODEL", "VARIANT-TAG"))
+    written = (root / grid_point(1e-3, 0)).relative_to(tmp_path).as_posix()
+    assert f"`{written}/`" in readme
+    assert f"`{point_key(1e-3, 0, 0.25)}`" in readme  # an adaptive probe's folder
+    for model, folder in (("embedded:minilm", "embedded-minilm"),
+                          ("meta-llama/Llama-3.1-8B", "meta-llama--Llama-3.1-8B")):
+        assert Path(study_run_root("r", "s", "t", model, "x")).parent.name == folder
+        assert f"`{folder}`" in readme
 
 
 def test_a_run_folder_of_another_study_is_refused(tmp_path):
