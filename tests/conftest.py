@@ -295,6 +295,24 @@ def fresh_postgres_url(postgres_db_factory: Callable[[], str]) -> str:
     return postgres_db_factory()
 
 
+@pytest.fixture(params=["sqlite", "journal", "postgres"])
+def new_store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], str]:
+    """Makes the URL of a new, empty study store at each call, of one kind per parameter: an
+    SQLite file, a journal file, a database on the private PostgreSQL server."""
+    if request.param == "postgres":
+        return request.getfixturevalue("postgres_db_factory")
+    made = iter(range(10**6))
+    if request.param == "sqlite":
+        return lambda: f"sqlite:///{tmp_path / f'studies{next(made)}.db'}"
+    return lambda: f"journal:{tmp_path / f'studies{next(made)}.journal'}"
+
+
+@pytest.fixture
+def store_url(new_store_url: Callable[[], str]) -> str:
+    """The URL of a new, empty study store: SQLite, journal file and PostgreSQL in turn."""
+    return new_store_url()
+
+
 # --------------------------------------------------------------------------- hooks
 
 

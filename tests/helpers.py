@@ -3,10 +3,12 @@ optional test dependencies (skipped locally, a failure in CI)."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -60,6 +62,42 @@ def tiny_llama(body: bool = False, **config: Any):
     torch.manual_seed(0)
     settings = {**_TINY, "num_key_value_heads": 2, **config}
     return (LlamaModel if body else LlamaForCausalLM)(LlamaConfig(**settings))
+
+
+def bert_batch() -> dict:
+    """Four sequences of 12 token ids below 100 (the second padded after 8) with labels, for
+    the tiny BERT; the same batch on every call."""
+    import torch
+
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(0, 100, (4, 12), generator=g)
+    mask = torch.ones_like(ids)
+    mask[1, 8:] = 0
+    return {"input_ids": ids, "attention_mask": mask, "labels": torch.tensor([0, 1, 1, 0])}
+
+
+@contextlib.contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """One intra-op torch thread inside the block: tiny models run faster with one, and stay
+    fast when other processes share the CPUs (thread pools of tiny ops otherwise spin)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def hub_unreachable(monkeypatch, repo: str) -> None:
+    """``datasets.load_dataset`` fails as it does without network, naming ``repo``."""
+    import datasets
+
+    def offline(*args, **kwargs):
+        raise ConnectionError(f"Couldn't reach '{repo}' on the Hub (LocalEntryNotFoundError)")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
 
 
 def make_tiny_bert(path: str | Path, num_labels: int = 2) -> Path:
@@ -225,6 +263,30 @@ def tell_waiting(study, outcome) -> None:
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
         else:
             study.tell(trial, value)
+
+
+def sweep_one_point(tmp_path: Path, model: str | Path, task: str, data_dir: str | Path,
+                    **train: Any):
+    """Run a real one-point sweep (LoRA rank 2, lr 1e-3, 2 steps of 4 examples) of ``task``
+    on ``model``, in a fresh SQLite store under ``tmp_path``; returns its one trial, which
+    must have completed."""
+    import optuna
+
+    from lorasweep.config import SweepSpec, TrainConfig, VariantSpec
+    from lorasweep.sweep.run import run_sweep
+
+    spec = SweepSpec(
+        name="e2e", model=str(model), task=task, variants=[VariantSpec("lora", rank=2, alpha=4)],
+        lrs=[1e-3], seeds=[0], train=TrainConfig(**{"steps": 2, "batch_size": 4, **train}),
+        task_options={"data_dir": str(data_dir)}, storage=f"sqlite:///{tmp_path / 's.db'}",
+        runs_dir=str(tmp_path / "runs"),
+    )
+    outcome = run_sweep(spec)
+    assert outcome.summary.completed == 1 and outcome.summary.failed == 0
+    (name,) = optuna.get_all_study_names(spec.storage)
+    (trial,) = optuna.load_study(study_name=name, storage=spec.storage).get_trials()
+    assert trial.state == optuna.trial.TrialState.COMPLETE
+    return trial
 
 
 def standin_trial(spec, reporter):

@@ -183,18 +183,9 @@ def _propose_together(url: str, names: list[str], barrier, results) -> None:
         results.put((name, propose(study, storage, url).enqueued))
 
 
-@pytest.fixture(params=["sqlite", "journal", "postgres"])
-def race_url(request, tmp_path):
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'race.db'}"
-    if request.param == "journal":
-        return f"journal:{tmp_path / 'race.journal'}"
-    return request.getfixturevalue("fresh_postgres_url")
-
-
-def test_concurrent_proposals_enqueue_each_point_once(tmp_path, race_url):
+def test_concurrent_proposals_enqueue_each_point_once(tmp_path, store_url):
     """Four processes propose at the same instant (a barrier), over three fresh studies."""
-    storage = open_storage(race_url)
+    storage = open_storage(store_url)
     names = [f"race{i}" for i in range(3)]
     for name in names:
         study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
@@ -203,7 +194,7 @@ def test_concurrent_proposals_enqueue_each_point_once(tmp_path, race_url):
             study.set_user_attr(key, value)
     ctx = mp.get_context("spawn")
     barrier, results = ctx.Barrier(4), ctx.Queue()
-    procs = [ctx.Process(target=_propose_together, args=(race_url, names, barrier, results))
+    procs = [ctx.Process(target=_propose_together, args=(store_url, names, barrier, results))
              for _ in range(4)]
     for p in procs:
         p.start()

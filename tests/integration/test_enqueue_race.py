@@ -14,7 +14,6 @@ import sys
 from collections import Counter
 
 import optuna
-import pytest
 
 from lorasweep.config import SweepSpec, VariantSpec
 from lorasweep.sweep.store import open_storage
@@ -75,20 +74,10 @@ def _duplicates(spec: SweepSpec) -> int:
     return sum(n - 1 for n in points.values())
 
 
-@pytest.fixture(params=["sqlite", "journal", "postgres"])
-def race_url(request, tmp_path):
-    if request.param == "sqlite":
-        return lambda i: f"sqlite:///{tmp_path / f'race{i}.db'}"
-    if request.param == "journal":
-        return lambda i: f"journal:{tmp_path / f'race{i}.journal'}"
-    factory = request.getfixturevalue("postgres_db_factory")
-    return lambda i: factory()
-
-
-def test_concurrent_syncs_enqueue_each_point_once(race_url):
+def test_concurrent_syncs_enqueue_each_point_once(new_store_url):
     found = []
     for i in range(ROUNDS):
-        spec = _spec(race_url(i), f"race{i}")
+        spec = _spec(new_store_url(), f"race{i}")
         open_storage(spec.storage)  # the store exists; the race is on the study's grid
         enqueued = _race(spec)
         found.append(_duplicates(spec))
@@ -97,10 +86,10 @@ def test_concurrent_syncs_enqueue_each_point_once(race_url):
     assert found == [0] * ROUNDS
 
 
-def test_concurrent_first_runs_on_a_fresh_store(race_url):
+def test_concurrent_first_runs_on_a_fresh_store(new_store_url):
     """Two processes that open a store nobody created yet, then sync, at the same instant."""
     for i in range(2):
-        spec = _spec(race_url(10 + i), f"fresh{i}", lrs=LRS[:30])
+        spec = _spec(new_store_url(), f"fresh{i}", lrs=LRS[:30])
         enqueued = _race(spec, script=_SYNC_FRESH)
         assert _duplicates(spec) == 0
         assert sum(enqueued) == 30 * len(SEEDS)

@@ -50,17 +50,8 @@ def _completed_points(spec: SweepSpec) -> Counter:
                    for t in _trials(spec) if t.state == TrialState.COMPLETE)
 
 
-@pytest.fixture(params=["sqlite", "journal", "postgres"])
-def storage_url(request, tmp_path):
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'studies.db'}"
-    if request.param == "journal":
-        return f"journal:{tmp_path / 'studies.journal'}"
-    return request.getfixturevalue("fresh_postgres_url")
-
-
-def test_sweep_contract_on_every_storage(tiny_bert_dir, tmp_path, storage_url):
-    spec = _spec(tiny_bert_dir, tmp_path, storage_url)
+def test_sweep_contract_on_every_storage(tiny_bert_dir, tmp_path, store_url):
+    spec = _spec(tiny_bert_dir, tmp_path, store_url)
     outcome = run_sweep(spec)
     assert outcome.summary.completed == 4 and outcome.summary.failed == 0
     points = _completed_points(spec)
@@ -78,7 +69,7 @@ def test_sweep_contract_on_every_storage(tiny_bert_dir, tmp_path, storage_url):
     assert again.summary.completed == 0 and again.skipped == 4
     assert len(_trials(spec)) == 4
 
-    wider = _spec(tiny_bert_dir, tmp_path, storage_url, lrs=[1e-3, 1e-2, 1e-1])
+    wider = _spec(tiny_bert_dir, tmp_path, store_url, lrs=[1e-3, 1e-2, 1e-1])
     grown = run_sweep(wider)  # a grown grid runs only the new points
     assert grown.summary.completed == 2 and grown.skipped == 4
     assert set(_completed_points(wider).values()) == {1}

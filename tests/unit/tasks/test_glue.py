@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import hub_unreachable, sweep_one_point
 from transformers import AutoTokenizer
 
-from lorasweep.config import SweepSpec, TrainConfig, VariantSpec
-from lorasweep.sweep.run import run_sweep
+from lorasweep.config import TrainConfig
 from lorasweep.tasks import TaskError, get_task, list_tasks, task_registry
 from lorasweep.tasks.glue import GLUE_LRS, GLUE_TASKS
 from lorasweep.train.model import load_model
@@ -193,12 +193,7 @@ def test_bad_rows_say_where_and_why(tmp_path):
 
 
 def test_unreachable_hub_names_the_local_files(monkeypatch):
-    import datasets
-
-    def offline(*args, **kwargs):
-        raise ConnectionError("Couldn't reach 'nyu-mll/glue' on the Hub (LocalEntryNotFoundError)")
-
-    monkeypatch.setattr(datasets, "load_dataset", offline)
+    hub_unreachable(monkeypatch, "nyu-mll/glue")
     task = get_task("glue-mnli")  # no data_dir: nothing to check before loading
     with pytest.raises(TaskError) as err:
         task.load()
@@ -210,20 +205,7 @@ def test_unreachable_hub_names_the_local_files(monkeypatch):
 
 def test_end_to_end_sweep_records_the_metric(tmp_path, tiny_bert_dir):
     root = write_glue(tmp_path / "rte", "glue-rte", (("train", 8), ("validation", 4)))
-    spec = SweepSpec(
-        name="glue-e2e", model=str(tiny_bert_dir), task="glue-rte",
-        variants=[VariantSpec("lora", rank=2, alpha=4)], lrs=[1e-3], seeds=[0],
-        train=TrainConfig(steps=2, batch_size=4, max_length=32),
-        task_options={"data_dir": str(root)}, storage=f"sqlite:///{tmp_path / 's.db'}",
-        runs_dir=str(tmp_path / "runs"),
-    )
-    outcome = run_sweep(spec)
-    assert outcome.summary.completed == 1 and outcome.summary.failed == 0
-    import optuna
-
-    (name,) = optuna.get_all_study_names(spec.storage)
-    (trial,) = optuna.load_study(study_name=name, storage=spec.storage).get_trials()
-    assert trial.state == optuna.trial.TrialState.COMPLETE
+    trial = sweep_one_point(tmp_path, tiny_bert_dir, "glue-rte", root, max_length=32)
     assert 0.0 <= trial.user_attrs["test_accuracy"] <= 1.0
     # GLUE's objective is the best validation score over the evaluations (the study's protocol)
     assert trial.value == trial.user_attrs["best_validation_accuracy"]

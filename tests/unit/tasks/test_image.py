@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import hub_unreachable, sweep_one_point
 from PIL import Image
 
-from lorasweep.config import SweepSpec, TrainConfig, VariantSpec
-from lorasweep.sweep.run import run_sweep
+from lorasweep.config import TrainConfig
 from lorasweep.tasks import TaskError, get_task, task_registry
 from lorasweep.tasks.image import IMAGE_LRS, IMAGE_TASKS
 from lorasweep.train.model import load_model
@@ -173,12 +173,7 @@ def test_unknown_test_class_and_too_many_classes_are_errors(tmp_path):
 
 
 def test_unreachable_hub_names_the_local_layout(monkeypatch):
-    import datasets
-
-    def offline(*args, **kwargs):
-        raise ConnectionError("Couldn't reach 'tanganke/resisc45' on the Hub")
-
-    monkeypatch.setattr(datasets, "load_dataset", offline)
+    hub_unreachable(monkeypatch, "tanganke/resisc45")
     with pytest.raises(TaskError) as err:
         get_task("ic-resisc45").load()
     for part in ("tanganke/resisc45", "Couldn't reach", "DIR/train/<class>", "DIR/test/<class>"):
@@ -186,20 +181,7 @@ def test_unreachable_hub_names_the_local_layout(monkeypatch):
 
 
 def test_end_to_end_sweep_records_the_metric(tmp_path, image_dir, tiny_clip_dir):
-    spec = SweepSpec(
-        name="ic-e2e", model=str(tiny_clip_dir), task="ic-eurosat",
-        variants=[VariantSpec("lora", rank=2, alpha=4)], lrs=[1e-3], seeds=[0],
-        train=TrainConfig(steps=2, batch_size=4),
-        task_options={"data_dir": str(image_dir)}, storage=f"sqlite:///{tmp_path / 's.db'}",
-        runs_dir=str(tmp_path / "runs"),
-    )
-    outcome = run_sweep(spec)
-    assert outcome.summary.completed == 1 and outcome.summary.failed == 0
-    import optuna
-
-    (name,) = optuna.get_all_study_names(spec.storage)
-    (trial,) = optuna.load_study(study_name=name, storage=spec.storage).get_trials()
-    assert trial.state == optuna.trial.TrialState.COMPLETE
+    trial = sweep_one_point(tmp_path, tiny_clip_dir, "ic-eurosat", image_dir)
     assert 0.0 <= trial.user_attrs["test_accuracy"] <= 1.0
     run_dir = Path(trial.user_attrs["run_dir"])
     assert (run_dir / "adapter").is_dir()

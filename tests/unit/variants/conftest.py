@@ -6,14 +6,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-import torch
+from helpers import one_torch_thread
 
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_torch_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_torch_thread():
         yield
-    finally:
-        torch.set_num_threads(threads)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import require, tiny_bert
+from helpers import bert_batch, require, tiny_bert
 from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
@@ -151,14 +151,6 @@ def _bert() -> torch.nn.Module:
     return tiny_bert(initializer_range=0.2).eval()
 
 
-def _inputs() -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(1)
-    ids = torch.randint(0, 100, (4, 12), generator=g)
-    mask = torch.ones_like(ids)
-    mask[1, 8:] = 0
-    return {"input_ids": ids, "attention_mask": mask, "labels": torch.tensor([0, 1, 1, 0])}
-
-
 def _pair(total=8, tinit=0, tfinal=2, weight=0.5):
     """Our AdaLoRA and peft's on the same tiny BERT, with the same (perturbed) A, E, B."""
     peft = require("peft")
@@ -188,8 +180,8 @@ def _pair(total=8, tinit=0, tfinal=2, weight=0.5):
 def test_same_weights_give_peft_adaloras_outputs_and_penalty():
     ours, variant, theirs, _ = _pair()
     with torch.no_grad():
-        ours_out = ours(**_inputs())
-        peft_out = theirs.base_model(**_inputs())  # AdaLoraModel.forward adds the penalty
+        ours_out = ours(**bert_batch())
+        peft_out = theirs.base_model(**bert_batch())  # AdaLoraModel.forward adds the penalty
     torch.testing.assert_close(ours_out.logits, peft_out.logits, atol=1e-5, rtol=0)
     # peft adds orth_reg_weight · penalty to the loss itself; we add it through extra_loss()
     with torch.no_grad():
@@ -203,8 +195,8 @@ def test_allocator_steps_match_peft_rank_allocator():
     for step in (1, 2, 3):
         for model in (ours, theirs):
             model.zero_grad()
-        (ours(**_inputs()).loss + variant.extra_loss()).backward()
-        theirs.base_model(**_inputs()).loss.backward()
+        (ours(**bert_batch()).loss + variant.extra_loss()).backward()
+        theirs.base_model(**bert_batch()).loss.backward()
         variant.after_optimizer_step(step, None)
         theirs.base_model.update_and_allocate(step)
 

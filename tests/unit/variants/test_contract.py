@@ -147,18 +147,16 @@ def _output(model: nn.Module, case: Case) -> torch.Tensor:
     return out if isinstance(out, torch.Tensor) else out.logits
 
 
+def _apply(model: nn.Module, case: Case, key: str, **options) -> lorasweep.variants.Variant:
+    """``key`` on ``case``'s targets of ``model``, at the tests' rank and alpha."""
+    lorasweep.apply_variant(model, key, rank=RANK, alpha=ALPHA, target_modules=case.target_modules,
+                            modules_to_save=case.modules_to_save, **options)
+    return lorasweep.get_variant(model)
+
+
 def _adapt(case: Case, key: str, **options) -> tuple[nn.Module, lorasweep.variants.Variant]:
     model = case.build()
-    lorasweep.apply_variant(
-        model,
-        key,
-        rank=RANK,
-        alpha=ALPHA,
-        target_modules=case.target_modules,
-        modules_to_save=case.modules_to_save,
-        **options,
-    )
-    variant = lorasweep.get_variant(model)
+    variant = _apply(model, case, key, **options)
     variant.prepare(model, [case.inputs])  # data-driven inits, where a variant has them
     return model, variant
 
@@ -318,15 +316,7 @@ def test_bf16_autocast_forward_backward_is_finite(key, case):
 def test_bf16_base_runs_without_autocast_with_fp32_adapters(key, case):
     """Evaluation and generation often run outside autocast: a bf16 base must still work."""
     model = case.build().to(torch.bfloat16)
-    lorasweep.apply_variant(
-        model,
-        key,
-        rank=RANK,
-        alpha=ALPHA,
-        target_modules=case.target_modules,
-        modules_to_save=case.modules_to_save,
-    )
-    variant = lorasweep.get_variant(model)
+    variant = _apply(model, case, key)
     _perturb(variant)
     inputs = {k: v.bfloat16() if v.is_floating_point() else v for k, v in case.inputs.items()}
     out = _output(model, dataclasses.replace(case, inputs=inputs))

@@ -11,7 +11,7 @@ import json
 
 import pytest
 import torch
-from helpers import require, tiny_bert
+from helpers import bert_batch, require, tiny_bert
 from torch import nn
 
 import lorasweep
@@ -29,17 +29,9 @@ def _bert() -> nn.Module:
     return tiny_bert(initializer_range=0.2).eval()  # logits of order 1: differences show
 
 
-def _inputs() -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(1)
-    ids = torch.randint(0, 100, (4, 12), generator=g)
-    mask = torch.ones_like(ids)
-    mask[1, 8:] = 0
-    return {"input_ids": ids, "attention_mask": mask, "labels": torch.tensor([0, 1, 1, 0])}
-
-
 def _logits(model: nn.Module) -> torch.Tensor:
     with torch.no_grad():
-        return model(**_inputs()).logits
+        return model(**bert_batch()).logits
 
 
 def _ours(key: str, target_modules=TARGETS, **options):
@@ -106,8 +98,8 @@ def test_same_adapters_give_peft_logits_grads_and_merge(key):
     _close(ours, theirs)
 
     # gradients of every adapter tensor agree too
-    model(**_inputs()).loss.backward()
-    reference(**_inputs()).loss.backward()
+    model(**bert_batch()).loss.backward()
+    reference(**bert_batch()).loss.backward()
     for name, layer in variant.layers.items():
         peer = peft_layers[name]
         _close(layer.lora_A.grad, peer.lora_A["default"].weight.grad, atol=1e-6, msg=name)
