@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from ._svd import check_niter
+from ._svd import check_niter, principal_components
 from .base import AdapterLayer, VariantError
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "check_positive",
     "check_rank_fits",
     "estimate_gradients",
+    "gradient_components",
 ]
 
 _GRAD_DEVICES = ("same", "cpu")
@@ -206,3 +207,17 @@ class GradientInitLayer(AdapterLayer):
         self.subtract_initial_update()
 
 
+def gradient_components(variant: Any, model: nn.Module, batches: Iterable[dict[str, torch.Tensor]],
+                        components: int, negate: bool = False) -> tuple[list[tuple], dict[str, Any]]:
+    """The top-``components`` singular triplets of each target layer's gradient estimate ``G``
+    (of ``-G`` with ``negate``), from the randomised SVD with ``variant.options.niter``:
+    ``([(layer, U, S, V), ...], facts)``, in the layers' order. Each ``G`` is dropped once
+    decomposed; a layer too small for ``components`` is a VariantError naming it."""
+    o = variant.options
+    grads, facts = estimate_gradients(model, variant.layers, batches, o.grad_device)
+    out = []
+    for name, layer in variant.layers.items():
+        g = grads.pop(name).to(layer.base.weight.device)
+        check_rank_fits(variant.key, name, components, g)
+        out.append((layer, *principal_components(-g if negate else g, components, o.niter)))
+    return out, facts

@@ -10,8 +10,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from ._gradients import GradientInitLayer, SvdGradientOptions, check_rank_fits, estimate_gradients
-from ._svd import principal_components
+from ._gradients import GradientInitLayer, SvdGradientOptions, gradient_components
 from .base import Variant, register
 
 __all__ = ["LoraGa"]
@@ -55,13 +54,9 @@ class LoraGa(Variant):
     Options = LoraGaOptions
 
     def prepare(self, model: nn.Module, batches: Iterable[dict[str, torch.Tensor]]) -> dict:
-        o = self.options
-        grads, facts = estimate_gradients(model, self.layers, batches, o.grad_device)
         r = self.rank
-        for name, layer in self.layers.items():
-            g = grads.pop(name).to(layer.base.weight.device)
-            check_rank_fits(self.key, name, 2 * r, g)
-            u, _, v = principal_components(g, 2 * r, o.niter)
-            zeta = g.shape[0] ** 0.25 / math.sqrt(o.gamma)
+        parts, facts = gradient_components(self, model, batches, 2 * r)
+        for layer, u, _, v in parts:
+            zeta = u.shape[0] ** 0.25 / math.sqrt(self.options.gamma)  # out^(1/4) / sqrt(gamma)
             layer.start_from(zeta * u[:, r : 2 * r], zeta * v[:, :r].t())
         return facts

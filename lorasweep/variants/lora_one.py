@@ -9,8 +9,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from ._gradients import GradientInitLayer, SvdGradientOptions, check_rank_fits, estimate_gradients
-from ._svd import principal_components
+from ._gradients import GradientInitLayer, SvdGradientOptions, gradient_components
 from .base import Variant, register
 
 __all__ = ["LoraOne"]
@@ -49,12 +48,8 @@ class LoraOne(Variant):
     Options = LoraOneOptions
 
     def prepare(self, model: nn.Module, batches: Iterable[dict[str, torch.Tensor]]) -> dict:
-        o = self.options
-        grads, facts = estimate_gradients(model, self.layers, batches, o.grad_device)
-        for name, layer in self.layers.items():
-            g = grads.pop(name).to(layer.base.weight.device)
-            check_rank_fits(self.key, name, self.rank, g)
-            u, s, v = principal_components(-g, self.rank, o.niter)
-            root = torch.sqrt(s / (s[0] * o.gamma))
+        parts, facts = gradient_components(self, model, batches, self.rank, negate=True)
+        for layer, u, s, v in parts:
+            root = torch.sqrt(s / (s[0] * self.options.gamma))
             layer.start_from(u * root, root[:, None] * v.t())
         return facts
