@@ -33,12 +33,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import random
 from pathlib import Path
 from typing import Any, ClassVar
 
 from . import metrics
+from ._splits import check_holdout, hold_out
 from .base import Task, TaskData, TaskError, TaskOptions, register_task
+from .classification import predict, top_class
 
 __all__ = ["GLUE_LRS", "GLUE_TASKS", "HUB_ID", "GlueOptions", "GlueTask"]
 
@@ -46,7 +47,6 @@ HUB_ID = "nyu-mll/glue"
 #: The study's NLU learning-rate grid.
 GLUE_LRS = (1e-6, 1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3)
 _BATCH = 32
-_SPLIT_SEED = 1234  # the holdout slice is part of the task, not of the trial
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,10 +111,7 @@ class GlueTask(Task):
 
     def __init__(self, **options: Any):
         super().__init__(**options)
-        holdout = self.options.holdout
-        if isinstance(holdout, bool) or not isinstance(holdout, (int, float)) \
-                or not 0 <= holdout < 1:
-            raise TaskError(f"task.holdout must be a fraction in [0, 1), got {holdout!r}")
+        check_holdout(self.options.holdout)
         #: All scores of the last :meth:`evaluate` call (the primary metric and accuracy).
         self.last_scores: dict[str, float] = {}
 
@@ -203,12 +200,8 @@ class GlueTask(Task):
         if self.options.holdout > 0:
             if len(train) < 2:
                 raise TaskError(f"{self.key}: task.holdout needs at least 2 training examples")
-            order = list(range(len(train)))
-            random.Random(_SPLIT_SEED).shuffle(order)
-            cut = min(len(train) - 1, max(1, round(self.options.holdout * len(train))))
             test = test if test is not None else self.limited(validation)
-            validation = [train[i] for i in sorted(order[:cut])]
-            train = [train[i] for i in sorted(order[cut:])]
+            train, validation = hold_out(train, self.options.holdout)
         validation = self.limited(validation)
         return TaskData(train=train, validation=validation,
                         test=validation if test is None else test)
@@ -237,26 +230,15 @@ class GlueTask(Task):
 
     def evaluate(self, model: Any, tokenizer: Any, examples: list[dict[str, Any]],
                  batch_size: int, max_length: int, autocast: Any) -> float:
-        import torch
-
-        device = next(model.parameters()).device
-        was_training = model.training
-        model.eval()
-        examples = sorted(examples, key=self.length)  # similar lengths together: less padding
-        predictions: list = []
-        with torch.no_grad():
-            for chunk in self.batches(examples, batch_size):
-                batch = self.collate(tokenizer, chunk, max_length)
-                batch.pop("labels")
-                with autocast():
-                    logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
-                if self.spec.num_labels == 1:
-                    predictions.extend(logits.float().reshape(-1).tolist())
-                else:
-                    predictions.extend(logits.argmax(-1).tolist())
-        model.train(was_training)
-        self.last_scores = self.scores(predictions, [e["label"] for e in examples])
+        decide = _regression if self.spec.num_labels == 1 else top_class
+        predictions, labels = predict(self, model, tokenizer, examples, batch_size, max_length,
+                                      autocast, decide)
+        self.last_scores = self.scores(predictions, labels)
         return self.last_scores[self.metric]
+
+
+def _regression(logits: Any) -> list:
+    return logits.float().reshape(-1).tolist()
 
 
 def _make(spec: _Spec) -> type[GlueTask]:

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from . import generation
+from ._splits import SPLIT_SEED
 from .base import TaskData, TaskError, register_task
 from .generation import hub_rows, read_rows, require_positive, row_fields
 from .math_answer import extract_answer
@@ -44,7 +45,6 @@ METAMATHQA_HUB = "meta-math/MetaMathQA"
 METAMATHQA_FILES = ("metamathqa.jsonl", "metamathqa.json", "MetaMathQA-395K.json")
 #: The study's NLG learning-rate grid.
 NLG_LRS = (1e-6, 1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3)
-_SPLIT_SEED = 1234  # the held-out validation sample is part of the task, not of the trial
 _CALCULATOR = re.compile(r"<<[^<>]*>>")
 _FINAL = re.compile(r"answer is:?\s*(.+?)\s*$", re.IGNORECASE)
 
@@ -141,7 +141,7 @@ class GSM8K(MathTask):
         if len(eligible) <= size:
             raise TaskError(f"gsm8k: {len(eligible)} usable training rows, not enough to hold out "
                             f"validation_size={size} (lower it with --set task.validation_size=N)")
-        held = set(random.Random(_SPLIT_SEED).sample(eligible, size))
+        held = set(random.Random(SPLIT_SEED).sample(eligible, size))  # the task's, not the trial's
         held_sources = {pool[i]["_source"] for i in held}
         validation = [pool[i] for i in sorted(held)]
         train = [e for i, e in enumerate(pool)

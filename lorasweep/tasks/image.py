@@ -27,19 +27,19 @@ Override it per sweep (``--steps``, ``--set train.batch_size=...``, ``train.grad
 from __future__ import annotations
 
 import dataclasses
-import random
 from pathlib import Path
 from typing import Any, ClassVar
 
 from ..train.model import LoadedModel, ModelError, register_builder
 from . import metrics
+from ._splits import check_holdout, hold_out
 from .base import Task, TaskData, TaskError, TaskOptions, register_task
+from .classification import predict
 
 __all__ = ["IMAGE_LRS", "IMAGE_TASKS", "ImageOptions", "ImageTask"]
 
 #: The study's image-classification learning-rate grid.
 IMAGE_LRS = (1e-6, 1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3)
-_SPLIT_SEED = 1234  # the holdout slice is part of the task, not of the trial
 _MAX_HOLDOUT = 5_000
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"}
 
@@ -93,10 +93,7 @@ class ImageTask(Task):
 
     def __init__(self, **options: Any):
         super().__init__(**options)
-        holdout = self.options.holdout
-        if isinstance(holdout, bool) or not isinstance(holdout, (int, float)) \
-                or not 0 <= holdout < 1:
-            raise TaskError(f"task.holdout must be a fraction in [0, 1), got {holdout!r}")
+        check_holdout(self.options.holdout)
         self.class_names: list[str] = []
         self._hub: dict[str, Any] = {}
 
@@ -174,12 +171,7 @@ class ImageTask(Task):
             raise TaskError(f"{self.key}: label {bad[0]} is not a class 0..{self.num_labels - 1}")
         test = self.limited(test)
         if validation is None and self.options.holdout > 0 and len(train) > 1:
-            order = list(range(len(train)))
-            random.Random(_SPLIT_SEED).shuffle(order)
-            cut = max(1, round(self.options.holdout * len(train)))
-            cut = min(_MAX_HOLDOUT, len(train) - 1, cut)
-            validation = [train[i] for i in sorted(order[:cut])]
-            train = [train[i] for i in sorted(order[cut:])]
+            train, validation = hold_out(train, self.options.holdout, most=_MAX_HOLDOUT)
         validation = test if validation is None else self.limited(validation)
         return TaskData(train=train, validation=validation, test=test)
 
@@ -211,20 +203,8 @@ class ImageTask(Task):
 
     def evaluate(self, model: Any, tokenizer: Any, examples: list[dict[str, Any]],
                  batch_size: int, max_length: int, autocast: Any) -> float:
-        import torch
-
-        device = next(model.parameters()).device
-        was_training = model.training
-        model.eval()
-        predictions: list[int] = []
-        with torch.no_grad():
-            for chunk in self.batches(examples, batch_size):
-                pixels = self.collate(tokenizer, chunk, max_length)["pixel_values"]
-                with autocast():
-                    logits = model(pixel_values=pixels.to(device)).logits
-                predictions.extend(logits.argmax(-1).tolist())
-        model.train(was_training)
-        return metrics.accuracy(predictions, [e["label"] for e in examples])
+        return metrics.accuracy(*predict(self, model, tokenizer, examples, batch_size,
+                                         max_length, autocast))
 
 
 def _make(spec: _Spec) -> type[ImageTask]:
