@@ -30,6 +30,7 @@ import json
 from pathlib import Path
 from typing import Any, ClassVar
 
+from ._hub import hub_errors
 from .base import Task, TaskError, TaskOptions
 
 __all__ = [
@@ -266,17 +267,13 @@ def row_fields(row: dict[str, Any], names: tuple[str, ...], where: str) -> dict[
 def hub_rows(task: str, repo: str, *config: str, split: str, hint: str,
              limit: int | None = None) -> list[dict[str, Any]]:
     """A Hub dataset split as rows (the first ``limit``); offline or missing: one TaskError."""
-    try:
+    with hub_errors(task, repo, hint):
         import datasets
 
         data = datasets.load_dataset(repo, *config, split=split)
         if limit is not None:
             data = data.select(range(min(limit, len(data))))
         return list(data)
-    except Exception as err:  # offline, hub down, no cache: all end here with the fix
-        reason = (str(err).splitlines() or [type(err).__name__])[0]
-        raise TaskError(f"{task}: cannot load {repo} from the Hugging Face Hub ({reason}); "
-                        f"{hint}") from None
 
 
 def hub_usable(repo: str) -> bool:

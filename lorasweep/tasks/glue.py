@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from . import metrics
+from ._hub import hub_errors
 from ._splits import check_holdout, hold_out
 from .base import Task, TaskData, TaskError, TaskOptions, register_task
 from .classification import predict, top_class
@@ -171,17 +172,12 @@ class GlueTask(Task):
         return {**{f: str(raw[f]) for f in self.spec.fields}, "label": label}
 
     def _load_hub(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        try:
+        with hub_errors(self.key, f"{HUB_ID} ({self.spec.config})",
+                        f"without network, {self._layout_hint()}"):
             import datasets
 
             splits = datasets.load_dataset(HUB_ID, self.spec.config)
             train, validation = splits["train"], splits[self.spec.validation]
-        except Exception as err:  # offline, hub down, no cache: all end here with the fix
-            reason = (str(err).splitlines() or [type(err).__name__])[0]
-            raise TaskError(
-                f"{self.key}: cannot load {HUB_ID} ({self.spec.config}) from the Hugging Face Hub "
-                f"({reason}); without network, {self._layout_hint()}"
-            ) from None
         return ([self._example(r, f"{HUB_ID}/{self.spec.config} train") for r in train],
                 [self._example(r, f"{HUB_ID}/{self.spec.config} {self.spec.validation}")
                  for r in validation])

@@ -32,6 +32,7 @@ from typing import Any, ClassVar
 
 from ..train.model import LoadedModel, ModelError, register_builder
 from . import metrics
+from ._hub import hub_errors
 from ._splits import check_holdout, hold_out
 from .base import Task, TaskData, TaskError, TaskOptions, register_task
 from .classification import predict
@@ -143,19 +144,13 @@ class ImageTask(Task):
         return train, validation, test
 
     def _load_hub(self) -> tuple[list, None, list]:
-        try:
+        with hub_errors(self.key, self.spec.hub_id, f"without network, {self._layout_hint()}"):
             import datasets
 
             splits = datasets.load_dataset(self.spec.hub_id, self.spec.hub_config)
             self._hub = {"train": splits["train"], "test": splits["test"]}
             feature = self._hub["train"].features["label"]
             labels = {name: list(split["label"]) for name, split in self._hub.items()}
-        except Exception as err:  # offline, hub down, no cache: all end here with the fix
-            reason = (str(err).splitlines() or [type(err).__name__])[0]
-            raise TaskError(
-                f"{self.key}: cannot load {self.spec.hub_id} from the Hugging Face Hub "
-                f"({reason}); without network, {self._layout_hint()}"
-            ) from None
         self.class_names = list(getattr(feature, "names", None) or [])
         rows = {name: [{"split": name, "row": i, "label": int(y)} for i, y in enumerate(ys)]
                 for name, ys in labels.items()}
