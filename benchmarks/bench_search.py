@@ -2,6 +2,8 @@
 
     python benchmarks/bench_search.py                                   # the full run
     python benchmarks/bench_search.py --variants lora,adalora --reps 1  # what fits a busy machine
+    python benchmarks/bench_search.py --store grids.db --grid-only      # grids once; later runs
+    python benchmarks/bench_search.py --store grids.db                  # with --store reuse them
 
 Per variant and repetition (search seed = training seed ``rep``), on the embedded task (MiniLM +
 Rotten Tomatoes) at ``--steps`` per full trial over the fine grid ``--lrs`` (half-decades,
@@ -45,6 +47,11 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--eval-limit", type=int, default=None, help="shorter evaluation (default: all)")
     p.add_argument("--synthetic", action="store_true", help="a synthetic curve instead of training")
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--grid-only", action="store_true",
+                   help="only the grids (with --store: run them once, compare later)")
+    p.add_argument("--store", type=Path, default=None,
+                   help="a SQLite file kept between runs: its finished sweeps are reused (a grid "
+                        "run once serves later runs); default: a temporary one")
     return p.parse_args(argv)
 
 
@@ -135,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _args(argv)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        storage, runs = f"sqlite:///{tmp}/bench.db", f"{tmp}/runs"
+        db = args.store.resolve() if args.store else Path(tmp) / "bench.db"
+        storage, runs = f"sqlite:///{db}", f"{db.parent / db.stem}-runs"
         for variant in args.variants.split(","):
             started = time.perf_counter()
             grid = _sweep(f"grid-{variant}", variant, args, [0], "grid", storage, runs)
@@ -144,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
                          "lr": grid_pick["lr"], "test": grid_pick["test"], "gap": 0.0,
                          "seconds": time.perf_counter() - started})
             _print(rows[-1])
-            for rep in range(args.reps):
+            for rep in range(0 if args.grid_only else args.reps):
                 started = time.perf_counter()
                 adaptive = _sweep(f"adaptive-{variant}-{rep}", variant, args, [rep], "adaptive",
                                   storage, runs)

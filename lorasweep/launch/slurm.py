@@ -127,7 +127,10 @@ class SlurmWorker(Checkpointable):
 
         from ..sweep.worker import run_worker
         from ..train.signals import StopRequests
+        from .threads import configure_threads
 
+        # one worker per array task: the task's own allocation (SLURM_CPUS_PER_TASK) decides
+        print(f"array task {index}: {configure_threads(1)} torch thread(s)", flush=True)
         with StopRequests() as stops:  # what stopped the worker, after it saved and re-enqueued
             summary = run_worker(self.storage_url(), self.study_names)
         if stops.signum is not None:

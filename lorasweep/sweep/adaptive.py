@@ -9,6 +9,7 @@ the study's lock, so concurrent workers never enqueue the same proposal twice.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 from .lock import study_lock
@@ -37,8 +38,14 @@ def observations(study: Any) -> list[Observation]:
         if lr is None or seed is None:
             continue
         out.append(Observation(float(lr), int(seed), float(u.get("budget", 1.0)),
-                               _STATE.get(t.state.name, "failed"), t.value, u.get("final_loss")))
+                               _STATE.get(t.state.name, "failed"), t.value,
+                               _finite(u.get("validation_loss"), u.get("final_loss"))))
     return out
+
+
+def _finite(*values: Any) -> float | None:
+    """The first finite number (a probe's validation loss, else its final training loss)."""
+    return next((float(v) for v in values if isinstance(v, (int, float)) and math.isfinite(v)), None)
 
 
 def propose(study: Any, storage: Any, storage_url: str, retry_failed: int = 1) -> ProposeResult:

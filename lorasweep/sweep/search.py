@@ -12,11 +12,11 @@ never above :math:`\eta = 1`), so its answer is a grid point and compares with t
 1. *Bracket* (one seed, fidelity :math:`f` = ``probe_fidelity`` of the training budget, its own
    warm-up and decay): every other grid point from the lowest. The best probe locates the peak
    to one coarse step: among the probes scoring within ``tie`` (default 0.05) of the top probe
-   score, the one with the lowest final training loss. Short probes are noisy and, on tasks
-   where a fresh head needs many steps, all at chance (on the embedded task, 12-step probes
-   score 0.50-0.54 at every LR while their losses already fall from 0.70 to 0.62 towards the
-   peak): the loss, continuous and sensitive from the first steps, then decides; where probes
-   do separate, the score decides.
+   score, the one with the lowest validation loss (the training loss over the validation split,
+   teacher-forced for generation; probes measure it instead of scoring the test split). Short
+   probes are noisy and, on tasks where a fresh head needs many steps, all at chance (on the
+   embedded task, 12- to 16-step probes score 0.50-0.55 at every LR): the loss, continuous and
+   sensitive from the first steps, then decides; where probes do separate, the score decides.
    When :math:`b` is an end of the probed range and the extension allows, the probe continues
    two lattice steps outward until it is not (the run says so: ``note``).
 2. *Climb* (full budget, every seed): evaluate :math:`x_b`, then its neighbour
@@ -116,7 +116,8 @@ class Observation:
     budget: float
     state: str  # complete | pending | failed
     value: float | None = None
-    final_loss: float | None = None
+    #: What tells tied probes apart: a probe's validation loss, else its final training loss.
+    loss: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,7 +148,7 @@ def _score(obs: list[Observation], worst: float) -> tuple[float, float] | None:
     if not obs or any(o.state == "pending" for o in obs):
         return None
     values = [o.value if o.state == "complete" and o.value is not None else worst for o in obs]
-    losses = [o.final_loss if o.final_loss is not None and math.isfinite(o.final_loss) else math.inf
+    losses = [o.loss if o.loss is not None and math.isfinite(o.loss) else math.inf
               for o in obs]
     return sum(values) / len(values), -sum(losses) / len(losses)
 

@@ -99,6 +99,9 @@ class TrainResult:
     tokens: int
     history: list[dict[str, float]]
     loss_curve: list[list[float]] = dataclasses.field(default_factory=list)  # [[step, loss]]
+    #: Mean loss of the model on the validation split (teacher-forced for generation tasks); only
+    #: for short probes (``score_test=False``), whose scores may all sit at chance.
+    validation_loss: float = math.nan
 
     @property
     def tokens_per_second(self) -> float:
@@ -189,7 +192,8 @@ def train(model: torch.nn.Module, variant: Variant, task: Task, tokenizer: Any, 
     """Train ``steps`` optimizer steps; with ``checkpoints``, save the whole state on their
     schedule and when the process is asked to stop (then raise :class:`TrialStopped`); with
     ``resume`` (a loaded checkpoint), continue from its step, bit for bit as if never stopped.
-    ``score_test=False`` (a short probe that only validation decides on) leaves test NaN."""
+    ``score_test=False`` (a short probe that only validation decides on) leaves test NaN and
+    measures the validation loss instead."""
     own = StopRequests() if signals.active() is None else None
     try:
         with own or contextlib.nullcontext():
@@ -304,11 +308,31 @@ def _train(model: torch.nn.Module, variant: Variant, task: Task, tokenizer: Any,
     validation = evaluate(data.validation)
     best = max(progress.best, validation)
     history.append({"step": step, "validation": validation, "loss": progress.loss})
+    validation_loss = math.nan
     if pruned or not score_test:
         test = math.nan
+        if not pruned:
+            validation_loss = mean_loss(model, task, tokenizer, data.validation, cfg, device, autocast)
     elif data.test is data.validation:  # tasks that score their validation split as test (GLUE)
         test = validation
     else:
         test = evaluate(data.test)
     return TrainResult(validation, test, best, step, progress.loss, diverged, pruned, seconds,
-                       progress.tokens, history, curve)
+                       progress.tokens, history, curve, validation_loss)
+
+
+@torch.no_grad()
+def mean_loss(model: torch.nn.Module, task: Task, tokenizer: Any, examples: list[dict[str, Any]],
+              cfg: TrainConfig, device: torch.device, autocast: Callable[[], Any]) -> float:
+    """The training loss over ``examples`` (in order, micro-batches weighted by their size)."""
+    model.eval()
+    total = 0.0
+    try:
+        for start in range(0, len(examples), cfg.batch_size):
+            chunk = examples[start:start + cfg.batch_size]
+            batch = {k: v.to(device) for k, v in task.collate(tokenizer, chunk, cfg.max_length).items()}
+            with autocast():
+                total += float(model(**batch).loss) * len(chunk)
+    finally:
+        model.train()
+    return total / max(1, len(examples))

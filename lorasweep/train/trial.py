@@ -154,6 +154,7 @@ def run_trial(spec: TrialSpec, reporter: Reporter | None = None) -> TrialResult:
         f"test_{task.metric}": result.test,
         f"best_validation_{task.metric}": result.best_validation,
         "final_loss": result.final_loss,
+        "validation_loss": result.validation_loss,
         "steps": result.steps,
         "diverged": result.diverged,
         "tokens_per_second": result.tokens_per_second,

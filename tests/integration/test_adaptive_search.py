@@ -210,7 +210,8 @@ def test_concurrent_proposals_enqueue_each_point_once(tmp_path, store_url):
 
 
 def test_real_training_probes_skip_the_test_split(tiny_bert_dir, tmp_path):
-    """With real training: probes are scored on validation only, full trials on both splits."""
+    """With real training: probes are scored on validation only (score and loss), full trials on
+    both splits."""
     from lorasweep.sweep.run import run_sweep
 
     spec = SweepSpec(name="real", model=str(tiny_bert_dir), task="sentiment",
@@ -229,3 +230,6 @@ def test_real_training_probes_skip_the_test_split(tiny_bert_dir, tmp_path):
     assert all(math.isfinite(t.user_attrs["validation_accuracy"]) for t in trials)
     assert all(t.user_attrs["test_accuracy"] is None for t in probes)  # NaN, stored as null
     assert all(math.isfinite(t.user_attrs["test_accuracy"]) for t in full)
+    # a probe measures its validation loss instead (what tells probes at chance apart)
+    assert all(0 < t.user_attrs["validation_loss"] < 5 for t in probes)
+    assert all(t.user_attrs["validation_loss"] is None for t in full)

@@ -66,7 +66,7 @@ def _scontrol(job: str) -> str:
 def test_array_runs_the_grid_exactly_once_with_its_options(tmp_path, job_env, fresh_postgres_url):
     url = fresh_postgres_url.replace("postgres@", f"postgres:{SECRET}@")
     spec = _spec(tmp_path, url, lrs=[1e-5, 1e-4, 1e-3, 1e-2, 3e-2, 1e-1], seeds=[0, 1], workers=3,
-                 launcher_options={"partition": "debug", "time_min": 7, "cpus_per_task": 2,
+                 launcher_options={"partition": "debug", "time_min": 7, "cpus_per_task": 1,
                                    "gpus_per_task": 0})
     outcome = run_sweep(spec)
     assert outcome.summary.completed == 12 and outcome.missing == 0
@@ -78,9 +78,12 @@ def test_array_runs_the_grid_exactly_once_with_its_options(tmp_path, job_env, fr
     assert workers <= {f"slurm:{job}_{i}" for i in range(3)} and len(workers) >= 2
     assert job_states([job])[job] == Counter({"COMPLETED": 3})  # sacct: 3 array tasks
     shown = _scontrol(f"{job}_0")
-    assert "Partition=debug" in shown and "TimeLimit=00:07:00" in shown and "CPUs/Task=2" in shown
+    assert "Partition=debug" in shown and "TimeLimit=00:07:00" in shown and "CPUs/Task=1" in shown
     folder = tmp_path / "out" / "logs" / "slurm"  # default: logs/slurm beside the runs folder
     files = [p for p in folder.rglob("*") if p.is_file()]
+    outs = [p.read_text() for p in sorted(files) if p.name.endswith("_log.out")]  # tasks 0, 1, 2
+    assert len(outs) == 3  # each task sized its torch threads to its allocation, not the node
+    assert all(f"array task {i}: 1 torch thread(s)" in out for i, out in enumerate(outs)), outs
     assert any(p.suffix == ".sh" for p in files) and any(p.suffix == ".pkl" for p in files)
     for path in files:  # job script, pickles, logs: the password is in none of them
         assert SECRET.encode() not in path.read_bytes(), path

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import pytest
@@ -133,3 +134,21 @@ def test_pruned_trial_stops_early(tiny_bert_dir):
     result = train(model, variant, task, tok, data, cfg, 1e-3, 0, torch.device("cpu"),
                    _Recorder(prune_at=4))
     assert result.pruned and result.steps == 4 and math.isnan(result.test)
+
+
+def test_mean_loss_is_the_per_example_mean_whatever_the_batching(tiny_bert_dir):
+    from lorasweep.train.loop import mean_loss
+
+    task, data, model, tok, _ = _tiny_setup(tiny_bert_dir)
+    examples = data.validation[:10]
+    cpu = torch.device("cpu")
+    whole = mean_loss(model, task, tok, examples, TrainConfig(batch_size=10, max_length=32), cpu,
+                      contextlib.nullcontext)
+    model.eval()
+    with torch.no_grad():  # each example alone, averaged by hand
+        alone = [float(model(**task.collate(tok, [e], 32)).loss) for e in examples]
+    uneven = mean_loss(model, task, tok, examples, TrainConfig(batch_size=4, max_length=32), cpu,
+                       contextlib.nullcontext)  # batches of 4, 4 and 2
+    assert model.training  # handed back in training mode
+    assert whole == pytest.approx(sum(alone) / len(alone), rel=1e-4)
+    assert uneven == pytest.approx(whole, rel=1e-4)
