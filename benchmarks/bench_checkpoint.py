@@ -29,10 +29,11 @@ from pathlib import Path
 
 def _spec(root: Path, name: str, steps: int, every: int | None, lr: float):
     from lorasweep.config import SweepSpec, TrialSpec
+    from lorasweep.sweep.spec import sweep_tasks, train_for
 
     default = SweepSpec()
-    task = default.tasks[0]
-    train = dataclasses.replace(default.train_for(task), steps=steps, checkpoint_every=every)
+    task = sweep_tasks(default)[0]
+    train = dataclasses.replace(train_for(default, task), steps=steps, checkpoint_every=every)
     options = {**default.task_options, "eval_limit": 32}  # scoring is not what is measured
     return TrialSpec(sweep="bench", study=f"bench-{name}", storage="", trial_number=0,
                      model=default.model, task=task, task_options=options,

@@ -67,8 +67,9 @@ def _curve(args):
 
 
 def _sweep(name: str, variant: str, args, seeds: list[int], search: str, storage: str, runs: str):
-    from lorasweep.config import SweepSpec, parse_floats
-    from lorasweep.sweep.run import run_sweep
+    from lorasweep.config import parse_floats
+    from lorasweep.launch.run import check_spec, run_sweep
+    from lorasweep.sweep.spec import build_spec
     from lorasweep.sweep.store import open_storage
     from lorasweep.sweep.study import sync_sweep
     from lorasweep.sweep.worker import run_worker
@@ -77,10 +78,10 @@ def _sweep(name: str, variant: str, args, seeds: list[int], search: str, storage
             "lrs": parse_floats(args.lrs), "seeds": seeds, "train": {"steps": args.steps},
             "storage": storage, "search": search, "runs_dir": runs,
             "task_options": {"eval_limit": args.eval_limit} if args.eval_limit else {}}
-    spec = SweepSpec.from_dict(data).validate()
+    spec = check_spec(build_spec(data))
     curve = _curve(args)
     if curve is None:
-        run_sweep(spec)
+        run_sweep(spec, checked=True)
     else:  # the real store and worker loop; the curve stands in for training
         syncs = sync_sweep(spec, open_storage(storage), storage)
         run_worker(storage, [s.study for s in syncs], trial_fn=curve, poll_s=0.05)

@@ -2,7 +2,9 @@
 
 Recipes and ``--set`` overrides are YAML, so any setting may arrive as any type: ``steps: many``,
 ``workers: two``, ``lr: .inf``. These helpers turn a value into the type its field declares, or
-raise :class:`~lorasweep.config.ConfigError` with one line naming the setting and an example.
+raise :class:`ConfigError` with one line naming the setting and an example. ``ConfigError`` is
+defined here, at the bottom of the package, so every layer above can raise it (``config``
+re-exports it).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import dataclasses
 import math
 from typing import Any
 
-__all__ = ["MAX_LR", "MAX_SEED", "check_lrs", "check_seeds", "coerce_fields", "number",
+__all__ = ["ConfigError", "MAX_LR", "MAX_SEED", "check_lrs", "check_seeds", "coerce_fields", "number",
            "parse_floats", "parse_ints", "as_list", "mapping_of"]
 
 #: Learning rates above this are refused unless ``--allow-any-lr`` (no optimizer step of a LoRA
@@ -21,9 +23,11 @@ MAX_LR = 10.0
 MAX_SEED = 2**31
 
 
-def _error(message: str) -> Exception:
-    from .config import ConfigError
+class ConfigError(ValueError):
+    """Bad input: the message is one line naming the problem and the fix."""
 
+
+def _error(message: str) -> Exception:
     return ConfigError(message)
 
 
@@ -63,6 +67,8 @@ def coerce_fields(obj: Any, prefix: str, examples: dict[str, str] | None = None)
         example = examples.get(field.name, f"--set {name}=...")
         if value is None and "None" in kinds:
             continue
+        if dataclasses.is_dataclass(value) and type(value).__name__ in kinds:
+            continue  # a settings object (e.g. a TrainConfig): it checks its own fields
         if "int" in kinds:
             setattr(obj, field.name, number(value, int, name, example))
         elif "float" in kinds:

@@ -1,9 +1,13 @@
-"""Sweep configuration: recipe YAML -> validated dataclasses -> overrides -> TrialSpec.
+"""Sweep configuration: the dataclasses a sweep and a trial are made of, and their own checks.
 
-Config flows one way. A recipe (or the CLI's flags) becomes a :class:`SweepSpec`; every problem
-is found here, before anything touches the study store, and raised as :class:`ConfigError` with
-one line that names the problem and the fix. Each trial then gets a :class:`TrialSpec`: plain,
-picklable data, written into its run folder.
+Config flows one way. A recipe (or the CLI's flags) becomes a :class:`SweepSpec`; each trial then
+gets a :class:`TrialSpec`: plain, picklable data, written into its run folder. This module is the
+bottom layer of the package: it knows no registry. Its checks (``validate``) are those of the
+fields' own values (a positive step count, a finite learning rate, a known pruner); names and
+options are checked against the task, variant, model and store registries one layer up
+(:func:`lorasweep.sweep.spec.check_sweep`), and the task's defaults filled in there too
+(:func:`lorasweep.sweep.spec.build_spec`). Every problem is raised as :class:`ConfigError` with
+one line that names the problem and the fix, before anything touches the study store.
 """
 
 from __future__ import annotations
@@ -13,38 +17,42 @@ import re
 from pathlib import Path
 from typing import Any, ClassVar
 
-import yaml
-
 from ._tags import variant_tag
+from ._values import ConfigError, check_lrs, check_seeds, coerce_fields, parse_floats, parse_ints
 from ._values import as_list as _as_list
-from ._values import check_lrs, check_seeds, coerce_fields, parse_floats, parse_ints
-from ._values import mapping_of as _mapping
 from ._values import number as _number
 from .paths import RUNS_DIR
 from .recipe import load_recipe
 
 __all__ = [
     "DEFAULT_LRS",
+    "DEFAULT_MODEL",
+    "DEFAULT_SEARCH",
+    "DEFAULT_VARIANT",
     "PRUNERS",
+    "SEARCHES",
     "ConfigError",
     "SweepSpec",
     "TrainConfig",
     "TrialSpec",
     "VariantSpec",
-    "apply_overrides",
     "load_recipe",
+    "overlay_train",
     "parse_floats",
     "parse_ints",
 ]
 
 #: Optuna pruners a sweep may use; ``none`` (the default): every grid point runs to the end.
 PRUNERS = ("none", "median", "successive-halving")
-#: The embedded default grid: spans collapse (too low), the peak and divergence (too high).
+#: grid: every (lr, seed); adaptive: a bracket then a climb over the grid's LRs (sweep/search.py).
+SEARCHES = ("grid", "adaptive")
+#: What a sweep uses when neither it nor its task says otherwise (``Task`` reads these too).
+DEFAULT_VARIANT = "lora"
+DEFAULT_SEARCH = SEARCHES[0]
+#: The embedded default model and grid (the ``sentiment`` task declares them as its own): the
+#: grid spans collapse (too low), the peak and divergence (too high).
+DEFAULT_MODEL = "embedded:minilm"
 DEFAULT_LRS = (1e-5, 1e-4, 1e-3, 3e-3, 5e-3, 1e-2)
-
-
-class ConfigError(ValueError):
-    """Bad input: the message is one line naming the problem and the fix."""
 
 
 @dataclasses.dataclass
@@ -102,7 +110,7 @@ class TrainConfig:
 class VariantSpec:
     """One variant configuration: a registry key and its settings."""
 
-    key: str = "lora"
+    key: str = DEFAULT_VARIANT
     rank: int = 8
     alpha: float = 16.0
     dropout: float = 0.0
@@ -117,8 +125,8 @@ class VariantSpec:
                            self.target_modules)
 
     def validate(self) -> None:
-        from .variants import VariantError, get_variant_class
-
+        """Its own values (numbers, a mapping of options, module names); the key and the options
+        are checked against the variant registry by ``sweep.spec.resolve_variant``."""
         self.rank = _number(self.rank, int, f"{self.key} rank", "--rank 8")
         self.alpha = _number(self.alpha, float, f"{self.key} alpha", "--alpha 16")
         self.dropout = _number(self.dropout, float, f"{self.key} dropout", "--set variant.dropout=0.05")
@@ -129,38 +137,34 @@ class VariantSpec:
                                     or not all(isinstance(t, str) and t for t in targets)):
             raise ConfigError(f"target_modules must be module names, got {targets!r}: "
                               "e.g. --set target_modules=query,value")
-        try:
-            cls = get_variant_class(self.key)
-            resolved = cls(self.rank, self.alpha, self.dropout, **self.options)
-        except VariantError as err:
-            raise ConfigError(str(err)) from None
-        defaults = cls.option_defaults()
-        self.options = {k: v for k, v in dataclasses.asdict(resolved.options).items()
-                        if k in self.options and v != defaults[k]}
         if self.target_modules is not None:
             self.target_modules = sorted(set(self.target_modules))
 
 
 @dataclasses.dataclass
 class SweepSpec:
-    """A whole sweep: model x task x variants x learning rates x seeds."""
+    """A whole sweep: model x task x variants x learning rates x seeds.
+
+    Built in code, its defaults are the embedded default sweep's; built from a recipe or the CLI
+    (:func:`lorasweep.sweep.spec.build_spec`), what is not given is the task's.
+    """
 
     name: str = "default"
-    model: str = "embedded:minilm"
+    model: str = DEFAULT_MODEL
     task: str = "sentiment"
     variants: list[VariantSpec] = dataclasses.field(default_factory=lambda: [VariantSpec()])
     lrs: list[float] = dataclasses.field(default_factory=lambda: list(DEFAULT_LRS))
     seeds: list[int] = dataclasses.field(default_factory=lambda: [0])
-    train: TrainConfig = dataclasses.field(default_factory=lambda: TrainConfig(steps=80))
+    #: The training budget as given: a :class:`TrainConfig` (every task of the sweep trains with
+    #: it as it is), or the settings given explicitly (recipe, flags, ``--set train.X``), which
+    #: overlay each task's own default budget (a group's tasks differ in size). One owner: the
+    #: budget a task trains with is ``sweep.spec.train_for(spec, task)``.
+    train: TrainConfig | dict[str, Any] = dataclasses.field(default_factory=dict)
     task_options: dict[str, Any] = dataclasses.field(default_factory=dict)
     model_options: dict[str, Any] = dataclasses.field(default_factory=dict)
-    #: The train settings the recipe/CLI gave explicitly. When set, each task of a group gets its
-    #: own default budget overlaid with these (``train_for``); ``train`` is the first task's.
-    train_settings: dict[str, Any] | None = None
     storage: str | None = None
     pruner: str = "none"
-    #: grid: every (lr, seed); adaptive: a bracket then a climb over the grid's LRs (sweep/search.py)
-    search: str = "grid"
+    search: str = DEFAULT_SEARCH  # one of SEARCHES
     search_options: dict[str, Any] = dataclasses.field(default_factory=dict)
     launcher: str = "inline"
     #: The launcher's options (``--set launcher.X=V``, or a recipe's ``launcher:`` mapping).
@@ -173,7 +177,10 @@ class SweepSpec:
     allow_any_lr: bool = False
 
     def validate(self) -> SweepSpec:
-        """Check everything, cheapest first; raise ConfigError on the first problem."""
+        """Check its own values, cheapest first; raise ConfigError on the first problem.
+
+        Names and options are checked against the registries (and the training budget against
+        each task's) by :func:`lorasweep.sweep.spec.check_sweep`, which calls this first."""
         coerce_fields(self, "", {"workers": "--workers 2", "name": "--sweep NAME",
                                  "model": "--model embedded:minilm", "task": "--task sentiment"})
         if not self.name or any(c in self.name for c in "/:| "):
@@ -184,82 +191,28 @@ class SweepSpec:
         self.seeds = check_seeds(self.seeds)
         if not self.variants:
             raise ConfigError("no variant given: pass e.g. --variant lora,dora")
-        if self.search not in ("grid", "adaptive"):
+        if self.search not in SEARCHES:
             raise ConfigError(f"unknown search {self.search!r}: choose grid or adaptive (--search)")
-        from .sweep.search import SearchError, parse_options
-
-        try:
-            parse_options(self.search_options)
-        except SearchError as err:
-            raise ConfigError(str(err)) from None
-        self._validate_launcher()
         if self.pruner not in PRUNERS:
             raise ConfigError(f"unknown pruner {self.pruner!r}: choose {', '.join(PRUNERS)}")
         if self.workers <= 0:
             raise ConfigError(f"workers must be positive, got {self.workers}")
-        from .sweep.store import StorageError, check_storage
-
-        try:  # a bad URL, path or store file stops here, before anything is written
-            check_storage(self.storage)
-        except StorageError as err:
-            raise ConfigError(str(err)) from None
         self.max_retries = _number(self.max_retries, int, "max_retries", "--set max_retries=2")
         if self.max_retries < 0:
             raise ConfigError(f"max_retries must be >= 0, got {self.max_retries}: e.g. --set max_retries=2")
-        from .tasks import TaskError, expand_tasks, get_task
-        from .train.model import ModelError, ModelOptions, check_model
-
-        try:
-            for task in expand_tasks(self.task):
-                get_task(task, **self.task_options)
-            check_model(self.model)
-            ModelOptions.parse(self.model_options)
-        except (TaskError, ModelError) as err:
-            raise ConfigError(str(err)) from None
-        for task in self.tasks:
-            self.train_for(task).validate()
-        for variant in self.variants:  # imports torch: after the cheap checks
+        if isinstance(self.train, TrainConfig):
+            self.train.validate()
+        for variant in self.variants:
             variant.validate()
-        tags = [v.tag for v in self.variants]
-        if len(set(tags)) != len(tags):
-            raise ConfigError(f"the same variant configuration is listed twice: {tags}")
         return self
-
-    def _validate_launcher(self) -> None:
-        from .launch.base import LauncherError, get_launcher_class
-
-        try:
-            get_launcher_class(self.launcher).parse_options(self.launcher_options)
-        except LauncherError as err:
-            raise ConfigError(str(err)) from None
-        if self.launcher == "slurm":
-            storage = self.storage or "sqlite:///"
-            if storage.startswith("sqlite"):
-                raise ConfigError(
-                    "--launcher slurm cannot use a SQLite store (SQLite on network file systems "
-                    "corrupts, and loses workers at 32 processes even on a local disk): pass "
-                    "--storage journal:/shared/path/sweep.journal or a PostgreSQL URL"
-                )
-
-    def train_for(self, task: str) -> TrainConfig:
-        """The training budget of one task of this sweep (a group's tasks differ in size)."""
-        if self.train_settings is None:
-            return self.train
-        return _budget(_task_class(task), self.train_settings)
-
-    @property
-    def tasks(self) -> list[str]:
-        """The task keys this sweep runs (a group such as ``glue`` expands to its members)."""
-        from .tasks import expand_tasks
-
-        return expand_tasks(self.task)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SweepSpec:
-        """Build from recipe data; the task's own defaults fill model, lrs and train budget."""
+        """Build from recipe data as it is (what is absent: the dataclass's defaults; the task's
+        defaults are filled in by :func:`lorasweep.sweep.spec.build_spec`)."""
         data = dict(data)
         known = {f.name for f in dataclasses.fields(cls)} | {"rank", "alpha", "target_modules",
                                                              "data_dir"}
@@ -282,18 +235,15 @@ class SweepSpec:
             raise ConfigError(f"recipe key 'launcher' must be a name or a mapping with 'key', got {launcher!r}")
         if not isinstance(data.get("launcher_options", {}), dict):
             raise ConfigError("launcher options must be a mapping: e.g. --set launcher.partition=gpu")
-        task_cls = _task_class(data.get("task", cls.task))
-        default_variants = list(task_cls.default_variants) if task_cls is not None else ["lora"]
-        variants = [_variant_from(v, shared) for v in _as_list(data.pop("variants", default_variants))]
+        variants = [_variant_from(v, shared) for v in _as_list(data.pop("variants", [DEFAULT_VARIANT]))]
         if "lrs" in data:
             data["lrs"] = [_number(x, float, "learning rate", "lrs: [1e-5, 1e-4]")
                            for x in _as_list(data["lrs"])]
         if "seeds" in data:
             data["seeds"] = [_number(x, int, "seed", "seeds: [0, 1]") for x in _as_list(data["seeds"])]
-        settings = data.pop("train_settings", None)  # present when data came from to_dict()
-        if settings is not None and not isinstance(settings, dict):
-            raise ConfigError(f"recipe key 'train_settings' must be a mapping, got {settings!r}")
         train = data.pop("train", None) or {}
+        if isinstance(train, TrainConfig):
+            train = dataclasses.asdict(train)
         if not isinstance(train, dict):
             raise ConfigError(f"recipe key 'train' must be a mapping, got {train!r}")
         fields = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -302,13 +252,7 @@ class SweepSpec:
             raise ConfigError(
                 f"unknown train setting {unknown[0]!r}: known are {', '.join(sorted(fields))}"
             )
-        if task_cls is not None:
-            data.setdefault("model", task_cls.default_model or cls.model)
-            data.setdefault("search", task_cls.default_search)
-            if task_cls.default_lrs:
-                data.setdefault("lrs", list(task_cls.default_lrs))
-        return cls(**data, variants=variants, train=_budget(task_cls, train),
-                   train_settings=dict(train if settings is None else settings))
+        return cls(**data, variants=variants, train=dict(train))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -385,25 +329,13 @@ def _check_keys(cls: type, data: dict[str, Any], what: str) -> None:
                           "upgrade lorasweep")
 
 
-def _budget(task_cls: Any, given: dict[str, Any]) -> TrainConfig:
-    """A task's default budget overlaid with the settings given explicitly."""
-    budget = dict(task_cls.default_train) if task_cls is not None else {"steps": SweepSpec().train.steps}
+def overlay_train(base: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    """Train settings ``given`` over ``base``; an epoch budget given without steps replaces
+    ``base``'s step budget (a step count wins over epochs in :class:`TrainConfig`)."""
+    merged = dict(base)
     if "epochs" in given and "steps" not in given:
-        budget.pop("steps", None)  # an explicit epoch budget replaces a default step budget
-    try:
-        config = TrainConfig(**{**budget, **given})
-    except TypeError as err:
-        raise ConfigError(f"bad train settings: {err}") from None
-    coerce_fields(config, "train.")  # "50" from a quoted YAML value becomes 50 in every copy
-    return config
-
-
-def _task_class(key: Any):
-    """The task class (first member for a group) whose defaults apply; None if unknown."""
-    from .tasks import expand_tasks_safe, task_registry
-
-    members = expand_tasks_safe(key) if isinstance(key, str) else []
-    return task_registry().get(members[0]) if members else None
+        merged.pop("steps", None)
+    return {**merged, **given}
 
 
 def _variant_from(item: Any, shared: dict[str, Any]) -> VariantSpec:
@@ -421,56 +353,3 @@ def _variant_from(item: Any, shared: dict[str, Any]) -> VariantSpec:
     if isinstance(merged.get("target_modules"), str):
         merged["target_modules"] = _as_list(merged["target_modules"])
     return VariantSpec(**merged, options=options)
-
-
-def apply_overrides(data: dict[str, Any], assignments: list[str]) -> dict[str, Any]:
-    """Apply ``--set key=value`` overrides to recipe data (dotted keys, YAML-typed values).
-
-    ``train.steps=50``, ``task.eval_limit=100`` (task options), ``model.dtype=bf16`` (model
-    options), ``launcher.partition=gpu`` (launcher options), ``variant.ratio=8`` (an option of
-    every listed variant), ``rank=4``, ``target_modules=query,value``.
-    """
-    data = dict(data)
-    for assignment in assignments:
-        key, sep, raw = assignment.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--set expects key=value, got {assignment!r} (e.g. --set train.steps=50)")
-        key = key.strip()
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError:
-            raise ConfigError(
-                f"--set {key!r}: value {raw!r} is not valid YAML; quote it (e.g. --set name=\"x\")"
-            ) from None
-        head, _, rest = key.partition(".")
-        if head == "train" and rest:
-            data["train"] = {**_mapping(data, "train"), rest: value}
-        elif head == "task" and rest:
-            data["task_options"] = {**_mapping(data, "task_options"), rest: value}
-        elif head == "model" and rest:
-            data["model_options"] = {**_mapping(data, "model_options"), rest: value}
-        elif head == "search" and rest:
-            data["search_options"] = {**_mapping(data, "search_options"), rest: value}
-        elif head == "launcher" and rest:
-            data["launcher_options"] = {**_mapping(data, "launcher_options"), rest: value}
-        elif head == "variant" and rest:
-            task_cls = _task_class(data.get("task", SweepSpec.task))
-            default = list(task_cls.default_variants) if task_cls is not None else ["lora"]
-            variants = [dict(v) if isinstance(v, dict) else {"key": v}
-                        for v in _as_list(data.get("variants", default))]
-            spec_fields = {f.name for f in dataclasses.fields(VariantSpec)} - {"key", "options"}
-            for v in variants:
-                if rest in spec_fields:  # variant.rank=4: a setting, not a variant option
-                    v[rest] = value
-                else:  # an option: the override wins over one written inline in the recipe
-                    v.pop(rest, None)
-                    v["options"] = {**(v.get("options") or {}), rest: value}
-            data["variants"] = variants
-        elif not rest:
-            data[key] = value
-        else:
-            raise ConfigError(
-                f"unknown override {key!r}: use train.X, task.X, model.X, variant.X, search.X, "
-                "launcher.X or a top-level key"
-            )
-    return data

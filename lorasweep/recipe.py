@@ -7,6 +7,8 @@ from typing import Any
 
 import yaml
 
+from ._values import ConfigError
+
 __all__ = ["load_recipe"]
 
 
@@ -30,6 +32,4 @@ def load_recipe(path: str | Path) -> dict[str, Any]:
 
 
 def _error(message: str) -> Exception:
-    from .config import ConfigError
-
     return ConfigError(message)

@@ -273,7 +273,7 @@ def sweep_one_point(tmp_path: Path, model: str | Path, task: str, data_dir: str 
     import optuna
 
     from lorasweep.config import SweepSpec, TrainConfig, VariantSpec
-    from lorasweep.sweep.run import run_sweep
+    from lorasweep.launch.run import run_sweep
 
     spec = SweepSpec(
         name="e2e", model=str(model), task=task, variants=[VariantSpec("lora", rank=2, alpha=4)],

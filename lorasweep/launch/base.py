@@ -67,6 +67,8 @@ class Launcher(ABC):
     Options: ClassVar[type] = NoOptions
     #: Whether ``launch`` can return right after starting the workers (``run --detach``).
     can_detach: ClassVar[bool] = False
+    #: Whether the workers run in this process (they may then reuse what the preflight loaded).
+    in_process: ClassVar[bool] = False
 
     def __init__(self, options: Any = None, workers: int = 1, runs_dir: str | Path = RUNS_DIR,
                  detach: bool = False, trial_fn: Any = None):
@@ -119,8 +121,8 @@ def register(cls: type[Launcher]) -> type[Launcher]:
 
 
 def launcher_registry() -> dict[str, type[Launcher]]:
-    import lorasweep.launch  # noqa: F401  (its imports register every launcher)
-
+    """Every launcher (importing this module ran the package's ``__init__``, which imports, and
+    so registers, each launcher's file)."""
     return dict(_REGISTRY)
 
 

@@ -12,6 +12,7 @@ __all__ = ["InlineLauncher"]
 class InlineLauncher(Launcher):
     key = "inline"
     summary = "one worker in this process, with per-trial progress"
+    in_process = True
 
     def launch(self, storage_url: str, study_names: list[str], total: int,
                events: TrialEvents) -> WorkerSummary:

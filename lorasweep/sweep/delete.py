@@ -11,7 +11,7 @@ import dataclasses
 import shutil
 from pathlib import Path
 
-from ..config import ConfigError
+from .spec import SweepError
 
 __all__ = ["DeletePlan", "delete_sweep", "plan_delete"]
 
@@ -26,7 +26,7 @@ class DeletePlan:
 
 
 def plan_delete(storage_url: str | None, sweep: str) -> DeletePlan:
-    """What deleting ``sweep`` removes; a :class:`ConfigError` if it is unknown or still running.
+    """What deleting ``sweep`` removes; a :class:`~lorasweep.sweep.spec.SweepError` if it is unknown or still running.
 
     A trial counts as running while its worker beats its heartbeat; one whose worker died is
     marked failed first (as every ``run`` does), so a crashed sweep can be deleted.
@@ -49,7 +49,7 @@ def plan_delete(storage_url: str | None, sweep: str) -> DeletePlan:
         all_trials = study.get_trials(deepcopy=False)
         running = [t for t in all_trials if t.state == TrialState.RUNNING]
         if running:
-            raise ConfigError(
+            raise SweepError(
                 f"sweep {sweep!r} has {len(running)} running trial(s) in study "
                 f"{summary.study_name!r}: wait for them to finish (or stop their workers), then delete"
             )
@@ -59,7 +59,7 @@ def plan_delete(storage_url: str | None, sweep: str) -> DeletePlan:
             folders.add(Path(attrs["runs_dir"]) / sweep)
         folders.update(Path(t.user_attrs["run_dir"]) for t in all_trials if t.user_attrs.get("run_dir"))
     if not studies:
-        raise ConfigError(f"no sweep named {sweep!r} in the store: see `lorasweep status` for the sweeps")
+        raise SweepError(f"no sweep named {sweep!r} in the store: see `lorasweep status` for the sweeps")
     existing = sorted({f.resolve() for f in folders if f.exists()})
     # A trial folder inside the sweep's folder goes with it: list only the outermost ones.
     outermost = [f for f in existing if not any(o != f and o in f.parents for o in existing)]

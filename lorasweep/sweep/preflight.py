@@ -3,7 +3,10 @@
 A sweep that cannot load its model or data would fail every trial the same way, once per grid
 point, and leave failed trials in the store. ``preflight`` loads what every trial will load first
 (the model's config and tokenizer, each task's data) once, in the launching process, and turns a
-failure into one :class:`~lorasweep.config.ConfigError` line naming the fix.
+failure into one :class:`~lorasweep.sweep.spec.SweepError` line naming the fix. The spec was
+checked before (``check_spec``: each task's ``check_available`` ran there), so the data is loaded
+here without checking again; with ``keep_data`` (a worker in this process) the data goes into the
+worker cache, where the worker's first trial finds it instead of loading it once more.
 
 Offline: when ``HF_HUB_OFFLINE`` is set, or one quick probe finds the Hub unreachable, the Hub's
 offline mode is switched on for this process and its workers, so nothing retries the network.
@@ -17,7 +20,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from ..config import ConfigError, SweepSpec
+from ..config import SweepSpec
+from .spec import SweepError, sweep_tasks
 
 __all__ = ["hub_offline", "preflight"]
 
@@ -85,8 +89,9 @@ def _check_model(spec: SweepSpec, offline: bool) -> None:
         return
     options = ModelOptions.parse(spec.model_options)
     folder = Path(spec.model).is_dir()
-    kinds = {getattr(task_registry().get(t), "model_kind", None) for t in spec.tasks}
-    default_of = next((t for t in spec.tasks
+    tasks = sweep_tasks(spec)
+    kinds = {getattr(task_registry().get(t), "model_kind", None) for t in tasks}
+    default_of = next((t for t in tasks
                        if getattr(task_registry().get(t), "default_model", None) == spec.model), None)
     path, gguf = resolve_model(spec.model)
     kwargs: dict[str, Any] = {"trust_remote_code": options.trust_remote_code}
@@ -101,32 +106,40 @@ def _check_model(spec: SweepSpec, offline: bool) -> None:
         AutoConfig.from_pretrained(path, **kwargs)
         if kinds - {"image-classification"}:  # text tasks need the tokenizer; images a processor
             AutoTokenizer.from_pretrained(path, **kwargs)
-    except (ModelError, ConfigError):
+    except (ModelError, SweepError):
         raise
     except Exception as err:  # transformers raises OSError, ValueError, KeyError, hub errors...
         if folder:
-            raise ConfigError(
+            raise SweepError(
                 f"model folder {spec.model!r} cannot be loaded by transformers ({_first_line(err)}): "
                 "point --model at a saved model (a config.json with its model_type, the weights "
                 "and the tokenizer)") from None
-        raise ConfigError(_hub_problem(spec.model, err, offline, default_of)) from None
+        raise SweepError(_hub_problem(spec.model, err, offline, default_of)) from None
     finally:
         hf_logging.set_verbosity(verbosity)
 
 
-def _check_data(spec: SweepSpec) -> None:
-    from ..tasks import TaskError, get_task
+def _check_data(spec: SweepSpec, keep_data: bool) -> None:
+    from ..tasks import TaskError, task_registry
+    from ..train.cache import worker_cache
 
-    for key in spec.tasks:
-        try:
-            get_task(key, **spec.task_options).load()
+    for key in sweep_tasks(spec):
+        try:  # checked already (check_spec): the task is built without its check_available
+            task = task_registry()[key](**spec.task_options)
+            if keep_data:
+                worker_cache().task_data(task, key, spec.task_options)
+            else:
+                task.load()
         except TaskError as err:
-            raise ConfigError(str(err)) from None
+            raise SweepError(str(err)) from None
 
 
-def preflight(spec: SweepSpec) -> None:
-    """Load the data of each task and the model's config and tokenizer, or raise ConfigError."""
+def preflight(spec: SweepSpec, keep_data: bool = False) -> None:
+    """Load the data of each task and the model's config and tokenizer, or raise SweepError.
+
+    ``keep_data``: keep the data in this process's worker cache (an in-process worker reuses it).
+    """
     hub_model = not spec.model.startswith("embedded:") and not Path(spec.model).is_dir()
     offline = hub_offline() if hub_model else False  # before anything may call the Hub
-    _check_data(spec)
+    _check_data(spec, keep_data)
     _check_model(spec, offline)

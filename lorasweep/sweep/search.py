@@ -54,8 +54,10 @@ import math
 from collections import defaultdict
 from typing import Any
 
-__all__ = ["DEFAULT_OPTIONS", "Observation", "Plan", "Proposal", "SearchError", "lattice",
-           "parse_options", "plan", "point_key"]
+from ..text import format_lr
+
+__all__ = ["DEFAULT_OPTIONS", "Observation", "Plan", "Proposal", "SearchError", "grid_point",
+           "lattice", "parse_options", "plan", "point_key"]
 
 DEFAULT_OPTIONS: dict[str, Any] = {"budget": 0.4, "probe_fidelity": 0.2, "extend": 2, "tie": 0.05}
 _MAX_LR = 1.0
@@ -99,10 +101,13 @@ def lattice(lrs: list[float], extend: int) -> tuple[list[float], int, int]:
     return below + grid + above, len(below), len(below) + len(grid) - 1
 
 
+def grid_point(lr: float, seed: int) -> str:
+    """A grid point's key and run-folder name, its LR written as everywhere: ``lr=1e-3,seed=0``."""
+    return f"lr={format_lr(lr)},seed={seed}"
+
+
 def point_key(lr: float, seed: int, budget: float = 1.0) -> str:
     """The trial's ``grid_point``: the grid's key at full budget, tagged with its fraction else."""
-    from .study import grid_point
-
     key = grid_point(lr, seed)
     return key if budget >= 1.0 else f"{key},budget={budget:g}"
 

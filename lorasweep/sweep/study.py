@@ -20,9 +20,10 @@ from typing import Any
 
 from .. import __version__
 from ..config import SweepSpec, TrialSpec, VariantSpec
-from ..text import format_lr
 from .heartbeat import LOST_REASON, fail_stale
 from .lock import study_lock
+from .search import grid_point
+from .spec import SweepError, sweep_tasks, train_for
 from .states import by_point, count_states, failures
 from .store import STORE_VERSION, STORE_VERSION_ATTR
 
@@ -64,16 +65,11 @@ def trial_template(attrs: dict[str, Any]) -> dict[str, Any]:
 def _template(spec: SweepSpec, task: str, variant: VariantSpec) -> dict[str, Any]:
     return TrialSpec.template(sweep=spec.name, model=spec.model, task=task,
                               task_options=spec.task_options, model_options=spec.model_options,
-                              variant=variant, train=spec.train_for(task))
+                              variant=variant, train=train_for(spec, task))
 
 
 def study_name(spec: SweepSpec, variant: VariantSpec, task: str | None = None) -> str:
-    return f"{spec.name}|{task or spec.tasks[0]}|{spec.model}|{variant.tag}"
-
-
-def grid_point(lr: float, seed: int) -> str:
-    """A grid point's key and run-folder name, its LR written as everywhere: ``lr=1e-3,seed=0``."""
-    return f"lr={format_lr(lr)},seed={seed}"
+    return f"{spec.name}|{task or sweep_tasks(spec)[0]}|{spec.model}|{variant.tag}"
 
 
 def make_pruner(name: str | None):
@@ -188,11 +184,9 @@ def _sync_study(study: Any, spec: SweepSpec, variant: VariantSpec, enqueue: bool
 
 def _check_same_settings(study: Any, spec: SweepSpec, task: str, variant: VariantSpec) -> None:
     """A sweep's trials must be comparable: refuse to mix training budgets in one study."""
-    from ..config import ConfigError
-
     stored_pruner = study.user_attrs.get("pruner")
     if stored_pruner is not None and stored_pruner != spec.pruner:
-        raise ConfigError(
+        raise SweepError(
             f"sweep {spec.name!r} already ran with --pruner {stored_pruner}: pass --pruner "
             f"{stored_pruner}, or a new --sweep NAME for --pruner {spec.pruner}"
         )
@@ -206,7 +200,7 @@ def _check_same_settings(study: Any, spec: SweepSpec, task: str, variant: Varian
             changed = sorted(k for k in set(stored) | set(value) if stored.get(k) != value.get(k))
             was = ", ".join(f"{prefix}.{k}={_shown(stored.get(k))} (now {_shown(value.get(k))})"
                             for k in changed)
-            raise ConfigError(
+            raise SweepError(
                 f"sweep {spec.name!r} already ran with {was}: keep those settings, or pass "
                 f"--sweep NAME to start a new sweep with these"
             )
@@ -247,7 +241,7 @@ def grid_state(spec: SweepSpec, storage: Any) -> list[GridSync]:
     import optuna
 
     out = []
-    for task in spec.tasks:
+    for task in sweep_tasks(spec):
         for variant in spec.variants:
             study = optuna.load_study(study_name=study_name(spec, variant, task), storage=storage)
             fail_stale(study, storage)
@@ -274,7 +268,7 @@ def sync_sweep(spec: SweepSpec, storage: Any, storage_url: str | None = None) ->
     storage_url = storage_url or spec.storage or default_storage_url()
 
     existing = set(optuna.get_all_study_names(storage))
-    pairs = [(task, variant) for task in spec.tasks for variant in spec.variants]
+    pairs = [(task, variant) for task in sweep_tasks(spec) for variant in spec.variants]
     for task, variant in pairs:  # check every study before writing to any
         name = study_name(spec, variant, task)
         if name in existing:

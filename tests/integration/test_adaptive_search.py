@@ -212,7 +212,7 @@ def test_concurrent_proposals_enqueue_each_point_once(tmp_path, store_url):
 def test_real_training_probes_skip_the_test_split(tiny_bert_dir, tmp_path):
     """With real training: probes are scored on validation only (score and loss), full trials on
     both splits."""
-    from lorasweep.sweep.run import run_sweep
+    from lorasweep.launch.run import run_sweep
 
     spec = SweepSpec(name="real", model=str(tiny_bert_dir), task="sentiment",
                      variants=[VariantSpec("lora", rank=4, alpha=8)],

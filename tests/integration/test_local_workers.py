@@ -18,7 +18,7 @@ from optuna.trial import TrialState
 
 from lorasweep.config import SweepSpec, TrainConfig, VariantSpec
 from lorasweep.launch import WorkerDied
-from lorasweep.sweep.run import run_sweep
+from lorasweep.launch.run import run_sweep
 from lorasweep.sweep.store import open_storage
 from lorasweep.sweep.study import fail_reason, study_name
 

@@ -22,7 +22,7 @@ import pytest
 from optuna.trial import TrialState
 
 from lorasweep.config import SweepSpec, TrainConfig, VariantSpec
-from lorasweep.sweep.run import run_sweep
+from lorasweep.launch.run import run_sweep
 from lorasweep.sweep.store import open_storage
 from lorasweep.sweep.study import grid_point, study_name
 
@@ -34,7 +34,7 @@ STEPS = 400
 _SWEEP = """
 import sys
 from lorasweep.config import SweepSpec
-from lorasweep.sweep.run import run_sweep
+from lorasweep.launch.run import run_sweep
 run_sweep(SweepSpec.from_dict({spec!r}))
 """
 

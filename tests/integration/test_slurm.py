@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from lorasweep.cli import app
 from lorasweep.config import SweepSpec, TrainConfig, VariantSpec
 from lorasweep.launch.jobs import job_states
-from lorasweep.sweep.run import run_sweep
+from lorasweep.launch.run import run_sweep
 from lorasweep.sweep.store import open_storage
 from lorasweep.sweep.study import grid_point, study_name
 

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 _SWEEP = """
 from lorasweep.config import SweepSpec
-from lorasweep.sweep.run import run_sweep
+from lorasweep.launch.run import run_sweep
 outcome = run_sweep(SweepSpec.from_dict({spec!r}))
 print("completed", outcome.summary.completed)
 """

@@ -18,7 +18,7 @@ from rich.console import Console
 
 from lorasweep.config import SweepSpec, TrainConfig, VariantSpec
 from lorasweep.launch.progress import SweepProgress
-from lorasweep.sweep.run import run_sweep
+from lorasweep.launch.run import run_sweep
 from lorasweep.sweep.store import open_storage
 from lorasweep.sweep.study import fail_reason, study_name
 
@@ -112,7 +112,7 @@ def test_changed_budget_is_refused_without_writing(tiny_bert_dir, tmp_path):
 _KILLABLE_WORKER = """
 import sys
 from lorasweep.config import SweepSpec
-from lorasweep.sweep.run import run_sweep
+from lorasweep.launch.run import run_sweep
 spec = SweepSpec.from_dict({spec!r})
 run_sweep(spec)
 """

@@ -8,8 +8,9 @@ from typer.testing import CliRunner
 
 import lorasweep
 from lorasweep.cli import app
-from lorasweep.config import DEFAULT_LRS, SweepSpec
+from lorasweep.config import SweepSpec
 from lorasweep.paths import STORE_FILE
+from lorasweep.tasks import task_registry
 from lorasweep.text import format_lrs
 from lorasweep.variants import list_variants
 
@@ -29,10 +30,13 @@ def test_version():
 def test_run_help_shows_the_defaults_and_no_bool_types():
     text = " ".join(_ok("run", "--help").split())  # help wraps lines: compare on words
     default = SweepSpec()
+    task = task_registry()[default.task]  # what --help shows are the default task's own
     assert f"[default: ({default.task})]" in text
-    assert f"{default.model} for {default.task}" in text
-    assert f"{format_lrs(DEFAULT_LRS)} for {default.task}" in text
-    assert f"{default.train.steps} for {default.task}" in text
+    assert f"{task.default_model} for {default.task}" in text
+    assert f"{format_lrs(task.default_lrs)} for {default.task}" in text
+    assert f"{task.default_train['steps']} for {default.task}" in text
+    assert f"{','.join(task.default_variants)} for {default.task}" in text
+    assert f"{task.default_search} for {default.task}" in text
     assert f"({STORE_FILE})" in text
     for args in (["--help"], ["run", "--help"], ["status", "--help"], ["variants", "--help"],
                  ["delete", "--help"]):
@@ -52,9 +56,9 @@ def test_variants_table_prints_every_summary_as_written():
 
 
 def test_where_results_went_prints_names_and_paths_as_written(capsys):
-    from lorasweep.cli import _print_where
+    from lorasweep.cli.run import print_where
 
-    _print_where(SweepSpec(name="try[bold]1", runs_dir="out[red]/runs"))
+    print_where(SweepSpec(name="try[bold]1", runs_dir="out[red]/runs"))
     text = capsys.readouterr().out
     assert f"study store {STORE_FILE}; trial folders out[red]/runs/try[bold]1/" in text
     assert "next: lorasweep report --sweep try[bold]1" in text

@@ -19,11 +19,12 @@ from lorasweep.config import (
     TrainConfig,
     TrialSpec,
     VariantSpec,
-    apply_overrides,
     load_recipe,
     parse_floats,
     parse_ints,
 )
+from lorasweep.launch.run import check_spec
+from lorasweep.sweep.spec import apply_overrides, build_spec, train_for
 
 
 def _recipe(tmp_path: Path, text: str, name: str = "recipe.yaml") -> Path:
@@ -33,7 +34,7 @@ def _recipe(tmp_path: Path, text: str, name: str = "recipe.yaml") -> Path:
 
 
 def _spec(tmp_path: Path, text: str) -> SweepSpec:
-    return SweepSpec.from_dict(load_recipe(_recipe(tmp_path, text)))
+    return build_spec(load_recipe(_recipe(tmp_path, text)))
 
 
 def _config_error(make, *words: str) -> str:
@@ -41,7 +42,7 @@ def _config_error(make, *words: str) -> str:
     with pytest.raises(ConfigError) as info:
         spec = make()
         if isinstance(spec, SweepSpec):
-            spec.validate()
+            check_spec(spec)
     message = str(info.value)
     assert "\n" not in message, f"a ConfigError is one line: {message!r}"
     for word in words:
@@ -89,11 +90,11 @@ def test_recipe_fills_every_sweep_field(tmp_path):
     # PyYAML reads "1e-4" as a string: it must still become the float 1e-4.
     assert spec.lrs == [1e-4, 1e-3] and all(isinstance(x, float) for x in spec.lrs)
     assert spec.seeds == [0, 1, 2]
-    assert spec.train == TrainConfig(steps=50, batch_size=8, schedule="linear")
+    assert train_for(spec, spec.task) == TrainConfig(steps=50, batch_size=8, schedule="linear")
     assert spec.task_options == {"eval_limit": 10}
     assert spec.storage == "sqlite:///elsewhere.db"
     assert spec.launcher == "local" and spec.workers == 2 and spec.runs_dir == "my/runs"
-    assert spec.validate() is spec
+    assert check_spec(spec) is spec
 
 
 def test_recipe_variant_options_mapping_and_target_string(tmp_path):
@@ -109,7 +110,7 @@ def test_recipe_variant_options_mapping_and_target_string(tmp_path):
     (variant,) = spec.variants
     assert variant.options == {"ratio": 4}
     assert variant.target_modules == ["query", "value"]
-    spec.validate()
+    check_spec(spec)
 
 
 def test_recipe_comma_strings_for_variants_lrs_and_seeds(tmp_path):
@@ -138,37 +139,37 @@ def test_empty_recipe_mapping_gives_defaults(tmp_path):
 def test_override_train_keeps_other_train_keys():
     data = apply_overrides({"train": {"steps": 10, "batch_size": 4}}, ["train.steps=50"])
     assert data["train"] == {"steps": 50, "batch_size": 4}  # YAML-typed: 50 is an int
-    assert SweepSpec.from_dict(data).train.steps == 50
+    assert train_for(build_spec(data), "sentiment").steps == 50
 
 
 def test_override_task_options():
     data = apply_overrides({}, ["task.eval_limit=100"])
-    spec = SweepSpec.from_dict(data)
+    spec = build_spec(data)
     assert spec.task_options == {"eval_limit": 100}
 
 
 def test_override_variant_option_applies_to_every_variant():
     data = {"variants": ["loraplus", {"key": "loraplus", "rank": 4, "options": {"ratio": 2}}]}
-    spec = SweepSpec.from_dict(apply_overrides(data, ["variant.ratio=8"]))
+    spec = build_spec(apply_overrides(data, ["variant.ratio=8"]))
     assert [v.options for v in spec.variants] == [{"ratio": 8}, {"ratio": 8}]
     assert [v.rank for v in spec.variants] == [8, 4]  # the override touched only the option
-    spec.validate()
+    check_spec(spec)
 
 
 def test_override_variant_option_on_comma_string_variants():
-    spec = SweepSpec.from_dict(apply_overrides({"variants": "pissa,pissa"}, ["variant.niter=4"]))
+    spec = build_spec(apply_overrides({"variants": "pissa,pissa"}, ["variant.niter=4"]))
     assert [v.options for v in spec.variants] == [{"niter": 4}, {"niter": 4}]
 
 
 def test_override_variant_option_with_default_variant():
-    spec = SweepSpec.from_dict(apply_overrides({}, ["variant.ratio=3"]))
+    spec = build_spec(apply_overrides({}, ["variant.ratio=3"]))
     assert [(v.key, v.options) for v in spec.variants] == [("lora", {"ratio": 3})]
     _config_error(lambda: spec, "ratio")  # plain LoRA has no such option
 
 
 def test_override_variant_option_beats_inline_option():
     data = {"variants": [{"key": "loraplus", "ratio": 8}]}
-    spec = SweepSpec.from_dict(apply_overrides(data, ["variant.ratio=4"]))
+    spec = build_spec(apply_overrides(data, ["variant.ratio=4"]))
     assert spec.variants[0].options == {"ratio": 4}
 
 
@@ -176,7 +177,7 @@ def test_override_top_level_keys():
     data = apply_overrides(
         {"variants": "lora,dora"}, ["rank=4", "alpha=8", "target_modules=query,value", "name=x"]
     )
-    spec = SweepSpec.from_dict(data)
+    spec = build_spec(data)
     assert spec.name == "x"
     assert [(v.rank, v.alpha, v.target_modules) for v in spec.variants] == [
         (4, 8.0, ["query", "value"]),
@@ -189,7 +190,7 @@ def test_override_empty_value_is_none():
 
 
 def test_override_unknown_top_level_key_rejected_by_from_dict():
-    _config_error(lambda: SweepSpec.from_dict(apply_overrides({}, ["colour=red"])), "colour")
+    _config_error(lambda: build_spec(apply_overrides({}, ["colour=red"])), "colour")
 
 
 @pytest.mark.parametrize("assignment", ["train.steps", "=3", " =3", "novalue"])
@@ -205,11 +206,11 @@ def test_unknown_model_option_is_named_at_validation():
     # model.X sets a model option (model.dtype=bf16); an unknown one fails validation
     data = apply_overrides({}, ["model.size=3"])
     assert data["model_options"] == {"size": 3}
-    _config_error(lambda: SweepSpec.from_dict(data).validate(), "size")
+    _config_error(lambda: check_spec(build_spec(data)), "size")
 
 
 def test_override_unknown_train_key_names_it():
-    _config_error(lambda: SweepSpec.from_dict(apply_overrides({}, ["train.stepz=5"])), "stepz")
+    _config_error(lambda: build_spec(apply_overrides({}, ["train.stepz=5"])), "stepz")
 
 
 def test_overrides_do_not_mutate_their_input():
@@ -224,9 +225,9 @@ def test_override_invalid_yaml_value_is_a_config_error():
 
 
 def test_override_variant_field_is_not_an_uncaught_type_error():
-    spec = SweepSpec.from_dict(apply_overrides({}, ["variant.rank=4"]))
+    spec = build_spec(apply_overrides({}, ["variant.rank=4"]))
     try:
-        spec.validate()
+        check_spec(spec)
     except ConfigError:
         return  # a clear rejection is fine
     assert spec.variants[0].rank == 4  # ... and so is applying it
@@ -297,7 +298,7 @@ def test_non_numeric_alpha_in_recipe(tmp_path):
 def test_numeric_sweep_name_in_recipe(tmp_path):
     spec = _spec(tmp_path, "name: 2024\n")
     try:
-        spec.validate()
+        check_spec(spec)
     except ConfigError as err:
         assert "2024" in str(err)
 
@@ -343,11 +344,11 @@ def test_model_folder_without_config(tmp_path):
 
 
 def test_model_folder_with_a_saved_model(tiny_bert_dir):
-    assert SweepSpec(model=str(tiny_bert_dir)).validate().model == str(tiny_bert_dir)
+    assert check_spec(SweepSpec(model=str(tiny_bert_dir))).model == str(tiny_bert_dir)
 
 
 def test_hub_id_shape_is_accepted_offline():
-    SweepSpec(model="org/name").validate()  # not fetched: only the shape is checked here
+    check_spec(SweepSpec(model="org/name"))  # not fetched: only the shape is checked here
 
 
 @pytest.mark.parametrize(

@@ -16,11 +16,13 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from lorasweep.config import ConfigError, SweepSpec, apply_overrides, load_recipe  # noqa: E402
+from lorasweep.config import ConfigError, load_recipe  # noqa: E402
+from lorasweep.launch.run import check_spec  # noqa: E402
+from lorasweep.sweep.spec import apply_overrides, build_spec  # noqa: E402
 
 TOP_KEYS = ["name", "model", "task", "variants", "lrs", "seeds", "train", "task_options",
             "model_options", "storage", "launcher", "workers", "runs_dir", "rank", "alpha",
-            "target_modules", "allow_any_lr", "train_settings"]
+            "target_modules", "allow_any_lr"]
 TRAIN_KEYS = ["steps", "epochs", "batch_size", "grad_accum", "weight_decay", "warmup_ratio",
               "schedule", "max_grad_norm", "eval_every", "max_length", "estimation_batches",
               "precision", "device"]
@@ -67,7 +69,7 @@ schema_values = {
         st.one_of(st.sampled_from(["dtype", "trust_remote_code", "gradient_checkpointing"]),
                   names), values, max_size=3), values),
     **{k: values for k in ("storage", "launcher", "workers", "runs_dir", "rank", "alpha",
-                           "target_modules", "allow_any_lr", "train_settings")},
+                           "target_modules", "allow_any_lr")},
 }
 recipes = st.tuples(
     st.fixed_dictionaries({}, optional=schema_values),
@@ -90,8 +92,8 @@ def _offline(monkeypatch):
 
 def _validate(data, sets):
     try:
-        spec = SweepSpec.from_dict(apply_overrides(data, sets))
-        spec.validate()
+        spec = build_spec(apply_overrides(data, sets))
+        check_spec(spec)
     except ConfigError as err:
         message = str(err)
         assert message.strip(), "an empty error message"

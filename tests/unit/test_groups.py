@@ -7,7 +7,9 @@ import optuna
 import pytest
 
 from lorasweep.config import SweepSpec
+from lorasweep.launch.run import check_spec
 from lorasweep.report.collect import summarise
+from lorasweep.sweep.spec import build_spec, sweep_tasks, train_for
 from lorasweep.sweep.study import sync_sweep, trial_template
 from lorasweep.tasks import base as task_base
 from lorasweep.tasks.sentiment import Sentiment
@@ -32,8 +34,8 @@ def two_member_group(monkeypatch):
 
 
 def test_group_expands_to_its_members(two_member_group):
-    spec = SweepSpec.from_dict({"task": "glue", "variants": ["lora"]}).validate()
-    assert spec.tasks == ["glue-aa", "glue-bb"]
+    spec = check_spec(build_spec({"task": "glue", "variants": ["lora"]}))
+    assert sweep_tasks(spec) == ["glue-aa", "glue-bb"]
     storage = optuna.storages.InMemoryStorage()
     syncs = sync_sweep(spec, storage)
     assert len(syncs) == 2 and {s.enqueued for s in syncs} == {2}
@@ -44,12 +46,13 @@ def test_group_expands_to_its_members(two_member_group):
 
 
 def test_task_defaults_fill_what_the_sweep_does_not_set(two_member_group):
-    spec = SweepSpec.from_dict({"task": "glue-aa"})
+    spec = build_spec({"task": "glue-aa"})
     assert spec.lrs == [1e-4, 1e-3]
-    assert (spec.train.epochs, spec.train.steps, spec.train.batch_size) == (2, None, 16)
-    given = SweepSpec.from_dict({"task": "glue-aa", "lrs": [5e-4], "train": {"steps": 7}})
-    assert given.lrs == [5e-4] and given.train.steps == 7 and given.train.batch_size == 16
-    assert SweepSpec.from_dict({}).train == SweepSpec().train  # the embedded default
+    train = train_for(spec, spec.task)
+    assert (train.epochs, train.steps, train.batch_size) == (2, None, 16)
+    given = build_spec({"task": "glue-aa", "lrs": [5e-4], "train": {"steps": 7}})
+    assert given.lrs == [5e-4] and train_for(given, "glue-aa").steps == 7 and train_for(given, "glue-aa").batch_size == 16
+    assert train_for(build_spec({}), "sentiment") == train_for(SweepSpec(), "sentiment")  # the embedded default
 
 
 def _row(task, lr, score, variant="lora"):
@@ -75,8 +78,8 @@ def test_group_average_waits_for_every_task():
 
 
 def test_each_task_of_a_group_gets_its_own_budget(two_member_group):
-    spec = SweepSpec.from_dict({"task": "glue", "train": {"batch_size": 8}}).validate()
-    a, b = spec.train_for("glue-aa"), spec.train_for("glue-bb")
+    spec = check_spec(build_spec({"task": "glue", "train": {"batch_size": 8}}))
+    a, b = train_for(spec, "glue-aa"), train_for(spec, "glue-bb")
     assert (a.epochs, a.batch_size, a.max_length) == (2, 8, 128)  # glue-aa's budget, batch given
     assert (b.steps, b.batch_size, b.max_length) == (80, 8, 64)  # glue-bb's (sentiment's) budget
     storage = optuna.storages.InMemoryStorage()
@@ -88,7 +91,7 @@ def test_each_task_of_a_group_gets_its_own_budget(two_member_group):
 
 
 def test_spec_round_trips_through_its_dict(two_member_group):
-    spec = SweepSpec.from_dict({"task": "glue", "train": {"batch_size": 8}, "lrs": [1e-4]})
-    again = SweepSpec.from_dict(spec.to_dict())
+    spec = build_spec({"task": "glue", "train": {"batch_size": 8}, "lrs": [1e-4]})
+    again = build_spec(spec.to_dict())
     assert again == spec
-    assert again.train_for("glue-bb") == spec.train_for("glue-bb")
+    assert train_for(again, "glue-bb") == train_for(spec, "glue-bb")

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from lorasweep.config import ConfigError, SweepSpec, apply_overrides
+from lorasweep.config import ConfigError, SweepSpec
 from lorasweep.launch import LauncherError, get_launcher, get_launcher_class, launcher_registry
+from lorasweep.launch.run import check_launcher
+from lorasweep.sweep.spec import apply_overrides, build_spec
 
 
 def test_registry_has_one_launcher_per_file():
@@ -24,17 +26,17 @@ def test_unknown_launcher_and_option_are_named():
 
 def test_recipe_mapping_and_set_override_reach_the_spec():
     data = {"launcher": {"key": "local"}}
-    spec = SweepSpec.from_dict(apply_overrides(data, ["launcher=inline"]))
+    spec = build_spec(apply_overrides(data, ["launcher=inline"]))
     assert spec.launcher == "inline" and spec.launcher_options == {}
     with pytest.raises(ConfigError, match="unknown option 'partition' for launcher 'local'"):
-        SweepSpec.from_dict(apply_overrides({"launcher": "local"}, ["launcher.partition=gpu"]))._validate_launcher()
+        check_launcher(build_spec(apply_overrides({"launcher": "local"}, ["launcher.partition=gpu"])))
 
 
 def test_bad_launcher_value_is_one_config_error():
     with pytest.raises(ConfigError, match="launcher"):
-        SweepSpec.from_dict({"launcher": 3})
+        build_spec({"launcher": 3})
     with pytest.raises(ConfigError, match="unknown launcher"):
-        SweepSpec(launcher="nope")._validate_launcher()
+        check_launcher(SweepSpec(launcher="nope"))
 
 
 def test_slurm_refuses_the_default_sqlite_store_without_writing(tmp_path, monkeypatch):
@@ -79,8 +81,8 @@ def test_slurm_study_recipe_is_the_study_on_a_cluster():
     for key in ("storage", "launcher", "workers"):
         cluster.pop(key)
     assert cluster == study  # the same sweep: same studies, settings and grid
-    spec = SweepSpec.from_dict(load_recipe(root / "slurm-study-gsm8k.yaml"))
-    spec._validate_launcher()
+    spec = build_spec(load_recipe(root / "slurm-study-gsm8k.yaml"))
+    check_launcher(spec)
     assert spec.launcher == "slurm" and spec.storage.startswith("journal:") and len(spec.lrs) == 8
 
 

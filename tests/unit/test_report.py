@@ -17,6 +17,7 @@ import pytest
 from optuna.trial import TrialState
 
 from lorasweep.config import SweepSpec, VariantSpec
+from lorasweep.launch.run import check_spec
 from lorasweep.report import collect_rows, render_terminal, study_status, summarise, write_report
 from lorasweep.sweep.store import StorageError, open_storage
 from lorasweep.sweep.study import study_name, sync_sweep
@@ -83,7 +84,7 @@ def _spec(url: str, name: str = "rep", variants=(LORA, DORA, RSLORA), seeds=(0, 
 def store(tmp_path_factory) -> str:
     """A sweep store: LoRA all done, DoRA with retries, RsLoRA caught in every state."""
     url = f"sqlite:///{tmp_path_factory.mktemp('store') / 'studies.db'}"
-    spec = _spec(url).validate()
+    spec = check_spec(_spec(url))
     storage = open_storage(url)
     syncs = sync_sweep(spec, storage)
     assert [s.enqueued for s in syncs] == [6, 6, 6]

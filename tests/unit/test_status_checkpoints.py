@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from lorasweep.cli import app
 from lorasweep.config import SweepSpec, VariantSpec
+from lorasweep.launch.run import check_spec
 from lorasweep.report import study_status
 from lorasweep.sweep.store import open_storage
 from lorasweep.sweep.study import study_name, sync_sweep
@@ -18,9 +19,9 @@ from lorasweep.sweep.study import study_name, sync_sweep
 
 def test_status_shows_last_checkpoint_of_running_trials(tmp_path):
     url = f"sqlite:///{tmp_path / 'studies.db'}"
-    spec = SweepSpec(name="ck", model="embedded:minilm", task="sentiment",
+    spec = check_spec(SweepSpec(name="ck", model="embedded:minilm", task="sentiment",
                      variants=[VariantSpec("lora")], lrs=[1e-4, 1e-3, 1e-2], seeds=[0],
-                     storage=url).validate()
+                     storage=url))
     storage = open_storage(url)
     sync_sweep(spec, storage)
     study = optuna.load_study(study_name=study_name(spec, spec.variants[0]), storage=storage)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from lorasweep.config import ConfigError, SweepSpec
+from lorasweep.launch.run import check_spec
 from lorasweep.sweep.store import (
     STORE_VERSION,
     STORE_VERSION_ATTR,
@@ -71,19 +72,19 @@ def test_a_newer_store_version_is_refused(tmp_path):
 def test_learning_rates_lie_in_0_to_10_unless_any_is_allowed(lr, ok):
     spec = SweepSpec(lrs=[lr])
     if ok:
-        spec.validate()
+        check_spec(spec)
     else:
         with pytest.raises(ConfigError, match="--allow-any-lr"):
-            spec.validate()
-    SweepSpec(lrs=[lr], allow_any_lr=True).validate()
+            check_spec(spec)
+    check_spec(SweepSpec(lrs=[lr], allow_any_lr=True))
     with pytest.raises(ConfigError, match="positive"):
-        SweepSpec(lrs=[0.0], allow_any_lr=True).validate()
+        check_spec(SweepSpec(lrs=[0.0], allow_any_lr=True))
 
 
 @pytest.mark.parametrize("seed", [-1, 2**31, 1.5, "x"])
 def test_seeds_are_non_negative_integers(seed):
     with pytest.raises(ConfigError, match="seed"):
-        SweepSpec(seeds=[seed]).validate()
+        check_spec(SweepSpec(seeds=[seed]))
 
 
 def test_cheap_checks_write_nothing(tmp_path):

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 from lorasweep.config import SweepSpec, load_recipe
+from lorasweep.launch.run import check_spec
+from lorasweep.sweep.spec import build_spec, sweep_tasks, train_for
 from lorasweep.tasks import task_registry
 from lorasweep.variants import get_variant_class, registry
 from lorasweep.variants.study import StudySettingWarning, study_settings
@@ -40,7 +42,7 @@ def _load(name: str, data_dir: Path) -> SweepSpec:
         data["task_options"] = {**data["task_options"], "data_dir": str(data_dir)}
     with warnings.catch_warnings():
         warnings.simplefilter("error", StudySettingWarning)  # every variant at its study rank
-        return SweepSpec.from_dict(data).validate()
+        return check_spec(build_spec(data))
 
 
 @pytest.mark.parametrize("name", sorted(STUDY))
@@ -69,7 +71,7 @@ def test_nlg_recipes_adapt_every_linear_layer_of_the_blocks_at_the_study_budget(
         spec = _load(name, data_dir)
         for v in spec.variants:  # every linear layer of the blocks: Table II's setting
             assert v.target_modules == ["all-linear"], (name, v.key)
-        train = spec.train
+        train = train_for(spec, spec.task)
         assert (train.epochs, train.batch_size * train.grad_accum, train.max_length) == (1, 64, 1024)
         assert train.precision == "bf16"
     assert _load("study-gsm8k", data_dir).task_options["train"] == "metamathqa"
@@ -78,9 +80,9 @@ def test_nlg_recipes_adapt_every_linear_layer_of_the_blocks_at_the_study_budget(
 
 def test_glue_recipe_keeps_each_task_its_own_evaluation_per_epoch(data_dir):
     spec = _load("study-glue", data_dir)
-    assert len(spec.tasks) == 9 and "glue-wnli" in spec.tasks
-    for task in spec.tasks:
-        train = spec.train_for(task)
+    assert len(sweep_tasks(spec)) == 9 and "glue-wnli" in sweep_tasks(spec)
+    for task in sweep_tasks(spec):
+        train = train_for(spec, task)
         assert (train.epochs, train.batch_size, train.max_length) == (10, 32, 256)
         assert (train.schedule, train.warmup_ratio, train.weight_decay) == ("linear", 0.03, 0.0)
         # once per epoch, from the task's own size (not one value for all nine)

@@ -10,15 +10,9 @@ from pathlib import Path
 import optuna
 import pytest
 
-from lorasweep.config import (
-    ConfigError,
-    SweepSpec,
-    TrainConfig,
-    TrialSpec,
-    VariantSpec,
-    apply_overrides,
-)
-from lorasweep.sweep.run import run_sweep
+from lorasweep.config import ConfigError, SweepSpec, TrainConfig, TrialSpec, VariantSpec
+from lorasweep.launch.run import check_spec, run_sweep
+from lorasweep.sweep.spec import apply_overrides, build_spec, resolve_variant
 from lorasweep.sweep.study import grid_point, make_pruner, study_run_root, sync_sweep
 from lorasweep.tasks import base as task_base
 from lorasweep.tasks.sentiment import Sentiment
@@ -29,7 +23,7 @@ from lorasweep.train.loop import diverged_loss
 
 def _tag(variants: list, *sets: str) -> list[str]:
     data = apply_overrides({"variants": variants}, list(sets))
-    return [v.tag for v in SweepSpec.from_dict(data).validate().variants]
+    return [v.tag for v in check_spec(build_spec(data)).variants]
 
 
 def test_tag_names_the_options_that_differ_from_the_defaults():
@@ -62,11 +56,13 @@ def test_a_long_tag_gets_a_hash_instead():
     spec = VariantSpec("goat", options={"num_experts": 4, "top_k": 1, "aux_loss_weight": 0.01,
                                          "rho": 2.0, "eta": 0.5, "exact_start": True})
     spec.validate()
+    resolve_variant(spec)  # the registry's options, coerced, those that differ from the defaults
     tag = spec.tag
     assert len(tag) <= 64 and tag.startswith("goat-r8-a16-")
     assert len(tag.rsplit("-", 1)[1]) == 8  # the hash
     other = VariantSpec("goat", options={**spec.options, "eta": 0.25})
     other.validate()
+    resolve_variant(other)
     assert other.tag != tag
 
 
@@ -164,13 +160,13 @@ def test_pruners_by_name():
 
 def test_pruner_is_validated_recorded_and_kept():
     with pytest.raises(ConfigError, match="unknown pruner 'hyperband'"):
-        SweepSpec(pruner="hyperband").validate()
+        check_spec(SweepSpec(pruner="hyperband"))
     storage = optuna.storages.InMemoryStorage()
-    sync_sweep(SweepSpec(name="p", pruner="median").validate(), storage)
+    sync_sweep(check_spec(SweepSpec(name="p", pruner="median")), storage)
     (name,) = optuna.get_all_study_names(storage)
     assert optuna.load_study(study_name=name, storage=storage).user_attrs["pruner"] == "median"
     with pytest.raises(ConfigError, match="already ran with --pruner median"):
-        sync_sweep(SweepSpec(name="p").validate(), storage)
+        sync_sweep(check_spec(SweepSpec(name="p")), storage)
     assert SweepSpec().pruner == "none"
 
 

@@ -12,6 +12,7 @@ import pytest
 
 from lorasweep import __version__
 from lorasweep.config import ConfigError, SweepSpec, TrainConfig, TrialSpec, VariantSpec
+from lorasweep.sweep.spec import sweep_tasks, train_for
 from lorasweep.sweep.store import STORE_VERSION, STORE_VERSION_ATTR, open_storage
 from lorasweep.sweep.study import (
     TEMPLATE_ATTR,
@@ -67,13 +68,13 @@ def _v1_store(tmp_path, spec: SweepSpec, with_model_options: bool) -> str:
     """A study as store version 1 wrote it: the template's fields as separate attributes
     (``variant_spec``, ``train``, ``task_options``; ``model_options`` once it existed)."""
     url = f"sqlite:///{tmp_path / 'old.db'}"
-    variant, task = spec.variants[0], spec.tasks[0]
+    variant, task = spec.variants[0], sweep_tasks(spec)[0]
     study = optuna.create_study(study_name=study_name(spec, variant), storage=open_storage(url),
                                 direction="maximize")
     attrs = {"sweep": spec.name, "task": task, "task_group": None, "model": spec.model,
              "variant": variant.key, "variant_tag": variant.tag,
              "variant_spec": dataclasses.asdict(variant),
-             "train": dataclasses.asdict(spec.train_for(task)), "task_options": spec.task_options,
+             "train": dataclasses.asdict(train_for(spec, task)), "task_options": spec.task_options,
              "runs_dir": spec.runs_dir, "pruner": spec.pruner, "search": "grid",
              "search_options": {}, "worst_score": 0.5, "lrs": spec.lrs, "seeds": spec.seeds,
              STORE_VERSION_ATTR: 1, "lorasweep_version": __version__, "max_retries": 2,

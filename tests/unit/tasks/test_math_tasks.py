@@ -20,7 +20,9 @@ import torch
 from helpers import make_tiny_llama, write_gsm8k
 
 from lorasweep.config import TrainConfig
+from lorasweep.launch.run import check_spec
 from lorasweep.paths import STORE_FILE
+from lorasweep.sweep.spec import build_spec, train_for
 from lorasweep.tasks import TaskError, get_task, task_registry
 from lorasweep.tasks.math_answer import accuracy_of_texts, extract_answer
 from lorasweep.tasks.math_common import ALPACA_PROMPT
@@ -287,14 +289,14 @@ def test_cli_sweep_gsm8k_on_fixture_files(tmp_path, tiny_llama_dir):
 
 
 def test_data_dir_flag_recipe_key_and_set_are_one_setting(tmp_path):
-    from lorasweep.config import SweepSpec, apply_overrides
+    from lorasweep.sweep.spec import apply_overrides
 
     data = write_gsm8k(tmp_path / "data")
-    by_key = SweepSpec.from_dict({"task": "gsm8k", "data_dir": str(data)})
-    by_set = SweepSpec.from_dict(apply_overrides({"task": "gsm8k"}, [f"task.data_dir={data}"]))
+    by_key = build_spec({"task": "gsm8k", "data_dir": str(data)})
+    by_set = build_spec(apply_overrides({"task": "gsm8k"}, [f"task.data_dir={data}"]))
     assert by_key.task_options["data_dir"] == by_set.task_options["data_dir"] == str(data)
-    by_key.validate()
-    relative = SweepSpec.from_dict({"task": "gsm8k", "data_dir": "data"})
+    check_spec(by_key)
+    relative = build_spec({"task": "gsm8k", "data_dir": "data"})
     assert Path(relative.task_options["data_dir"]).is_absolute()  # workers may run elsewhere
 
 
@@ -320,14 +322,14 @@ def test_cli_sweep_arith_on_embedded_smollm2(tmp_path):
 
 
 def test_offline_nlg_recipe_is_the_default_arith_sweep():
-    from lorasweep.config import SweepSpec, load_recipe
+    from lorasweep.config import load_recipe
 
     path = Path(__file__).resolve().parents[3] / "recipes" / "offline-nlg.yaml"
     assert path.read_text().splitlines()[0] == "# lorasweep run --recipe recipes/offline-nlg.yaml"
-    recipe = SweepSpec.from_dict(load_recipe(path)).validate()
-    default = SweepSpec.from_dict({"task": "arith"}).validate()
-    assert (recipe.task, recipe.model, recipe.lrs, recipe.seeds, recipe.train) == (
-        default.task, default.model, default.lrs, default.seeds, default.train)
+    recipe = check_spec(build_spec(load_recipe(path)))
+    default = check_spec(build_spec({"task": "arith"}))
+    assert (recipe.task, recipe.model, recipe.lrs, recipe.seeds, train_for(recipe, "arith")) == (
+        default.task, default.model, default.lrs, default.seeds, train_for(default, "arith"))
     assert [(v.key, v.rank, v.alpha) for v in recipe.variants] == [
         (v.key, v.rank, v.alpha) for v in default.variants]
     assert get_task("arith", **recipe.task_options).options == get_task("arith").options

@@ -1,14 +1,20 @@
-"""run_sweep: the function behind ``lorasweep run`` (validate -> sync the grid -> launch)."""
+"""run_sweep: the function behind ``lorasweep run`` (check -> preflight -> sync the grid -> launch).
+
+A spec is checked once per run: :func:`check_spec` (its own values, the launcher, then the
+registries) in the CLI, before anything prints; ``run_sweep(spec, checked=True)`` trusts that and
+checks nothing again. Called without ``checked``, ``run_sweep`` checks the spec itself.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 
 from ..config import SweepSpec
-from .study import GridSync, grid_state, sync_sweep
-from .worker import TrialEvents, WorkerSummary
+from ..sweep.spec import SweepError, check_registries
+from ..sweep.study import GridSync, grid_state, sync_sweep
+from ..sweep.worker import TrialEvents, WorkerSummary
 
-__all__ = ["SweepOutcome", "run_sweep"]
+__all__ = ["SweepOutcome", "check_spec", "run_sweep"]
 
 
 @dataclasses.dataclass
@@ -30,7 +36,7 @@ class SweepOutcome:
         """Per adaptive study: its best learning rate, steps spent, and any notes."""
         import optuna
 
-        from .store import open_storage
+        from ..sweep.store import open_storage
 
         lines = []
         storage = open_storage(self.storage, create=False)
@@ -54,23 +60,53 @@ class SweepOutcome:
         return sum(s.running for s in self.final)
 
 
+def check_launcher(spec: SweepSpec, detach: bool = False) -> None:
+    """The launcher's key and options, and what it needs of the store and of ``--detach``."""
+    from .base import LauncherError, get_launcher_class
+
+    try:
+        cls = get_launcher_class(spec.launcher)
+        cls.parse_options(spec.launcher_options)
+    except LauncherError as err:
+        raise SweepError(str(err)) from None
+    if spec.launcher == "slurm" and (spec.storage or "sqlite:///").startswith("sqlite"):
+        raise SweepError(
+            "--launcher slurm cannot use a SQLite store (SQLite on network file systems "
+            "corrupts, and loses workers at 32 processes even on a local disk): pass "
+            "--storage journal:/shared/path/sweep.journal or a PostgreSQL URL"
+        )
+    if detach and not cls.can_detach:
+        raise SweepError(f"--detach needs a launcher whose workers outlive this process "
+                         f"(slurm), not {spec.launcher!r}: add --launcher slurm or drop --detach")
+
+
+def check_spec(spec: SweepSpec, detach: bool = False) -> SweepSpec:
+    """Everything that can be checked before anything is loaded or written, cheapest first:
+    the spec's own values, its launcher, then its names and options against the registries.
+    Raises ``ConfigError`` (a :class:`~lorasweep.sweep.spec.SweepError` for what a registry
+    refuses) on the first problem."""
+    spec.validate()
+    check_launcher(spec, detach)
+    return check_registries(spec)
+
+
 def run_sweep(spec: SweepSpec, events: TrialEvents | None = None,
-              progress_factory=None, detach: bool = False) -> SweepOutcome:
-    """Validate ``spec``, enqueue its missing grid points, and run them with its launcher.
+              progress_factory=None, detach: bool = False, checked: bool = False) -> SweepOutcome:
+    """Check ``spec`` (unless ``checked``: the caller ran :func:`check_spec` on it), load its
+    model and data once (the preflight), enqueue its missing grid points, and run them with its
+    launcher.
 
     Raises ``ConfigError`` / ``StorageError`` before anything is written when the input is bad.
     ``detach``: return once the workers are submitted (launchers that can, i.e. SLURM).
     """
-    from ..config import ConfigError
-    from ..launch import get_launcher, get_launcher_class
-    from .preflight import preflight
-    from .store import default_storage_url, open_storage, storage_errors
+    from ..sweep.preflight import preflight
+    from ..sweep.store import default_storage_url, open_storage, storage_errors
+    from .base import get_launcher, get_launcher_class
 
-    spec.validate()
-    if detach and not get_launcher_class(spec.launcher).can_detach:
-        raise ConfigError(f"--detach needs a launcher whose workers outlive this process "
-                          f"(slurm), not {spec.launcher!r}: add --launcher slurm or drop --detach")
-    preflight(spec)  # model and data load, before anything is written
+    if not checked:
+        check_spec(spec, detach)
+    # An in-process launcher's worker keeps the data the preflight loads (the worker cache).
+    preflight(spec, keep_data=get_launcher_class(spec.launcher).in_process)
     url = spec.storage or default_storage_url()
     with storage_errors(url):
         storage = open_storage(url)

@@ -1,0 +1,55 @@
+"""The lorasweep command line: thin commands over plain functions.
+
+Each command parses its options, calls one function, prints. Heavy libraries load inside those
+functions, so ``lorasweep --help`` stays instant. Bad input exits with code 2 and one line that
+names the problem and the fix. ``_app``: the app, the shared options and the ``error:`` line;
+``run``: ``lorasweep run``; ``store``: the commands over the study store; here: the listings.
+"""
+
+from __future__ import annotations
+
+from . import run as _run  # noqa: F401  (each command module registers its commands, in order)
+from . import store as _store  # noqa: F401
+from ._app import JsonOpt, app, err_console, listing
+
+__all__ = ["app", "main"]
+
+
+@app.command()
+def variants(as_json: JsonOpt = False) -> None:
+    """List the variants: key, taxonomy axis, one-line summary, the study's settings."""
+    from ..variants import list_variants
+
+    listing(list_variants(), ("key", "axis", "summary", "study_settings"), as_json)
+
+
+@app.command()
+def tasks(as_json: JsonOpt = False) -> None:
+    """List the tasks: key, metric, default model, one-line summary."""
+    from ..tasks import list_tasks
+
+    listing(list_tasks(), ("key", "metric", "default_model", "summary"), as_json)
+
+
+def _plain_warnings() -> None:
+    """lorasweep's own warnings (e.g. a variant swept off the rank the study ran it at) as one
+    ``warning:`` line on stderr, not Python's file:line dump; other warnings as usual."""
+    import warnings
+
+    from rich.markup import escape
+
+    show = warnings.showwarning
+
+    def _show(message, category, filename, lineno, file=None, line=None):
+        if category.__module__.startswith("lorasweep"):
+            err_console.print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False,
+                              soft_wrap=True)
+        else:
+            show(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = _show
+
+
+def main() -> None:
+    _plain_warnings()
+    app(prog_name="lorasweep")

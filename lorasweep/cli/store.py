@@ -1,0 +1,195 @@
+"""The commands over the study store: ``report``, ``export``, ``status``, ``cancel``, ``delete``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+
+from ..paths import REPORTS_DIR
+from ..text import format_lr
+from ._app import JsonOpt, StorageOpt, SweepOpt, app, console, fail, user_errors
+
+__all__ = ["cancel", "delete", "export", "report", "status"]
+
+
+@app.command()
+def report(
+    sweep: SweepOpt = None,
+    storage: StorageOpt = None,
+    out: Annotated[Path, typer.Option("--out", help="Folder for report.html, report.md, curves.png, results.csv, results.json.")] = REPORTS_DIR,
+    tolerance: Annotated[float, typer.Option("--band-tolerance", help="A learning rate is 'good' within this (absolute) of the best validation score.")] = 0.01,
+    reference: Annotated[bool, typer.Option("--reference", help="Print only the comparison with the study's published curves (best LR vs LoRA's: study / here); writes nothing.")] = False,
+) -> None:
+    """Collate the studies into a learning-rate sensitivity report (read-only on the store)."""
+    from ..report import collect_rows, render_terminal, summarise, write_report
+    from ..sweep.store import storage_errors
+
+    try:
+        with storage_errors(storage):
+            rows = collect_rows(storage, sweep)
+    except user_errors() as err:
+        fail(str(err))
+    if not rows:
+        fail(f"no trials found{f' for sweep {sweep!r}' if sweep else ''}: run `lorasweep run` first or check --sweep/--storage")
+    summaries = summarise(rows, tolerance)
+    if reference:
+        _print_reference(summaries)
+        return
+    render_terminal(summaries, console, rows)
+    paths = write_report(summaries, rows, out, tolerance)
+    console.print(escape("wrote " + ", ".join(str(p) for p in paths.values())), highlight=False,
+                  soft_wrap=True)
+    main_file = paths.get("report.html") or paths["report.md"]
+    console.print(escape(f"open the report: {main_file.resolve().as_uri()}"), highlight=False,
+                  soft_wrap=True)
+
+
+@app.command()
+def export(
+    sweep: Annotated[str, typer.Option("--sweep", help="The sweep whose tuned adapters to export.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for TASK/VARIANT-TAG/ (adapter, README.md model card, curve.png).")],
+    variant: Annotated[str | None, typer.Option("--variant", "-v", help="Only these variant keys or tags, comma-separated.")] = None,
+    task: Annotated[str | None, typer.Option("--task", "-t", help="Only this task.")] = None,
+    merge: Annotated[bool, typer.Option("--merge", help="Also write the merged full weights (safetensors) for variants that merge.")] = False,
+    storage: StorageOpt = None,
+) -> None:
+    """Export each variant's adapter at its selected learning rate (peft and lorasweep formats)."""
+    from ..report import collect_rows, summarise
+    from ..report.export import export_tuned
+
+    try:
+        rows = collect_rows(storage, sweep)
+    except user_errors() as err:
+        fail(str(err))
+    if not rows:
+        fail(f"no sweep named {sweep!r} in the store: check --sweep/--storage (see `lorasweep status`)")
+    wanted = {v.strip() for v in variant.split(",") if v.strip()} if variant else None
+    rows = [r for r in rows if (task is None or r["task"] == task)
+            and (wanted is None or r["variant"] in wanted or r["variant_tag"] in wanted)]
+    summaries = [s for s in summarise(rows) if " (avg of " not in s.task]
+    if not summaries:
+        fail(f"nothing completed in sweep {sweep!r} matches --variant/--task: see `lorasweep report --sweep {sweep}`")
+    for e in export_tuned(summaries, rows, out, merge):
+        formats = ["lorasweep"] + (["peft"] if e.peft else []) + (["merged"] if e.merged else [])
+        line = (f"{e.task} {e.variant_tag}: lr={format_lr(e.lr)} seed={e.seed} -> {e.folder} "
+                f"({', '.join(formats)})" if e.seed >= 0 else f"{e.task} {e.variant_tag}: skipped")
+        console.print(escape(line + (f"; {e.note}" if e.note else "")), highlight=False,
+                      soft_wrap=True)
+
+
+def _print_reference(summaries: list[Any]) -> None:
+    from rich.table import Table
+
+    from ..report import compare
+    from ..report._format import lr_text
+
+    rows = compare(summaries)
+    if not rows:
+        fail("the study has no published curves for these tasks (it has GLUE, image "
+              "classification, GSM8K and HumanEval): sweep one of those families")
+    table = Table(title="best learning rate vs LoRA's: the study / here")
+    for col in ("task", "variant", "study best LR", "study / LoRA's", "here best LR",
+                "here / LoRA's", "reproduced"):
+        table.add_column(col, justify="left" if col in ("task", "variant") else "right")
+    for r in rows:
+        table.add_row(escape(r["task"]), escape(r["variant_tag"]), lr_text(r["study_best_lr"]),
+                      _ratio(r["study_ratio"]), lr_text(r["here_best_lr"]),
+                      _ratio(r["here_ratio"]), {True: "yes", False: "no", None: "-"}[r["agrees"]])
+    console.print(table)
+    console.print(escape(f"the study: {rows[0]['study']}"), highlight=False, soft_wrap=True)
+
+
+def _ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3g}x"
+
+
+@app.command()
+def status(sweep: SweepOpt = None, storage: StorageOpt = None, as_json: JsonOpt = False) -> None:
+    """Per study: trials waiting, running, complete, failed, pruned."""
+    from rich.table import Table
+
+    from ..report import study_status
+    from ..report.render import running_table
+    from ..sweep.store import storage_errors
+    from ..text import plain
+
+    try:
+        with storage_errors(storage):
+            studies = study_status(storage, sweep)
+    except user_errors() as err:
+        fail(str(err))
+    if sweep is not None and not studies:
+        fail(f"no sweep named {sweep!r} in the store: check --sweep (see `lorasweep status`)")
+    if as_json:
+        typer.echo(json.dumps(studies, indent=2))
+        return
+    table = Table(title="studies")
+    for col in ("sweep", "task", "model", "variant", "waiting", "running", "complete", "failed", "pruned"):
+        table.add_column(col, justify="right" if col in ("waiting", "running", "complete", "failed", "pruned") else "left")
+    for s in studies:
+        table.add_row(*(plain(s[c]) for c in ("sweep", "task", "model", "variant", "waiting", "running", "complete", "failed", "pruned")))
+    console.print(table)
+    running = [(s, t) for s in studies for t in s["running_trials"]]
+    if running:
+        console.print(running_table(running))
+    _print_jobs(storage, sweep)
+
+
+def _print_jobs(storage: str | None, sweep: str | None) -> None:
+    """The sweeps' SLURM jobs, with their array tasks' states (none printed if there are none)."""
+    from ..launch.jobs import jobs_table, sweep_jobs
+
+    jobs = sweep_jobs(storage, sweep)
+    if jobs:
+        console.print(jobs_table(jobs))
+
+
+@app.command()
+def cancel(sweep: SweepOpt = None, storage: StorageOpt = None) -> None:
+    """Cancel a sweep's SLURM jobs; their running trials go back to waiting at once."""
+    from ..launch.jobs import cancel_sweep
+    from ..text import plural
+
+    try:
+        done = cancel_sweep(storage, sweep)
+    except user_errors() as err:
+        fail(str(err))
+    if not done.jobs:
+        console.print("no active SLURM job" + (f" for sweep {sweep}" if sweep else ""), highlight=False)
+        return
+    console.print(f"cancelled SLURM job {', '.join(done.jobs)}; {plural(done.freed, 'running trial')} "
+                  "back to waiting (the next `lorasweep run` takes them up)", highlight=False)
+
+
+@app.command()
+def delete(
+    sweep: Annotated[str, typer.Option("--sweep", help="The sweep to delete (see `lorasweep status`).")],
+    storage: StorageOpt = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation (for scripts).")] = False,
+) -> None:
+    """Delete a sweep: its studies in the store and its run folders (refused while trials run)."""
+    from ..sweep.delete import delete_sweep, plan_delete
+    from ..sweep.store import storage_label
+    from ..text import plain, plural
+
+    try:
+        plan = plan_delete(storage, sweep)
+    except user_errors() as err:
+        fail(str(err))
+    console.print(plain(f"sweep {sweep}: {plural(len(plan.studies), 'study', 'studies')}, "
+                        f"{plural(plan.trials, 'trial')} in {storage_label(plan.storage_url)}"),
+                  highlight=False, soft_wrap=True)
+    for folder in plan.folders:
+        console.print(plain(f"  folder {folder}"), highlight=False, soft_wrap=True)
+    if not yes and not typer.confirm("delete them?", default=False):
+        console.print("nothing deleted")
+        raise typer.Exit(1)
+    try:
+        delete_sweep(plan)
+    except user_errors() as err:
+        fail(str(err))
+    console.print(plain(f"deleted sweep {sweep}"), highlight=False)

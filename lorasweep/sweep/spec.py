@@ -1,0 +1,186 @@
+"""From recipe data to a checked sweep: the task's defaults, ``--set`` overrides, and the checks
+of names and options against the registries (tasks, variants, models, stores, searches).
+
+:mod:`lorasweep.config` holds the dataclasses and the checks of their own values; this module,
+one layer up, is where a sweep meets the registries:
+
+- :func:`build_spec`: recipe data -> :class:`SweepSpec`, with the task's default model, grid,
+  search and variants where the data names none (the task declares them: ``Task.default_*``);
+- :func:`apply_overrides`: ``--set key=value`` onto recipe data;
+- :func:`train_for`: the budget one task trains with: the task's default budget overlaid with the
+  settings the sweep gave (``train_for(spec, t)``, for each ``t`` in ``sweep_tasks(spec)``);
+- :func:`check_sweep`: ``spec.validate()`` then every name and option against its registry; a
+  problem is a :class:`SweepError` (a ``ConfigError``: one line naming it and the fix).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import yaml
+
+from .._values import as_list, coerce_fields, mapping_of
+from ..config import (
+    DEFAULT_VARIANT,
+    ConfigError,
+    SweepSpec,
+    TrainConfig,
+    VariantSpec,
+    overlay_train,
+)
+
+__all__ = ["SweepError", "apply_overrides", "build_spec", "check_registries", "check_sweep",
+           "resolve_variant", "sweep_tasks", "task_class", "train_for"]
+
+
+class SweepError(ConfigError):
+    """A sweep's input that a registry or the study store refuses (one line: problem and fix)."""
+
+
+def task_class(key: Any) -> Any:
+    """The task class (the first member for a group) whose defaults apply; None if unknown."""
+    from ..tasks import expand_tasks_safe, task_registry
+
+    members = expand_tasks_safe(key) if isinstance(key, str) else []
+    return task_registry().get(members[0]) if members else None
+
+
+def sweep_tasks(spec: SweepSpec) -> list[str]:
+    """The task keys ``spec`` runs (a group such as ``glue`` expands to its members)."""
+    from ..tasks import expand_tasks
+
+    return expand_tasks(spec.task)
+
+
+def train_for(spec: SweepSpec, task: str) -> TrainConfig:
+    """The training budget of one task of ``spec`` (a group's tasks differ in size): ``spec.train``
+    when it is a :class:`TrainConfig`, otherwise the task's default budget overlaid with it."""
+    if isinstance(spec.train, TrainConfig):
+        return spec.train
+    cls = task_class(task)
+    budget = dict(cls.default_train) if cls is not None else {}
+    try:
+        config = TrainConfig(**overlay_train(budget, spec.train))
+    except TypeError as err:
+        raise SweepError(f"bad train settings: {err}") from None
+    coerce_fields(config, "train.")  # "50" from a quoted YAML value becomes 50 in every copy
+    return config
+
+
+def _default_variants(data: dict[str, Any]) -> list[str]:
+    cls = task_class(data.get("task", SweepSpec.task))
+    return list(cls.default_variants) if cls is not None else [DEFAULT_VARIANT]
+
+
+def build_spec(data: dict[str, Any]) -> SweepSpec:
+    """Build from recipe data; the task's own defaults fill model, lrs, search and variants (and,
+    through :func:`train_for`, the training budget)."""
+    data = dict(data)
+    cls = task_class(data.get("task", SweepSpec.task))
+    if cls is not None:
+        data.setdefault("model", cls.default_model or SweepSpec.model)
+        data.setdefault("search", cls.default_search)
+        if cls.default_lrs:
+            data.setdefault("lrs", list(cls.default_lrs))
+        data.setdefault("variants", list(cls.default_variants))
+    return SweepSpec.from_dict(data)
+
+
+def resolve_variant(variant: VariantSpec) -> None:
+    """Check the key and options of a validated ``variant`` against the variant registry, in
+    place: options coerced, and only those that differ from the defaults kept (so one
+    configuration gets one tag)."""
+    from ..variants import VariantError, get_variant_class
+
+    try:
+        cls = get_variant_class(variant.key)
+        resolved = cls(variant.rank, variant.alpha, variant.dropout, **variant.options)
+    except VariantError as err:
+        raise SweepError(str(err)) from None
+    defaults = cls.option_defaults()
+    variant.options = {k: v for k, v in dataclasses.asdict(resolved.options).items()
+                       if k in variant.options and v != defaults[k]}
+
+
+def check_registries(spec: SweepSpec) -> SweepSpec:
+    """Names and options of a ``spec`` whose own values are valid, against the registries."""
+    from ..tasks import TaskError, expand_tasks, get_task
+    from ..train.model import ModelError, ModelOptions, check_model
+    from .search import SearchError, parse_options
+    from .store import StorageError, check_storage
+
+    try:
+        parse_options(spec.search_options)
+        check_storage(spec.storage)  # a bad URL, path or store file stops here
+        for task in expand_tasks(spec.task):
+            get_task(task, **spec.task_options)
+        check_model(spec.model)
+        ModelOptions.parse(spec.model_options)
+    except (SearchError, StorageError, TaskError, ModelError) as err:
+        raise SweepError(str(err)) from None
+    if not isinstance(spec.train, TrainConfig):  # a TrainConfig was checked by spec.validate()
+        for task in sweep_tasks(spec):
+            train_for(spec, task).validate()
+    for variant in spec.variants:  # imports torch: after the cheap checks
+        resolve_variant(variant)
+    tags = [v.tag for v in spec.variants]
+    if len(set(tags)) != len(tags):
+        raise SweepError(f"the same variant configuration is listed twice: {tags}")
+    return spec
+
+
+def check_sweep(spec: SweepSpec) -> SweepSpec:
+    """``spec.validate()``, then its names and options against the registries."""
+    return check_registries(spec.validate())
+
+
+def apply_overrides(data: dict[str, Any], assignments: list[str]) -> dict[str, Any]:
+    """Apply ``--set key=value`` overrides to recipe data (dotted keys, YAML-typed values).
+
+    ``train.steps=50``, ``task.eval_limit=100`` (task options), ``model.dtype=bf16`` (model
+    options), ``launcher.partition=gpu`` (launcher options), ``variant.ratio=8`` (an option of
+    every listed variant), ``rank=4``, ``target_modules=query,value``.
+    """
+    data = dict(data)
+    for assignment in assignments:
+        key, sep, raw = assignment.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects key=value, got {assignment!r} (e.g. --set train.steps=50)")
+        key = key.strip()
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            raise ConfigError(
+                f"--set {key!r}: value {raw!r} is not valid YAML; quote it (e.g. --set name=\"x\")"
+            ) from None
+        head, _, rest = key.partition(".")
+        if head == "train" and rest:
+            data["train"] = {**mapping_of(data, "train"), rest: value}
+        elif head == "task" and rest:
+            data["task_options"] = {**mapping_of(data, "task_options"), rest: value}
+        elif head == "model" and rest:
+            data["model_options"] = {**mapping_of(data, "model_options"), rest: value}
+        elif head == "search" and rest:
+            data["search_options"] = {**mapping_of(data, "search_options"), rest: value}
+        elif head == "launcher" and rest:
+            data["launcher_options"] = {**mapping_of(data, "launcher_options"), rest: value}
+        elif head == "variant" and rest:
+            variants = [dict(v) if isinstance(v, dict) else {"key": v}
+                        for v in as_list(data.get("variants", _default_variants(data)))]
+            spec_fields = {f.name for f in dataclasses.fields(VariantSpec)} - {"key", "options"}
+            for v in variants:
+                if rest in spec_fields:  # variant.rank=4: a setting, not a variant option
+                    v[rest] = value
+                else:  # an option: the override wins over one written inline in the recipe
+                    v.pop(rest, None)
+                    v["options"] = {**(v.get("options") or {}), rest: value}
+            data["variants"] = variants
+        elif not rest:
+            data[key] = value
+        else:
+            raise ConfigError(
+                f"unknown override {key!r}: use train.X, task.X, model.X, variant.X, search.X, "
+                "launcher.X or a top-level key"
+            )
+    return data
