@@ -112,8 +112,8 @@ def status(sweep: SweepOpt = None, storage: StorageOpt = None, as_json: JsonOpt 
     """Per study: trials waiting, running, complete, failed, pruned."""
     from rich.table import Table
 
-    from ..report import study_status
     from ..report.render import running_table
+    from ..sweep.status import study_status
     from ..sweep.store import storage_errors
     from ..text import plain
 

@@ -65,13 +65,11 @@ def _range_size(spec: str) -> int:
 
 def _recorded(storage: Any, sweep: str | None) -> list[tuple[str, dict, list[Any]]]:
     """(sweep, job entry, studies) for every job recorded in the store's (or one sweep's) studies."""
-    import optuna
+    from ..sweep.status import sweep_summaries
 
     found: dict[str, tuple[str, dict, list[Any]]] = {}
-    for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
+    for summary in sweep_summaries(storage, sweep):
         attrs = summary.user_attrs
-        if "sweep" not in attrs or (sweep is not None and attrs["sweep"] != sweep):
-            continue
         for entry in attrs.get("slurm_jobs", []):
             item = found.setdefault(entry["job"], (attrs["sweep"], entry, []))
             item[2].append(summary.study_name)

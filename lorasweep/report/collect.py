@@ -13,26 +13,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..sweep.states import STATES, count_states, counted, live_points
+from ..sweep.states import counted, live_points
+from ..sweep.status import open_read, sweep_studies
 from .select import Cell, VariantSummary, summarise
 
-__all__ = ["Cell", "VariantSummary", "collect_rows", "study_status", "summarise"]
-
-
-def _open(storage_url: str | None):
-    from ..sweep.store import default_storage_url, open_storage
-
-    return open_storage(storage_url or default_storage_url(), create=False)
-
-
-def _studies(storage: Any, sweep: str | None):
-    import optuna
-
-    for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
-        attrs = summary.user_attrs
-        if "sweep" not in attrs or (sweep is not None and attrs["sweep"] != sweep):
-            continue
-        yield optuna.load_study(study_name=summary.study_name, storage=storage)
+__all__ = ["Cell", "VariantSummary", "collect_rows", "summarise"]
 
 
 def _fail_reason(trial: Any) -> str | None:
@@ -44,8 +29,8 @@ def _fail_reason(trial: Any) -> str | None:
 def collect_rows(storage_url: str | None, sweep: str | None = None) -> list[dict[str, Any]]:
     """One row per trial of a grid point (stray and superseded failures excluded)."""
     rows = []
-    storage = _open(storage_url)
-    for study in _studies(storage, sweep):
+    storage = open_read(storage_url)
+    for study in sweep_studies(storage, sweep):
         s = study.user_attrs
         trials = counted(study.get_trials(deepcopy=False))
         retried = live_points(trials)
@@ -106,37 +91,3 @@ def _scores(u: dict[str, Any], value: float | None) -> dict[str, Any]:
     return {"metric": metric, "value": value, "validation_score": validation, "test_score": test,
             "best_validation_score": best, "selection": "validation",
             "select_score": validation, "score": test if test is not None else value}
-
-
-def study_status(storage_url: str | None, sweep: str | None = None) -> list[dict[str, Any]]:
-    """Per study: how many trials wait, run, completed, failed (not since retried), pruned."""
-    out = []
-    storage = _open(storage_url)
-    for study in _studies(storage, sweep):
-        trials = study.get_trials(deepcopy=False)
-        states = count_states(trials)  # a failure since retried: the retry is what counts
-        counts = {state: states[state] for state in STATES}
-        s = study.user_attrs
-        out.append({"study": study.study_name, "sweep": s["sweep"], "task": s["task"],
-                    "model": s["model"], "variant": s["variant_tag"], **counts,
-                    "running_trials": _running(trials)})
-    return out
-
-
-def _running(trials: list) -> list[dict[str, Any]]:
-    """Per running trial: its grid point, where it resumed from, its last checkpoint (step,
-    age in seconds, bytes; None before the first)."""
-    import time
-
-    now, out = time.time(), []
-    for t in trials:
-        if t.state.name != "RUNNING" or "grid_point" not in t.user_attrs:
-            continue
-        saved = t.user_attrs.get("checkpoint") or {}
-        out.append({
-            "trial": t.number, "grid_point": t.user_attrs["grid_point"],
-            "checkpoint_step": saved.get("step"),
-            "checkpoint_age_s": round(now - saved["time"], 1) if "time" in saved else None,
-            "checkpoint_bytes": saved.get("bytes"),
-        })
-    return out

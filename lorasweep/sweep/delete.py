@@ -26,7 +26,8 @@ class DeletePlan:
 
 
 def plan_delete(storage_url: str | None, sweep: str) -> DeletePlan:
-    """What deleting ``sweep`` removes; a :class:`~lorasweep.sweep.spec.SweepError` if it is unknown or still running.
+    """What deleting ``sweep`` removes; a :class:`~lorasweep.sweep.spec.SweepError` if it is
+    unknown or still running.
 
     A trial counts as running while its worker beats its heartbeat; one whose worker died is
     marked failed first (as every ``run`` does), so a crashed sweep can be deleted.
@@ -35,15 +36,14 @@ def plan_delete(storage_url: str | None, sweep: str) -> DeletePlan:
     from optuna.trial import TrialState
 
     from .heartbeat import fail_stale
+    from .status import sweep_summaries
     from .store import default_storage_url, open_storage
 
     url = storage_url or default_storage_url()
     storage = open_storage(url, create=False)
     studies, trials, folders = [], 0, set()
-    for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
+    for summary in sweep_summaries(storage, sweep):
         attrs = summary.user_attrs
-        if attrs.get("sweep") != sweep:
-            continue
         study = optuna.load_study(study_name=summary.study_name, storage=storage)
         fail_stale(study, storage)
         all_trials = study.get_trials(deepcopy=False)

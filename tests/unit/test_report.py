@@ -18,7 +18,8 @@ from optuna.trial import TrialState
 
 from lorasweep.config import SweepSpec, VariantSpec
 from lorasweep.launch.run import check_spec
-from lorasweep.report import collect_rows, render_terminal, study_status, summarise, write_report
+from lorasweep.report import collect_rows, render_terminal, summarise, write_report
+from lorasweep.sweep.status import study_status
 from lorasweep.sweep.store import StorageError, open_storage
 from lorasweep.sweep.study import study_name, sync_sweep
 

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from lorasweep.cli import app
 from lorasweep.config import SweepSpec, VariantSpec
 from lorasweep.launch.run import check_spec
-from lorasweep.report import study_status
+from lorasweep.sweep.status import study_status
 from lorasweep.sweep.store import open_storage
 from lorasweep.sweep.study import study_name, sync_sweep
 
