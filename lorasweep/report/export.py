@@ -115,13 +115,11 @@ def _card(summary: VariantSummary, row: dict[str, Any], peft: bool, merged: bool
 
 def _merge(row: dict[str, Any], adapter: Path, dest: Path) -> str | None:
     """Write the merged model to ``dest`` (None), or say why this variant cannot merge."""
-    import torch
 
     from ..config import TrialSpec
     from ..tasks import get_task
     from ..train.model import load_model
-    from ..variants import get_variant, load_adapter
-    from ..variants.inject import _ATTR
+    from ..variants import get_variant, load_adapter, merge_and_unload
 
     spec = TrialSpec.from_dict(row["provenance"]["config"])
     task = get_task(spec.task, **spec.task_options)
@@ -130,15 +128,7 @@ def _merge(row: dict[str, Any], adapter: Path, dest: Path) -> str | None:
     variant = get_variant(model)
     if not variant.mergeable:
         return f"{variant.key} is nonlinear in its input: no merged weights"
-    with torch.no_grad():
-        variant.merge()
-        for name, layer in variant.layers.items():
-            parent_name, _, child = name.rpartition(".")
-            parent = model.get_submodule(parent_name) if parent_name else model
-            setattr(parent, child, layer.base)  # the plain Linear, now holding W + ΔW
-    object.__delattr__(model, _ATTR)
-    for p in model.parameters():
-        p.requires_grad_(True)
+    merge_and_unload(model)
     model.save_pretrained(dest, safe_serialization=True)
     if loaded.tokenizer is not None:
         loaded.tokenizer.save_pretrained(dest)

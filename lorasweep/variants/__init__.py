@@ -35,7 +35,7 @@ from . import (  # noqa: F401
 )
 from .base import AXES, AdapterLayer, Variant, VariantError, get_variant_class, register, registry
 from .export import export_peft, load_adapter, save_adapter
-from .inject import apply_variant, get_variant, resolve_targets
+from .inject import apply_variant, get_variant, merge_and_unload, resolve_targets
 
 __all__ = [
     "AXES",
@@ -48,6 +48,7 @@ __all__ = [
     "get_variant_class",
     "list_variants",
     "load_adapter",
+    "merge_and_unload",
     "register",
     "registry",
     "resolve_targets",

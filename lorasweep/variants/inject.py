@@ -8,7 +8,8 @@ from torch import nn
 
 from .base import Variant, VariantError, get_variant_class
 
-__all__ = ["DEFAULT_TARGETS", "apply_variant", "default_targets", "get_variant", "resolve_targets"]
+__all__ = ["DEFAULT_TARGETS", "apply_variant", "default_targets", "get_variant", "merge_and_unload",
+           "resolve_targets"]
 
 #: Default target modules per architecture family (``config.model_type``).
 DEFAULT_TARGETS: dict[str, list[str]] = {
@@ -97,3 +98,24 @@ def get_variant(model: nn.Module) -> Variant:
     if variant is None:
         raise VariantError("model has no lorasweep variant: call lorasweep.apply_variant first")
     return variant
+
+
+def merge_and_unload(model: nn.Module) -> nn.Module:
+    """Fold the variant's update into the base weights (``W' = W + ΔW``) and put the plain
+    layers back, in place: the model as its library built it, every parameter trainable, no
+    lorasweep left in it. Only for a variant whose update is a weight (``mergeable``)."""
+    import torch
+
+    variant = get_variant(model)
+    if not variant.mergeable:
+        raise VariantError(f"{variant.key} is nonlinear in its input: it has no merged weights")
+    with torch.no_grad():
+        variant.merge()
+        for name, layer in variant.layers.items():
+            parent_name, _, child = name.rpartition(".")
+            parent = model.get_submodule(parent_name) if parent_name else model
+            setattr(parent, child, layer.base)  # the plain Linear, now holding W + ΔW
+    object.__delattr__(model, _ATTR)
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return model

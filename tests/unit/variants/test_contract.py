@@ -298,6 +298,27 @@ def test_merge_equals_unmerged_and_unmerge_restores(key, case):
 
 
 @variant_param
+def test_merge_and_unload_leaves_the_plain_model(key):
+    """The merged export's step: the update folded into plain layers, nothing of lorasweep left."""
+    case = CASES["mlp"]
+    model, variant = _adapt(case, key)
+    if not variant.mergeable:
+        with pytest.raises(VariantError, match=f"{key} is nonlinear in its input"):
+            lorasweep.variants.merge_and_unload(model)
+        return
+    _perturb(variant)
+    with torch.no_grad():
+        adapted = _output(model, case)
+    assert lorasweep.variants.merge_and_unload(model) is model
+    with pytest.raises(VariantError, match="no lorasweep variant"):
+        lorasweep.get_variant(model)
+    assert not any(isinstance(m, lorasweep.variants.AdapterLayer) for m in model.modules())
+    assert all(p.requires_grad for p in model.parameters())
+    with torch.no_grad():
+        _assert_close(_output(model, case), adapted)
+
+
+@variant_param
 @case_param
 def test_bf16_autocast_forward_backward_is_finite(key, case):
     model, variant = _adapt(case, key)
