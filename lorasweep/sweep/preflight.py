@@ -120,14 +120,14 @@ def _check_model(spec: SweepSpec, offline: bool) -> None:
 
 
 def _check_data(spec: SweepSpec, keep_data: bool) -> None:
-    from ..tasks import TaskError, task_registry
+    from ..tasks import TaskError, make_task
     from ..train.cache import worker_cache
 
     for key in sweep_tasks(spec):
         try:  # checked already (check_spec): the task is built without its check_available
-            task = task_registry()[key](**spec.task_options)
+            task = make_task(key, **spec.task_options)
             if keep_data:
-                worker_cache().task_data(task, key, spec.task_options)
+                worker_cache().task_data(task, key, spec.task_options, check=False)
             else:
                 task.load()
         except TaskError as err:

@@ -16,6 +16,7 @@ from .base import (
     expand_tasks,
     expand_tasks_safe,
     get_task,
+    make_task,
     register_task,
     task_registry,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "expand_tasks",
     "get_task",
     "list_tasks",
+    "make_task",
     "register_task",
     "task_registry",
 ]

@@ -64,12 +64,16 @@ class WorkerCache:
         self._pristine: dict[str, Any] | None = None
         self._data: dict[str, Any] = {}
 
-    def task_data(self, task: Any, task_key: str, task_options: dict[str, Any]) -> Any:
-        """``task.load()``, once per (task, options)."""
+    def task_data(self, task: Any, task_key: str, task_options: dict[str, Any],
+                  check: bool = True) -> Any:
+        """``task.load()``, once per (task, options); ``check``: ``task.check_available()`` first
+        (only when it loads: data already here needs no check that it can be loaded here)."""
         key = _key(task_key, task_options)
         if self.enabled and key in self._data:
             self.stats.data_reuses += 1
             return self._data[key]
+        if check:
+            task.check_available()
         self.stats.data_loads += 1
         data = task.load()
         if self.enabled:

@@ -95,7 +95,7 @@ def smoke_budget(spec: TrialSpec) -> TrialSpec:
 def run_trial(spec: TrialSpec, reporter: Reporter | None = None) -> TrialResult:
     import torch
 
-    from ..tasks import get_task
+    from ..tasks import make_task
     from ..variants import apply_variant, get_variant, save_adapter
     from .cache import worker_cache
 
@@ -108,7 +108,7 @@ def run_trial(spec: TrialSpec, reporter: Reporter | None = None) -> TrialResult:
     device = _device(spec.train.device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    task = get_task(spec.task, **spec.task_options)
+    task = make_task(spec.task, **spec.task_options)  # its data is checked where it is loaded
     cache = worker_cache()  # what trials of this worker share: the model (pristine), the data
     reused = cache.stats.model_reuses
     data = cache.task_data(task, spec.task, spec.task_options)

@@ -1,6 +1,7 @@
 """A run checks its input once and loads each task's data once: ``lorasweep run`` checks the spec
-(``check_spec``) and ``run_sweep(checked=True)`` trusts it; the preflight loads the data, and the
-in-process worker's trials take that copy from the worker cache instead of loading it again."""
+(``check_spec``, each task's ``check_available`` included) and ``run_sweep(checked=True)`` trusts
+it; the preflight loads the data, and the in-process worker's trials take that copy from the
+worker cache instead of checking and loading it again."""
 
 from __future__ import annotations
 
@@ -49,8 +50,9 @@ def test_a_cli_run_checks_its_task_once_and_loads_its_data_once(counted, lrs, ti
         "--set", f"task.eval_limit={6 + trials}", "--set", "train.max_length=32"])
     assert result.exit_code == 0, result.output
     assert f"done: {trials} completed" in result.output
-    # One check before anything runs, then each trial's own (a worker on another machine checks
-    # that machine); before, the CLI, run_sweep and the preflight each checked too.
-    assert counted.checks == 1 + trials
+    # One check, before anything runs: run_sweep trusts it, the preflight loads without checking
+    # again, and a trial checks only data it has to load (a worker on another machine checks
+    # that machine); before, the CLI, run_sweep, the preflight and each trial checked.
+    assert counted.checks == 1
     # The preflight's load is the only one: the trials found it in the worker cache.
     assert counted.loads == 1
