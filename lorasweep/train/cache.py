@@ -111,17 +111,9 @@ class WorkerCache:
     def _restore(self) -> None:
         import torch
 
-        from ..variants.base import AdapterLayer
-        from ..variants.inject import _ATTR
+        from ..variants import remove_variant
 
-        model = self._loaded.model
-        for name, module in list(model.named_modules()):
-            if isinstance(module, AdapterLayer):
-                parent_name, _, child = name.rpartition(".")
-                parent = model.get_submodule(parent_name) if parent_name else model
-                setattr(parent, child, module.base)
-        if hasattr(model, _ATTR):
-            object.__delattr__(model, _ATTR)
+        model = remove_variant(self._loaded.model)
         with torch.no_grad():
             state = model.state_dict()
             for k, v in self._pristine.items():

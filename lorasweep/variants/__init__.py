@@ -35,7 +35,7 @@ from . import (  # noqa: F401
 )
 from .base import AXES, AdapterLayer, Variant, VariantError, get_variant_class, register, registry
 from .export import export_peft, load_adapter, save_adapter
-from .inject import apply_variant, get_variant, merge_and_unload, resolve_targets
+from .inject import apply_variant, get_variant, merge_and_unload, remove_variant, resolve_targets
 
 __all__ = [
     "AXES",
@@ -51,6 +51,7 @@ __all__ = [
     "merge_and_unload",
     "register",
     "registry",
+    "remove_variant",
     "resolve_targets",
     "save_adapter",
 ]

@@ -6,10 +6,10 @@ from typing import Any
 
 from torch import nn
 
-from .base import Variant, VariantError, get_variant_class
+from .base import AdapterLayer, Variant, VariantError, get_variant_class
 
 __all__ = ["DEFAULT_TARGETS", "apply_variant", "default_targets", "get_variant", "merge_and_unload",
-           "resolve_targets"]
+           "remove_variant", "resolve_targets"]
 
 #: Default target modules per architecture family (``config.model_type``).
 DEFAULT_TARGETS: dict[str, list[str]] = {
@@ -111,11 +111,20 @@ def merge_and_unload(model: nn.Module) -> nn.Module:
         raise VariantError(f"{variant.key} is nonlinear in its input: it has no merged weights")
     with torch.no_grad():
         variant.merge()
-        for name, layer in variant.layers.items():
-            parent_name, _, child = name.rpartition(".")
-            parent = model.get_submodule(parent_name) if parent_name else model
-            setattr(parent, child, layer.base)  # the plain Linear, now holding W + ΔW
-    object.__delattr__(model, _ATTR)
+    remove_variant(model)  # the plain Linears, now holding W + ΔW
     for p in model.parameters():
         p.requires_grad_(True)
+    return model
+
+
+def remove_variant(model: nn.Module) -> nn.Module:
+    """Undo :func:`apply_variant`, in place: each adapter layer gives back its ``base`` module as
+    it is now (weights a merge wrote into it stay), and the model forgets its variant."""
+    for name, module in list(model.named_modules()):
+        if isinstance(module, AdapterLayer):
+            parent_name, _, child = name.rpartition(".")
+            parent = model.get_submodule(parent_name) if parent_name else model
+            setattr(parent, child, module.base)
+    if hasattr(model, _ATTR):
+        object.__delattr__(model, _ATTR)
     return model
