@@ -17,6 +17,10 @@ never above :math:`\eta = 1`), so its answer is a grid point and compares with t
    probes are noisy and, on tasks where a fresh head needs many steps, all at chance (on the
    embedded task, 12- to 16-step probes score 0.50-0.55 at every LR): the loss, continuous and
    sensitive from the first steps, then decides; where probes do separate, the score decides.
+   When every probe scores within ``tie`` of every other (none stands out: the probes were too
+   short to learn anything), the same points are probed again at twice the fidelity, as long as
+   the step budget keeps room for one full-budget trial after them; otherwise the run says that
+   the bracket is a guess. An edge extension is likewise made only within that budget.
    When :math:`b` is an end of the probed range and the extension allows, the probe continues
    two lattice steps outward until it is not (the run says so: ``note``).
 2. *Climb* (full budget, every seed): evaluate :math:`x_b`, then its neighbour
@@ -165,6 +169,13 @@ def _probe_best(scores: dict[int, tuple[float, float]], tie: float) -> int:
     return max((i for i in scores if scores[i][0] >= top - tie), key=lambda i: (scores[i][1], -i))
 
 
+def _flat(scores: dict[int, tuple[float, float]], tie: float, worst: float) -> bool:
+    """Whether the probes all score within ``tie`` of each other (those at the task's worst
+    score, a non-finite loss, aside): none stands out, so none locates the peak."""
+    values = [value for value, _ in scores.values() if value > worst]
+    return len(values) >= 2 and max(values) - min(values) <= tie
+
+
 def _probe_above(a: tuple[float, float], b: tuple[float, float], tie: float) -> bool:
     """Whether probe ``a`` beats ``b``: by score, or by training loss when the scores tie."""
     return a[1] > b[1] if abs(a[0] - b[0]) <= tie else a[0] > b[0]
@@ -212,8 +223,29 @@ def plan(lrs: list[float], seeds: list[int], observations: list[Observation],
         return None if len(out) < len(run_seeds) else out
 
     # 1. Bracket: every other grid point at the probe fidelity, extended past an edge peak.
+    # Probes that cannot tell the learning rates apart are run again, twice as long.
     probes = list(range(first, last + 1, 2))
     scores: dict[int, tuple[float, float]] = {}
+    while True:
+        for i in probes:
+            obs = known(i, f, seeds[:1])
+            sc = None if obs is None else _score(obs, worst)
+            if sc is not None:
+                scores[i] = sc
+        if len(scores) < len(probes):
+            return Plan(proposals, False, None, spent + _cost(proposals), cap, grid, notes)
+        if not _flat(scores, opts["tie"], worst) or 2 * f >= 1.0:
+            break
+        # decided once: when its first longer probe exists, later spending cannot undo it
+        begun = any(by_point[(i, 2 * f)] for i in probes)
+        if not begun and spent + len(probes) * 2 * f + 1.0 > cap + 1e-9:  # 1: the first climb
+            notes.append(f"probes at fidelity {f:g} all scored within {opts['tie']:g} of each other "
+                         "and the step budget allows no longer ones: the bracket is a guess "
+                         "(raise search.budget or search.probe_fidelity, or use --search grid)")
+            break
+        notes.append(f"probes at fidelity {f:g} all scored within {opts['tie']:g} of each other: "
+                     f"probing again at {2 * f:g}")
+        f, scores = 2 * f, {}
     while True:
         pending = False
         for i in probes:
@@ -231,6 +263,10 @@ def plan(lrs: list[float], seeds: list[int], observations: list[Observation],
         step = -2 if b == min(probes) else 2 if b == max(probes) else 0
         nxt = b + step if 0 <= b + step < len(points) else b + step // 2
         if step == 0 or not 0 <= nxt < len(points) or nxt in probes:
+            break
+        if not by_point[(nxt, f)] and spent + _cost(proposals) + f + 1.0 > cap + 1e-9:
+            notes.append(f"bracket peak at its edge (lr={points[b]:.3g}): the step budget allows no "
+                         "probe past it")
             break
         probes.append(nxt)
         side = "lower" if step < 0 else "upper"

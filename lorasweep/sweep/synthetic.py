@@ -13,10 +13,11 @@ fraction :math:`f` of the budget peaks higher, :math:`x_p + 0.4\,(1 - f)`, and l
 :math:`t - 0.08\,(1 - f)` (the short-horizon bias). Seed noise is Gaussian with standard
 deviation :math:`0.005 + 0.05\,\sigma'` (half a point at the peak, five on the rising edge),
 drawn from a generator seeded by the learning rate, seed and budget, so a rerun is identical.
-The final loss is :math:`0.7 - (s - c)` (NaN past the collapse). With ``short_at_chance`` a
-short run (:math:`f < 1`) scores chance plus noise of 2 points whatever its learning rate, while
-its loss still follows the curve: a fresh head that needs more steps than a probe has, as on the
-embedded task.
+The final loss is :math:`0.7 - (s - c)` (NaN past the collapse). With ``informative_from`` a
+run shorter than that fraction says
+nothing: chance plus 2 points of noise and a loss of 0.693 plus noise of 0.01 (a fresh head that
+needs more steps than such a probe has: on the embedded task, 20-step probes of a 100-step
+budget score 0.50-0.55 and their validation losses sit at 0.692-0.71, lowest at the lowest LRs).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ class SyntheticCurve:
     collapse: float = 0.6  # decades above the peak where the score collapses
     curvature: float = 0.02
     noise: bool = True
-    short_at_chance: bool = False
+    informative_from: float = 0.0
 
     def peak_of(self, variant: str) -> float:
         return dict(self.peaks).get(variant, self.peak)
@@ -68,9 +69,10 @@ class SyntheticCurve:
             noisy = mean + random.Random(digest).gauss(0.0, 0.005 + 0.05 * slope)
         diverged = x > peak + self.collapse + 0.3
         loss = math.nan if diverged else 0.7 - (noisy - self.chance)
-        if self.short_at_chance and budget < 1.0:
+        if budget < self.informative_from:
             digest = hashlib.sha256(f"chance|{lr:.6g}|{seed}|{budget:g}|{variant}".encode()).digest()
-            noisy = self.chance + random.Random(digest).gauss(0.0, 0.02)
+            rng = random.Random(digest)
+            noisy, loss = self.chance + rng.gauss(0.0, 0.02), 0.693 + rng.gauss(0.0, 0.01)
         return min(max(noisy, 0.0), 1.0), loss
 
     def __call__(self, spec: Any, reporter: Any = None) -> Any:

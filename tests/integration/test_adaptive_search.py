@@ -58,12 +58,12 @@ def _steps_spent(study) -> float:
                if t.state != TrialState.FAIL or not t.user_attrs.get("stray"))
 
 
-@pytest.mark.parametrize(("peak", "short_at_chance"), [
-    (-4.6, False), (-3.0, False), (-1.6, False), (-0.1, False),  # low edge, middle, high, past
-    (-4.6, True), (-3.0, True), (-1.6, True),  # probes all at chance: their losses decide
+@pytest.mark.parametrize(("peak", "informative_from"), [
+    (-4.6, 0.0), (-3.0, 0.0), (-1.6, 0.0), (-0.1, 0.0),  # low edge, middle, high, past the grid
+    (-4.6, 0.4), (-3.0, 0.4), (-1.6, 0.4),  # 20% probes say nothing: probed again at 40%
 ])
-def test_finds_the_peak_within_tolerance_and_budget(tmp_path, peak, short_at_chance):
-    curve = SyntheticCurve(peak=peak, short_at_chance=short_at_chance)
+def test_finds_the_peak_within_tolerance_and_budget(tmp_path, peak, informative_from):
+    curve = SyntheticCurve(peak=peak, informative_from=informative_from)
     spec = _spec(tmp_path, f"sqlite:///{tmp_path / 's.db'}")
     storage, summary = _sweep(spec, curve)
     study = _study(spec, storage)
@@ -79,7 +79,10 @@ def test_finds_the_peak_within_tolerance_and_budget(tmp_path, peak, short_at_cha
     # the full-budget ones, and its best LR is the search's
     trials = study.get_trials()
     assert all(set(t.params) == {"lr", "seed"} and "grid_point" in t.user_attrs for t in trials)
-    assert {t.user_attrs["budget"] for t in trials} == {0.2, 1.0}
+    assert {t.user_attrs["budget"] for t in trials} == ({0.2, 0.4, 1.0} if informative_from else
+                                                        {0.2, 1.0})
+    escalated = [n for n in state["notes"] if "probing again at 0.4" in n]
+    assert len(escalated) == (1 if informative_from else 0)
     assert len({t.user_attrs["grid_point"] for t in trials}) == len(trials)  # nothing repeated
     rows = collect_rows(spec.storage, "search")
     assert len(rows) == len(trials)
