@@ -82,29 +82,15 @@ def export(
 
 
 def _print_reference(summaries: list[Any]) -> None:
-    from rich.table import Table
-
     from ..report import compare
-    from ..report._format import lr_text
+    from ..report.terminal import reference_table
 
     rows = compare(summaries)
     if not rows:
         fail("the study has no published curves for these tasks (it has GLUE, image "
-              "classification, GSM8K and HumanEval): sweep one of those families")
-    table = Table(title="best learning rate vs LoRA's: the study / here")
-    for col in ("task", "variant", "study best LR", "study / LoRA's", "here best LR",
-                "here / LoRA's", "reproduced"):
-        table.add_column(col, justify="left" if col in ("task", "variant") else "right")
-    for r in rows:
-        table.add_row(escape(r["task"]), escape(r["variant_tag"]), lr_text(r["study_best_lr"]),
-                      _ratio(r["study_ratio"]), lr_text(r["here_best_lr"]),
-                      _ratio(r["here_ratio"]), {True: "yes", False: "no", None: "-"}[r["agrees"]])
-    console.print(table)
+             "classification, GSM8K and HumanEval): sweep one of those families")
+    console.print(reference_table(rows))
     console.print(escape(f"the study: {rows[0]['study']}"), highlight=False, soft_wrap=True)
-
-
-def _ratio(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3g}x"
 
 
 @app.command()

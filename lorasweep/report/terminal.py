@@ -1,4 +1,5 @@
-"""The report's terminal lines beside its tables: what the tables leave out, and why.
+"""The report's terminal lines beside its tables: what the tables leave out, and why; and the
+comparison with the study's published curves (``report --reference``).
 
 Nothing is dropped from a report silently: failed trials (with their one-line reason), pruned
 trials and trials still waiting or running are counted and named here; diverged learning rates
@@ -11,8 +12,9 @@ from typing import Any
 
 from ..sweep.outcome import one_line, trial_label
 from ..text import plain, plural
+from ._format import lr_text
 
-__all__ = ["render_left_out"]
+__all__ = ["reference_table", "render_left_out"]
 
 _SHOWN = 10  # trials named per kind; the rest are counted (results.csv lists them all)
 
@@ -42,3 +44,23 @@ def render_left_out(rows: list[dict[str, Any]], console: Any) -> None:
         if len(group) > _SHOWN:
             console.print(plain(f"  ... and {len(group) - _SHOWN} more {kind} (see results.csv)"),
                           highlight=False)
+
+
+def reference_table(rows: list[dict[str, Any]]) -> Any:
+    """:func:`~lorasweep.report.reference.compare`'s rows as a table: each variant's best
+    learning rate and its ratio to LoRA's, in the study and here, and whether they agree."""
+    from rich.table import Table
+
+    table = Table(title="best learning rate vs LoRA's: the study / here")
+    for col in ("task", "variant", "study best LR", "study / LoRA's", "here best LR",
+                "here / LoRA's", "reproduced"):
+        table.add_column(col, justify="left" if col in ("task", "variant") else "right")
+    for r in rows:
+        table.add_row(plain(r["task"]), plain(r["variant_tag"]), lr_text(r["study_best_lr"]),
+                      _ratio(r["study_ratio"]), lr_text(r["here_best_lr"]),
+                      _ratio(r["here_ratio"]), {True: "yes", False: "no", None: "-"}[r["agrees"]])
+    return table
+
+
+def _ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3g}x"
