@@ -76,6 +76,9 @@ def test_array_runs_the_grid_exactly_once_with_its_options(tmp_path, job_env, fr
     assert len(points) == 12 and set(points.values()) == {1}
     workers = {t.user_attrs["worker"] for t in _trials(spec)}
     assert workers <= {f"slurm:{job}_{i}" for i in range(3)} and len(workers) >= 2
+    deadline = time.time() + 60  # accounting records a task's end a moment after the task ends
+    while job_states([job])[job] != Counter({"COMPLETED": 3}) and time.time() < deadline:
+        time.sleep(1)
     assert job_states([job])[job] == Counter({"COMPLETED": 3})  # sacct: 3 array tasks
     shown = _scontrol(f"{job}_0")
     assert "Partition=debug" in shown and "TimeLimit=00:07:00" in shown and "CPUs/Task=1" in shown
