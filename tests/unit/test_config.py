@@ -490,3 +490,19 @@ def test_trial_spec_is_frozen():
     spec = _trial_spec()
     with pytest.raises(AttributeError):
         spec.lr = 1.0  # type: ignore[misc]
+
+
+def test_a_tasks_default_variants_and_search_fill_a_sweep_that_names_none(monkeypatch):
+    from lorasweep.tasks import task_registry
+
+    sentiment = task_registry()["sentiment"]
+    monkeypatch.setattr(sentiment, "default_variants", ("lora", "dora"))
+    monkeypatch.setattr(sentiment, "default_search", "adaptive")
+    spec = build_spec({})
+    assert [v.key for v in spec.variants] == ["lora", "dora"] and spec.search == "adaptive"
+    ranked = build_spec(apply_overrides({}, ["variant.rank=4"]))  # applies to every default
+    assert [(v.key, v.rank) for v in ranked.variants] == [("lora", 4), ("dora", 4)]
+    given = build_spec({"variants": ["pissa"], "search": "grid"})  # what is given wins
+    assert [v.key for v in given.variants] == ["pissa"] and given.search == "grid"
+    other = build_spec({"task": "arith"})  # another task keeps its own (LoRA, grid)
+    assert [v.key for v in other.variants] == ["lora"] and other.search == "grid"
