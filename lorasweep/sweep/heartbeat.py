@@ -6,6 +6,9 @@ with ``heartbeat_interval`` and ``grace_period``, a running trial's worker calls
 marks a trial FAIL once its last beat is older than the grace period. Optuna's journal storage has
 no heartbeat, so there the beat is a trial user attribute ``heartbeat`` (a Unix time) and the same
 rule is applied here. Either way a RUNNING trial that survives :func:`fail_stale` has a live worker.
+A worker lost between popping its trial and its first beat leaves a RUNNING trial with no beat
+at all, which Optuna's rule never fails: the first beat also writes the ``heartbeat`` attribute,
+and a RUNNING trial without it is failed once its start is older than the grace period.
 
 The interval and grace (seconds) come from ``LORASWEEP_HEARTBEAT_INTERVAL`` (default 10) and
 ``LORASWEEP_HEARTBEAT_GRACE`` (default 60), read when used.
@@ -64,6 +67,8 @@ class Heartbeat:
 
     def __enter__(self) -> Heartbeat:
         self.beat()  # at once: a trial popped but never beaten would look alive forever
+        if self._optuna:  # marks "beaten" for fail_stale (Optuna's own beats are not readable)
+            self._storage.set_trial_user_attr(self._trial_id, HEARTBEAT_ATTR, time.time())
         self._thread.start()
         return self
 
@@ -77,16 +82,18 @@ def fail_stale(study: Any, storage: Any) -> None:
     from optuna.exceptions import UpdateFinishedTrialError
     from optuna.trial import TrialState
 
-    if uses_optuna_heartbeat(storage):
+    optuna_beats = uses_optuna_heartbeat(storage)
+    if optuna_beats:
         import optuna
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)
-        return
     now, grace = time.time(), grace_s()
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         beat = trial.user_attrs.get(HEARTBEAT_ATTR)
+        if optuna_beats and beat is not None:  # beaten: Optuna's rule above decides
+            continue
         start = trial.datetime_start.timestamp() if trial.datetime_start else now
         if now - (beat if beat is not None else start) > grace:
             try:
