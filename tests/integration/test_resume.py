@@ -74,7 +74,11 @@ def test_stopped_sweep_resumes_its_trial(tiny_bert_dir, tmp_path, launcher, sig)
     spec = _spec(tiny_bert_dir, tmp_path, launcher)
     data = {**spec.to_dict(), "variants": [{"key": "lora", "rank": 4, "alpha": 8}]}
     open_storage(spec.storage)  # the store's tables exist before two processes open it
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), str(REPO / "tests"),
+                                                                       os.environ.get("PYTHONPATH")]))}
+    # the real trial, each step >= 20 ms: the signal lands mid-trial however fast the machine
+    # (unpaced, a cached tiny model finished all its steps between the checkpoint and the signal)
+    env.update(LORASWEEP_TRIAL_FUNCTION="helpers:paced_trial", LORASWEEP_TEST_STEP_S="0.02")
     proc = subprocess.Popen([sys.executable, "-c", _SWEEP.format(spec=data)], env=env,
                             cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             start_new_session=True)
