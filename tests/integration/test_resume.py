@@ -68,6 +68,13 @@ def _wait_for_checkpoint(spec: SweepSpec, proc: subprocess.Popen) -> None:
     pytest.fail("no checkpoint before the deadline: " + proc.stderr.read().decode()[-2000:])
 
 
+def _as_from_a_terminal() -> None:
+    """In the child: SIGINT's default action, as a command typed in a terminal has. A test run
+    started in the background (``cmd &`` in a script) ignores SIGINT, and an ignored signal is
+    inherited: the sweep would then never see the Ctrl-C this test sends."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize(("launcher", "sig"), [("inline", signal.SIGTERM),
                                                ("local", signal.SIGINT)])
 def test_stopped_sweep_resumes_its_trial(tiny_bert_dir, tmp_path, launcher, sig):
@@ -81,7 +88,7 @@ def test_stopped_sweep_resumes_its_trial(tiny_bert_dir, tmp_path, launcher, sig)
     env.update(LORASWEEP_TRIAL_FUNCTION="helpers:paced_trial", LORASWEEP_TEST_STEP_S="0.02")
     proc = subprocess.Popen([sys.executable, "-c", _SWEEP.format(spec=data)], env=env,
                             cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=_as_from_a_terminal)
     _wait_for_checkpoint(spec, proc)
     os.killpg(proc.pid, sig)  # as a terminal does: the whole process group (workers too)
     assert proc.wait(timeout=120) != 0
