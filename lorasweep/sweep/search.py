@@ -226,13 +226,19 @@ def plan(lrs: list[float], seeds: list[int], observations: list[Observation],
     # Probes that cannot tell the learning rates apart are run again, twice as long.
     probes = list(range(first, last + 1, 2))
     scores: dict[int, tuple[float, float]] = {}
-    while True:
+
+    def all_scored() -> bool:
+        """Score the probes at fidelity ``f`` (proposing the missing); whether all are known."""
         for i in probes:
-            obs = known(i, f, seeds[:1])
-            sc = None if obs is None else _score(obs, worst)
-            if sc is not None:
-                scores[i] = sc
-        if len(scores) < len(probes):
+            if i not in scores:
+                obs = known(i, f, seeds[:1])
+                sc = None if obs is None else _score(obs, worst)
+                if sc is not None:
+                    scores[i] = sc
+        return len(scores) == len(probes)
+
+    while True:
+        if not all_scored():
             return Plan(proposals, False, None, spent + _cost(proposals), cap, grid, notes)
         if not _flat(scores, opts["tie"], worst) or 2 * f >= 1.0:
             break
@@ -247,17 +253,7 @@ def plan(lrs: list[float], seeds: list[int], observations: list[Observation],
                      f"probing again at {2 * f:g}")
         f, scores = 2 * f, {}
     while True:
-        pending = False
-        for i in probes:
-            if i in scores:
-                continue
-            obs = known(i, f, seeds[:1])
-            s = None if obs is None else _score(obs, worst)
-            if s is None:
-                pending = True
-            else:
-                scores[i] = s
-        if pending:
+        if not all_scored():
             return Plan(proposals, False, None, spent + _cost(proposals), cap, grid, notes)
         b = _probe_best(scores, opts["tie"])
         step = -2 if b == min(probes) else 2 if b == max(probes) else 0
