@@ -10,7 +10,8 @@ Rotten Tomatoes) at ``--steps`` per full trial over the fine grid ``--lrs`` (hal
 1e-5..3e-1):
 
 * grid: every LR at full budget, run once (seed 0) and shared by the repetitions;
-* adaptive: ``lorasweep run --search adaptive`` through the real store and worker loop;
+* adaptive: ``lorasweep run --search adaptive`` through the real store and worker loop (its
+  steps: what its trials trained, a promotion counting only the steps past the rung it resumed);
 * TPE: Optuna's TPE sampler over log-LR in the grid's range, full-budget trials, as many as fit
   in the adaptive search's steps of that repetition.
 
@@ -19,7 +20,9 @@ Rotten Tomatoes) at ``--steps`` per full trial over the fine grid ``--lrs`` (hal
 loraplus 1e-4, adalora 1e-2; seed noise; a collapse above each peak): seconds instead of hours.
 
 Every method chooses its LR on validation accuracy; the table prints steps used / grid steps,
-the chosen LR, its test accuracy, and the gap to the test accuracy of the grid's choice.
+the chosen LR, its test accuracy, and the gap to the test accuracy of the grid's choice; then
+the *choice gap*: the same with the chosen LR's own grid trial, which a repetition with another
+training seed than the grid's differs from by seed noise alone.
 Everything runs in this process, one method after another per variant, so the figures share the
 machine's conditions.
 """
@@ -100,7 +103,8 @@ def _trials(spec) -> list[dict]:
                               storage=open_storage(spec.storage, create=False))
     return [{"lr": t.params["lr"], "budget": t.user_attrs.get("budget", 1.0),
              "validation": t.user_attrs.get("validation_accuracy", t.value),
-             "test": t.user_attrs.get("test_accuracy"), "steps": t.user_attrs.get("steps")}
+             "test": t.user_attrs.get("test_accuracy"), "steps": t.user_attrs.get("steps"),
+             "resumed": t.user_attrs.get("resumed_from_step", 0)}
             for t in study.get_trials() if t.state.name == "COMPLETE"]
 
 
@@ -138,7 +142,8 @@ def _tpe(variant: str, args, seed: int, n_trials: int, runs: str) -> list[dict]:
 
 
 def _steps(trials: list[dict]) -> int:
-    return sum(t["steps"] or 0 for t in trials)
+    """Steps trained: a trial that resumed a rung counts only the steps it added."""
+    return sum((t["steps"] or 0) - (t.get("resumed") or 0) for t in trials)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -163,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append({"variant": variant, "method": "adaptive", "rep": rep,
                              "steps": used / grid_steps, "lr": pick["lr"], "test": pick["test"],
                              "gap": grid_pick["test"] - pick["test"],
+                             "choice_gap": _choice_gap(grid, grid_pick, pick["lr"]),
                              "seconds": time.perf_counter() - started})
                 _print(rows[-1])
                 started = time.perf_counter()
@@ -171,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append({"variant": variant, "method": "tpe", "rep": rep,
                              "steps": _steps(tpe) / grid_steps, "lr": pick["lr"],
                              "test": pick["test"], "gap": grid_pick["test"] - pick["test"],
+                             "choice_gap": _choice_gap(grid, grid_pick, pick["lr"]),
                              "seconds": time.perf_counter() - started})
                 _print(rows[-1])
     if args.json:
@@ -178,10 +185,20 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _choice_gap(grid: list[dict], grid_pick: dict, lr: float) -> float | None:
+    """The gap of the chosen LR's own grid trial (seed 0) to the grid's choice: the cost of the
+    choice alone, without the seed noise of the repetition's own run (None: LR off the grid)."""
+    same = [t for t in grid if math.isclose(t["lr"], lr, rel_tol=1e-4)]
+    return grid_pick["test"] - same[0]["test"] if same else None
+
+
 def _print(row: dict) -> None:
+    choice = row.get("choice_gap")
+    shown = "" if "choice_gap" not in row else (
+        "  choice gap  off grid" if choice is None else f"  choice gap {100 * choice:+.1f} pt")
     print(f"{row['variant']:<10} {row['method']:<9} rep {row['rep']}  steps/grid {row['steps']:.2f}  "
-          f"lr {row['lr']:.3g}  test {100 * row['test']:.1f}  gap {100 * row['gap']:+.1f} pt  "
-          f"({row['seconds']:.0f} s)", flush=True)
+          f"lr {row['lr']:.3g}  test {100 * row['test']:.1f}  gap {100 * row['gap']:+.1f} pt"
+          f"{shown}  ({row['seconds']:.0f} s)", flush=True)
 
 
 if __name__ == "__main__":

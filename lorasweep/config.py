@@ -44,7 +44,7 @@ __all__ = [
 
 #: Optuna pruners a sweep may use; ``none`` (the default): every grid point runs to the end.
 PRUNERS = ("none", "median", "successive-halving")
-#: grid: every (lr, seed); adaptive: a bracket then a climb over the grid's LRs (sweep/search.py).
+#: grid: every (lr, seed); adaptive: successive halving over the grid's LRs (sweep/search.py).
 SEARCHES = ("grid", "adaptive")
 #: What a sweep uses when neither it nor its task says otherwise (``Task`` reads these too).
 DEFAULT_VARIANT = "lora"
@@ -277,7 +277,7 @@ class TrialSpec:
     seed: int
     train: TrainConfig
     run_dir: str
-    #: Fraction of the training budget this trial runs (the adaptive search's short probes < 1).
+    #: Fraction of the training schedule this trial runs (the adaptive search's rungs < 1).
     budget: float = 1.0
 
     #: The fields each trial sets itself; the others are its study's, the same for every trial.

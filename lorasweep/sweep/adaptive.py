@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 from typing import Any
 
+from ..train.checkpoint import delete_checkpoint
 from .lock import study_lock
 from .search import Observation, Plan, plan
 from .states import counted, failures, live_points
@@ -70,6 +72,18 @@ def propose(study: Any, storage: Any, storage_url: str, retry_failed: int = 1) -
         summary = {"finished": result.finished, "best_lr": result.best_lr,
                    "spent": round(result.spent, 4), "cap": round(result.cap, 4), "grid": result.grid,
                    "notes": result.notes}
-        if study.user_attrs.get("search_state") != summary:
+        before = study.user_attrs.get("search_state") or {}
+        if before != summary:
             study.set_user_attr("search_state", summary)
+        if result.finished and not before.get("finished"):
+            _drop_rung_checkpoints(trials)
     return ProposeResult(result, enqueued)
+
+
+def _drop_rung_checkpoints(trials: list[Any]) -> None:
+    """Once the search is over, the checkpoints its rungs kept for promotions that did not come
+    (the promoted points' last trials removed their own)."""
+    for t in trials:
+        run_dir = t.user_attrs.get("run_dir")
+        if run_dir and float(t.user_attrs.get("budget", 1.0)) < 1.0:
+            delete_checkpoint(Path(run_dir))

@@ -221,9 +221,8 @@ def _sync_adaptive(study: Any, storage: Any, storage_url: str, variant: VariantS
                     done=counts["complete"] + counts["pruned"], waiting=counts["waiting"],
                     running=counts["running"])
     sync.waiting -= result.enqueued
-    if not result.plan.finished:  # the climb: about three full-budget points after the bracket
-        climbing = any(p.budget >= 1.0 for p in result.plan.proposals)
-        sync.planned = (2 if climbing else 3) * len(study.user_attrs["seeds"])
+    # the rungs' trials not enqueued yet (promotions wait for the rung below)
+    sync.planned = max(0, result.plan.trials - sync.done - counts["waiting"] - sync.running)
     return sync
 
 

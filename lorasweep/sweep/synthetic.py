@@ -26,6 +26,7 @@ import dataclasses
 import hashlib
 import math
 import random
+from pathlib import Path
 from typing import Any
 
 __all__ = ["SyntheticCurve", "SyntheticResult"]
@@ -76,14 +77,28 @@ class SyntheticCurve:
         return min(max(noisy, 0.0), 1.0), loss
 
     def __call__(self, spec: Any, reporter: Any = None) -> Any:
-        """A finished trial for ``spec`` (its budget from ``spec.train.steps`` vs the study's)."""
+        """A finished trial for ``spec`` at its budget (a rung of the adaptive search < 1).
+
+        Like a real trial, a rung continues the run of the rung below: the point's run folder
+        records the step reached (``synthetic-step``), and the trial reports
+        ``resumed_from_step`` from it, so what the search trains can be counted."""
         budget = float(getattr(spec, "budget", 1.0) or 1.0)
         score, loss = self.sample(spec.lr, spec.seed, budget, spec.variant.key)
         diverged = math.isnan(loss)
         value = self.chance if diverged else score
-        metrics = {"validation_accuracy": value, "test_accuracy": value, "final_loss": loss,
-                   "diverged": diverged, "steps": spec.train.steps}
-        return SyntheticResult(value, False, metrics, {"metric": "accuracy", "config": spec.to_dict()})
+        steps = spec.train.steps or 1
+        last = steps if budget >= 1.0 else max(1, min(steps, round(steps * budget)))
+        marker = Path(spec.run_dir) / "synthetic-step"
+        before = int(marker.read_text()) if marker.is_file() else 0
+        resumed = before if before <= last else 0
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(str(last))
+        metrics = {"validation_accuracy": value, "test_accuracy": value if budget >= 1.0 else math.nan,
+                   "final_loss": loss, "validation_loss": loss if budget < 1.0 else math.nan,
+                   "diverged": diverged, "steps": last}
+        attrs = {"metric": "accuracy", "config": spec.to_dict(), "resumed_from_step": resumed,
+                 "schedule_steps": steps}
+        return SyntheticResult(value, False, metrics, attrs)
 
 
 @dataclasses.dataclass

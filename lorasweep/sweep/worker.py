@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .._json import json_safe
-from ..config import TrainConfig, TrialSpec
+from ..config import TrialSpec
 from ..train.signals import StopRequests, TrialStopped
 from .heartbeat import Heartbeat, fail_stale
 from .outcome import PROGRESS_ATTR, PROGRESS_INTERVAL_S, TrialOutcome, outcome_of
@@ -132,23 +132,13 @@ def _trial_spec(study: Any, trial: Any, storage_url: str) -> TrialSpec:
     root = attrs.get("run_root") or study_run_root(
         attrs["runs_dir"], template["sweep"], template["task"], template["model"],
         attrs["variant_tag"])
-    # one folder per study and grid point (an adaptive probe's point names its budget)
-    run_dir = Path(root) / trial.user_attrs.get("grid_point", grid_point(lr, seed))
-    budget = float(trial.user_attrs.get("budget", 1.0))
-    spec = TrialSpec.from_dict(
+    # one folder per study and grid point: an adaptive search's rungs of a point share it, so
+    # each resumes the checkpoint the rung below left there
+    run_dir = Path(root) / grid_point(lr, seed)
+    return TrialSpec.from_dict(
         template, study=study.study_name, trial_number=trial.number, lr=lr, seed=seed,
         storage=storage_label(storage_url),  # the label: a TrialSpec is written and stored
-        run_dir=str(run_dir.resolve()), budget=budget)
-    return dataclasses.replace(spec, train=_scaled(spec.train, budget))
-
-
-def _scaled(train: TrainConfig, budget: float) -> TrainConfig:
-    """The training budget of a trial that runs ``budget`` of the study's (its own schedule)."""
-    if budget >= 1.0:
-        return train
-    if train.steps is not None:
-        return dataclasses.replace(train, steps=max(1, round(train.steps * budget)))
-    return dataclasses.replace(train, epochs=(train.epochs or 1.0) * budget)
+        run_dir=str(run_dir.resolve()), budget=float(trial.user_attrs.get("budget", 1.0)))
 
 
 _DONE, _BLOCKED = "done", "blocked"

@@ -16,7 +16,9 @@ It holds plain data and tensors (``torch.load(weights_only=True)`` reads it back
 * ``trial``: what the trial records beside (the prepare facts, how often it resumed).
 
 A checkpoint is only used by a trial of the same configuration: the file records a fingerprint
-of the trial's settings (everything but its number, folder, store and bookkeeping settings).
+of the trial's settings (everything but its number, folder, store, budget and bookkeeping
+settings). The adaptive search's rungs of one point continue one run: a rung's trial stops after
+its fraction of the schedule and keeps its checkpoint, which the next rung's trial resumes.
 """
 
 from __future__ import annotations
@@ -34,22 +36,35 @@ __all__ = [
     "DEFAULT_INTERVAL_S",
     "Checkpoints",
     "checkpoint_path",
+    "delete_checkpoint",
     "fingerprint",
     "rng_state",
     "set_rng_state",
 ]
 
 FORMAT = 1
+_FILE = "checkpoint.pt"
 #: With ``train.checkpoint_every`` unset, a checkpoint every this many seconds of training.
 DEFAULT_INTERVAL_S = 600.0
-_NOT_SETTINGS = ("trial_number", "run_dir", "storage")  # differ between retries of one point
+# differ between retries of one point, and between the rungs of an adaptive search's point,
+# which continue one run (the checkpoint's step says how far it got)
+_NOT_SETTINGS = ("trial_number", "run_dir", "storage", "budget")
 _NOT_TRAINING = ("checkpoint_every", "device")  # do not change what is computed
 
 
 def checkpoint_path(spec: Any) -> Path:
     """Where the checkpoint of ``spec``'s grid point lives: in its run folder, which belongs to
     one study and one grid point, so every retry of the point looks here."""
-    return Path(spec.run_dir) / "checkpoint.pt"
+    return Path(spec.run_dir) / _FILE
+
+
+def delete_checkpoint(run_dir: Path) -> None:
+    """Remove a run folder's checkpoint (and temporary files a killed save left behind)."""
+    path = Path(run_dir) / _FILE
+    path.unlink(missing_ok=True)
+    if path.parent.is_dir():
+        for leftover in path.parent.glob(f".{_FILE}.*.tmp"):
+            leftover.unlink(missing_ok=True)
 
 
 def fingerprint(spec: Any) -> str:
@@ -166,10 +181,7 @@ class Checkpoints:
 
     def delete(self) -> None:
         """Remove the checkpoint (and temporary files a killed save left behind)."""
-        self.path.unlink(missing_ok=True)
-        if self.path.parent.is_dir():
-            for leftover in self.path.parent.glob(f".{self.path.name}.*.tmp"):
-                leftover.unlink(missing_ok=True)
+        delete_checkpoint(self.path.parent)
 
     def summary(self) -> dict[str, Any]:
         """What the trial records about its checkpoints."""

@@ -35,6 +35,7 @@ __all__ = [
     "diverged_loss",
     "lr_lambda",
     "micro_batches",
+    "rung_step",
     "total_steps",
     "train",
 ]
@@ -188,17 +189,19 @@ class _Progress:
 def train(model: torch.nn.Module, variant: Variant, task: Task, tokenizer: Any, data: TaskData,
           cfg: TrainConfig, lr: float, seed: int, device: torch.device,
           reporter: Reporter | None = None, checkpoints: Checkpoints | None = None,
-          resume: dict[str, Any] | None = None, score_test: bool = True) -> TrainResult:
+          resume: dict[str, Any] | None = None, fidelity: float = 1.0) -> TrainResult:
     """Train ``steps`` optimizer steps; with ``checkpoints``, save the whole state on their
     schedule and when the process is asked to stop (then raise :class:`TrialStopped`); with
     ``resume`` (a loaded checkpoint), continue from its step, bit for bit as if never stopped.
-    ``score_test=False`` (a short probe that only validation decides on) leaves test NaN and
-    measures the validation loss instead."""
+
+    ``fidelity`` < 1 (a rung of the adaptive search): follow the same schedule but stop after
+    that fraction of its steps, score validation alone (test NaN) and measure the validation
+    loss, and save a checkpoint there, from which the next rung resumes."""
     own = StopRequests() if signals.active() is None else None
     try:
         with own or contextlib.nullcontext():
             return _train(model, variant, task, tokenizer, data, cfg, lr, seed, device,
-                          reporter or SilentReporter(), checkpoints, resume, score_test)
+                          reporter or SilentReporter(), checkpoints, resume, fidelity)
     finally:
         if own is not None:
             own.forward()
@@ -207,9 +210,10 @@ def train(model: torch.nn.Module, variant: Variant, task: Task, tokenizer: Any, 
 def _train(model: torch.nn.Module, variant: Variant, task: Task, tokenizer: Any, data: TaskData,
            cfg: TrainConfig, lr: float, seed: int, device: torch.device, reporter: Reporter,
            checkpoints: Checkpoints | None, resume: dict[str, Any] | None,
-           score_test: bool = True) -> TrainResult:
+           fidelity: float = 1.0) -> TrainResult:
     autocast = autocast_for(cfg, device)
     steps = total_steps(cfg, len(data.train))
+    last = rung_step(steps, fidelity)  # this trial's last step: the schedule's end, or a rung's
     if resume is not None:  # before the optimizer: a variant may re-create tensors (ranks)
         variant.load_state_dict({k: v.to(device) for k, v in resume["adapter"].items()})
     variant.begin_training(steps)
@@ -232,10 +236,10 @@ def _train(model: torch.nn.Module, variant: Variant, task: Task, tokenizer: Any,
     def evaluate(examples: list[dict[str, Any]]) -> float:
         return task.evaluate(model, tokenizer, examples, cfg.batch_size, cfg.max_length, autocast)
 
-    def save() -> None:
+    def save(rng: dict[str, Any] | None = None) -> None:
         state = {"adapter": variant.state_dict(), "variant": variant.training_state(),
                  "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                 "rng": rng_state(), "loop": dataclasses.asdict(progress)}
+                 "rng": rng or rng_state(), "loop": dataclasses.asdict(progress)}
         saved = checkpoints.save(state)
         on_checkpoint = getattr(reporter, "on_checkpoint", None)
         if on_checkpoint is not None:
@@ -244,13 +248,13 @@ def _train(model: torch.nn.Module, variant: Variant, task: Task, tokenizer: Any,
     history, curve, step = progress.history, progress.curve, progress.step
     every = max(1, steps // _CURVE_POINTS)
     diverged = pruned = False
-    reporter.on_start(steps)
+    reporter.on_start(last)
     model.train()
     if resume is not None:
         set_rng_state(resume["rng"])  # last: nothing may draw between here and the next step
     started = last_save = time.perf_counter()
     try:
-        for step in range(progress.step + 1, steps + 1):
+        for step in range(progress.step + 1, last + 1):
             loss_sum = 0.0
             for _ in range(cfg.grad_accum):
                 batch = {k: v.to(device) for k, v in next(batches).items()}
@@ -273,10 +277,10 @@ def _train(model: torch.nn.Module, variant: Variant, task: Task, tokenizer: Any,
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             progress.loss = loss_sum / cfg.grad_accum
-            if step == 1 or step % every == 0 or step == steps:
+            if step == 1 or step % every == 0 or step == last:
                 curve.append([step, progress.loss])
             reporter.on_step(step, progress.loss)
-            if cfg.eval_every and step % cfg.eval_every == 0 and step < steps:
+            if cfg.eval_every and step % cfg.eval_every == 0 and step < last:
                 score = evaluate(data.validation)
                 progress.best = max(progress.best, score)
                 history.append({"step": step, "validation": score, "loss": progress.loss})
@@ -285,7 +289,7 @@ def _train(model: torch.nn.Module, variant: Variant, task: Task, tokenizer: Any,
                     break
             progress.step = step
             stop = signals.requested()
-            periodic = step < steps and checkpoints is not None and checkpoints.due(
+            periodic = step < last and checkpoints is not None and checkpoints.due(
                 step, time.perf_counter() - last_save)
             if checkpoints is not None and checkpoints.enabled and (periodic or stop):
                 progress.seconds += time.perf_counter() - started
@@ -305,13 +309,18 @@ def _train(model: torch.nn.Module, variant: Variant, task: Task, tokenizer: Any,
     if curve and curve[-1][0] != step:
         curve.append([step, progress.loss])
     diverged = diverged_loss(curve)  # finite, but far above where it started: scored, flagged
+    boundary = rng_state()  # a rung's checkpoint: the generators as the next step finds them
     validation = evaluate(data.validation)
-    best = max(progress.best, validation)
+    progress.best = best = max(progress.best, validation)
     history.append({"step": step, "validation": validation, "loss": progress.loss})
     validation_loss = math.nan
-    if pruned or not score_test:
+    rung = last < steps and not pruned
+    if rung and checkpoints is not None and checkpoints.enabled:  # with its evaluation in history
+        progress.seconds = seconds
+        save(boundary)
+    if pruned or rung:
         test = math.nan
-        if not pruned:
+        if rung:
             validation_loss = mean_loss(model, task, tokenizer, data.validation, cfg, device, autocast)
     elif data.test is data.validation:  # tasks that score their validation split as test (GLUE)
         test = validation
@@ -319,6 +328,11 @@ def _train(model: torch.nn.Module, variant: Variant, task: Task, tokenizer: Any,
         test = evaluate(data.test)
     return TrainResult(validation, test, best, step, progress.loss, diverged, pruned, seconds,
                        progress.tokens, history, curve, validation_loss)
+
+
+def rung_step(steps: int, fidelity: float) -> int:
+    """The step a trial of ``fidelity`` (a fraction of ``steps``) stops after: at least 1."""
+    return steps if fidelity >= 1.0 else max(1, min(steps, round(steps * fidelity)))
 
 
 @torch.no_grad()

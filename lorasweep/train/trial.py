@@ -17,7 +17,7 @@ from typing import Any
 from .._json import json_safe
 from ..config import TrialSpec
 from .checkpoint import Checkpoints
-from .loop import Reporter, micro_batches, train
+from .loop import Reporter, micro_batches, rung_step, total_steps, train
 
 __all__ = ["SMOKE_TEST_ENV", "TrialResult", "provenance", "run_trial", "smoke_budget"]
 
@@ -124,6 +124,12 @@ def run_trial(spec: TrialSpec, reporter: Reporter | None = None) -> TrialResult:
 
     checkpoints = Checkpoints.for_trial(spec)
     resume = checkpoints.load()
+    schedule_steps = total_steps(spec.train, len(data.train))
+    last = rung_step(schedule_steps, spec.budget)
+    if resume is not None and resume["loop"]["step"] > last:  # past this trial's rung: not its own
+        print(f"warning: ignoring checkpoint {checkpoints.path.name} at step "
+              f"{resume['loop']['step']}, past this trial's last step {last}", flush=True)
+        resume = None
     if resume is None:
         prepare_started = time.perf_counter()
         estimation = itertools.islice(
@@ -140,13 +146,16 @@ def run_trial(spec: TrialSpec, reporter: Reporter | None = None) -> TrialResult:
     resumed_from = resume["loop"]["step"] if resume is not None else 0
 
     train_started = time.perf_counter()
-    # an adaptive search's short probe is decided on validation alone: no test evaluation
+    # an adaptive search's rung (budget < 1) stops early, is decided on validation alone and
+    # leaves its checkpoint for the next rung
     result = train(model, variant, task, tokenizer, data, spec.train, spec.lr, spec.seed, device,
-                   reporter, checkpoints, resume, score_test=spec.budget >= 1.0)
+                   reporter, checkpoints, resume, fidelity=spec.budget)
     train_call = time.perf_counter() - train_started
-    if not result.diverged and not result.pruned:
+    rung = last < schedule_steps
+    if not result.diverged and not result.pruned and not rung:
         save_adapter(model, run_dir / "adapter", base_model=spec.model)
-    checkpoints.delete()  # the trial is over: its result (and adapter) replace the checkpoint
+    if not rung or result.diverged:  # over: its result (and adapter) replace the checkpoint
+        checkpoints.delete()
 
     trainable = sum(p.numel() for _, p in variant.adapter_parameters())
     metrics = {
@@ -172,6 +181,7 @@ def run_trial(spec: TrialSpec, reporter: Reporter | None = None) -> TrialResult:
         "model_reused": cache.stats.model_reuses > reused,
         "prepare": prepared,
         "resumed_from_step": resumed_from,
+        "schedule_steps": schedule_steps,  # the full schedule's steps (a rung stops before)
         "resumes": checkpoints.trial["resumes"],
         "checkpoint": checkpoints.summary(),
         "peak_memory_mb": _peak_memory_mb(device),

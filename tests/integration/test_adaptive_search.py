@@ -54,13 +54,14 @@ def _grid_best(curve: SyntheticCurve, variant: str = "lora") -> float:
 
 
 def _steps_spent(study) -> float:
-    return sum(t.user_attrs["budget"] * 100 for t in study.get_trials()
-               if t.state != TrialState.FAIL or not t.user_attrs.get("stray"))
+    """The steps trained: a promoted trial counts only the steps past the rung it resumed."""
+    return sum(t.user_attrs["steps"] - t.user_attrs["resumed_from_step"]
+               for t in study.get_trials() if t.state == TrialState.COMPLETE)
 
 
 @pytest.mark.parametrize(("peak", "informative_from"), [
     (-4.6, 0.0), (-3.0, 0.0), (-1.6, 0.0), (-0.1, 0.0),  # low edge, middle, high, past the grid
-    (-4.6, 0.4), (-3.0, 0.4), (-1.6, 0.4),  # 20% probes say nothing: probed again at 40%
+    (-5.2, 0.25), (-3.0, 0.25), (-1.6, 0.25),  # runs shorter than 25% learn nothing
 ])
 def test_finds_the_peak_within_tolerance_and_budget(tmp_path, peak, informative_from):
     curve = SyntheticCurve(peak=peak, informative_from=informative_from)
@@ -79,11 +80,21 @@ def test_finds_the_peak_within_tolerance_and_budget(tmp_path, peak, informative_
     # the full-budget ones, and its best LR is the search's
     trials = study.get_trials()
     assert all(set(t.params) == {"lr", "seed"} and "grid_point" in t.user_attrs for t in trials)
-    assert {t.user_attrs["budget"] for t in trials} == ({0.2, 0.4, 1.0} if informative_from else
-                                                        {0.2, 1.0})
-    escalated = [n for n in state["notes"] if "probing again at 0.4" in n]
-    assert len(escalated) == (1 if informative_from else 0)
+    budgets = Counter(t.user_attrs["budget"] for t in trials)
+    # a probe past the edge is paid for by the middle rung (a peak past the grid needs it)
+    extended = any("extended the search" in n for n in state["notes"])
+    assert extended or peak != -0.1
+    assert budgets == ({0.3: 11, 0.6: 1, 1.0: 1} if extended else {0.3: 10, 0.6: 2, 1.0: 1})
     assert len({t.user_attrs["grid_point"] for t in trials}) == len(trials)  # nothing repeated
+    # each promotion resumed the run of the rung below: same run folder, from its last step
+    by_lr: dict[float, dict[float, optuna.trial.FrozenTrial]] = {}
+    for t in trials:
+        by_lr.setdefault(t.params["lr"], {})[t.user_attrs["budget"]] = t
+    for rungs in by_lr.values():
+        for low, high in ((0.3, 0.6), (0.6, 1.0)):
+            if high in rungs:
+                assert rungs[high].user_attrs["resumed_from_step"] == rungs[low].user_attrs["steps"]
+    assert not any("guess" in n for n in state["notes"])
     rows = collect_rows(spec.storage, "search")
     assert len(rows) == len(trials)
     (variant,) = summarise(rows)
@@ -91,15 +102,16 @@ def test_finds_the_peak_within_tolerance_and_budget(tmp_path, peak, informative_
     assert math.isclose(variant.best_lr, best_lr, rel_tol=1e-6)
 
 
-def test_seeds_average_at_full_budget(tmp_path):
+def test_seeds_average_at_every_rung(tmp_path):
     curve = SyntheticCurve(peak=-2.5)
     spec = _spec(tmp_path, f"journal:{tmp_path / 's.journal'}", seeds=(0, 1))
     storage, _ = _sweep(spec, curve)
     study = _study(spec, storage)
-    full = Counter(t.params["lr"] for t in study.get_trials() if t.user_attrs["budget"] == 1.0)
-    assert full and set(full.values()) == {2}  # every full-budget point ran at both seeds
-    probes = [t for t in study.get_trials() if t.user_attrs["budget"] < 1.0]
-    assert probes and {t.params["seed"] for t in probes} == {0}  # the bracket: first seed only
+    runs = Counter((t.params["lr"], t.user_attrs["budget"]) for t in study.get_trials())
+    assert set(runs.values()) == {2}  # every point of every rung ran at both seeds
+    per_rung = Counter(budget for _, budget in runs)
+    assert per_rung == {0.3: 10, 0.6: 2, 1.0: 1}  # the schedule scales with seeds, not the points
+    assert _steps_spent(study) <= 0.4 * len(FINE_GRID) * 2 * 100
     assert curve.mean(study.user_attrs["search_state"]["best_lr"]) >= _grid_best(curve) - 0.01
 
 
@@ -206,33 +218,60 @@ def test_concurrent_proposals_enqueue_each_point_once(tmp_path, store_url):
         p.join(60)
     assert all(p.exitcode == 0 for p in procs)
     for name in names:
-        assert sorted(n for s, n in enqueued if s == name) == [0, 0, 0, 5]  # one process won
+        assert sorted(n for s, n in enqueued if s == name) == [0, 0, 0, 10]  # one process won
         study = optuna.load_study(study_name=name, storage=storage)
         points = Counter(t.user_attrs["grid_point"] for t in study.get_trials())
-        assert len(points) == 5 and set(points.values()) == {1}
+        assert len(points) == 10 and set(points.values()) == {1}  # rung 0: every grid point
 
 
-def test_real_training_probes_skip_the_test_split(tiny_bert_dir, tmp_path):
-    """With real training: probes are scored on validation only (score and loss), full trials on
-    both splits."""
+def test_real_training_rungs_resume_one_run(tiny_bert_dir, tmp_path):
+    """With real training: rungs stop early, are scored on validation only (score and loss) and
+    leave a checkpoint; each promotion resumes it, and the full-budget trial the search ends with
+    is the grid's trial of that learning rate, bit for bit."""
     from lorasweep.launch.run import run_sweep
 
-    spec = SweepSpec(name="real", model=str(tiny_bert_dir), task="sentiment",
-                     variants=[VariantSpec("lora", rank=4, alpha=8)],
-                     lrs=[1e-4, 1e-3, 1e-2, 1e-1], seeds=[0],
-                     train=TrainConfig(steps=10, batch_size=8, max_length=32),
-                     task_options={"eval_limit": 16}, storage=f"sqlite:///{tmp_path / 's.db'}",
-                     search="adaptive", runs_dir=str(tmp_path / "runs"))
-    run_sweep(spec)
-    trials = [t for t in _study(spec, open_storage(spec.storage)).get_trials()
-              if t.state == TrialState.COMPLETE]
-    probes = [t for t in trials if t.user_attrs["budget"] < 1.0]
-    full = [t for t in trials if t.user_attrs["budget"] == 1.0]
-    assert probes and full
-    assert all(t.user_attrs["steps"] == 2 for t in probes)  # 20% of the 10 steps
+    def spec(name: str, search: str, lrs: list[float], **kw) -> SweepSpec:
+        return SweepSpec(name=name, model=str(tiny_bert_dir), task="sentiment",
+                         variants=[VariantSpec("lora", rank=4, alpha=8)], lrs=lrs, seeds=[0],
+                         train=TrainConfig(steps=10, batch_size=8, max_length=32),
+                         task_options={"eval_limit": 16}, storage=f"sqlite:///{tmp_path / 's.db'}",
+                         search=search, runs_dir=str(tmp_path / "runs"), **kw)
+
+    search = spec("real", "adaptive", [1e-4, 1e-3, 1e-2, 1e-1],
+                  search_options={"budget": 0.6})  # 4 x 0.3 + 2 x 0.3 + 0.4 = 2.2 of 2.4
+    run_sweep(search)
+    study = _study(search, open_storage(search.storage))
+    trials = [t for t in study.get_trials() if t.state == TrialState.COMPLETE]
+    assert Counter(t.user_attrs["budget"] for t in trials) == {0.3: 4, 0.6: 2, 1.0: 1}
+    rungs = [t for t in trials if t.user_attrs["budget"] < 1.0]
+    (full,) = [t for t in trials if t.user_attrs["budget"] == 1.0]
+    assert {t.user_attrs["steps"] for t in rungs} == {3, 6}  # 30% and 60% of the 10 steps
+    assert all(t.user_attrs["schedule_steps"] == 10 for t in trials)  # one schedule for all
     assert all(math.isfinite(t.user_attrs["validation_accuracy"]) for t in trials)
-    assert all(t.user_attrs["test_accuracy"] is None for t in probes)  # NaN, stored as null
-    assert all(math.isfinite(t.user_attrs["test_accuracy"]) for t in full)
-    # a probe measures its validation loss instead (what tells probes at chance apart)
-    assert all(0 < t.user_attrs["validation_loss"] < 5 for t in probes)
-    assert all(t.user_attrs["validation_loss"] is None for t in full)
+    assert all(t.user_attrs["test_accuracy"] is None for t in rungs)  # NaN, stored as null
+    assert all(0 < t.user_attrs["validation_loss"] < 5 for t in rungs)  # what ranks ties
+    assert math.isfinite(full.user_attrs["test_accuracy"])
+    assert full.user_attrs["validation_loss"] is None
+    resumed = {(t.params["lr"], t.user_attrs["budget"]): t.user_attrs["resumed_from_step"]
+               for t in trials}
+    assert {k: v for k, v in resumed.items() if k[1] > 0.3} == {
+        (t.params["lr"], 0.6): 3 for t in trials if t.user_attrs["budget"] == 0.6} | {
+        (full.params["lr"], 1.0): 6}
+    assert resumed[(full.params["lr"], 0.3)] == 0
+    # one run folder per point; the rungs' checkpoints are removed once the search is over
+    folders = {t.user_attrs["run_dir"] for t in trials}
+    assert len(folders) == 4
+    assert not list((tmp_path / "runs").rglob("checkpoint.pt"))
+    assert (Path(full.user_attrs["run_dir"]) / "adapter").is_dir()
+    assert not any((Path(t.user_attrs["run_dir"]) / "adapter").exists() for t in rungs
+                   if t.params["lr"] != full.params["lr"])
+    # the grid's trial of the chosen learning rate, never stopped: the same run
+    lr = study.user_attrs["search_state"]["best_lr"]
+    assert lr == full.params["lr"]
+    grid = spec("grid", "grid", [lr])
+    run_sweep(grid)
+    (plain,) = _study(grid, open_storage(grid.storage)).get_trials()
+    for key in ("validation_accuracy", "test_accuracy", "final_loss", "loss_curve"):
+        assert full.user_attrs[key] == plain.user_attrs[key], key
+    # the history carries every rung's evaluation, the last one at the end
+    assert [h["step"] for h in full.user_attrs["history"]] == [3, 6, 10]

@@ -109,6 +109,7 @@ CASES: dict[str, tuple[list[str], list[str], Setup]] = {
     "--set search.tie=2": (["run", "--search", "adaptive", "--set", "search.tie=2"], ["search.tie", "[0, 1)"], None),
     "--set search.budget=-1": (["run", "--search", "adaptive", "--set", "search.budget=-1"], ["search.budget", "(0, 1]"], None),
     "--set search.tyo=1": (["run", "--search", "adaptive", "--set", "search.tyo=1"], ["'tyo'", "tie"], None),
+    "--search adaptive, budget short of the grid": (["run", "--search", "adaptive", "--lrs", "1e-4,1e-3,1e-2"], ["search.budget=0.4", "3 learning rates", ">= 0.54", "--search grid"], None),
     "recipe not UTF-8": (["run", "--recipe", "r.yaml"], ["r.yaml", "UTF-8"], _file("r.yaml", b"lrs: [0.001]\nname: \xff\xfe\x80\n")),
     # values out of range
     "negative seed": (["run", "--seeds", "-1"], ["seed", "-1"], None),

@@ -122,14 +122,13 @@ def test_run_root_names_sweep_task_model_and_tag(tmp_path):
 
 def test_the_readme_names_the_run_folder_the_sweep_writes(tmp_path, monkeypatch):
     from lorasweep.paths import RUNS_DIR
-    from lorasweep.sweep.search import point_key
 
     monkeypatch.chdir(tmp_path)
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     root = Path(study_run_root(str(RUNS_DIR), "SWEEP", "TASK", "MODEL", "VARIANT-TAG"))
     written = (root / grid_point(1e-3, 0)).relative_to(tmp_path).as_posix()
     assert f"`{written}/`" in readme
-    assert f"`{point_key(1e-3, 0, 0.25)}`" in readme  # an adaptive probe's folder
+    assert "adaptive search's rungs of a point share\n  it" in readme  # one folder per point
     for model, folder in (("embedded:minilm", "embedded-minilm"),
                           ("meta-llama/Llama-3.1-8B", "meta-llama--Llama-3.1-8B")):
         assert Path(study_run_root("r", "s", "t", model, "x")).parent.name == folder
