@@ -51,7 +51,8 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--synthetic", action="store_true", help="a synthetic curve instead of training")
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--eval-every", type=int, default=0,
-                   help="also record validation every N steps (learning curves in the store)")
+                   help="the grids also record validation every N steps (learning curves in the "
+                        "store); the searches' trials do not pay for it")
     p.add_argument("--grid-only", action="store_true",
                    help="only the grids (with --store: run them once, compare later)")
     p.add_argument("--store", type=Path, default=None,
@@ -80,7 +81,8 @@ def _sweep(name: str, variant: str, args, seeds: list[int], search: str, storage
     from lorasweep.sweep.worker import run_worker
 
     data = {"name": name, "model": args.model, "task": "sentiment", "variants": [variant],
-            "lrs": parse_floats(args.lrs), "seeds": seeds, "train": {"steps": args.steps, "eval_every": args.eval_every},
+            "lrs": parse_floats(args.lrs), "seeds": seeds, "train": {"steps": args.steps,
+                      "eval_every": args.eval_every if search == "grid" else 0},
             "storage": storage, "search": search, "runs_dir": runs,
             "task_options": {"eval_limit": args.eval_limit} if args.eval_limit else {}}
     spec = check_spec(build_spec(data))
