@@ -87,7 +87,7 @@ class StoreWatcher:
                 views.append(TrialView(
                     key=(name, t.number),
                     label=trial_label(tag, t.params.get("lr"), t.params.get("seed"),
-                                      t.user_attrs.get("grid_point")),
+                                      t.user_attrs.get("grid_point"), t.user_attrs.get("budget")),
                     step=int(progress.get("step") or 0), total=int(progress.get("total") or 0),
                     loss=progress.get("loss"),
                     started=t.datetime_start.timestamp() if t.datetime_start else None,

@@ -140,7 +140,7 @@ class SweepProgress(TrialEvents):
     # -- the in-process worker's events
     def trial_started(self, spec: TrialSpec, total_steps: int) -> None:
         self._current = (spec.study, spec.trial_number)
-        self._running(self._current, trial_label(spec.variant.tag, spec.lr, spec.seed), 0,
+        self._running(self._current, trial_label(spec.variant.tag, spec.lr, spec.seed, budget=spec.budget), 0,
                       total_steps, None)
 
     def trial_step(self, step: int, loss: float) -> None:
@@ -151,7 +151,7 @@ class SweepProgress(TrialEvents):
     def trial_finished(self, spec: TrialSpec, state: str, value: float | None,
                        outcome: TrialOutcome | None = None) -> None:
         key = (spec.study, spec.trial_number)
-        self._finished(key, trial_label(spec.variant.tag, spec.lr, spec.seed),
+        self._finished(key, trial_label(spec.variant.tag, spec.lr, spec.seed, budget=spec.budget),
                        outcome or TrialOutcome(state, value))
 
     # -- launchers that read the store

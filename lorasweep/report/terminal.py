@@ -20,7 +20,7 @@ _SHOWN = 10  # trials named per kind; the rest are counted (results.csv lists th
 
 
 def _label(row: dict[str, Any]) -> str:
-    return f"{trial_label(row['variant_tag'], row['lr'], row['seed'])} ({row['task']})"
+    return f"{trial_label(row['variant_tag'], row['lr'], row['seed'], budget=row.get('budget'))} ({row['task']})"
 
 
 def render_left_out(rows: list[dict[str, Any]], console: Any) -> None:

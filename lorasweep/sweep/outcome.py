@@ -40,10 +40,13 @@ def one_line(text: str, width: int = 160) -> str:
     return line if len(line) <= width else line[: width - 1] + "…"
 
 
-def trial_label(tag: str, lr: float | None, seed: int | None, grid: str | None = None) -> str:
-    """``lora-r8-a16 lr=1e-3 seed=0``: how a trial is named in every progress line."""
+def trial_label(tag: str, lr: float | None, seed: int | None, grid: str | None = None,
+                budget: float | None = 1.0) -> str:
+    """``lora-r8-a16 lr=1e-3 seed=0``: how a trial is named in every progress line; a rung of
+    the adaptive search adds how far into its schedule it goes: ``... seed=0 to 30%``."""
     if lr is not None:
-        return f"{tag} lr={format_lr(lr)} seed={seed}"
+        rung = f" to {budget:.0%}" if budget is not None and budget < 1.0 else ""
+        return f"{tag} lr={format_lr(lr)} seed={seed}{rung}"
     return f"{tag} {(grid or '').replace(',', ' ')}".strip()
 
 

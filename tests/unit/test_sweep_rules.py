@@ -200,3 +200,11 @@ def test_no_pruning_without_a_pruner_and_huge_learning_rates_diverge(tiny_bert_d
     assert trials[1e-3].user_attrs["diverged"] is False
     curve = trials[1e-3].user_attrs["loss_curve"]
     assert [step for step, _ in curve] == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_rung_of_the_adaptive_search_is_named_with_how_far_it_goes():
+    from lorasweep.sweep.outcome import trial_label
+
+    assert trial_label("lora-r8-a16", 1e-3, 0, budget=0.3) == "lora-r8-a16 lr=1e-3 seed=0 to 30%"
+    assert trial_label("lora-r8-a16", 1e-3, 0, budget=1.0) == "lora-r8-a16 lr=1e-3 seed=0"
+    assert trial_label("lora-r8-a16", 1e-3, 0, budget=None) == "lora-r8-a16 lr=1e-3 seed=0"
