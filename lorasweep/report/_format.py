@@ -48,7 +48,7 @@ def tuned_text(s: VariantSummary) -> str:
 
 def band_text(s: VariantSummary) -> str:
     if s.band is None:
-        return "none" if s.remark else "-"
+        return "not measured (adaptive search)" if s.rungs else "none" if s.remark else "-"
     return f"{lr_text(s.band[0])} – {lr_text(s.band[1])} ({s.band_decades:.1f} dec)"
 
 

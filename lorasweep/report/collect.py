@@ -56,7 +56,7 @@ def collect_rows(storage_url: str | None, sweep: str | None = None) -> list[dict
                 "run_dir": u.get("run_dir"),
                 "loss_curve": u.get("loss_curve"),
                 "provenance": _provenance(u),
-                # < 1: a short probe of the adaptive search (its own, shorter schedule)
+                # < 1: a rung of the adaptive search, stopped at that fraction of the schedule
                 "budget": float(u.get("budget", 1.0)),
             })
     return rows

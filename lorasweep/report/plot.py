@@ -111,6 +111,16 @@ def build_figure(summaries: list[VariantSummary]):
             if s.best_lr is not None:
                 ax.scatter([s.best_lr * shift], [s.peak], marker="*", s=170, color=style["color"],
                            edgecolors="white", linewidths=0.6, zorder=6)
+            if s.rungs:  # an adaptive search: its first rung saw every learning rate
+                first = min(s.rungs)
+                seen = sorted(s.rungs[first])
+                ax.plot([lr * shift for lr in seen], [s.rungs[first][lr] for lr in seen],
+                        color=style["color"], linestyle="--", linewidth=1.0, marker=".",
+                        alpha=0.6)
+                rung_label = f"adaptive search: validation at {first:.0%}"
+        if any(s.rungs for s in group):
+            ax.plot([], [], color="grey", linestyle="--", linewidth=1.0, marker=".",
+                    label=rung_label)
         chance = chance_level(task, group[0].metric)
         if chance is not None:
             ax.axhline(chance, color="grey", linestyle=":", linewidth=1.2, label="chance")
@@ -126,9 +136,10 @@ def build_figure(summaries: list[VariantSummary]):
             handles.setdefault(label, handle)
     labels = [styles[t]["label"] for t in order if styles[t]["label"] in handles]
     labels += [label for label in handles if label not in labels]
+    per_row = 5 if cols > 1 else 2  # one panel is too narrow for more
     fig.legend([handles[label] for label in labels], labels, loc="lower center",
-               ncol=min(len(labels), 5), fontsize="small", frameon=False)
-    legend_rows = math.ceil(len(labels) / 5)
+               ncol=min(len(labels), per_row), fontsize="small", frameon=False)
+    legend_rows = math.ceil(len(labels) / per_row)
     fig.tight_layout(rect=(0, 0.04 + 0.035 * legend_rows / rows, 1, 1))
     return fig
 

@@ -68,6 +68,9 @@ class VariantSummary:
     lr_ratio_vs_lora: float | None = None
     p_value: float | None = None  # Welch's t-test of the delta, with >= 3 seeds on both sides
     pruner: str | None = None
+    #: An adaptive search's stopped rungs: fidelity -> learning rate -> mean validation score.
+    #: Its good-LR band is not measured (few learning rates ran to the end): ``band`` is None.
+    rungs: dict[float, dict[float, float]] = dataclasses.field(default_factory=dict)
 
     @property
     def band_decades(self) -> float | None:
@@ -162,16 +165,21 @@ def _welch_p(a: list[float], b: list[float]) -> float | None:
 def summarise(rows: list[dict[str, Any]], band_tolerance: float = 0.01) -> list[VariantSummary]:
     """Per (sweep, task, model, variant configuration): cells, selected LR, band, Δ vs LoRA.
 
-    Only full-budget trials make the cells: the adaptive search's short probes (``budget`` < 1,
-    their own shorter schedule) are not comparable with them; they stay in the rows.
+    Only full-budget trials make the cells: the adaptive search's rungs (``budget`` < 1, runs
+    stopped at that fraction of the schedule, scored on validation only) are not comparable with
+    them; they make the summary's ``rungs`` (and stay in the rows).
     """
     groups: dict[tuple, dict[float, list[dict]]] = defaultdict(lambda: defaultdict(list))
     meta: dict[tuple, tuple[str, str | None]] = {}
+    rungs: dict[tuple, dict[float, dict[float, list[float]]]] = defaultdict(
+        lambda: defaultdict(lambda: defaultdict(list)))
     for r in rows:
+        key = (r["sweep"], r["task"], r["model"], r["variant"], r["variant_tag"], r["metric"])
         if r.get("budget", 1.0) < 1.0:
+            if r["state"] == "complete" and r["select_score"] is not None:
+                rungs[key][r["budget"]][r["lr"]].append(r["select_score"])
             continue
         if r["state"] == "complete" and r["score"] is not None and r["select_score"] is not None:
-            key = (r["sweep"], r["task"], r["model"], r["variant"], r["variant_tag"], r["metric"])
             groups[key][r["lr"]].append(r)
             meta[key] = (r.get("selection", "validation"), r.get("pruner"))
     out = []
@@ -183,7 +191,12 @@ def summarise(rows: list[dict[str, Any]], band_tolerance: float = 0.01) -> list[
             cells[lr] = Cell(statistics.fmean(scores), std, len(scores),
                              sum(bool(r["diverged"]) for r in rs),
                              statistics.fmean(r["select_score"] for r in rs), scores)
-        out.append(_summary(key, cells, band_tolerance, *meta[key]))
+        summary = _summary(key, cells, band_tolerance, *meta[key])
+        if key in rungs:
+            summary.band = None
+            summary.rungs = {f: {lr: statistics.fmean(v) for lr, v in sorted(by.items())}
+                             for f, by in sorted(rungs[key].items())}
+        out.append(summary)
     out += _group_averages(out, rows, band_tolerance)
     for s in out:
         lora = [o for o in out if (o.sweep, o.task, o.model) == (s.sweep, s.task, s.model)

@@ -18,6 +18,8 @@ from optuna.trial import TrialState
 from lorasweep.config import SweepSpec, TrainConfig, VariantSpec
 from lorasweep.launch.local import LocalLauncher
 from lorasweep.report import collect_rows, summarise
+from lorasweep.report._format import band_text
+from lorasweep.report.plot import build_figure
 from lorasweep.sweep.search import lattice
 from lorasweep.sweep.store import open_storage
 from lorasweep.sweep.study import study_name, sync_sweep
@@ -100,6 +102,14 @@ def test_finds_the_peak_within_tolerance_and_budget(tmp_path, peak, informative_
     (variant,) = summarise(rows)
     assert set(variant.cells) == {t.params["lr"] for t in trials if t.user_attrs["budget"] == 1.0}
     assert math.isclose(variant.best_lr, best_lr, rel_tol=1e-6)
+    # the stopped rungs: their validation scores, by fidelity; no band claimed from one LR
+    assert {f: len(by) for f, by in variant.rungs.items()} == {f: n for f, n in budgets.items()
+                                                               if f < 1.0}
+    assert variant.band is None and band_text(variant) == "not measured (adaptive search)"
+    figure = build_figure([variant])  # the first rung drawn dashed over every LR it saw
+    (dashed,) = [line for line in figure.axes[0].get_lines()
+                 if line.get_linestyle() == "--" and len(line.get_xdata())]
+    assert len(dashed.get_xdata()) == budgets[0.3]
 
 
 def test_seeds_average_at_every_rung(tmp_path):
