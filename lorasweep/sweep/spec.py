@@ -69,6 +69,7 @@ def train_for(spec: SweepSpec, task: str) -> TrainConfig:
 
 
 def _default_variants(data: dict[str, Any]) -> list[str]:
+    """The variants a sweep that names none runs: its task's, else LoRA."""
     cls = task_class(data.get("task", SweepSpec.task))
     return list(cls.default_variants) if cls is not None else [DEFAULT_VARIANT]
 
@@ -83,7 +84,7 @@ def build_spec(data: dict[str, Any]) -> SweepSpec:
         data.setdefault("search", cls.default_search)
         if cls.default_lrs:
             data.setdefault("lrs", list(cls.default_lrs))
-        data.setdefault("variants", list(cls.default_variants))
+    data.setdefault("variants", _default_variants(data))
     return SweepSpec.from_dict(data)
 
 
