@@ -40,6 +40,11 @@ Golden-section search in log-LR needs ~5 full trials and is blind in the flat ch
 Optuna's TPE/GP samplers with 4 trials over 4.5 decades sample mostly the flat and collapsed
 regions (on the embedded task TPE found the peak in one of its repetitions, not reliably).
 
+**Synchronous rungs.** A rung's promotions are decided once all its points are scored (unlike
+ASHA, which promotes from the first finished trials and, with ten points and one or two kept,
+would promote on a partial ranking). Workers wait only at a rung's end, and only when no other
+study of the sweep (another variant, task or seed set) has trials waiting.
+
 **Trials are ordinary trials.** Each proposal is an enqueued trial with ``lr`` and ``seed``
 params and the user attributes ``grid_point`` (its key), ``search`` and ``budget`` (the
 fidelity, 1.0 at full). The plan is a pure function of the study's trials, so a killed search
