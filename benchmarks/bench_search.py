@@ -106,7 +106,7 @@ def _trials(spec) -> list[dict]:
     return [{"lr": t.params["lr"], "budget": t.user_attrs.get("budget", 1.0),
              "validation": t.user_attrs.get("validation_accuracy", t.value),
              "test": t.user_attrs.get("test_accuracy"), "steps": t.user_attrs.get("steps"),
-             "resumed": t.user_attrs.get("resumed_from_step", 0)}
+             "resumed": t.user_attrs.get("resumed_from_step", 0), "seed": t.params.get("seed")}
             for t in study.get_trials() if t.state.name == "COMPLETE"]
 
 
@@ -144,8 +144,16 @@ def _tpe(variant: str, args, seed: int, n_trials: int, runs: str) -> list[dict]:
 
 
 def _steps(trials: list[dict]) -> int:
-    """Steps trained: a trial that resumed a rung counts only the steps it added."""
-    return sum((t["steps"] or 0) - (t.get("resumed") or 0) for t in trials)
+    """Steps trained: a trial that resumed the rung below counts only the steps it added; one
+    that resumed after a crash counts the steps its failed attempt trained too (a method is
+    charged its whole schedule, not what a restart happened to save)."""
+    total, reached = 0, {}
+    for t in sorted(trials, key=lambda t: (t["lr"], t.get("seed", 0), t["budget"])):
+        point = (t["lr"], t.get("seed", 0))
+        below = reached.get(point, 0)
+        total += (t["steps"] or 0) - min(t.get("resumed") or 0, below)
+        reached[point] = t["steps"] or 0
+    return total
 
 
 def main(argv: list[str] | None = None) -> int:
