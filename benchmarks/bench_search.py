@@ -44,6 +44,8 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--variants", default="lora,dora,loraplus,adalora")
     p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--first-rep", type=int, default=0,
+                   help="skip the repetitions before this one (a run split over several calls)")
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--lrs", default=FINE)
     p.add_argument("--model", default="embedded:minilm")
@@ -170,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
                          "lr": grid_pick["lr"], "test": grid_pick["test"], "gap": 0.0,
                          "seconds": time.perf_counter() - started})
             _print(rows[-1])
-            for rep in range(0 if args.grid_only else args.reps):
+            for rep in range(args.first_rep, args.first_rep if args.grid_only else args.reps):
                 started = time.perf_counter()
                 adaptive = _sweep(f"adaptive-{variant}-{rep}", variant, args, [rep], "adaptive",
                                   storage, runs)
