@@ -20,9 +20,10 @@ and a promotion costs only the steps it adds.
 2. *Promotions*: rungs at :math:`2r_0, 4r_0, \dots` below 1, then 1. Each keeps the best points
    of the previous rung (at most half of them; as many as the step budget allows, at least
    one; the last rung keeps one). Points are ranked by their mean validation score over seeds;
-   those within ``tie`` (default 0.05) of the top score are ranked by their validation loss
-   (the training loss over the validation split, teacher-forced for generation), which tells
-   apart runs that all sit at chance.
+   scores within ``tie`` (default 0.05) of each other count as equal and those points are
+   ranked by their validation loss (the training loss over the validation split,
+   teacher-forced for generation), which tells apart runs that all sit at chance
+   (:func:`ranked`).
 3. The answer is the best full-budget point (with several seeds, their mean).
 
 With the study's 10-point half-decade grid (1e-5..3e-1), one seed and the defaults (budget 0.4,
@@ -211,15 +212,21 @@ def _score(obs: list[Observation], worst: float) -> tuple[float, float] | None:
 
 
 def ranked(scores: dict[int, tuple[float, float]], tie: float) -> list[int]:
-    """Points best first: those scoring within ``tie`` of the top score by their validation loss
-    (lowest first), then the rest by score; equal ranks go to the lower learning rate."""
-    if not scores:
-        return []
-    top = max(value for value, _ in scores.values())
-    tied = sorted((i for i in scores if scores[i][0] >= top - tie),
-                  key=lambda i: (-scores[i][1], -scores[i][0], i))
-    rest = sorted((i for i in scores if scores[i][0] < top - tie), key=lambda i: (-scores[i][0], i))
-    return tied + rest
+    """Points best first. Scores within ``tie`` of each other do not tell points apart: the
+    best remaining score and those within ``tie`` of it form a group, ranked by validation loss
+    (lowest first); then the next group from what remains. Equal ranks go to the lower LR.
+
+    At chance (0.50 for a run that predicts one class, 0.52 for one that drifts) the loss still
+    orders the runs: on the embedded task, LoRA+ at 30% of its schedule scores 0.50-0.52 at every
+    LR but one, and the LR with the next-lowest validation loss is the grid's best."""
+    left, out = set(scores), []
+    while left:
+        top = max(scores[i][0] for i in left)
+        group = sorted((i for i in left if scores[i][0] >= top - tie),
+                       key=lambda i: (-scores[i][1], -scores[i][0], i))
+        out += group
+        left -= set(group)
+    return out
 
 
 def plan(lrs: list[float], seeds: list[int], observations: list[Observation],
