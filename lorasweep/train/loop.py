@@ -312,6 +312,8 @@ def _train(model: torch.nn.Module, variant: Variant, task: Task, tokenizer: Any,
     boundary = rng_state()  # a rung's checkpoint: the generators as the next step finds them
     validation = evaluate(data.validation)
     progress.best = best = max(progress.best, validation)
+    if history and history[-1]["step"] == step:  # a rung's retry resumed at its own last step
+        history.pop()
     history.append({"step": step, "validation": validation, "loss": progress.loss})
     validation_loss = math.nan
     rung = last < steps and not pruned

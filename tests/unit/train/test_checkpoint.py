@@ -180,3 +180,36 @@ def test_default_interval_is_time_based_and_validation():
     from_text = TrainConfig(checkpoint_every="10")  # as --set and YAML may give it
     from_text.validate()
     assert from_text.checkpoint_every == 10
+
+
+@pytest.mark.parametrize("key", list(VARIANTS))
+def test_rungs_of_one_point_are_the_whole_run_cut_in_pieces(tiny_bert_dir, tmp_path, key):
+    """The adaptive search's rungs (a quarter, half, then all of the schedule) resume one run:
+    the last one's adapter, metrics and history are the uninterrupted trial's, bit for bit."""
+    options = VARIANTS[key]
+    whole = run_trial(spec_for(tiny_bert_dir, tmp_path / "whole", key, options))
+    reached = []
+    for trial, budget in enumerate((0.25, 0.5, 1.0)):
+        spec = dataclasses.replace(spec_for(tiny_bert_dir, tmp_path, key, options, trial=trial),
+                                   budget=budget)
+        result = run_trial(spec)
+        reached.append((result.attrs["resumed_from_step"], result.metrics["steps"]))
+        if budget < 1.0:  # a rung: validation only, its checkpoint kept for the next
+            assert result.metrics["test_accuracy"] != result.metrics["test_accuracy"]  # NaN
+            assert 0 < result.metrics["validation_loss"] < 5
+            assert checkpoint_path(spec).exists()
+            assert not (tmp_path / key / "lr=0.002,seed=0" / "adapter").exists()
+    assert reached == [(0, 2), (2, 4), (4, 8)]
+    assert_same_trial(whole, result)
+    assert not checkpoint_path(spec).exists()
+
+
+def test_a_rung_retried_at_its_own_last_step_does_not_repeat_it(tiny_bert_dir, tmp_path):
+    """Killed after its rung's checkpoint (during the evaluation): the retry trains nothing
+    and records the rung's evaluation once."""
+    first = dataclasses.replace(spec_for(tiny_bert_dir, tmp_path), budget=0.5)
+    a = run_trial(first)
+    b = run_trial(dataclasses.replace(first, trial_number=1))
+    assert b.attrs["resumed_from_step"] == 4 and b.metrics["steps"] == 4
+    assert [h["step"] for h in b.attrs["history"]] == [2, 4]
+    assert b.value == a.value and b.attrs["history"] == a.attrs["history"]
