@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .base import TaskData, TaskError, register_task
+from .generation import require_choice
 from .math_common import MathOptions, MathTask, require_positive
 
 __all__ = ["BUDGETS", "LEVELS", "Arith", "ArithOptions", "make_problem", "make_problems"]
@@ -220,12 +221,8 @@ class Arith(MathTask):
         super().__init__(**options)
         for name in ("train_size", "validation_size", "test_size"):
             require_positive(getattr(self.options, name), name, getattr(ArithOptions, name))
-        if self.options.level not in LEVELS:
-            raise TaskError(f"task.level must be one of {', '.join(map(str, LEVELS))}, "
-                            f"got {self.options.level!r} (e.g. --set task.level=1)")
-        if self.options.match not in ("strict", "flexible"):
-            raise TaskError(f"task.match must be strict or flexible, got {self.options.match!r} "
-                            "(e.g. --set task.match=flexible)")
+        require_choice(self.options.level, tuple(LEVELS), "level")
+        require_choice(self.options.match, ("strict", "flexible"), "match")
 
     def load(self) -> TaskData:
         o = self.options

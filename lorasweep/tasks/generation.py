@@ -68,6 +68,13 @@ def require_positive(value: Any, name: str, example: int) -> None:
                         f"(e.g. --set task.{name}={example})")
 
 
+def require_choice(value: Any, choices: tuple, name: str) -> None:
+    """A task option that must be one of ``choices`` (the first is the example given)."""
+    if value not in choices:
+        raise TaskError(f"task.{name} must be one of {', '.join(map(str, choices))}, got "
+                        f"{value!r} (e.g. --set task.{name}={choices[0]})")
+
+
 def prompt_style(tokenizer: Any, prompt: str) -> str:
     """``alpaca`` or ``chat``: what ``prompt`` (auto | alpaca | chat) means for ``tokenizer``."""
     has_template = bool(getattr(tokenizer, "chat_template", None))
@@ -92,9 +99,7 @@ class GenerationTask(Task):
 
     def __init__(self, **options: Any):
         super().__init__(**options)
-        if self.options.prompt not in _PROMPTS:
-            raise TaskError(f"task.prompt must be one of {', '.join(_PROMPTS)}, "
-                            f"got {self.options.prompt!r}")
+        require_choice(self.options.prompt, tuple(_PROMPTS), "prompt")
         require_positive(self.options.max_new_tokens, "max_new_tokens", 256)
         if self.options.eval_batch_size is not None:
             require_positive(self.options.eval_batch_size, "eval_batch_size", 32)

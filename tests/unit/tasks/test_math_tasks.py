@@ -70,7 +70,7 @@ def test_gsm8k_defaults_follow_the_study():
     ("arith", {"train_size": -1}, "train_size"),
     ("arith", {"level": 4}, "task.level must be one of 1, 2, 3"),
     ("arith", {"trian_size": 5}, "unknown option 'trian_size'"),
-    ("arith", {"match": "loose"}, "task.match must be strict or flexible"),
+    ("arith", {"match": "loose"}, "task.match must be one of strict, flexible"),
     ("gsm8k", {"train": "math", "data_dir": "x"}, "task.train"),
     ("gsm8k", {"validation_size": 0, "data_dir": "x"}, "validation_size"),
 ])
