@@ -16,8 +16,10 @@ drawn from a generator seeded by the learning rate, seed and budget, so a rerun 
 The final loss is :math:`0.7 - (s - c)` (NaN past the collapse). With ``informative_from`` a
 run shorter than that fraction says
 nothing: chance plus 2 points of noise and a loss of 0.693 plus noise of 0.01 (a fresh head that
-needs more steps than such a probe has: on the embedded task, 20-step probes of a 100-step
-budget score 0.50-0.55 and their validation losses sit at 0.692-0.71, lowest at the lowest LRs).
+needs more steps than such a run has: on the embedded task, runs of 20 steps of their own
+100-step schedule score 0.50-0.55 and their validation losses sit at 0.692-0.71, lowest at the
+lowest LRs). A rung of the adaptive search (``budget`` < 1) is scored like a run of that fraction
+of the budget; it records ``resumed_from_step`` from the step the point's previous rung reached.
 """
 
 from __future__ import annotations

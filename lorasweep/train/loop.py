@@ -101,7 +101,7 @@ class TrainResult:
     history: list[dict[str, float]]
     loss_curve: list[list[float]] = dataclasses.field(default_factory=list)  # [[step, loss]]
     #: Mean loss of the model on the validation split (teacher-forced for generation tasks); only
-    #: for short probes (``score_test=False``), whose scores may all sit at chance.
+    #: for an adaptive search's rungs (``fidelity`` < 1), whose scores may all sit at chance.
     validation_loss: float = math.nan
 
     @property
