@@ -332,3 +332,15 @@ def paced_trial(spec, reporter):
     from lorasweep.train.trial import run_trial
 
     return run_trial(spec, _PacedReporter(reporter, float(os.environ.get("LORASWEEP_TEST_STEP_S", "0"))))
+
+
+def synthetic_trial(spec, reporter=None):
+    """The synthetic learning-rate curve (peak at 3e-3) as a trial function
+    (``LORASWEEP_TRIAL_FUNCTION=helpers:synthetic_trial``), for adaptive searches run by worker
+    processes; it sleeps ``LORASWEEP_TEST_TRIAL_S`` seconds (default 0) first, so they overlap."""
+    import time
+
+    from lorasweep.sweep.synthetic import SyntheticCurve
+
+    time.sleep(float(os.environ.get("LORASWEEP_TEST_TRIAL_S", "0")))
+    return SyntheticCurve(peak=-2.5)(spec, reporter)

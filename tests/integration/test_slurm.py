@@ -92,6 +92,36 @@ def test_array_runs_the_grid_exactly_once_with_its_options(tmp_path, job_env, fr
         assert SECRET.encode() not in path.read_bytes(), path
 
 
+def test_adaptive_search_on_an_array_runs_each_rung_once(tmp_path, job_env):
+    """Two array tasks share an adaptive search: each rung's trials run once, promotions resume
+    the rung below (the stand-in records the step each point reached in its run folder), and
+    the tasks end once the last rung is done."""
+    from lorasweep.sweep.synthetic import SyntheticCurve
+
+    job_env.setenv("LORASWEEP_TRIAL_FUNCTION", "helpers:synthetic_trial")
+    job_env.setenv("LORASWEEP_TEST_TRIAL_S", "1")  # rung 0 outlasts an array task's start
+    fine = [round(10 ** (-5 + 0.5 * k), 8) for k in range(10)]
+    spec = _spec(tmp_path, f"journal:{tmp_path / 'sweep.journal'}", lrs=fine, workers=2,
+                 search="adaptive", train=TrainConfig(steps=100),
+                 launcher_options={"gpus_per_task": 0})
+    outcome = run_sweep(spec)
+    assert outcome.missing == 0 and outcome.summary.completed == 13
+    trials = _trials(spec)
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    points = Counter(t.user_attrs["grid_point"] for t in trials)
+    assert len(points) == 13 and set(points.values()) == {1}  # no rung of a point ran twice
+    assert Counter(t.user_attrs["budget"] for t in trials) == {0.3: 10, 0.6: 2, 1.0: 1}
+    for t in trials:  # a promotion starts where the point's rung below stopped
+        below = {0.3: 0, 0.6: 30, 1.0: 60}[t.user_attrs["budget"]]
+        assert t.user_attrs["resumed_from_step"] == below, t.user_attrs["grid_point"]
+    assert len({t.user_attrs["worker"] for t in trials}) == 2  # both array tasks took trials
+    study = optuna.load_study(study_name=study_name(spec, spec.variants[0]),
+                              storage=open_storage(spec.storage, create=False))
+    state = study.user_attrs["search_state"]
+    curve = SyntheticCurve(peak=-2.5)
+    assert state["finished"] and curve.mean(state["best_lr"]) >= max(map(curve.mean, fine)) - 0.01
+
+
 def test_scancel_of_a_task_mid_trial_retries_its_point_in_the_same_run(tmp_path, job_env):
     job_env.setenv("LORASWEEP_TEST_TRIAL_S", "6")
     spec = _spec(tmp_path, f"journal:{tmp_path / 'sweep.journal'}", workers=2,
