@@ -194,7 +194,8 @@ def schedule(points: int, seeds: int, options: dict[str, Any] | None = None) -> 
     if keep is None:
         least = (points * fidelities[0] + 1 - fidelities[0]) / points
         raise SearchError(
-            f"search.budget={opts['budget']:g} cannot pay for {points} learning rates probed at "
+            f"search.budget={opts['budget']:g} cannot pay for {points} learning "
+            f"rate{'s' if points != 1 else ''} probed at "
             f"search.probe_fidelity={opts['probe_fidelity']:g} and one of them resumed to the full "
             f"budget (that needs search.budget >= {math.ceil(least * 100) / 100:g}): raise "
             "search.budget, lower search.probe_fidelity, or use --search grid")
