@@ -95,8 +95,8 @@ def test_in_process_events_draw_a_step_bar_and_time_it(store):
     out = io.StringIO()
     display = SweepProgress(1, Console(file=out, width=200, color_system=None))
 
-    class Spec:
-        study, trial_number, lr, seed = "s", 0, 3e-3, 1
+    class Spec:  # the fields of a TrialSpec the display reads
+        study, trial_number, lr, seed, budget = "s", 0, 3e-3, 1, 1.0
         variant = VariantSpec("dora")
 
     with display:
