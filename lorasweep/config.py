@@ -40,6 +40,7 @@ __all__ = [
     "overlay_train",
     "parse_floats",
     "parse_ints",
+    "rung_step",
 ]
 
 #: Optuna pruners a sweep may use; ``none`` (the default): every grid point runs to the end.
@@ -50,9 +51,10 @@ SEARCHES = ("grid", "adaptive")
 DEFAULT_VARIANT = "lora"
 DEFAULT_SEARCH = SEARCHES[0]
 #: The embedded default model and grid (the ``sentiment`` task declares them as its own): the
-#: grid spans collapse (too low), the peak and divergence (too high).
+#: grid spans, three times apart, the peaks of LoRA+ (1e-3), LoRA (3e-3) and AdaLoRA (3e-2)
+#: on that task, each with collapse below and divergence above.
 DEFAULT_MODEL = "embedded:minilm"
-DEFAULT_LRS = (1e-5, 1e-4, 1e-3, 3e-3, 5e-3, 1e-2)
+DEFAULT_LRS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
 
 
 @dataclasses.dataclass
@@ -145,8 +147,9 @@ class VariantSpec:
 class SweepSpec:
     """A whole sweep: model x task x variants x learning rates x seeds.
 
-    Built in code, its defaults are the embedded default sweep's; built from a recipe or the CLI
-    (:func:`lorasweep.sweep.spec.build_spec`), what is not given is the task's.
+    Built in code, it is a grid of LoRA over the embedded default's learning rates; built from a
+    recipe or the CLI (:func:`lorasweep.sweep.spec.build_spec`), what is not given is the task's
+    (the embedded default: LoRA, LoRA+ and AdaLoRA, adaptive search).
     """
 
     name: str = "default"
@@ -353,3 +356,9 @@ def _variant_from(item: Any, shared: dict[str, Any]) -> VariantSpec:
     if isinstance(merged.get("target_modules"), str):
         merged["target_modules"] = _as_list(merged["target_modules"])
     return VariantSpec(**merged, options=options)
+
+
+def rung_step(steps: int, fidelity: float) -> int:
+    """The step a trial of ``fidelity`` (a fraction of a ``steps``-step schedule) stops after:
+    the schedule's end at fidelity 1, else the nearest step, at least 1."""
+    return steps if fidelity >= 1.0 else max(1, min(steps, round(steps * fidelity)))

@@ -41,12 +41,12 @@ def observations(study: Any) -> list[Observation]:
             continue
         out.append(Observation(float(lr), int(seed), float(u.get("budget", 1.0)),
                                _STATE.get(t.state.name, "failed"), t.value,
-                               _finite(u.get("validation_loss"), u.get("final_loss"))))
+                               _finite(u.get("recent_loss"), u.get("final_loss"))))
     return out
 
 
 def _finite(*values: Any) -> float | None:
-    """The first finite number (a probe's validation loss, else its final training loss)."""
+    """The first finite number (a probe's recent training loss, else its final one)."""
     return next((float(v) for v in values if isinstance(v, (int, float)) and math.isfinite(v)), None)
 
 
@@ -75,8 +75,8 @@ def propose(study: Any, storage: Any, storage_url: str, retry_failed: int = 1) -
         before = study.user_attrs.get("search_state") or {}
         if before != summary:
             study.set_user_attr("search_state", summary)
-        if result.finished and not before.get("finished"):
-            _drop_rung_checkpoints(trials)
+    if result.finished and not before.get("finished"):  # file work: outside the lock
+        _drop_rung_checkpoints(trials)
     return ProposeResult(result, enqueued)
 
 

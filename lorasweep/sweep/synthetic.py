@@ -31,6 +31,8 @@ import random
 from pathlib import Path
 from typing import Any
 
+from ..config import rung_step
+
 __all__ = ["SyntheticCurve", "SyntheticResult"]
 
 
@@ -89,7 +91,7 @@ class SyntheticCurve:
         diverged = math.isnan(loss)
         value = self.chance if diverged else score
         steps = spec.train.steps or 1
-        last = steps if budget >= 1.0 else max(1, min(steps, round(steps * budget)))
+        last = rung_step(steps, budget)
         marker = Path(spec.run_dir) / "synthetic-step"
         before = int(marker.read_text()) if marker.is_file() else 0
         resumed = before if before <= last else 0
@@ -97,6 +99,7 @@ class SyntheticCurve:
         marker.write_text(str(last))
         metrics = {"validation_accuracy": value, "test_accuracy": value if budget >= 1.0 else math.nan,
                    "final_loss": loss, "validation_loss": loss if budget < 1.0 else math.nan,
+                   "recent_loss": loss,
                    "diverged": diverged, "steps": last}
         attrs = {"metric": "accuracy", "config": spec.to_dict(), "resumed_from_step": resumed,
                  "schedule_steps": steps}

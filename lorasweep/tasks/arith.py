@@ -22,7 +22,7 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from .base import TaskData, TaskError, register_task
+from .base import TaskData, register_task
 from .generation import require_choice
 from .math_common import MathOptions, MathTask, require_positive
 

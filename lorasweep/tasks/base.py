@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from typing import Any, ClassVar
@@ -66,6 +67,7 @@ class Task(ABC):
     default_lrs: ClassVar[tuple[float, ...]] = ()
     #: The variants and the search a sweep of this task uses when it names none (the embedded
     #: default compares three variants with the adaptive search; every other task: LoRA, grid).
+    #: The search goes with the task's grid: a sweep naming its own learning rates gets a grid.
     default_variants: ClassVar[tuple[str, ...]] = (DEFAULT_VARIANT,)
     default_search: ClassVar[str] = DEFAULT_SEARCH
 
@@ -97,6 +99,12 @@ class Task(ABC):
     def evaluate(self, model: Any, tokenizer: Any, examples: list[dict[str, Any]],
                  batch_size: int, max_length: int, autocast: Any) -> float:
         """The task's metric of ``model`` on ``examples``."""
+
+    def evaluate_with_loss(self, model: Any, tokenizer: Any, examples: list[dict[str, Any]],
+                           batch_size: int, max_length: int, autocast: Any) -> tuple[float, float]:
+        """The metric and the model's mean loss on ``examples``, from one pass where the task
+        can (classifiers); here the loss is NaN and the caller measures it apart."""
+        return self.evaluate(model, tokenizer, examples, batch_size, max_length, autocast), math.nan
 
     def check_available(self) -> None:  # noqa: B027  (optional hook; most tasks need no check)
         """Raise :class:`TaskError` (with the fix) if the task's data cannot be loaded here."""

@@ -3,16 +3,43 @@ prediction loop of every classifier (:func:`predict`: text, sentence pairs, imag
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from .base import Task
 from .metrics import accuracy
 
-__all__ = ["ClassificationTask", "predict", "top_class"]
+__all__ = ["ClassificationTask", "Predictions", "PredictingTask", "predict", "top_class"]
 
 
-class ClassificationTask(Task):
+class PredictingTask(Task):
+    """A task scored from one forward pass over its examples (:func:`predict`): the same pass
+    gives the mean loss, so a rung's validation loss costs nothing more. Subclasses say how a
+    batch's logits become predictions (:meth:`decide`) and how predictions are scored
+    (:meth:`score`)."""
+
+    def decide(self, logits: Any) -> list:
+        """Each row's prediction: the top class."""
+        return top_class(logits)
+
+    def score(self, predictions: list, labels: list) -> float:
+        """The task's metric of ``predictions`` against ``labels``: accuracy."""
+        return accuracy(predictions, labels)
+
+    def evaluate(self, model: Any, tokenizer: Any, examples: list[dict[str, Any]],
+                 batch_size: int, max_length: int, autocast: Any) -> float:
+        return self.evaluate_with_loss(model, tokenizer, examples, batch_size, max_length,
+                                       autocast)[0]
+
+    def evaluate_with_loss(self, model: Any, tokenizer: Any, examples: list[dict[str, Any]],
+                           batch_size: int, max_length: int, autocast: Any) -> tuple[float, float]:
+        out = predict(self, model, tokenizer, examples, batch_size, max_length, autocast,
+                      self.decide)
+        return self.score(out.predictions, out.labels), out.loss
+
+
+class ClassificationTask(PredictingTask):
     """Examples are ``{"text": str, "label": int}``; the metric is accuracy."""
 
     metric = "accuracy"
@@ -30,23 +57,29 @@ class ClassificationTask(Task):
         batch["labels"] = torch.tensor([e["label"] for e in examples])
         return dict(batch)
 
-    def evaluate(self, model: Any, tokenizer: Any, examples: list[dict[str, Any]],
-                 batch_size: int, max_length: int, autocast: Any) -> float:
-        return accuracy(*predict(self, model, tokenizer, examples, batch_size, max_length,
-                                 autocast))
-
 
 def top_class(logits: Any) -> list:
     """Each row's predicted class: the arg-max of its logits."""
     return logits.argmax(-1).tolist()
 
 
+class Predictions(NamedTuple):
+    """What :func:`predict` saw: the predictions and labels (shortest example first) and the
+    model's mean loss per example (NaN where the model returns no loss)."""
+
+    predictions: list
+    labels: list
+    loss: float
+
+
 def predict(task: Task, model: Any, tokenizer: Any, examples: list[dict[str, Any]],
             batch_size: int, max_length: int, autocast: Any,
-            decide: Callable[[Any], list] = top_class) -> tuple[list, list]:
-    """``(predictions, labels)`` of a classifier over ``examples``, in batches of the task's
-    collation (shortest first: less padding), without gradients, the model in eval mode and
-    then back in its mode; ``decide`` turns a batch's logits into predictions (the top class)."""
+            decide: Callable[[Any], list] = top_class) -> Predictions:
+    """The predictions of a classifier over ``examples``, in batches of the task's collation
+    (shortest first: less padding), without gradients, the model in eval mode and then back in
+    its mode; ``decide`` turns a batch's logits into predictions (the top class). The labels go
+    into the model too, so its loss of each batch is at hand: their mean, weighted by the
+    batches' sizes, is the :class:`Predictions`' ``loss``."""
     import torch
 
     device = next(model.parameters()).device
@@ -54,12 +87,15 @@ def predict(task: Task, model: Any, tokenizer: Any, examples: list[dict[str, Any
     model.eval()
     examples = sorted(examples, key=task.length)  # similar lengths together: less padding
     predictions: list = []
+    total = 0.0
     with torch.no_grad():
         for chunk in task.batches(examples, batch_size):
             batch = task.collate(tokenizer, chunk, max_length)
-            batch.pop("labels")
             with autocast():
-                logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
-            predictions.extend(decide(logits))
+                out = model(**{k: v.to(device) for k, v in batch.items()})
+            predictions.extend(decide(out.logits))
+            loss = getattr(out, "loss", None)  # a model given labels returns its loss
+            total += math.nan if loss is None else float(loss) * len(chunk)
     model.train(was_training)
-    return predictions, [e["label"] for e in examples]
+    return Predictions(predictions, [e["label"] for e in examples],
+                       total / len(examples) if examples else math.nan)

@@ -39,8 +39,8 @@ from typing import Any, ClassVar
 from . import metrics
 from ._hub import hub_errors
 from ._splits import check_holdout, hold_out
-from .base import Task, TaskData, TaskError, TaskOptions, register_task
-from .classification import predict, top_class
+from .base import TaskData, TaskError, TaskOptions, register_task
+from .classification import PredictingTask, top_class
 
 __all__ = ["GLUE_LRS", "GLUE_TASKS", "HUB_ID", "GlueOptions", "GlueTask"]
 
@@ -100,7 +100,7 @@ class GlueOptions(TaskOptions):
     holdout: float = 0.0
 
 
-class GlueTask(Task):
+class GlueTask(PredictingTask):
     """One GLUE task; subclasses only set ``spec`` (see the module docstring)."""
 
     spec: ClassVar[_Spec]
@@ -224,11 +224,10 @@ class GlueTask(Task):
             scores.setdefault("accuracy", metrics.accuracy(predictions, references))
         return scores
 
-    def evaluate(self, model: Any, tokenizer: Any, examples: list[dict[str, Any]],
-                 batch_size: int, max_length: int, autocast: Any) -> float:
-        decide = _regression if self.spec.num_labels == 1 else top_class
-        predictions, labels = predict(self, model, tokenizer, examples, batch_size, max_length,
-                                      autocast, decide)
+    def decide(self, logits: Any) -> list:
+        return _regression(logits) if self.spec.num_labels == 1 else top_class(logits)
+
+    def score(self, predictions: list, labels: list) -> float:
         self.last_scores = self.scores(predictions, labels)
         return self.last_scores[self.metric]
 

@@ -30,11 +30,10 @@ import dataclasses
 from pathlib import Path
 from typing import Any, ClassVar
 
-from . import metrics
 from ._hub import hub_errors
 from ._splits import check_holdout, hold_out
-from .base import Task, TaskData, TaskError, TaskOptions, register_task
-from .classification import predict
+from .base import TaskData, TaskError, TaskOptions, register_task
+from .classification import PredictingTask
 
 __all__ = ["IMAGE_LRS", "IMAGE_TASKS", "ImageOptions", "ImageTask"]
 
@@ -72,7 +71,7 @@ class ImageOptions(TaskOptions):
     holdout: float = 0.1
 
 
-class ImageTask(Task):
+class ImageTask(PredictingTask):
     """One image-classification task; subclasses only set ``spec`` (see the module docstring).
 
     Examples are ``{"path": str, "label": int}`` (local files) or ``{"split": str, "row": int,
@@ -194,12 +193,6 @@ class ImageTask(Task):
         pixels = tokenizer(images=[self.image(e) for e in examples], return_tensors="pt")
         return {"pixel_values": pixels["pixel_values"],
                 "labels": torch.tensor([e["label"] for e in examples], dtype=torch.long)}
-
-    def evaluate(self, model: Any, tokenizer: Any, examples: list[dict[str, Any]],
-                 batch_size: int, max_length: int, autocast: Any) -> float:
-        return metrics.accuracy(*predict(self, model, tokenizer, examples, batch_size,
-                                         max_length, autocast))
-
 
 def _make(spec: _Spec) -> type[ImageTask]:
     name = "Image" + spec.key.split("-", 1)[1].capitalize()

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import torch
 
-from ..config import TrainConfig
+from ..config import TrainConfig, rung_step
 from ..tasks import Task, TaskData
 from ..variants import Variant
 from . import signals
@@ -35,7 +35,6 @@ __all__ = [
     "diverged_loss",
     "lr_lambda",
     "micro_batches",
-    "rung_step",
     "total_steps",
     "train",
 ]
@@ -100,9 +99,14 @@ class TrainResult:
     tokens: int
     history: list[dict[str, float]]
     loss_curve: list[list[float]] = dataclasses.field(default_factory=list)  # [[step, loss]]
-    #: Mean loss of the model on the validation split (teacher-forced for generation tasks); only
-    #: for an adaptive search's rungs (``fidelity`` < 1), whose scores may all sit at chance.
+    #: Mean loss of the model on the validation split, for an adaptive search's rungs
+    #: (``fidelity`` < 1) of tasks whose scoring pass gives it (classifiers); NaN otherwise.
     validation_loss: float = math.nan
+    #: Mean training loss over the last third of the steps up to the trial's last. Every LR of a
+    #: seed trains on the same batches, so this compares LRs pairwise, and it falls as soon as an
+    #: LR starts to learn, before held-out scores leave chance: the adaptive search ranks a
+    #: rung's tied scores by it.
+    recent_loss: float = math.nan
 
     @property
     def tokens_per_second(self) -> float:
@@ -184,6 +188,9 @@ class _Progress:
     seconds: float = 0.0  # training seconds of earlier processes (resumed trials)
     history: list[dict[str, float]] = dataclasses.field(default_factory=list)
     curve: list[list[float]] = dataclasses.field(default_factory=list)  # [[step, loss]]
+    recent_since: int = 0  # the recent-loss window: steps after this one ...
+    recent_sum: float = 0.0  # ... their summed training loss ...
+    recent_steps: int = 0  # ... and how many there were (a resumed rung restarts the window)
 
 
 def train(model: torch.nn.Module, variant: Variant, task: Task, tokenizer: Any, data: TaskData,
@@ -232,6 +239,9 @@ def _train(model: torch.nn.Module, variant: Variant, task: Task, tokenizer: Any,
         for point in progress.history:  # the new trial gets the scores reported before
             reporter.report(int(point["step"]), point["validation"])
     batches = micro_batches(task, tokenizer, data.train, cfg, seed, progress.step * cfg.grad_accum)
+    since = last - max(1, round(last / 3))  # the recent loss: the last third of this trial's steps
+    if progress.recent_since != since:  # a new trial, or the next rung of a resumed one
+        progress.recent_since, progress.recent_sum, progress.recent_steps = since, 0.0, 0
 
     def evaluate(examples: list[dict[str, Any]]) -> float:
         return task.evaluate(model, tokenizer, examples, cfg.batch_size, cfg.max_length, autocast)
@@ -277,6 +287,9 @@ def _train(model: torch.nn.Module, variant: Variant, task: Task, tokenizer: Any,
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             progress.loss = loss_sum / cfg.grad_accum
+            if step > since:
+                progress.recent_sum += progress.loss
+                progress.recent_steps += 1
             if step == 1 or step % every == 0 or step == last:
                 curve.append([step, progress.loss])
             reporter.on_step(step, progress.loss)
@@ -310,45 +323,26 @@ def _train(model: torch.nn.Module, variant: Variant, task: Task, tokenizer: Any,
         curve.append([step, progress.loss])
     diverged = diverged_loss(curve)  # finite, but far above where it started: scored, flagged
     boundary = rng_state()  # a rung's checkpoint: the generators as the next step finds them
-    validation = evaluate(data.validation)
+    rung = last < steps and not pruned
+    validation_loss = math.nan
+    if rung:  # its validation loss too, where the scoring pass gives it (on the record)
+        validation, validation_loss = task.evaluate_with_loss(
+            model, tokenizer, data.validation, cfg.batch_size, cfg.max_length, autocast)
+    else:
+        validation = evaluate(data.validation)
     progress.best = best = max(progress.best, validation)
     if history and history[-1]["step"] == step:  # a rung's retry resumed at its own last step
         history.pop()
     history.append({"step": step, "validation": validation, "loss": progress.loss})
-    validation_loss = math.nan
-    rung = last < steps and not pruned
     if rung and checkpoints is not None and checkpoints.enabled:  # with its evaluation in history
         progress.seconds = seconds
         save(boundary)
     if pruned or rung:
         test = math.nan
-        if rung:
-            validation_loss = mean_loss(model, task, tokenizer, data.validation, cfg, device, autocast)
     elif data.test is data.validation:  # tasks that score their validation split as test (GLUE)
         test = validation
     else:
         test = evaluate(data.test)
+    recent = progress.recent_sum / progress.recent_steps if progress.recent_steps else math.nan
     return TrainResult(validation, test, best, step, progress.loss, diverged, pruned, seconds,
-                       progress.tokens, history, curve, validation_loss)
-
-
-def rung_step(steps: int, fidelity: float) -> int:
-    """The step a trial of ``fidelity`` (a fraction of ``steps``) stops after: at least 1."""
-    return steps if fidelity >= 1.0 else max(1, min(steps, round(steps * fidelity)))
-
-
-@torch.no_grad()
-def mean_loss(model: torch.nn.Module, task: Task, tokenizer: Any, examples: list[dict[str, Any]],
-              cfg: TrainConfig, device: torch.device, autocast: Callable[[], Any]) -> float:
-    """The training loss over ``examples`` (in order, micro-batches weighted by their size)."""
-    model.eval()
-    total = 0.0
-    try:
-        for start in range(0, len(examples), cfg.batch_size):
-            chunk = examples[start:start + cfg.batch_size]
-            batch = {k: v.to(device) for k, v in task.collate(tokenizer, chunk, cfg.max_length).items()}
-            with autocast():
-                total += float(model(**batch).loss) * len(chunk)
-    finally:
-        model.train()
-    return total / max(1, len(examples))
+                       progress.tokens, history, curve, validation_loss, recent)

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from .._json import json_safe
-from ..config import TrialSpec
+from ..config import TrialSpec, rung_step
 from .checkpoint import Checkpoints
-from .loop import Reporter, micro_batches, rung_step, total_steps, train
+from .loop import Reporter, micro_batches, total_steps, train
 
 __all__ = ["SMOKE_TEST_ENV", "TrialResult", "provenance", "run_trial", "smoke_budget"]
 
@@ -164,6 +164,7 @@ def run_trial(spec: TrialSpec, reporter: Reporter | None = None) -> TrialResult:
         f"best_validation_{task.metric}": result.best_validation,
         "final_loss": result.final_loss,
         "validation_loss": result.validation_loss,
+        "recent_loss": result.recent_loss,
         "steps": result.steps,
         "diverged": result.diverged,
         "tokens_per_second": result.tokens_per_second,

@@ -259,7 +259,8 @@ def test_real_training_rungs_resume_one_run(tiny_bert_dir, tmp_path):
     assert all(t.user_attrs["schedule_steps"] == 10 for t in trials)  # one schedule for all
     assert all(math.isfinite(t.user_attrs["validation_accuracy"]) for t in trials)
     assert all(t.user_attrs["test_accuracy"] is None for t in rungs)  # NaN, stored as null
-    assert all(0 < t.user_attrs["validation_loss"] < 5 for t in rungs)  # what ranks ties
+    assert all(0 < t.user_attrs["validation_loss"] < 5 for t in rungs)  # on the record
+    assert all(0 < t.user_attrs["recent_loss"] < 5 for t in trials)  # what ranks ties
     assert math.isfinite(full.user_attrs["test_accuracy"])
     assert full.user_attrs["validation_loss"] is None
     resumed = {(t.params["lr"], t.user_attrs["budget"]): t.user_attrs["resumed_from_step"]

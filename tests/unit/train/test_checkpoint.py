@@ -102,6 +102,19 @@ def test_resumed_trial_is_bit_identical(tiny_bert_dir, tmp_path, key):
     assert not path.exists()  # deleted when the trial completed; the adapter stays
 
 
+def test_a_resume_inside_the_recent_loss_window_keeps_its_sum(tiny_bert_dir, tmp_path):
+    """The recent loss (the last third of the steps: 7, 8, 9 of 9) survives a crash at step 9
+    after the checkpoint at 8: the resumed trial's is the uninterrupted one's, bit for bit."""
+    whole = run_trial(spec_for(tiny_bert_dir, tmp_path / "whole", steps=9))
+    curve = {int(step): loss for step, loss in whole.attrs["loss_curve"]}
+    assert whole.metrics["recent_loss"] == pytest.approx((curve[7] + curve[8] + curve[9]) / 3)
+    with pytest.raises(Crash):
+        run_trial(spec_for(tiny_bert_dir, tmp_path, steps=9), CrashAt(9))
+    resumed = run_trial(spec_for(tiny_bert_dir, tmp_path, trial=1, steps=9))
+    assert resumed.attrs["resumed_from_step"] == 8
+    assert resumed.metrics["recent_loss"] == whole.metrics["recent_loss"]
+
+
 def test_resume_reports_earlier_scores_and_counts_resumes(tiny_bert_dir, tmp_path):
     class Reports(CrashAt):
         def __init__(self, step=None):
@@ -197,6 +210,7 @@ def test_rungs_of_one_point_are_the_whole_run_cut_in_pieces(tiny_bert_dir, tmp_p
         if budget < 1.0:  # a rung: validation only, its checkpoint kept for the next
             assert result.metrics["test_accuracy"] != result.metrics["test_accuracy"]  # NaN
             assert 0 < result.metrics["validation_loss"] < 5
+            assert 0 < result.metrics["recent_loss"] < 5  # what ranks a rung's ties
             assert checkpoint_path(spec).exists()
             assert not (tmp_path / key / "lr=0.002,seed=0" / "adapter").exists()
     assert reached == [(0, 2), (2, 4), (4, 8)]

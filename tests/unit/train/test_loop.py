@@ -136,19 +136,33 @@ def test_pruned_trial_stops_early(tiny_bert_dir):
     assert result.pruned and result.steps == 4 and math.isnan(result.test)
 
 
-def test_mean_loss_is_the_per_example_mean_whatever_the_batching(tiny_bert_dir):
-    from lorasweep.train.loop import mean_loss
-
+def test_a_classifier_scores_and_measures_its_loss_in_one_pass(tiny_bert_dir):
+    """A rung's validation loss comes from the accuracy pass (one forward pass, not two): the
+    same accuracy as evaluate, and the mean loss per example whatever the batching."""
     task, data, model, tok, _ = _tiny_setup(tiny_bert_dir)
     examples = data.validation[:10]
-    cpu = torch.device("cpu")
-    whole = mean_loss(model, task, tok, examples, TrainConfig(batch_size=10, max_length=32), cpu,
-                      contextlib.nullcontext)
+    calls = []
+    forward = model.forward
+    model.forward = lambda *a, **k: calls.append(1) or forward(*a, **k)
+    model.train()
+    score, uneven = task.evaluate_with_loss(model, tok, examples, 4, 32, contextlib.nullcontext)
+    assert len(calls) == 3  # batches of 4, 4 and 2: one pass
+    del model.forward
+    assert model.training  # handed back in training mode
+    assert score == task.evaluate(model, tok, examples, 4, 32, contextlib.nullcontext)
+    _, whole = task.evaluate_with_loss(model, tok, examples, 10, 32, contextlib.nullcontext)
     model.eval()
     with torch.no_grad():  # each example alone, averaged by hand
         alone = [float(model(**task.collate(tok, [e], 32)).loss) for e in examples]
-    uneven = mean_loss(model, task, tok, examples, TrainConfig(batch_size=4, max_length=32), cpu,
-                       contextlib.nullcontext)  # batches of 4, 4 and 2
-    assert model.training  # handed back in training mode
     assert whole == pytest.approx(sum(alone) / len(alone), rel=1e-4)
     assert uneven == pytest.approx(whole, rel=1e-4)
+
+
+def test_a_task_without_a_one_pass_loss_leaves_it_to_the_caller(tiny_bert_dir):
+    from lorasweep.tasks.base import Task
+
+    task, data, model, tok, _ = _tiny_setup(tiny_bert_dir)
+    score, loss = Task.evaluate_with_loss(task, model, tok, data.validation[:4], 4, 32,
+                                          contextlib.nullcontext)
+    assert math.isnan(loss) and score == task.evaluate(model, tok, data.validation[:4], 4, 32,
+                                                       contextlib.nullcontext)
