@@ -55,6 +55,8 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--eval-every", type=int, default=0,
                    help="the grids also record validation every N steps (learning curves in the "
                         "store); the searches' trials do not pay for it")
+    p.add_argument("--no-tpe", action="store_true",
+                   help="skip TPE (its rows do not depend on the adaptive search's ranking)")
     p.add_argument("--grid-only", action="store_true",
                    help="only the grids (with --store: run them once, compare later)")
     p.add_argument("--store", type=Path, default=None,
@@ -183,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
                              "choice_gap": _choice_gap(grid, grid_pick, pick["lr"]),
                              "seconds": time.perf_counter() - started})
                 _print(rows[-1])
+                if args.no_tpe:
+                    continue
                 started = time.perf_counter()
                 tpe = _tpe(variant, args, rep, max(1, math.floor(used / args.steps)), runs)
                 pick = _choose(tpe)

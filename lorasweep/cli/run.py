@@ -37,7 +37,7 @@ def run(
     alpha: Annotated[float | None, typer.Option("--alpha", show_default=f"{_SPEC.variants[0].alpha:g}", help="Adapter alpha (scale alpha/r).")] = None,
     sweep: Annotated[str | None, typer.Option("--sweep", show_default=_SPEC.name, help="Sweep name: a sweep keeps one training budget, so a new budget needs a new name.")] = None,
     storage: StorageOpt = None,
-    search: Annotated[str | None, typer.Option("--search", show_default=f"the task's; {_TASK.default_search} for {_SPEC.task}", help="grid (every learning rate) or adaptive (successive halving on resumed runs: every learning rate to 30% of its schedule, the best resumed to the end; at most 40% of the grid's steps by default).")] = None,
+    search: Annotated[str | None, typer.Option("--search", show_default=f"the task's; {_TASK.default_search} for {_SPEC.task}; grid with --lrs", help="grid (every learning rate) or adaptive (successive halving on resumed runs: every learning rate to 30% of its schedule, the best resumed to the end; at most 40% of the grid's steps by default).")] = None,
     launcher: Annotated[str | None, typer.Option("--launcher", show_default=_SPEC.launcher, help="inline (this process), local (worker processes) or slurm (a job array); options via --set launcher.X=V.")] = None,
     workers: Annotated[int | None, typer.Option("--workers", show_default=str(_SPEC.workers), help="Worker processes (local) or array tasks (slurm).")] = None,
     pruner: Annotated[str | None, typer.Option("--pruner", show_default=_SPEC.pruner, help="none (every grid point runs to the end), median or successive-halving.")] = None,

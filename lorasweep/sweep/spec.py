@@ -22,6 +22,7 @@ import yaml
 
 from .._values import as_list, coerce_fields, mapping_of
 from ..config import (
+    DEFAULT_LRS,
     DEFAULT_VARIANT,
     ConfigError,
     SweepSpec,
@@ -76,14 +77,15 @@ def _default_variants(data: dict[str, Any]) -> list[str]:
 
 def build_spec(data: dict[str, Any]) -> SweepSpec:
     """Build from recipe data; the task's own defaults fill model, lrs, search and variants (and,
-    through :func:`train_for`, the training budget)."""
+    through :func:`train_for`, the training budget). The task's search goes with its grid: a
+    sweep that names its own learning rates gets the grid over them unless it names a search."""
     data = dict(data)
     cls = task_class(data.get("task", SweepSpec.task))
     if cls is not None:
         data.setdefault("model", cls.default_model or SweepSpec.model)
-        data.setdefault("search", cls.default_search)
-        if cls.default_lrs:
-            data.setdefault("lrs", list(cls.default_lrs))
+        if "lrs" not in data:
+            data["lrs"] = list(cls.default_lrs or DEFAULT_LRS)
+            data.setdefault("search", cls.default_search)
     data.setdefault("variants", _default_variants(data))
     return SweepSpec.from_dict(data)
 

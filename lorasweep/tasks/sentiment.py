@@ -59,6 +59,10 @@ class Sentiment(ClassificationTask):
     default_model = DEFAULT_MODEL
     default_train = {"steps": 80, "batch_size": 32, "max_length": 64}
     default_lrs = DEFAULT_LRS
+    # The study's finding in five minutes: three variants whose best learning rates lie 3-10x
+    # apart on this task, each found by the adaptive search at 40% of the grid's steps.
+    default_variants = ("lora", "loraplus", "adalora")
+    default_search = "adaptive"
 
     def check_available(self) -> None:
         _corpus_path()

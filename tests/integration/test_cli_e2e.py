@@ -109,9 +109,11 @@ def test_embedded_default_runs_on_the_real_pretrained_model(tmp_path):
     run = _cli("run", "--lrs", "1e-5,5e-3", "--steps", "3", "--set", "task.eval_limit=32",
                "--sweep", "smoke", cwd=tmp_path)
     assert run.returncode == 0, run.stderr
-    trials = _grid_trials(tmp_path)
-    assert len(trials) == 2 and all(t.state == TrialState.COMPLETE for t in trials)
-    attrs = trials[0].user_attrs
+    trials = _grid_trials(tmp_path)  # the default variants, over the LRs given: a grid
+    assert len(trials) == 6 and all(t.state == TrialState.COMPLETE for t in trials)
+    keys = sorted(t.user_attrs["config"]["variant"]["key"] for t in trials)
+    assert keys == ["adalora", "adalora", "lora", "lora", "loraplus", "loraplus"]
+    attrs = next(t for t in trials if t.user_attrs["config"]["variant"]["key"] == "lora").user_attrs
     assert attrs["config"]["model"] == "embedded:minilm" and attrs["config"]["task"] == "sentiment"
     # LoRA r=8 on query and value of MiniLM's 6 layers (384 x 384): 6 * 2 * 8 * (384 + 384)
     assert attrs["trainable_params"] == 6 * 2 * 8 * (384 + 384)
@@ -186,3 +188,4 @@ def test_exported_adapter_in_peft_and_merged_give_our_logits(exported, tiny_bert
     assert not torch.allclose(expected, untouched, atol=1e-6)
     torch.testing.assert_close(got_peft, expected, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(got_merged, expected, atol=1e-5, rtol=1e-4)
+

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 import pickle
@@ -126,11 +127,15 @@ def test_recipe_scalar_lr_and_seed(tmp_path):
 
 
 def test_empty_recipe_mapping_gives_defaults(tmp_path):
-    default = SweepSpec()
+    default = build_spec({})
     spec = _spec(tmp_path, "name: default\n")
     assert [v.tag for v in spec.variants] == [v.tag for v in default.variants]
     assert spec.lrs == default.lrs and spec.seeds == default.seeds
     assert spec.model == default.model and spec.task == default.task
+    assert spec.search == default.search
+    coded = SweepSpec()  # built in code: LoRA over the same grid, a grid search
+    assert coded.lrs == default.lrs and [v.key for v in coded.variants] == ["lora"]
+    assert coded.search == "grid"
 
 
 # ---------------------------------------------------------------------------- overrides
@@ -162,8 +167,9 @@ def test_override_variant_option_on_comma_string_variants():
 
 
 def test_override_variant_option_with_default_variant():
-    spec = build_spec(apply_overrides({}, ["variant.ratio=3"]))
-    assert [(v.key, v.options) for v in spec.variants] == [("lora", {"ratio": 3})]
+    spec = build_spec(apply_overrides({}, ["variant.ratio=3"]))  # each of the default three
+    assert [(v.key, v.options) for v in spec.variants] == [
+        ("lora", {"ratio": 3}), ("loraplus", {"ratio": 3}), ("adalora", {"ratio": 3})]
     _config_error(lambda: spec, "ratio")  # plain LoRA has no such option
 
 
@@ -492,6 +498,16 @@ def test_trial_spec_is_frozen():
         spec.lr = 1.0  # type: ignore[misc]
 
 
+def test_the_quickstart_recipe_is_the_embedded_default():
+    """recipes/quickstart.yaml says what a bare `lorasweep run` does, field for field."""
+    recipe = Path(__file__).resolve().parents[2] / "recipes" / "quickstart.yaml"
+    given, default = build_spec(load_recipe(recipe)), build_spec({})
+    assert train_for(given, given.task) == train_for(default, default.task)
+    assert dataclasses.replace(given, train={}) == default  # the rest, field for field
+    assert [v.key for v in default.variants] == ["lora", "loraplus", "adalora"]
+    assert default.search == "adaptive"
+
+
 def test_a_tasks_default_variants_and_search_fill_a_sweep_that_names_none(monkeypatch):
     from lorasweep.tasks import task_registry
 
@@ -504,5 +520,9 @@ def test_a_tasks_default_variants_and_search_fill_a_sweep_that_names_none(monkey
     assert [(v.key, v.rank) for v in ranked.variants] == [("lora", 4), ("dora", 4)]
     given = build_spec({"variants": ["pissa"], "search": "grid"})  # what is given wins
     assert [v.key for v in given.variants] == ["pissa"] and given.search == "grid"
+    own = build_spec({"lrs": [1e-4, 1e-3]})  # the task's search goes with the task's grid
+    assert own.search == "grid" and [v.key for v in own.variants] == ["lora", "dora"]
+    asked = build_spec({"lrs": [1e-4, 1e-3, 1e-2], "search": "adaptive"})
+    assert asked.search == "adaptive" and asked.lrs == [1e-4, 1e-3, 1e-2]
     other = build_spec({"task": "arith"})  # another task keeps its own (LoRA, grid)
     assert [v.key for v in other.variants] == ["lora"] and other.search == "grid"
