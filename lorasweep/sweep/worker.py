@@ -32,6 +32,7 @@ from .heartbeat import Heartbeat, fail_stale
 from .outcome import PROGRESS_ATTR, PROGRESS_INTERVAL_S, TrialOutcome, outcome_of
 from .store import storage_label
 from .study import (
+    STOPPED_ATTR,
     grid_point,
     locked,
     make_pruner,
@@ -46,6 +47,9 @@ __all__ = ["TrialEvents", "WorkerSummary", "run_worker", "worker_id"]
 
 #: When this many first trials of a study fail with the same reason, and none succeeded, the
 #: worker stops that study: a setup error would fail every remaining learning rate the same way.
+#: Counted in this worker, and across the study's trials (its workers together); the study's
+#: ``STOPPED_ATTR`` then holds the reason, so that every worker leaves it and the launcher can
+#: say why (cleared when a new run syncs the study).
 SAME_FAILURES_TO_STOP = 2
 
 
@@ -230,6 +234,11 @@ def _work(storage: Any, storage_url: str, study_names: list[str], events: TrialE
     while active and not should_stop():
         ran = False
         for study in list(active):
+            reason = _stopped_elsewhere(study, storage)
+            if reason is not None:  # another worker stopped it: its first trials failed alike
+                summary.stopped[study.study_name] = reason
+                active.remove(study)
+                continue
             trial = _next_trial(study, storage, storage_url)
             if isinstance(trial, str):
                 if trial == _DONE:
@@ -252,8 +261,10 @@ def _work(storage: Any, storage_url: str, study_names: list[str], events: TrialE
                 reasons[study.study_name] = None  # one succeeded: later failures are the LR's own
             elif seen is not None:
                 seen.append(reason)
-                if len(seen) >= SAME_FAILURES_TO_STOP and len(set(seen)) == 1:
+                if (len(seen) >= SAME_FAILURES_TO_STOP and len(set(seen)) == 1) \
+                        or _failed_alike(study, storage, reason):
                     summary.stopped[study.study_name] = reason  # a setup error: stop repeating it
+                    study.set_user_attr(STOPPED_ATTR, reason)
                     active.remove(study)
             if state == "diverged":  # a diverged trial is a result: complete, at the worst score
                 summary.diverged += 1
@@ -264,6 +275,24 @@ def _work(storage: Any, storage_url: str, study_names: list[str], events: TrialE
             break  # back to the first unfinished study
         if active and not ran:
             time.sleep(poll_s)
+
+
+def _stopped_elsewhere(study: Any, storage: Any) -> str | None:
+    """The reason another worker stopped ``study`` for, or None."""
+    attrs = storage.get_study_user_attrs(study._study_id)
+    reason = attrs.get(STOPPED_ATTR)
+    return reason if isinstance(reason, str) else None
+
+
+def _failed_alike(study: Any, storage: Any, reason: str) -> bool:
+    """Whether the study's trials, all workers' together, have none finished and at least
+    ``SAME_FAILURES_TO_STOP`` failed with an error, every one with ``reason``."""
+    trials = storage.get_all_trials(study._study_id, deepcopy=False)
+    if any(t.state.name in ("COMPLETE", "PRUNED") for t in trials):
+        return False
+    errors = [t.user_attrs.get("fail_reason") for t in trials
+              if t.state.name == "FAIL" and "traceback" in t.user_attrs]
+    return len(errors) >= SAME_FAILURES_TO_STOP and set(errors) == {reason}
 
 
 def _run_one(study: Any, storage: Any, storage_url: str, trial: Any, spec: TrialSpec,

@@ -4,6 +4,7 @@ and the saved adapters loaded into peft on the base model."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -189,3 +190,22 @@ def test_exported_adapter_in_peft_and_merged_give_our_logits(exported, tiny_bert
     torch.testing.assert_close(got_peft, expected, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(got_merged, expected, atol=1e-5, rtol=1e-4)
 
+
+@pytest.mark.parametrize(("cores", "launched"), [("0", "inline"), ("0,1", "local x2")])
+def test_a_run_naming_no_launcher_takes_the_faster_one_for_its_cores(tiny_bert_dir, tmp_path,
+                                                                     cores, launched):
+    """On CPUs, two worker processes where the process may use two cores, inline on one (the
+    affinity mask is what the run sees: taskset)."""
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs two cores to offer the run")
+    proc = subprocess.run(
+        ["taskset", "-c", cores, sys.executable, "-m", "lorasweep", "run", "--model",
+         str(tiny_bert_dir), "--lrs", "1e-3,1e-2", "--steps", "2", "--batch-size", "8",
+         "--rank", "4", "--set", "task.eval_limit=8", "--set", "train.max_length=32"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    assert proc.returncode == 0, proc.stderr
+    logs = sorted(p.name for p in (tmp_path / OUTPUT_DIR / "logs").glob("worker-*.log"))
+    assert logs == ([] if launched == "inline" else ["worker-0.log", "worker-1.log"])
+    trials = _grid_trials(tmp_path)  # the default three variants over the two LRs, a grid
+    assert len(trials) == 6 and all(t.state == TrialState.COMPLETE for t in trials)

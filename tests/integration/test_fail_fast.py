@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import optuna
+import pytest
 from optuna.trial import TrialState
 
 from lorasweep.sweep.worker import SAME_FAILURES_TO_STOP
@@ -21,16 +22,22 @@ from lorasweep.sweep.worker import SAME_FAILURES_TO_STOP
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_a_setup_error_stops_the_study_after_its_first_trials(tiny_bert_dir, tmp_path):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_setup_error_stops_the_study_after_its_first_trials(tiny_bert_dir, tmp_path, workers):
+    """One worker (inline) stops after exactly its first two failures. Two worker processes
+    stop the study together (a worker that stops it says so in the study, and the other leaves
+    it): at most one more trial, the other worker's, already running, fails."""
+    launch = ["--launcher", "inline"] if workers == 1 else ["--launcher", "local", "--workers", "2"]
     env = {k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "CLICOLOR_FORCE")}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     store = tmp_path / "s.db"
-    proc = subprocess.run(
-        [sys.executable, "-m", "lorasweep", "run", "--model", str(tiny_bert_dir), "--variant",
-         "lora", "--lrs", "1e-4,1e-3,1e-2,1e-1", "--steps", "1", "--batch-size", "4",
-         "--storage", f"sqlite:///{store}", "--set", "target_modules=nosuchlayer",
-         "--set", "task.eval_limit=4", "--set", "train.max_length=16"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+    command = [sys.executable, "-m", "lorasweep", "run", "--model", str(tiny_bert_dir),
+               "--variant", "lora", "--lrs", "1e-4,1e-3,1e-2,1e-1", "--steps", "1",
+               "--batch-size", "4", "--storage", f"sqlite:///{store}",
+               "--set", "target_modules=nosuchlayer", "--set", "task.eval_limit=4",
+               "--set", "train.max_length=16", *launch]
+    proc = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=600, stdin=subprocess.DEVNULL)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 1, out
     assert "Traceback" not in out, out
@@ -42,9 +49,20 @@ def test_a_setup_error_stops_the_study_after_its_first_trials(tiny_bert_dir, tmp
                                storage=f"sqlite:///{store}").get_trials()
     failed = [t.user_attrs["grid_point"] for t in trials if t.state == TrialState.FAIL]
     waiting = [t.user_attrs["grid_point"] for t in trials if t.state == TrialState.WAITING]
-    assert len(failed) == SAME_FAILURES_TO_STOP and len(set(failed)) == len(failed)
+    assert SAME_FAILURES_TO_STOP <= len(failed) <= SAME_FAILURES_TO_STOP + workers - 1
+    assert len(set(failed)) == len(failed)
     assert len(waiting) == len(set(waiting))  # no grid point queued twice
     # The points that never ran stay queued (a failed point may be queued again for its retry).
     points = {t.user_attrs["grid_point"] for t in trials}
     assert len(points) == 4 and points - set(failed) <= set(waiting)
     assert len(trials) == len(failed) + len(waiting)  # nothing ran past the stop
+    if workers > 1:
+        return
+    # Rerun without the fix: the study's trials, all workers' and earlier runs' together, have
+    # failed alike and none finished, so its first new failure stops it (not two more).
+    again = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
+                           timeout=600, stdin=subprocess.DEVNULL)
+    assert again.returncode == 1 and "first trials all failed" in again.stderr, again.stderr
+    after = optuna.load_study(study_name=summary.study_name,
+                              storage=f"sqlite:///{store}").get_trials()
+    assert sum(t.state == TrialState.FAIL for t in after) == len(failed) + 1

@@ -45,6 +45,7 @@ def test_a_cli_run_checks_its_task_once_and_loads_its_data_once(counted, lrs, ti
     result = CliRunner().invoke(app, [
         "run", "--task", "counted", "--model", str(tiny_bert_dir), "--variant", "lora",
         "--search", "grid", "--lrs", lrs, "--steps", "1", "--batch-size", "4",
+        "--launcher", "inline",  # the in-process worker, whose trials share the preflight's data
         "--storage", f"sqlite:///{tmp_path / 's.db'}",
         # options of their own per case: no data another test left in the worker cache fits
         "--set", f"task.eval_limit={6 + trials}", "--set", "train.max_length=32"])
