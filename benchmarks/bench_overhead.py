@@ -3,8 +3,8 @@
     python benchmarks/bench_overhead.py                         # arith (SmolLM2) and embedded
     python benchmarks/bench_overhead.py --tasks sentiment --launchers --launcher-steps 20
 
-Part 1, per task: a grid sweep of LoRA over 1 LR x 1 step, then over 4 LRs x 1 step (fresh store, one worker
-process each, as ``lorasweep run`` does). Printed: the wall time of each sweep, their ratio
+Part 1, per task: a grid sweep of LoRA over 1 LR x 1 step, then over 4 LRs x 1 step (fresh store,
+inline: one worker, in the ``lorasweep run`` process). Printed: the wall time of each sweep, their ratio
 (goal on ``arith``: <= 2.2x), and per trial its overhead ``wall_time_s - train_call_s`` (model,
 data, variant set-up and saving: everything but the steps and evaluation; goal: <= 1 s once the
 worker is warm, i.e. every trial but the first).
@@ -62,7 +62,7 @@ def overhead(task: str) -> None:
         for n, lrs in ((1, LRS.split(",")[2]), (4, LRS)):
             store = f"sqlite:///{tmp}/s{n}.db"
             walls[n], _ = _run(["run", *TASKS[task], "--variant", "lora", "--search", "grid",
-                                "--lrs", lrs, "--steps", "1",
+                                "--launcher", "inline", "--lrs", lrs, "--steps", "1",
                                 "--sweep", f"o{n}", "--storage", store], tmp)
             per_trial = ", ".join(f"{o:.2f}" for o in _overheads(store))
             print(f"{task:<10} {n} trial(s): {walls[n]:6.1f} s wall; overhead per trial (s): "
@@ -73,7 +73,8 @@ def overhead(task: str) -> None:
 def launchers(steps: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         results = {}
-        for name, extra in (("inline", []), ("local x2", ["--launcher", "local", "--workers", "2"])):
+        for name, extra in (("inline", ["--launcher", "inline"]),
+                            ("local x2", ["--launcher", "local", "--workers", "2"])):
             store = f"sqlite:///{tmp}/{name.replace(' ', '')}.db"
             wall, cpu = _run(["run", "--steps", str(steps), "--storage", store, *extra], tmp)
             trials = len(_overheads(store))

@@ -9,9 +9,14 @@ reports a worker that died in one line with its log.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import multiprocessing as mp
 import os
+import signal
+import threading
+from collections.abc import Iterator
+from typing import Any
 
 from ..sweep.worker import TrialEvents, WorkerSummary
 from .base import Launcher, WorkerDied, register
@@ -29,7 +34,6 @@ class LocalOptions:
 
 def _worker_main(storage_url: str, study_names: list[str], index: int, workers: int,
                  gpu: int | None, log_path: str, trial_fn=None) -> None:
-    import signal
     import sys
 
     # Ctrl-C reaches the whole process group: the parent alone handles it, and stops this worker
@@ -55,6 +59,24 @@ def _gpu_count() -> int:
         return torch.cuda.device_count()
     except Exception:  # no usable torch/CUDA: CPU workers
         return 0
+
+
+@contextlib.contextmanager
+def _term_as_interrupt() -> Iterator[None]:
+    """SIGTERM to the launcher (``kill PID``) stops it as Ctrl-C does: its workers are asked to
+    stop (each checkpoints its running trial) instead of running on without it."""
+    if threading.current_thread() is not threading.main_thread():  # handlers: main thread only
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def default_launch(gpus: int | None = None, cores: int | None = None) -> tuple[str, int]:
@@ -103,8 +125,9 @@ class LocalLauncher(Launcher):
             p.start()
             procs.append(p)
         try:  # result lines and step bars, read from the store
-            summary = watch(storage_url, study_names, events,
-                            alive=lambda: any(p.is_alive() for p in procs))
+            with _term_as_interrupt():
+                summary = watch(storage_url, study_names, events,
+                                alive=lambda: any(p.is_alive() for p in procs))
         except KeyboardInterrupt:  # SIGTERM: each worker checkpoints its running trial, then ends
             for p in procs:
                 p.terminate()

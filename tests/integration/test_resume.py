@@ -68,6 +68,20 @@ def _wait_for_checkpoint(spec: SweepSpec, proc: subprocess.Popen) -> None:
     pytest.fail("no checkpoint before the deadline: " + proc.stderr.read().decode()[-2000:])
 
 
+def _workers_in_group(pgid: int) -> list[int]:
+    """The local launcher's worker processes still alive in process group ``pgid``."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except OSError:  # gone meanwhile
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z" and b"spawn_main" in cmdline:
+            found.append(int(stat.parent.name))
+    return found
+
+
 def _as_from_a_terminal() -> None:
     """In the child: SIGINT's default action, as a command typed in a terminal has. A test run
     started in the background (``cmd &`` in a script) ignores SIGINT, and an ignored signal is
@@ -75,9 +89,12 @@ def _as_from_a_terminal() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-@pytest.mark.parametrize(("launcher", "sig"), [("inline", signal.SIGTERM),
-                                               ("local", signal.SIGINT)])
-def test_stopped_sweep_resumes_its_trial(tiny_bert_dir, tmp_path, launcher, sig):
+@pytest.mark.parametrize(("launcher", "sig", "group"), [("inline", signal.SIGTERM, True),
+                                                        ("local", signal.SIGINT, True),
+                                                        ("local", signal.SIGTERM, False)])
+def test_stopped_sweep_resumes_its_trial(tiny_bert_dir, tmp_path, launcher, sig, group):
+    """``group``: the signal goes to the process group, as a terminal's Ctrl-C does; else to the
+    launcher alone, as ``kill PID`` does, and it stops its workers."""
     spec = _spec(tiny_bert_dir, tmp_path, launcher)
     data = {**spec.to_dict(), "variants": [{"key": "lora", "rank": 4, "alpha": 8}]}
     open_storage(spec.storage)  # the store's tables exist before two processes open it
@@ -90,8 +107,12 @@ def test_stopped_sweep_resumes_its_trial(tiny_bert_dir, tmp_path, launcher, sig)
                             cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             start_new_session=True, preexec_fn=_as_from_a_terminal)
     _wait_for_checkpoint(spec, proc)
-    os.killpg(proc.pid, sig)  # as a terminal does: the whole process group (workers too)
+    if group:
+        os.killpg(proc.pid, sig)  # as a terminal does: the whole process group (workers too)
+    else:
+        os.kill(proc.pid, sig)
     assert proc.wait(timeout=120) != 0
+    assert not _workers_in_group(proc.pid)  # no worker runs on without its launcher
 
     trials = _study(spec).get_trials()
     stopped = [t for t in trials if t.state == TrialState.FAIL]
