@@ -102,7 +102,8 @@ class TrainResult:
     #: Mean loss of the model on the validation split, for an adaptive search's rungs
     #: (``fidelity`` < 1) of tasks whose scoring pass gives it (classifiers); NaN otherwise.
     validation_loss: float = math.nan
-    #: Mean training loss over the last third of the steps up to the trial's last. Every LR of a
+    #: Mean training loss (the task's, without a variant's extra term such as AdaLoRA's
+    #: orthogonality penalty) over the last third of the steps up to the trial's last. Every LR of a
     #: seed trains on the same batches, so this compares LRs pairwise, and it falls as soon as an
     #: LR starts to learn, before held-out scores leave chance: the adaptive search ranks a
     #: rung's tied scores by it.
@@ -265,13 +266,13 @@ def _train(model: torch.nn.Module, variant: Variant, task: Task, tokenizer: Any,
     started = last_save = time.perf_counter()
     try:
         for step in range(progress.step + 1, last + 1):
-            loss_sum = 0.0
+            loss_sum = task_sum = 0.0
             for _ in range(cfg.grad_accum):
                 batch = {k: v.to(device) for k, v in next(batches).items()}
                 mask = batch.get("attention_mask")
                 progress.tokens += int(mask.sum()) if mask is not None else len(next(iter(batch.values())))
                 with autocast():
-                    loss = model(**batch).loss
+                    loss = task_loss = model(**batch).loss
                     extra = variant.extra_loss()
                     if extra is not None:
                         loss = loss + extra
@@ -279,6 +280,7 @@ def _train(model: torch.nn.Module, variant: Variant, task: Task, tokenizer: Any,
                     raise Diverged(f"non-finite loss at step {step}")
                 (loss / cfg.grad_accum).backward()
                 loss_sum += float(loss.detach())
+                task_sum += float(task_loss.detach())
             if cfg.max_grad_norm > 0:
                 torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
             variant.before_optimizer_step()
@@ -287,8 +289,8 @@ def _train(model: torch.nn.Module, variant: Variant, task: Task, tokenizer: Any,
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             progress.loss = loss_sum / cfg.grad_accum
-            if step > since:
-                progress.recent_sum += progress.loss
+            if step > since:  # the task's loss alone: a variant's regulariser is not learning
+                progress.recent_sum += task_sum / cfg.grad_accum
                 progress.recent_steps += 1
             if step == 1 or step % every == 0 or step == last:
                 curve.append([step, progress.loss])
