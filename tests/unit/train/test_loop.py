@@ -124,6 +124,7 @@ def test_loop_calls_every_hook_and_adds_extra_loss(tiny_bert_dir):
     assert variant.calls["extra_loss"] == 6  # 3 steps x 2 micro-batches
     assert variant.calls["before"] == 3 and variant.calls["after"] == [1, 2, 3]
     assert result.final_loss > 100  # the extra term entered the loss
+    assert 0 < result.recent_loss < 5  # the task's loss alone: what ranks a rung's ties
     assert recorder.total == 3 and [s for s, _ in recorder.reports] == [1, 2]
     assert not math.isnan(result.test)
 
