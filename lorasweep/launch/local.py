@@ -83,8 +83,8 @@ def default_launch(gpus: int | None = None, cores: int | None = None) -> tuple[s
     """``(launcher, workers)`` of a sweep that names neither: a worker process per GPU where
     there are several; on CPUs alone, two worker processes (each with half the cores' threads)
     where the process may use two cores or more; else inline. Measured on 2 cores, the embedded
-    default sweep (3 variants, adaptive search) ran 1.10x faster with two workers than inline,
-    on 0.86x the CPU time (one thread per process wastes less than two threads per step)."""
+    default sweep (3 variants, adaptive search) ran 1.06-1.10x faster with two workers than
+    inline, on 0.86-0.88x the CPU time (one thread per process wastes less than two per step)."""
     gpus = _gpu_count() if gpus is None else gpus
     if gpus:
         return ("local", gpus) if gpus > 1 else ("inline", 1)

@@ -110,7 +110,7 @@ def test_slurm_requeue_options_and_the_worker_resubmits_itself():
 def test_a_sweep_naming_no_launcher_gets_the_faster_one():
     from lorasweep.launch.local import default_launch
 
-    assert default_launch(gpus=0, cores=2) == ("local", 2)  # measured: 1.10x inline's throughput
+    assert default_launch(gpus=0, cores=2) == ("local", 2)  # measured: 1.06-1.10x inline's throughput
     assert default_launch(gpus=0, cores=32) == ("local", 2)
     assert default_launch(gpus=0, cores=1) == ("inline", 1)
     assert default_launch(gpus=1, cores=32) == ("inline", 1)  # one GPU: one worker either way
