@@ -17,12 +17,16 @@ from lorasweep.tasks.sentiment import Sentiment
 
 class _GlueA(Sentiment):
     key = "glue-aa"
+    default_search = "grid"  # a GLUE stand-in: GLUE's search and variants, not the embedded default's
+    default_variants = ("lora",)
     default_train = {"epochs": 2, "batch_size": 16, "max_length": 128}
     default_lrs = (1e-4, 1e-3)
 
 
 class _GlueB(Sentiment):
     key = "glue-bb"
+    default_search = "grid"
+    default_variants = ("lora",)
 
 
 @pytest.fixture
