@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -73,12 +74,15 @@ def run(
         # what is not given comes from the recipe, then from the task's budget
         data["train"] = overlay_train(dict(data.get("train") or {}),
                                       {k: v for k, v in given.items() if v is not None})
+        spec = check_spec(build_spec(apply_overrides(data, set_ or [])), detach)
         named = {a.split("=", 1)[0].split(".", 1)[0] for a in set_ or []}
         if not {"launcher", "workers"} & (set(data) | named):  # the faster one for this machine
-            from ..launch.local import default_launch
+            from ..launch.local import default_launch  # after the checks: it imports torch
+            from ..launch.run import check_launcher
 
-            data["launcher"], data["workers"] = default_launch()
-        spec = check_spec(build_spec(apply_overrides(data, set_ or [])), detach)
+            launcher, workers = default_launch()
+            spec = dataclasses.replace(spec, launcher=launcher, workers=workers)
+            check_launcher(spec, detach)
     except user_errors() as err:
         fail(str(err))
     _run(spec, detach)

@@ -103,7 +103,7 @@ class Task(ABC):
     def evaluate_with_loss(self, model: Any, tokenizer: Any, examples: list[dict[str, Any]],
                            batch_size: int, max_length: int, autocast: Any) -> tuple[float, float]:
         """The metric and the model's mean loss on ``examples``, from one pass where the task
-        can (classifiers); here the loss is NaN and the caller measures it apart."""
+        can (classifiers); here the loss is NaN (not worth a second pass)."""
         return self.evaluate(model, tokenizer, examples, batch_size, max_length, autocast), math.nan
 
     def check_available(self) -> None:  # noqa: B027  (optional hook; most tasks need no check)

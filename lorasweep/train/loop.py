@@ -326,12 +326,9 @@ def _train(model: torch.nn.Module, variant: Variant, task: Task, tokenizer: Any,
     diverged = diverged_loss(curve)  # finite, but far above where it started: scored, flagged
     boundary = rng_state()  # a rung's checkpoint: the generators as the next step finds them
     rung = last < steps and not pruned
-    validation_loss = math.nan
-    if rung:  # its validation loss too, where the scoring pass gives it (on the record)
-        validation, validation_loss = task.evaluate_with_loss(
-            model, tokenizer, data.validation, cfg.batch_size, cfg.max_length, autocast)
-    else:
-        validation = evaluate(data.validation)
+    validation, loss = task.evaluate_with_loss(model, tokenizer, data.validation, cfg.batch_size,
+                                               cfg.max_length, autocast)
+    validation_loss = loss if rung else math.nan  # a rung's, where the scoring pass gives it
     progress.best = best = max(progress.best, validation)
     if history and history[-1]["step"] == step:  # a rung's retry resumed at its own last step
         history.pop()
