@@ -282,6 +282,9 @@ class TrialSpec:
     run_dir: str
     #: Fraction of the training schedule this trial runs (the adaptive search's rungs < 1).
     budget: float = 1.0
+    #: The class the task key resolved to when the study was made (``module:Class`` for a task
+    #: from the user's package; blank for a built-in key): every worker imports the same class.
+    task_class: str = ""
 
     #: The fields each trial sets itself; the others are its study's, the same for every trial.
     TRIAL_FIELDS: ClassVar[tuple[str, ...]] = ("study", "storage", "trial_number", "lr", "seed",

@@ -344,3 +344,22 @@ def synthetic_trial(spec, reporter=None):
 
     time.sleep(float(os.environ.get("LORASWEEP_TEST_TRIAL_S", "0")))
     return SyntheticCurve(peak=-2.5)(spec, reporter)
+
+
+#: The folder holding the test plugin package (``reviews_pkg``) and a module that fails on import.
+PLUGINS = Path(__file__).resolve().parent / "plugins"
+
+
+def install_plugins(site: Path) -> Path:
+    """Make ``site`` a folder whose ``.dist-info`` declares the ``lorasweep.tasks`` entry points
+    of the test plugins (a working one, one that fails on import, one named as a built-in); put
+    it and :data:`PLUGINS` on ``sys.path`` or ``PYTHONPATH`` to have them found."""
+    info = site / "reviews_pkg-0.1.dist-info"
+    info.mkdir(parents=True, exist_ok=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: reviews-pkg\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(
+        "[lorasweep.tasks]\n"
+        "reviews = reviews_pkg.tasks:ReviewTask\n"
+        "broken = reviews_broken:Task\n"
+        "sentiment = reviews_pkg.tasks:ReviewTask\n")
+    return site

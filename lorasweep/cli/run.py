@@ -11,7 +11,7 @@ from rich.markup import escape
 
 from ..config import SweepSpec, TrainConfig
 from ..paths import STORE_FILE
-from ..tasks import task_registry
+from ..tasks import resolve_task
 from ..text import format_lrs
 from ._app import StorageOpt, app, console, err_console, fail, user_errors
 
@@ -20,7 +20,7 @@ __all__ = ["print_where", "run"]
 #: What ``run --help`` shows as the defaults: the default task's own (its model, grid, budget,
 #: variants, search) and, for the rest, a sweep's.
 _SPEC = SweepSpec()
-_TASK = task_registry()[_SPEC.task]
+_TASK = resolve_task(_SPEC.task)
 _BUDGET = TrainConfig(**_TASK.default_train)
 
 

@@ -75,9 +75,9 @@ def _curve_png(summary: VariantSummary, path: Path) -> None:
 
 
 def _auto_class(task: str) -> str:
-    from ..tasks import task_registry
+    from ..tasks import find_task
 
-    kind = getattr(task_registry().get(task), "model_kind", "")
+    kind = getattr(find_task(task), "model_kind", "")
     return {"sequence-classification": "AutoModelForSequenceClassification",
             "causal-lm": "AutoModelForCausalLM"}.get(kind, "AutoModel")
 

@@ -66,9 +66,9 @@ def chance_level(task: str, metric: str) -> float | None:
         return 0.0
     if metric != "accuracy":
         return None
-    from ..tasks import task_registry
+    from ..tasks import find_task
 
-    cls = task_registry().get(task)
+    cls = find_task(task)
     classes = getattr(cls, "num_labels", 0) if cls is not None else 0
     return 1.0 / classes if classes and classes >= 2 else None
 

@@ -82,7 +82,7 @@ def _hub_problem(model_id: str, err: BaseException, offline: bool, default_of: s
 
 
 def _check_model(spec: SweepSpec, offline: bool) -> None:
-    from ..tasks import task_registry
+    from ..tasks import find_task
     from ..train.model import ModelError, ModelOptions, resolve_model
 
     if spec.model.startswith("embedded:"):  # shipped files, checked by resolve_model in validate
@@ -90,9 +90,9 @@ def _check_model(spec: SweepSpec, offline: bool) -> None:
     options = ModelOptions.parse(spec.model_options)
     folder = Path(spec.model).is_dir()
     tasks = sweep_tasks(spec)
-    kinds = {getattr(task_registry().get(t), "model_kind", None) for t in tasks}
+    kinds = {getattr(find_task(t), "model_kind", None) for t in tasks}
     default_of = next((t for t in tasks
-                       if getattr(task_registry().get(t), "default_model", None) == spec.model), None)
+                       if getattr(find_task(t), "default_model", None) == spec.model), None)
     path, gguf = resolve_model(spec.model)
     kwargs: dict[str, Any] = {"trust_remote_code": options.trust_remote_code}
     if gguf:

@@ -41,10 +41,10 @@ class SweepError(ConfigError):
 
 def task_class(key: Any) -> Any:
     """The task class (the first member for a group) whose defaults apply; None if unknown."""
-    from ..tasks import expand_tasks_safe, task_registry
+    from ..tasks import expand_tasks_safe, find_task
 
     members = expand_tasks_safe(key) if isinstance(key, str) else []
-    return task_registry().get(members[0]) if members else None
+    return find_task(members[0]) if members else None
 
 
 def sweep_tasks(spec: SweepSpec) -> list[str]:

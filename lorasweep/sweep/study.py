@@ -67,7 +67,11 @@ def trial_template(attrs: dict[str, Any]) -> dict[str, Any]:
 
 
 def _template(spec: SweepSpec, task: str, variant: VariantSpec) -> dict[str, Any]:
+    from ..tasks import task_ref
+
+    ref = task_ref(task)  # a built-in's is its key: left blank, as stores before plugins had it
     return TrialSpec.template(sweep=spec.name, model=spec.model, task=task,
+                              task_class="" if ref == task else ref,
                               task_options=spec.task_options, model_options=spec.model_options,
                               variant=variant, train=train_for(spec, task))
 
@@ -231,9 +235,9 @@ def _sync_adaptive(study: Any, storage: Any, storage_url: str, variant: VariantS
 
 
 def _worst_score(task: str) -> float:
-    from ..tasks import task_registry
+    from ..tasks import find_task
 
-    cls = task_registry().get(task)
+    cls = find_task(task)
     return float(cls.worst_score) if cls is not None else 0.0
 
 

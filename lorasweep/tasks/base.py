@@ -16,8 +16,6 @@ __all__ = [
     "TaskData",
     "TaskError",
     "expand_tasks",
-    "get_task",
-    "make_task",
     "register_task",
     "task_registry",
 ]
@@ -145,23 +143,6 @@ def expand_tasks(key: str) -> list[str]:
             raise TaskError(f"task group {key!r} has no registered tasks")
         return members
     return [key]
-
-
-def make_task(key: str, **options: Any) -> Task:
-    """The task ``key`` with ``options`` (checked), without checking that its data is reachable."""
-    try:
-        cls = _REGISTRY[key]
-    except KeyError:
-        known = ", ".join(sorted(_REGISTRY) + [g for g in TASK_GROUPS if expand_tasks_safe(g)])
-        raise TaskError(f"unknown task {key!r}: choose one of {known} (see `lorasweep tasks`)") from None
-    return cls(**options)
-
-
-def get_task(key: str, **options: Any) -> Task:
-    """:func:`make_task`, then its :meth:`~Task.check_available` (its data can be loaded here)."""
-    task = make_task(key, **options)
-    task.check_available()
-    return task
 
 
 def expand_tasks_safe(key: str) -> list[str]:

@@ -108,7 +108,8 @@ def run_trial(spec: TrialSpec, reporter: Reporter | None = None) -> TrialResult:
     device = _device(spec.train.device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    task = make_task(spec.task, **spec.task_options)  # its data is checked where it is loaded
+    # the class the study resolved (a plugin's module:Class): its data is checked where it is loaded
+    task = make_task(spec.task_class or spec.task, **spec.task_options)
     cache = worker_cache()  # what trials of this worker share: the model (pristine), the data
     reused = cache.stats.model_reuses
     data = cache.task_data(task, spec.task, spec.task_options)

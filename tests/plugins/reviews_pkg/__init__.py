@@ -1,0 +1,1 @@
+"""A user's package with lorasweep tasks (a test fixture)."""
