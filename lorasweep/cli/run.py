@@ -42,6 +42,7 @@ def run(
     launcher: Annotated[str | None, typer.Option("--launcher", show_default="local with 2 workers on 2+ CPU cores, one worker per GPU on 2+ GPUs, else inline", help="inline (this process), local (worker processes) or slurm (a job array); options via --set launcher.X=V.")] = None,
     workers: Annotated[int | None, typer.Option("--workers", show_default="see --launcher; 1 with a launcher given alone", help="Worker processes (local) or array tasks (slurm).")] = None,
     pruner: Annotated[str | None, typer.Option("--pruner", show_default=_SPEC.pruner, help="none (every grid point runs to the end), median or successive-halving.")] = None,
+    dataset: Annotated[str | None, typer.Option("--dataset", metavar="FILE|FOLDER|HUB_ID", help="The data of text-classification / sft: a csv, json, jsonl or parquet file (also .gz/.bz2), a folder of train.* / validation.* / test.*, or a hub id (the same as --set task.dataset=...).")] = None,
     data_dir: Annotated[Path | None, typer.Option("--data-dir", metavar="DIR", help="Folder of the task's local data files, instead of the hub (the same as --set task.data_dir=DIR; a wrong layout is named in the error).")] = None,
     recipe: Annotated[Path | None, typer.Option("--recipe", help="A recipe YAML (flags override it).")] = None,
     detach: Annotated[bool, typer.Option("--detach", help="With --launcher slurm: return once the job array is submitted (follow it with `lorasweep status`).")] = False,
@@ -62,6 +63,8 @@ def run(
         if launcher is not None and isinstance(data.get("launcher"), dict):
             flags["launcher"] = {**data["launcher"], "key": launcher}  # keep the recipe's options
         data.update({k: v for k, v in flags.items() if v is not None})
+        if dataset is not None:
+            data["task_options"] = {**(data.get("task_options") or {}), "dataset": dataset}
         if variant is not None:
             data["variants"] = [v.strip() for v in variant.split(",") if v.strip()]
         if lrs is not None:

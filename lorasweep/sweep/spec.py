@@ -119,7 +119,10 @@ def check_registries(spec: SweepSpec) -> SweepSpec:
             schedule(len(lattice(spec.lrs, 0)[0]), len(spec.seeds), spec.search_options)
         check_storage(spec.storage)  # a bad URL, path or store file stops here
         for task in expand_tasks(spec.task):
-            get_task(task, **spec.task_options)
+            checked = get_task(task, **spec.task_options)
+            if checked.records_data:  # the user's data: what it resolved to goes in the study
+                checked.load()
+                spec.task_options = {**spec.task_options, **checked.recorded_options()}
         check_model(spec.model)
         ModelOptions.parse(spec.model_options)
     except (SearchError, StorageError, TaskError, ModelError) as err:

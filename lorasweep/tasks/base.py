@@ -107,6 +107,14 @@ class Task(ABC):
     def check_available(self) -> None:  # noqa: B027  (optional hook; most tasks need no check)
         """Raise :class:`TaskError` (with the fix) if the task's data cannot be loaded here."""
 
+    def recorded_options(self) -> dict[str, Any]:
+        """Options the sweep records in the study once it has loaded the task's data (the
+        resolved files, labels, sizes, fingerprint of a task on the user's data); none here."""
+        return {}
+
+    #: Whether the sweep loads the data when it is checked, to record :meth:`recorded_options`.
+    records_data: ClassVar[bool] = False
+
     def length(self, example: dict[str, Any]) -> int:
         """A cheap size proxy used to batch examples of similar length together."""
         return len(example.get("text", ""))

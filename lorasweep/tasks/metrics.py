@@ -12,7 +12,7 @@ import math
 from collections import Counter
 from collections.abc import Sequence
 
-__all__ = ["accuracy", "f1", "matthews_correlation", "pearson"]
+__all__ = ["accuracy", "f1", "macro_f1", "matthews_correlation", "pearson", "spearman"]
 
 
 def _check(predictions: Sequence, references: Sequence) -> None:
@@ -69,3 +69,34 @@ def pearson(predictions: Sequence[float], references: Sequence[float]) -> float:
     if len(set(xs)) == 1 or len(set(ys)) == 1 or sxx <= 0 or syy <= 0:
         return 0.0
     return max(-1.0, min(1.0, sxy / math.sqrt(sxx * syy)))
+
+
+def macro_f1(predictions: Sequence[int], references: Sequence[int]) -> float:
+    """The unweighted mean of each class's F1, over the classes of references and predictions."""
+    _check(predictions, references)
+    classes = sorted(set(references) | set(predictions), key=str)
+    return sum(f1(predictions, references, positive=c) for c in classes) / len(classes)
+
+
+def _ranks(values: list[float]) -> list[float]:
+    """1-based ranks, ties given the mean of the ranks they span."""
+    order = sorted(range(len(values)), key=values.__getitem__)
+    ranks = [0.0] * len(values)
+    start = 0
+    while start < len(order):
+        end = start
+        while end + 1 < len(order) and values[order[end + 1]] == values[order[start]]:
+            end += 1
+        for i in order[start:end + 1]:
+            ranks[i] = (start + end) / 2 + 1
+        start = end + 1
+    return ranks
+
+
+def spearman(predictions: Sequence[float], references: Sequence[float]) -> float:
+    """Spearman's rank correlation: Pearson of the (tie-averaged) ranks; 0.0 when constant."""
+    _check(predictions, references)
+    xs, ys = [float(p) for p in predictions], [float(r) for r in references]
+    if not all(math.isfinite(v) for v in xs + ys):
+        return 0.0
+    return pearson(_ranks(xs), _ranks(ys))

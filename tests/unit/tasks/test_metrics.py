@@ -8,7 +8,7 @@ import random
 import pytest
 from helpers import require
 
-from lorasweep.tasks.metrics import accuracy, f1, matthews_correlation, pearson
+from lorasweep.tasks.metrics import accuracy, f1, macro_f1, matthews_correlation, pearson, spearman
 
 # preds vs refs: TP = 2 (0, 4), TN = 1 (2), FP = 1 (1), FN = 1 (3)
 PREDS = [1, 1, 0, 0, 1]
@@ -46,7 +46,8 @@ def test_pearson_by_hand():
     assert pearson([float("nan"), 1, 2], [1, 2, 3]) == 0.0
 
 
-@pytest.mark.parametrize("metric", [accuracy, f1, matthews_correlation, pearson])
+@pytest.mark.parametrize("metric", [accuracy, f1, macro_f1, matthews_correlation, pearson,
+                                    spearman])
 def test_bad_inputs_raise(metric):
     with pytest.raises(ValueError, match="empty"):
         metric([], [])
@@ -104,3 +105,24 @@ def test_pearson_matches_scipy():
     xs = [rng.choice([0.0, 1.2, 2.5, 3.8, 5.0]) for _ in range(100)]
     ys = [min(5.0, max(0.0, x + rng.gauss(0, 1))) for x in xs]
     assert pearson(xs, ys) == pytest.approx(stats.pearsonr(xs, ys)[0], abs=1e-9)
+
+
+@pytest.mark.parametrize("classes", [2, 3, 5])
+def test_macro_f1_matches_scikit_learn(classes):
+    sklearn_metrics = require("sklearn.metrics")
+    for preds, refs in _cases(classes):
+        expected = sklearn_metrics.f1_score(refs, preds, average="macro", zero_division=0.0)
+        assert macro_f1(preds, refs) == pytest.approx(expected, abs=1e-12)
+
+
+def test_spearman_matches_scipy_with_and_without_ties():
+    stats = require("scipy.stats")
+    rng = random.Random(11)
+    for n in (3, 5, 17, 200):
+        for tied in (False, True):
+            xs = [float(rng.randint(0, 4)) if tied else rng.uniform(-5, 5) for _ in range(n)]
+            ys = [x + rng.gauss(0, 2) for x in xs]
+            if len(set(xs)) > 1 and len(set(ys)) > 1:
+                assert spearman(xs, ys) == pytest.approx(stats.spearmanr(xs, ys)[0], abs=1e-9)
+    assert spearman([1, 2, 3], [10, 20, 1000]) == pytest.approx(1.0)  # monotone, not linear
+    assert spearman([2, 2, 2], [1, 2, 3]) == 0.0
