@@ -16,6 +16,7 @@ import dataclasses
 import glob
 import hashlib
 import json
+import logging
 import random
 import re
 from collections.abc import Callable
@@ -157,17 +158,28 @@ def _load_files(files: dict[str, list[Path]]) -> dict[str, Any]:
         raise TaskError(f"the data files mix formats ({', '.join(sorted(kinds))}): use one")
     (builder,) = kinds
     out = {}
-    for split, paths in files.items():  # one split at a time: an error names its file
-        try:
-            out[split] = datasets.load_dataset(builder, data_files=[str(p) for p in paths],
-                                               split="train")
-        except Exception as err:  # pandas / pyarrow / json parse errors: the file and its line
-            raise TaskError(_malformed(paths[0], err)) from None
+    logger = logging.getLogger("datasets")  # it logs a parse error before raising it: ours is
+    level = logger.level                    # the one line
+    logger.setLevel(logging.CRITICAL + 1)
+    try:
+        for split, paths in files.items():  # one split at a time: an error names its file
+            try:
+                out[split] = datasets.load_dataset(builder, data_files=[str(p) for p in paths],
+                                                   split="train")
+            except Exception as err:  # pandas / pyarrow / json parse errors: file and line
+                raise TaskError(_malformed(paths[0], err)) from None
+    finally:
+        logger.setLevel(level)
     return out
 
 
 def _load_hub(options: DataOptions, task: str) -> tuple[dict[str, Any], str]:
+    from .generation import hub_usable
+
     hint = "without network, pass a local file or folder: --dataset reviews.csv"
+    if not hub_usable(str(options.dataset)):  # one quick probe, not the loader's retries
+        raise TaskError(f"{task}: cannot load {options.dataset!r} from the Hugging Face Hub "
+                        f"(unreachable or unknown, and not in the local cache); {hint}")
     with hub_errors(task, repr(options.dataset), hint):
         import datasets
 
@@ -190,9 +202,37 @@ def _load_saved(root: Path) -> tuple[dict[str, Any], str]:
     return splits, "datasets:" + "+".join(splits[s]._fingerprint for s in sorted(splits))
 
 
+_PACKAGE_FILE = re.compile(r"^([A-Za-z_][\w.]*):(?![\\/])(.+)$")
+
+
+def _package_file(given: str) -> Path | None:
+    """``package:path/in/it`` -> the file inside that installed package (found without importing
+    it, as the embedded data is), or None when ``given`` is not of that form."""
+    import importlib.util
+
+    match = _PACKAGE_FILE.match(given)
+    if match is None or Path(given).exists():
+        return None
+    package, inner = match.groups()
+    try:
+        spec = importlib.util.find_spec(package.split(".")[0])
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        raise TaskError(f"--dataset {given!r}: no installed package {package!r} (pip install it, "
+                        "or give a path)")
+    path = Path(next(iter(spec.submodule_search_locations)), *package.split(".")[1:], inner)
+    if not path.exists():
+        raise TaskError(f"--dataset {given!r}: package {package} has no {inner}")
+    return path
+
+
 def load_source(options: DataOptions, task: str) -> Source:
-    """Every split of the source that ``options`` names, as rows (see the module docstring)."""
+    """Every split of the source that ``options`` names, as rows (see the module docstring);
+    ``package:path`` names a file shipped inside an installed Python package."""
     given = options.dataset or options.data_dir
+    if given:
+        given = str(_package_file(str(given)) or given)
     if not given and not options.data_files:
         raise TaskError(f"{task} needs data: --dataset FILE_OR_FOLDER_OR_HUB_ID (csv, json, jsonl, "
                         "parquet; or a folder of train.* / validation.* / test.*)")

