@@ -142,7 +142,9 @@ def test_a_rerun_on_changed_data_is_refused_in_one_line(stored, refused, tiny_be
         _csv(stored / "data.csv", ROWS)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert len(lines) == 1 and "already ran with task.fingerprint=sha256:" in lines[0], lines
+    # as a changed budget is refused: the sweep's header line, then the one error line
+    assert len(lines) == 2 and lines[0].startswith("sweep own: text-classification"), lines
+    assert lines[1].startswith("error: sweep 'own' already ran with task.fingerprint=sha256:")
     assert _digest(stored) == before
     again = _cli(stored, *_args(tiny_bert_dir, "data.csv"))  # the same data: nothing to do
     assert again.returncode == 0, again.stderr
