@@ -10,7 +10,11 @@ from __future__ import annotations
 
 from . import run as _run  # noqa: F401  (each command module registers its commands, in order)
 from . import store as _store  # noqa: F401
-from ._app import JsonOpt, app, err_console, listing
+from typing import Annotated
+
+import typer
+
+from ._app import JsonOpt, app, console, err_console, fail, listing
 
 __all__ = ["app", "main"]
 
@@ -24,11 +28,38 @@ def variants(as_json: JsonOpt = False) -> None:
 
 
 @app.command()
-def tasks(as_json: JsonOpt = False) -> None:
-    """List the tasks: key, metric, default model, one-line summary."""
-    from ..tasks import list_tasks
+def tasks(
+    as_json: JsonOpt = False,
+    check: Annotated[bool, typer.Option("--check", help="Load the data of --task and show what it trains on: split sizes, label counts, the first training rows.")] = False,
+    task: Annotated[str | None, typer.Option("--task", "-t", help="With --check: the task key (or module:Class).")] = None,
+    dataset: Annotated[str | None, typer.Option("--dataset", metavar="FILE|FOLDER|HUB_ID", help="With --check: the same as --set task.dataset=...")] = None,
+    show: Annotated[int, typer.Option("--show", help="With --check: how many training rows to show.")] = 2,
+    set_: Annotated[list[str] | None, typer.Option("--set", metavar="task.KEY=VALUE", help="With --check: task options, as for `lorasweep run`.")] = None,
+) -> None:
+    """List the tasks: key, metric, default model, one-line summary (installed plugins too; a
+    broken one is marked). With --check: what --task will train on."""
+    if not check:
+        from ..tasks import list_tasks
 
-    listing(list_tasks(), ("key", "metric", "default_model", "summary"), as_json)
+        listing(list_tasks(), ("key", "metric", "default_model", "summary"), as_json)
+        return
+    from ..config import ConfigError
+    from ..sweep.spec import apply_overrides
+    from ..tasks import TaskError, get_task
+    from ..tasks.preview import preview_lines
+
+    try:
+        if task is None:
+            raise ConfigError("tasks --check needs --task KEY (see `lorasweep tasks`)")
+        options = dict(apply_overrides({}, set_ or []).get("task_options") or {})
+        if dataset is not None:
+            options["dataset"] = dataset
+        checked = get_task(task, **options)
+        lines = preview_lines(checked, checked.load(), max(0, show))
+    except (ConfigError, TaskError) as err:
+        fail(str(err))
+    for line in lines:
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
 def _plain_warnings() -> None:
