@@ -8,12 +8,12 @@ names the problem and the fix. ``_app``: the app, the shared options and the ``e
 
 from __future__ import annotations
 
-from . import run as _run  # noqa: F401  (each command module registers its commands, in order)
-from . import store as _store  # noqa: F401
 from typing import Annotated
 
 import typer
 
+from . import run as _run  # noqa: F401  (each command module registers its commands, in order)
+from . import store as _store  # noqa: F401
 from ._app import JsonOpt, app, console, err_console, fail, listing
 
 __all__ = ["app", "main"]
