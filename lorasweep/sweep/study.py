@@ -71,7 +71,7 @@ def _template(spec: SweepSpec, task: str, variant: VariantSpec) -> dict[str, Any
 
     ref = task_ref(task)  # a built-in's is its key: left blank, as stores before plugins had it
     return TrialSpec.template(sweep=spec.name, model=spec.model, task=task,
-                              task_class="" if ref == task else ref,
+                              task_class=ref if ":" in ref else "",
                               task_options=spec.task_options, model_options=spec.model_options,
                               variant=variant, train=train_for(spec, task))
 
