@@ -20,7 +20,7 @@ from ..published import table_shifts
 from .search import PLANNED
 from .template import trial_template
 
-__all__ = ["Prior", "TunedStudy", "priors", "store_shifts", "tuned_studies"]
+__all__ = ["Prior", "TunedStudy", "priors", "store_priors", "store_shifts", "tuned_studies"]
 
 REFERENCE = "lora"
 
@@ -120,6 +120,21 @@ def store_shifts(tuned: list[TunedStudy], exclude_sweep: str | None = None
             if t.variant != REFERENCE:
                 out[t.variant].append((sweep, math.log10(t.best_lr / loras[0].best_lr)))
     return dict(out)
+
+
+def store_priors(storage_url: str | None) -> dict[str, Prior]:
+    """:func:`priors` with the sweeps of the store at ``storage_url`` (read-only); with None,
+    the default store's where it exists, else the study's tables alone."""
+    from .status import open_read
+    from .store import StorageError
+
+    try:
+        storage = open_read(storage_url)
+    except StorageError:
+        if storage_url is not None:
+            raise
+        storage = None
+    return priors(storage)
 
 
 def priors(storage: Any = None, exclude_sweep: str | None = None,

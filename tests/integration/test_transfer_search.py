@@ -7,16 +7,21 @@ same successive halving. The stand-in trial function replaces training only.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from collections import Counter
 
 import optuna
 import pytest
 from optuna.trial import TrialState
+from typer.testing import CliRunner
 
+from lorasweep.cli import app
 from lorasweep.config import SweepSpec, TrainConfig, VariantSpec
 from lorasweep.sweep.priors import priors
 from lorasweep.sweep.search import lattice
+from lorasweep.sweep.spec import SweepError
 from lorasweep.sweep.store import open_storage
 from lorasweep.sweep.study import study_name, sync_sweep
 from lorasweep.sweep.synthetic import SyntheticCurve
@@ -149,6 +154,11 @@ def test_a_tuned_lora_in_the_store_is_reused_and_priors_learn(tmp_path):
     assert learned["aurora"].sweeps == 1 and learned["aurora"].tables == 0
     assert math.isclose(learned["aurora"].shift, 1.0, abs_tol=1e-6)
     assert learned["dora"].sweeps == 0 and learned["dora"].tables == 4
+    shown = CliRunner().invoke(app, ["variants", "--storage", url, "--json"])  # and says so
+    assert shown.exit_code == 0, shown.output
+    entries = {e["key"]: e for e in json.loads(shown.output)}
+    assert entries["aurora"]["prior"]["sweeps"] == 1 and "1 sweep)" in entries["aurora"]["prior_shift"]
+    assert entries["gora"]["prior"] is None and "full adaptive" in entries["gora"]["prior_shift"]
     lora_trials = len(_study(first, storage, "lora").get_trials())
 
     # a second sweep on the same task, model and budget: LoRA's answer is reused, not rerun
@@ -165,3 +175,16 @@ def test_a_tuned_lora_in_the_store_is_reused_and_priors_learn(tmp_path):
         assert curve.mean(state["best_lr"], 1.0, variant) >= _grid_best(curve, variant) - 0.01
         assert _steps(study) <= 0.25 * len(FINE_GRID) * STEPS  # AuroRA now has a prior
     assert _study(second, storage, "aurora").user_attrs["transfer"]["prior"]["sweeps"] == 1
+
+
+def test_transfer_without_lora_is_refused_before_writing(tmp_path):
+    """No LoRA in the sweep and none tuned in the store with the same budget: one error line,
+    the store (which holds a finished sweep) unchanged."""
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    _sweep(_spec(tmp_path, url, variants=("lora",), name="first"), SyntheticCurve())
+    before = hashlib.sha256((tmp_path / "s.db").read_bytes()).hexdigest()
+    spec = _spec(tmp_path, url, variants=("dora",), name="second")
+    spec.train = TrainConfig(steps=50)  # another budget: the first sweep's LoRA does not apply
+    with pytest.raises(SweepError, match="add lora to --variant"):
+        sync_sweep(spec, open_storage(url), url)
+    assert hashlib.sha256((tmp_path / "s.db").read_bytes()).hexdigest() == before
