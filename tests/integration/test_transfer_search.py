@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 
 from lorasweep.cli import app
 from lorasweep.config import SweepSpec, TrainConfig, VariantSpec
+from lorasweep.report.transfer import transfer_rows
 from lorasweep.sweep.priors import priors
 from lorasweep.sweep.search import lattice
 from lorasweep.sweep.spec import SweepError
@@ -175,6 +176,22 @@ def test_a_tuned_lora_in_the_store_is_reused_and_priors_learn(tmp_path):
         assert curve.mean(state["best_lr"], 1.0, variant) >= _grid_best(curve, variant) - 0.01
         assert _steps(study) <= 0.25 * len(FINE_GRID) * STEPS  # AuroRA now has a prior
     assert _study(second, storage, "aurora").user_attrs["transfer"]["prior"]["sweeps"] == 1
+
+    # the report says what the search trusted, per variant, and that it is not a full grid
+    rows = {r["variant"]: r for r in transfer_rows(url, "second")}
+    assert set(rows) == {"dora", "aurora"} and all(r["reused"] for r in rows.values())
+    dora = rows["dora"]
+    assert dora["window"] == _study(second, storage, "dora").user_attrs["transfer"]["window"]
+    assert math.isclose(dora["chosen_ratio"], dora["chosen_lr"] / dora["reference_lr"])
+    assert dora["study_ratio"] is None  # the study has no sentiment table
+    out = tmp_path / "rep"
+    shown = CliRunner().invoke(app, ["report", "--storage", url, "--sweep", "second",
+                                     "--out", str(out)])
+    assert shown.exit_code == 0, shown.output
+    assert "transfer search: what it trusted" in shown.output and "(reused)" in shown.output
+    md = (out / "report.md").read_text()
+    assert "## Transfer search: what it trusted" in md and "not a full grid" in md
+    assert f"{dora['predicted_lr']:.3g}" in md
 
 
 def test_transfer_without_lora_is_refused_before_writing(tmp_path):
