@@ -15,7 +15,7 @@ from typing import Any
 
 from ..train.checkpoint import delete_checkpoint
 from .lock import study_lock
-from .search import Observation, Plan, plan
+from .search import Observation, Plan, plan, window_around
 from .states import counted, failures, live_points
 from .transfer import REFERENCE, transfer_notes, transfer_state
 
@@ -62,8 +62,11 @@ def propose(study: Any, storage: Any, storage_url: str, retry_failed: int = 1) -
                     if attrs.get("search") == "transfer" and attrs.get("variant") != REFERENCE
                     else {})
         if transfer is None:  # LoRA's search (the reference) is not finished: wait
-            return ProposeResult(Plan([], False, None, 0.0, 0.0, 0.0,
-                                      ["waiting for LoRA's best learning rate"]), 0)
+            lrs = attrs["lrs"]  # the trials a window's rungs will run, for the progress
+            ahead = plan(lrs, attrs["seeds"], [], attrs.get("search_options"), worst,
+                         window=window_around(lrs, lrs[0], attrs.get("search_options")))
+            return ProposeResult(Plan([], False, None, 0.0, ahead.cap, ahead.grid,
+                                      ["waiting for LoRA's best learning rate"], ahead.trials), 0)
         result = plan(attrs["lrs"], attrs["seeds"], obs, attrs.get("search_options"), worst,
                       retry_failed, window=transfer.get("window"), chance=transfer.get("chance"))
         result.notes[:0] = transfer_notes(transfer)
