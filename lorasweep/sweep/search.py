@@ -25,6 +25,9 @@ and a promotion costs only the steps it adds.
    which tells apart runs that all sit at chance (:func:`ranked`).
 3. The answer is the best full-budget point (with several seeds, their mean).
 
+The transfer search (:mod:`.transfer`) runs the same plan with a *window*: rung 0 starts from a
+few lattice points around a predicted LR instead of every grid point (see :func:`plan`).
+
 With the study's 10-point half-decade grid (1e-5..3e-1), one seed and the defaults (budget 0.4,
 :math:`r_0` = 0.3) this is 10 points at 0.3, the best 2 resumed to 0.6, the best resumed to 1:
 :math:`3 + 0.6 + 0.4 = 4` full trials, 40% of the grid.
@@ -299,7 +302,9 @@ def plan(lrs: list[float], seeds: list[int], observations: list[Observation],
     When every point of the window scores within ``tie`` of the others and of ``chance`` (the
     flat region, where nothing tells the LRs apart), or when the walk from its edge reaches
     ``transfer_budget`` still at an edge, rung 0 widens to every other grid point (in step with
-    the window's first point), and the budget to ``budget``: a wrong prior costs steps.
+    the window's first point), and the budget to ``budget``: a wrong prior costs steps. A best
+    probe with an unprobed lattice neighbour (past an end, or a gap of the widened window) has
+    that neighbour probed too, within the budget.
     """
     opts = parse_options(options)
     points, first, last = lattice(lrs, opts["extend"])
@@ -370,10 +375,13 @@ def plan(lrs: list[float], seeds: list[int], observations: list[Observation],
                          "widened to every other grid point")
             continue
         best = ranked(scores, opts["tie"])[0]
-        outward = -1 if best == min(probed) else 1 if best == max(probed) else 0
-        side = "lower" if outward < 0 else "upper"
-        if outward == 0 or not 0 <= best + outward < len(points):
+        # a lattice neighbour of the best probe not probed yet: past an end of the probed range
+        # (the edge extension), or a gap a widened window left (every other grid point)
+        beside = [j for j in (best - 1, best + 1) if 0 <= j < len(points) and j not in probed]
+        if not beside:
             break
+        step = beside[0]
+        side, edge = ("lower" if step < best else "upper"), not min(probed) < step < max(probed)
         if _keep(len(probed) + 1, len(seeds), fidelities, cap) is None and not widened:
             probed, cap, widened = _widen(probed, first, last), max(cap, opts["budget"] * grid), True
             notes.append(f"the walk from the window (lr={shown}) reached the step budget still at "
@@ -381,11 +389,13 @@ def plan(lrs: list[float], seeds: list[int], observations: list[Observation],
             continue
         if _keep(len(probed) + 1, len(seeds), fidelities, cap) is None:
             notes.append(f"best probe at the grid's {side} edge (lr={points[best]:.3g}): the step "
-                         "budget allows no probe past it")
+                         "budget allows no probe past it" if edge else
+                         f"the step budget allows no probe beside the best (lr={points[best]:.3g})")
             break
-        probed.append(best + outward)
-        notes.append(f"best probe at the {side} edge: extended the search to "
-                     f"lr={points[best + outward]:.3g}")
+        probed.append(step)
+        notes.append(f"best probe at the {side} edge: extended the search to lr={points[step]:.3g}"
+                     if edge else f"probed lr={points[step]:.3g} beside the best probe "
+                     f"(lr={points[best]:.3g}), between the widened window's points")
     values = [value for value, _ in scores.values() if value > worst]
     if len(values) >= 2 and max(values) - min(values) <= opts["tie"]:
         notes.append(f"every probe at fidelity {fidelities[0]:g} scored within {opts['tie']:g} of "
