@@ -27,7 +27,7 @@ from .spec import SweepError, sweep_tasks, train_for
 from .states import STOPPED_ATTR, by_point, count_states, failures
 from .store import STORE_VERSION, STORE_VERSION_ATTR
 from .template import TEMPLATE_ATTR, trial_template
-from .transfer import REFERENCE, REFERENCE_ATTR
+from .transfer import REFERENCE, REFERENCE_ATTR, reference_of
 
 __all__ = [
     "NOT_RETRIED",
@@ -229,8 +229,6 @@ def _transfer_pairs(spec: SweepSpec, storage: Any, existing: set[str],
     """The transfer search's studies, LoRA's first on each task, and each task's reference:
     this sweep's LoRA study, unless it has none yet and another sweep of the store tuned LoRA on
     the same task, model and training settings (then reused: this sweep's LoRA does not run)."""
-    from .transfer import reference_of
-
     references, out = {}, []
     for task in sweep_tasks(spec):
         lora = next((v for v in spec.variants if v.key == REFERENCE), None)
