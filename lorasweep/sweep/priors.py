@@ -20,7 +20,8 @@ from ..published import table_shifts
 from .search import PLANNED
 from .template import trial_template
 
-__all__ = ["Prior", "TunedStudy", "priors", "store_priors", "store_shifts", "tuned_studies"]
+__all__ = ["Prior", "TunedStudy", "priors", "store_priors", "store_shifts", "tuned_studies",
+           "tuned_study"]
 
 REFERENCE = "lora"
 
@@ -85,22 +86,27 @@ def tuned_studies(storage: Any) -> list[TunedStudy]:
 
     out = []
     for frozen in storage.get_all_studies():
-        attrs = frozen.user_attrs
-        if "variant" not in attrs or "task" not in attrs:
+        if "variant" not in frozen.user_attrs or "task" not in frozen.user_attrs:
             continue  # not a lorasweep study
         trials = storage.get_all_trials(frozen._study_id, deepcopy=False,
                                         states=(TrialState.COMPLETE,))
-        best = _best_lr(attrs, trials)
-        if best is None:
-            continue
-        worst = float(attrs.get("worst_score", 0.0))
-        above = [t.value for t in trials if t.value is not None and t.value > worst]
-        out.append(TunedStudy(frozen.study_name, attrs.get("sweep", ""), attrs["task"],
-                              attrs.get("model", ""), attrs["variant"],
-                              attrs.get("variant_tag", attrs["variant"]),
-                              trial_template(attrs).get("train") or {}, float(best),
-                              min(above) if above else None))
+        found = tuned_study(frozen.study_name, frozen.user_attrs, trials)
+        if found is not None:
+            out.append(found)
     return out
+
+
+def tuned_study(name: str, attrs: dict[str, Any], trials: list[Any]) -> TunedStudy | None:
+    """The study ``name`` (its user attributes and complete trials) if its best LR is known."""
+    best = _best_lr(attrs, trials)
+    if best is None:
+        return None
+    worst = float(attrs.get("worst_score", 0.0))
+    above = [t.value for t in trials if t.value is not None and t.value > worst]
+    return TunedStudy(name, attrs.get("sweep", ""), attrs["task"], attrs.get("model", ""),
+                      attrs["variant"], attrs.get("variant_tag", attrs["variant"]),
+                      trial_template(attrs).get("train") or {}, float(best),
+                      min(above) if above else None)
 
 
 def store_shifts(tuned: list[TunedStudy], exclude_sweep: str | None = None

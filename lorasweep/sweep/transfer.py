@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .priors import REFERENCE, priors, tuned_studies
+from .priors import REFERENCE, priors, tuned_studies, tuned_study
 from .search import window_around
 from .states import STOPPED_ATTR
 
@@ -46,6 +46,7 @@ def transfer_state(study: Any, storage: Any) -> dict[str, Any] | None:
     """The variant study's transfer settings (fixed at the first call that finds LoRA's best
     LR), or None while LoRA's search runs. ``window`` None: the full adaptive search."""
     import optuna
+    from optuna.trial import TrialState
 
     attrs = study.user_attrs
     if TRANSFER_ATTR in attrs:
@@ -54,12 +55,14 @@ def transfer_state(study: Any, storage: Any) -> dict[str, Any] | None:
     state: dict[str, Any] = {"reference": ref.get("study"), "reused": bool(ref.get("reused")),
                              "reference_lr": None, "chance": None, "prior": None,
                              "predicted_lr": None, "window": None}
-    reference = next((t for t in tuned_studies(storage) if t.name == ref.get("study")), None)
+    try:  # LoRA's study alone (each call while it runs: the whole store is read only once)
+        lora = optuna.load_study(study_name=ref.get("study"), storage=storage)
+    except KeyError:
+        lora = None
+    reference = None if lora is None else tuned_study(
+        lora.study_name, lora.user_attrs,
+        lora.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     if reference is None:
-        try:
-            lora = optuna.load_study(study_name=ref.get("study"), storage=storage)
-        except KeyError:
-            lora = None
         if lora is not None and not lora.user_attrs.get(STOPPED_ATTR) and not (
                 (lora.user_attrs.get("search_state") or {}).get("finished")):
             return None  # LoRA's search still runs: wait for it
