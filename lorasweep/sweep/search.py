@@ -65,8 +65,8 @@ from typing import Any
 from ..text import format_lr
 
 __all__ = ["DEFAULT_OPTIONS", "PLANNED", "Observation", "Plan", "Proposal", "SearchError",
-           "check_window", "grid_point", "lattice", "parse_options", "plan", "point_key", "ranked", "rungs",
-           "schedule", "window_around"]
+           "check_window", "grid_point", "lattice", "parse_options", "plan", "point_key",
+           "ranked", "rungs", "schedule", "window_around"]
 
 #: ``window`` and ``transfer_budget``: the transfer search's (:mod:`.transfer`): how many lattice
 #: points a variant's first rung probes around its predicted LR, and its step budget (a fraction
