@@ -1,6 +1,7 @@
-"""Grid vs adaptive search vs Optuna's TPE at the adaptive search's step budget, side by side.
+"""Grid vs adaptive vs transfer search vs Optuna's TPE at the adaptive search's budget, side by side.
 
     python benchmarks/bench_search.py                                   # the issue's full run
+    python benchmarks/bench_search.py --replay                          # the study's tables: seconds
     python benchmarks/bench_search.py --variants lora,adalora --reps 1  # what fits a busy machine
     python benchmarks/bench_search.py --store grids.db --grid-only      # grids once; later runs
     python benchmarks/bench_search.py --store grids.db                  # with --store reuse them
@@ -13,7 +14,18 @@ Rotten Tomatoes) at ``--steps`` per full trial over the fine grid ``--lrs`` (hal
 * adaptive: ``lorasweep run --search adaptive`` through the real store and worker loop (its
   steps: what its trials trained, a promotion counting only the steps past the rung it resumed);
 * TPE: Optuna's TPE sampler over log-LR in the grid's range, full-budget trials, as many as fit
-  in the adaptive search's steps of that repetition.
+  in the adaptive search's steps of that repetition;
+* transfer: ``lorasweep run --search transfer`` over all the variants at once (LoRA's adaptive
+  search first, its steps counted), in a store of its own per repetition, so that no other
+  sweep's LoRA is reused and the priors are the study's tables alone; a last line sums its steps
+  over every variant against all their grids.
+
+``--replay``: no training. The transfer search's own plan (:func:`lorasweep.sweep.search.plan`)
+on each of the study's four tables, leaving one out: the priors come from the other three, LoRA's
+best LR and every rung's score are read off the held-out table (the table has one score per LR,
+so every rung of a point reads that score). Per variant: hits (the chosen LR within 1 point of
+the table's best), regret (points below the best), steps (full trials / the table's grid), and
+how often the window extended or widened; the adaptive search's plan beside it.
 
 ``--synthetic`` runs the same three methods through the same store and worker loop on
 ``lorasweep.sweep.synthetic.SyntheticCurve`` instead of training (peaks: lora and dora 1e-3,
@@ -59,6 +71,9 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
                    help="skip TPE (its rows do not depend on the adaptive search's ranking)")
     p.add_argument("--grid-only", action="store_true",
                    help="only the grids (with --store: run them once, compare later)")
+    p.add_argument("--replay", action="store_true",
+                   help="only the leave-one-out replay on the study's four tables (seconds)")
+    p.add_argument("--no-transfer", action="store_true", help="skip the transfer search")
     p.add_argument("--store", type=Path, default=None,
                    help="a SQLite file kept between runs: its finished sweeps are reused (a grid "
                         "run once serves later runs); default: a temporary one")
@@ -76,7 +91,8 @@ def _curve(args):
     return SyntheticCurve(peaks=PEAKS)
 
 
-def _sweep(name: str, variant: str, args, seeds: list[int], search: str, storage: str, runs: str):
+def _sweep(name: str, variant: str | list[str], args, seeds: list[int], search: str, storage: str,
+           runs: str):
     from lorasweep.config import parse_floats
     from lorasweep.launch.run import check_spec, run_sweep
     from lorasweep.sweep.spec import build_spec
@@ -84,7 +100,8 @@ def _sweep(name: str, variant: str, args, seeds: list[int], search: str, storage
     from lorasweep.sweep.study import sync_sweep
     from lorasweep.sweep.worker import run_worker
 
-    data = {"name": name, "model": args.model, "task": "sentiment", "variants": [variant],
+    variants = [variant] if isinstance(variant, str) else variant
+    data = {"name": name, "model": args.model, "task": "sentiment", "variants": variants,
             "lrs": parse_floats(args.lrs), "seeds": seeds, "train": {"steps": args.steps,
                       "eval_every": args.eval_every if search == "grid" else 0},
             "storage": storage, "search": search, "runs_dir": runs,
@@ -96,16 +113,18 @@ def _sweep(name: str, variant: str, args, seeds: list[int], search: str, storage
     else:  # the real store and worker loop; the curve stands in for training
         syncs = sync_sweep(spec, open_storage(storage), storage)
         run_worker(storage, [s.study for s in syncs], trial_fn=curve, poll_s=0.05)
-    return _trials(spec)
+    if isinstance(variant, str):
+        return _trials(spec)
+    return {v.key: _trials(spec, v) for v in spec.variants}
 
 
-def _trials(spec) -> list[dict]:
+def _trials(spec, variant=None) -> list[dict]:
     import optuna
 
     from lorasweep.sweep.store import open_storage
     from lorasweep.sweep.study import study_name
 
-    study = optuna.load_study(study_name=study_name(spec, spec.variants[0]),
+    study = optuna.load_study(study_name=study_name(spec, variant or spec.variants[0]),
                               storage=open_storage(spec.storage, create=False))
     return [{"lr": t.params["lr"], "budget": t.user_attrs.get("budget", 1.0),
              "validation": t.user_attrs.get("validation_accuracy", t.value),
@@ -162,7 +181,12 @@ def _steps(trials: list[dict]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _args(argv)
-    rows = []
+    if args.replay:
+        rows = replay()
+        if args.json:
+            args.json.write_text(json.dumps(rows, indent=2))
+        return 0
+    rows, grids = [], {}
     with tempfile.TemporaryDirectory() as tmp:
         db = args.store.resolve() if args.store else Path(tmp) / "bench.db"
         storage, runs = f"sqlite:///{db}", f"{db.parent / db.stem}-runs"
@@ -170,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
             started = time.perf_counter()
             grid = _sweep(f"grid-{variant}", variant, args, [0], "grid", storage, runs)
             grid_steps, grid_pick = _steps(grid), _choose(grid)
+            grids[variant] = grid
             rows.append({"variant": variant, "method": "grid", "rep": 0, "steps": 1.0,
                          "lr": grid_pick["lr"], "test": grid_pick["test"], "gap": 0.0,
                          "seconds": time.perf_counter() - started})
@@ -196,9 +221,106 @@ def main(argv: list[str] | None = None) -> int:
                              "choice_gap": _choice_gap(grid, grid_pick, pick["lr"]),
                              "seconds": time.perf_counter() - started})
                 _print(rows[-1])
+        if not (args.no_transfer or args.grid_only):
+            for rep in range(args.first_rep, args.reps):
+                rows += _transfer_rows(args, rep, grids, db, runs)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
     return 0
+
+
+def _transfer_rows(args, rep: int, grids: dict[str, list[dict]], db: Path, runs: str) -> list[dict]:
+    """One transfer sweep of every variant (LoRA first), in a store of its own."""
+    variants = args.variants.split(",")
+    if "lora" not in variants:
+        variants = ["lora", *variants]
+    started = time.perf_counter()
+    store = f"sqlite:///{db.parent / f'{db.stem}-transfer-{rep}.db'}"
+    found = _sweep(f"transfer-{rep}", variants, args, [rep], "transfer", store, runs)
+    seconds, rows, used, total = time.perf_counter() - started, [], 0, 0
+    for variant, trials in found.items():
+        grid = grids.get(variant)
+        pick, steps = _choose(trials), _steps(trials)
+        used += steps
+        if grid is None:  # LoRA added as the reference without a grid of its own
+            continue
+        grid_pick = _choose(grid)
+        total += _steps(grid)
+        rows.append({"variant": variant, "method": "transfer", "rep": rep,
+                     "steps": steps / _steps(grid), "lr": pick["lr"], "test": pick["test"],
+                     "gap": grid_pick["test"] - pick["test"],
+                     "choice_gap": _choice_gap(grid, grid_pick, pick["lr"]), "seconds": seconds})
+        _print(rows[-1])
+    gaps = [r["choice_gap"] for r in rows]
+    hits = sum(g is not None and g <= 0.01 for g in gaps)
+    print(f"transfer rep {rep}: {used} steps for {len(found)} variants, LoRA's search included = "
+          f"{used / total:.2f} of their grids' {total}; choice within 1 pt in {hits}/{len(rows)}",
+          flush=True)
+    return rows
+
+
+def replay() -> list[dict]:
+    """The leave-one-out replay on the study's tables (see the module docstring)."""
+    from collections import defaultdict
+
+    from lorasweep.published import FAMILIES, load
+    from lorasweep.sweep.priors import priors
+    from lorasweep.sweep.search import window_around
+
+    options = {"extend": 0}
+    rows = []
+    for family in FAMILIES:
+        table = load(family)
+        held_out = priors(exclude_families=(family,))
+        lora_curve = dict(table.curves["lora"])
+        lora_lr, chance = table.best_lr("lora"), min(lora_curve.values()) / 100
+        for variant, curve in sorted(table.curves.items()):
+            if variant == "lora" or variant not in held_out:
+                continue
+            scores, best = dict(curve), max(s for _, s in curve)
+            lrs = sorted(scores)
+            predicted = lora_lr * held_out[variant].factor
+            window = window_around(lrs, predicted, options)
+            for method, win in (("transfer", window), ("adaptive", None)):
+                result = _replay_plan(lrs, scores, options, win, chance)
+                chosen = scores[min(scores, key=lambda lr: abs(math.log(lr / result.best_lr)))]
+                notes = " ".join(result.notes)
+                rows.append({"family": family, "variant": variant, "method": method,
+                             "predicted": predicted, "chosen": result.best_lr,
+                             "best": table.best_lr(variant), "regret": best - chosen,
+                             "hit": best - chosen <= 1.0, "steps": result.spent / result.grid,
+                             "extended": "extended the search" in notes,
+                             "widened": "widened" in notes})
+    by: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for r in rows:
+        by[(r["variant"], r["method"])].append(r)
+    print(f"{'variant':<10} {'method':<9} hits  regret(pt) mean/max  steps/grid  extended  widened")
+    for (variant, method), rs in sorted(by.items()):
+        print(f"{variant:<10} {method:<9} {sum(r['hit'] for r in rs)}/{len(rs)}   "
+              f"{sum(r['regret'] for r in rs) / len(rs):5.2f} / {max(r['regret'] for r in rs):5.2f}"
+              f"     {sum(r['steps'] for r in rs) / len(rs):.2f}        "
+              f"{sum(r['extended'] for r in rs)}         {sum(r['widened'] for r in rs)}")
+    for method in ("transfer", "adaptive"):
+        rs = [r for r in rows if r["method"] == method]
+        print(f"all        {method:<9} {sum(r['hit'] for r in rs)}/{len(rs)}   "
+              f"{sum(r['regret'] for r in rs) / len(rs):5.2f} / {max(r['regret'] for r in rs):5.2f}"
+              f"     {sum(r['steps'] for r in rs) / len(rs):.2f}        "
+              f"{sum(r['extended'] for r in rs)}         {sum(r['widened'] for r in rs)}")
+    return rows
+
+
+def _replay_plan(lrs, scores, options, window, chance):
+    """Run the plan to its end, every proposal answered by the table's score at its LR."""
+    from lorasweep.sweep.search import Observation, plan
+
+    by_lr = {float(f"{lr:.6g}"): score for lr, score in scores.items()}
+    observations: list = []
+    while True:
+        result = plan(lrs, [0], observations, options, window=window, chance=chance)
+        if result.finished:
+            return result
+        observations += [Observation(p.lr, p.seed, p.budget, "complete", by_lr[p.lr] / 100)
+                         for p in result.proposals]
 
 
 def _choice_gap(grid: list[dict], grid_pick: dict, lr: float) -> float | None:

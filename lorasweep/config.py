@@ -45,8 +45,9 @@ __all__ = [
 
 #: Optuna pruners a sweep may use; ``none`` (the default): every grid point runs to the end.
 PRUNERS = ("none", "median", "successive-halving")
-#: grid: every (lr, seed); adaptive: successive halving over the grid's LRs (sweep/search.py).
-SEARCHES = ("grid", "adaptive")
+#: grid: every (lr, seed); adaptive: successive halving over the grid's LRs (sweep/search.py);
+#: transfer: LoRA's adaptive search, then each variant's around LoRA's LR x its prior shift.
+SEARCHES = ("grid", "adaptive", "transfer")
 #: What a sweep uses when neither it nor its task says otherwise (``Task`` reads these too).
 DEFAULT_VARIANT = "lora"
 DEFAULT_SEARCH = SEARCHES[0]
@@ -195,7 +196,7 @@ class SweepSpec:
         if not self.variants:
             raise ConfigError("no variant given: pass e.g. --variant lora,dora")
         if self.search not in SEARCHES:
-            raise ConfigError(f"unknown search {self.search!r}: choose grid or adaptive (--search)")
+            raise ConfigError(f"unknown search {self.search!r}: choose grid, adaptive or transfer (--search)")
         if self.pruner not in PRUNERS:
             raise ConfigError(f"unknown pruner {self.pruner!r}: choose {', '.join(PRUNERS)}")
         if self.workers <= 0:

@@ -14,17 +14,32 @@ import typer
 
 from . import run as _run  # noqa: F401  (each command module registers its commands, in order)
 from . import store as _store  # noqa: F401
-from ._app import JsonOpt, app, console, err_console, fail, listing
+from ._app import JsonOpt, StorageOpt, app, console, err_console, fail, listing, user_errors
 
 __all__ = ["app", "main"]
 
 
 @app.command()
-def variants(as_json: JsonOpt = False) -> None:
-    """List the variants: key, taxonomy axis, one-line summary, the study's settings."""
+def variants(storage: StorageOpt = None, as_json: JsonOpt = False) -> None:
+    """List the variants: key, taxonomy axis, one-line summary, the study's settings, and the
+    prior shift of its best LR against LoRA's (the study's tables and the store's sweeps: what
+    --search transfer starts from)."""
+    from ..sweep.priors import store_priors
+    from ..sweep.store import storage_errors
     from ..variants import list_variants
 
-    listing(list_variants(), ("key", "axis", "summary", "study_settings"), as_json)
+    try:
+        with storage_errors(storage):
+            known = store_priors(storage)
+    except user_errors() as err:
+        fail(str(err))
+    entries = list_variants()
+    for e in entries:
+        prior = known.get(e["key"])
+        e["prior"] = prior.to_dict() if prior else None
+        e["prior_shift"] = ("reference" if e["key"] == "lora" else prior.text() if prior
+                            else "none (full adaptive search)")
+    listing(entries, ("key", "axis", "summary", "study_settings", "prior_shift"), as_json)
 
 
 @app.command()

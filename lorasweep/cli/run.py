@@ -38,7 +38,7 @@ def run(
     alpha: Annotated[float | None, typer.Option("--alpha", show_default=f"{_SPEC.variants[0].alpha:g}", help="Adapter alpha (scale alpha/r).")] = None,
     sweep: Annotated[str | None, typer.Option("--sweep", show_default=_SPEC.name, help="Sweep name: a sweep keeps one training budget, so a new budget needs a new name.")] = None,
     storage: StorageOpt = None,
-    search: Annotated[str | None, typer.Option("--search", show_default=f"the task's; {_TASK.default_search} for {_SPEC.task}; grid with --lrs", help="grid (every learning rate) or adaptive (successive halving on resumed runs: every learning rate to 30% of its schedule, the best resumed to the end; at most 40% of the grid's steps by default).")] = None,
+    search: Annotated[str | None, typer.Option("--search", show_default=f"the task's; {_TASK.default_search} for {_SPEC.task}; grid with --lrs", help="grid (every learning rate), adaptive (successive halving on resumed runs: every learning rate to 30% of its schedule, the best resumed to the end; at most 40% of the grid's steps by default) or transfer (LoRA's adaptive search first, then each variant's first rung only around LoRA's best LR times its prior shift: see `lorasweep variants`; 25% of the grid's steps per variant by default).")] = None,
     launcher: Annotated[str | None, typer.Option("--launcher", show_default="local with 2 workers on 2+ CPU cores, one worker per GPU on 2+ GPUs, else inline", help="inline (this process), local (worker processes) or slurm (a job array); options via --set launcher.X=V.")] = None,
     workers: Annotated[int | None, typer.Option("--workers", show_default="see --launcher; 1 with a launcher given alone", help="Worker processes (local) or array tasks (slurm).")] = None,
     pruner: Annotated[str | None, typer.Option("--pruner", show_default=_SPEC.pruner, help="none (every grid point runs to the end), median or successive-halving.")] = None,
@@ -104,7 +104,7 @@ def _run(spec: Any, detach: bool = False) -> None:
     from ..text import plain, plural
 
     variants = ", ".join(v.tag for v in spec.variants)
-    how = "adaptive search over " if spec.search == "adaptive" else ""
+    how = f"{spec.search} search over " if spec.search != "grid" else ""
     err_console.print(
         "[bold]sweep[/] " + plain(f"{spec.name}: {spec.task} on {spec.model}; {variants}; "
                                   f"{how}{plural(len(spec.lrs), 'learning rate')} ({format_lrs(spec.lrs)})"

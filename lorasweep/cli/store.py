@@ -26,11 +26,13 @@ def report(
 ) -> None:
     """Collate the studies into a learning-rate sensitivity report (read-only on the store)."""
     from ..report import collect_rows, render_terminal, summarise, write_report
+    from ..report.transfer import transfer_rows, transfer_table
     from ..sweep.store import storage_errors
 
     try:
         with storage_errors(storage):
             rows = collect_rows(storage, sweep)
+            transfer = transfer_rows(storage, sweep)
     except user_errors() as err:
         fail(str(err))
     if not rows:
@@ -40,7 +42,9 @@ def report(
         _print_reference(summaries)
         return
     render_terminal(summaries, console, rows)
-    paths = write_report(summaries, rows, out, tolerance)
+    if transfer:
+        console.print(transfer_table(transfer))
+    paths = write_report(summaries, rows, out, tolerance, transfer)
     console.print(escape("wrote " + ", ".join(str(p) for p in paths.values())), highlight=False,
                   soft_wrap=True)
     main_file = paths.get("report.html") or paths["report.md"]

@@ -1,10 +1,5 @@
-"""The study's published learning-rate curves, shipped as package data, beside a sweep's own.
-
-``study/*.csv`` (one row per variant and learning rate, scores in percent as printed; the first
-line says what the score is) come from "A Unified Study of LoRA Variants": GSM8K and HumanEval on
-Llama-3.1-8B, the GLUE average on RoBERTa-base and the image average on CLIP ViT-B/16, all r=8.
-A sweep's task belongs to a family when its key is the family's (``gsm8k``, ``humaneval``) or
-starts with it (``glue-*``, ``ic-*`` and their group averages).
+"""The study's published learning-rate curves beside a sweep's own (the data and its loader:
+:mod:`lorasweep.published`).
 
 The comparison a user reads at a glance is the *shift* of each variant's best learning rate
 against LoRA's, :math:`\\rho = \\eta^\\star_{variant} / \\eta^\\star_{LoRA}`, in the study and here
@@ -13,59 +8,13 @@ against LoRA's, :math:`\\rho = \\eta^\\star_{variant} / \\eta^\\star_{LoRA}`, in
 
 from __future__ import annotations
 
-import csv
-import dataclasses
-import functools
 import math
-from importlib import resources
 from typing import Any
 
+from ..published import FAMILIES, StudyCurves, family_of, study_curves
 from .select import VariantSummary
 
-__all__ = ["FAMILIES", "StudyCurves", "compare", "study_curves"]
-
-#: Task-key prefix -> the study's CSV for that family.
-FAMILIES = {
-    "glue": "glue_avg_roberta-base_r8.csv",
-    "ic": "ic_avg_clip-vit-b16_r8.csv",
-    "gsm8k": "gsm8k_llama3.1-8b_r8.csv",
-    "humaneval": "humaneval_llama3.1-8b_r8.csv",
-}
-
-
-@dataclasses.dataclass(frozen=True)
-class StudyCurves:
-    family: str
-    caption: str  # what the score is, and the study's setting
-    curves: dict[str, list[tuple[float, float]]]  # variant key -> [(lr, score %)], lr ascending
-
-    def best_lr(self, variant: str) -> float | None:
-        curve = self.curves.get(variant)
-        return max(curve, key=lambda p: p[1])[0] if curve else None
-
-
-def family_of(task: str) -> str | None:
-    for family in FAMILIES:
-        if task == family or task.startswith((family + "-", family + " ")):
-            return family
-    return None
-
-
-@functools.cache
-def _load(family: str) -> StudyCurves:
-    text = resources.files(__package__).joinpath("study", FAMILIES[family]).read_text()
-    lines = text.splitlines()
-    caption = lines[0].lstrip("# ").strip() if lines and lines[0].startswith("#") else family
-    curves: dict[str, list[tuple[float, float]]] = {}
-    for row in csv.DictReader(line for line in lines if not line.startswith("#")):
-        curves.setdefault(row["variant"], []).append((float(row["lr"]), float(row["score"])))
-    return StudyCurves(family, caption, {k: sorted(v) for k, v in curves.items()})
-
-
-def study_curves(task: str) -> StudyCurves | None:
-    """The study's curves for ``task``'s family, or None when the study has none."""
-    family = family_of(task)
-    return _load(family) if family else None
+__all__ = ["FAMILIES", "StudyCurves", "compare", "family_of", "study_curves"]
 
 
 def compare(summaries: list[VariantSummary]) -> list[dict[str, Any]]:

@@ -86,10 +86,13 @@ def results_payload(summaries: list[VariantSummary], rows: list[dict[str, Any]],
 
 
 def write_report(summaries: list[VariantSummary], rows: list[dict[str, Any]], out_dir: str | Path,
-                 tolerance: float = 0.01) -> dict[str, Path]:
-    """report.md, report.html, results.csv, results.json and (with results) curves.png."""
+                 tolerance: float = 0.01, transfer: list[dict[str, Any]] | None = None
+                 ) -> dict[str, Path]:
+    """report.md, report.html, results.csv, results.json and (with results) curves.png;
+    ``transfer``: :func:`.transfer.transfer_rows`, a section of report.md."""
     from .html import write_html
     from .markdown import markdown
+    from .transfer import transfer_markdown
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -101,7 +104,8 @@ def write_report(summaries: list[VariantSummary], rows: list[dict[str, Any]], ou
         paths.pop("curves.png")
         (out / "curves.png").unlink(missing_ok=True)  # never leave an older sweep's plot
     paths["report.md"].write_text(markdown(summaries, rows, tolerance,
-                                           image="curves.png" if summaries else None))
+                                           image="curves.png" if summaries else None)
+                                  + transfer_markdown(transfer or []))
     write_html(summaries, rows, paths["report.html"], tolerance)
     fields = [k for k in rows[0] if k not in _BULKY] if rows else ["study"]
     with paths["results.csv"].open("w", newline="") as handle:

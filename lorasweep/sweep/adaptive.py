@@ -15,8 +15,9 @@ from typing import Any
 
 from ..train.checkpoint import delete_checkpoint
 from .lock import study_lock
-from .search import Observation, Plan, plan
+from .search import Observation, Plan, plan, window_around
 from .states import counted, failures, live_points
+from .transfer import REFERENCE, transfer_notes, transfer_state
 
 __all__ = ["ProposeResult", "observations", "propose"]
 
@@ -57,8 +58,18 @@ def propose(study: Any, storage: Any, storage_url: str, retry_failed: int = 1) -
     with study_lock(storage, storage_url, study.study_name):
         trials = study.get_trials(deepcopy=False)
         obs = observations(study)
+        transfer = (transfer_state(study, storage)
+                    if attrs.get("search") == "transfer" and attrs.get("variant") != REFERENCE
+                    else {})
+        if transfer is None:  # LoRA's search (the reference) is not finished: wait
+            lrs = attrs["lrs"]  # the trials a window's rungs will run, for the progress
+            ahead = plan(lrs, attrs["seeds"], [], attrs.get("search_options"), worst,
+                         window=window_around(lrs, lrs[0], attrs.get("search_options")))
+            return ProposeResult(Plan([], False, None, 0.0, ahead.cap, ahead.grid,
+                                      ["waiting for LoRA's best learning rate"], ahead.trials), 0)
         result = plan(attrs["lrs"], attrs["seeds"], obs, attrs.get("search_options"), worst,
-                      retry_failed)
+                      retry_failed, window=transfer.get("window"), chance=transfer.get("chance"))
+        result.notes[:0] = transfer_notes(transfer)
         live, failed = live_points(trials), failures(trials)
         enqueued = 0
         for p in result.proposals:

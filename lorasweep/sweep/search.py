@@ -25,6 +25,9 @@ and a promotion costs only the steps it adds.
    which tells apart runs that all sit at chance (:func:`ranked`).
 3. The answer is the best full-budget point (with several seeds, their mean).
 
+The transfer search (:mod:`.transfer`) runs the same plan with a *window*: rung 0 starts from a
+few lattice points around a predicted LR instead of every grid point (see :func:`plan`).
+
 With the study's 10-point half-decade grid (1e-5..3e-1), one seed and the defaults (budget 0.4,
 :math:`r_0` = 0.3) this is 10 points at 0.3, the best 2 resumed to 0.6, the best resumed to 1:
 :math:`3 + 0.6 + 0.4 = 4` full trials, 40% of the grid.
@@ -61,10 +64,17 @@ from typing import Any
 
 from ..text import format_lr
 
-__all__ = ["DEFAULT_OPTIONS", "Observation", "Plan", "Proposal", "SearchError", "grid_point",
-           "lattice", "parse_options", "plan", "point_key", "ranked", "rungs", "schedule"]
+__all__ = ["DEFAULT_OPTIONS", "PLANNED", "Observation", "Plan", "Proposal", "SearchError",
+           "check_window", "grid_point", "lattice", "parse_options", "plan", "point_key",
+           "ranked", "rungs", "schedule", "window_around"]
 
-DEFAULT_OPTIONS: dict[str, Any] = {"budget": 0.4, "probe_fidelity": 0.3, "extend": 2, "tie": 0.05}
+#: ``window`` and ``transfer_budget``: the transfer search's (:mod:`.transfer`): how many lattice
+#: points a variant's first rung probes around its predicted LR, and its step budget (a fraction
+#: of the grid's, its edge extensions included; a widened window may spend up to ``budget``).
+DEFAULT_OPTIONS: dict[str, Any] = {"budget": 0.4, "probe_fidelity": 0.3, "extend": 2, "tie": 0.05,
+                                   "window": 3, "transfer_budget": 0.25}
+#: The searches whose trials a plan proposes (a grid enqueues every point at once).
+PLANNED = ("adaptive", "transfer")
 _MAX_LR = 1.0
 
 
@@ -78,12 +88,16 @@ def parse_options(options: dict[str, Any] | None) -> dict[str, Any]:
     if unknown:
         raise SearchError(f"unknown search option {unknown[0]!r}: known are "
                           f"{', '.join(sorted(DEFAULT_OPTIONS))} (e.g. --set search.budget=0.4)")
-    for name in ("budget", "probe_fidelity"):
+    for name in ("budget", "probe_fidelity", "transfer_budget"):
         value = opts[name]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
             raise SearchError(f"search.{name} must be a number in (0, 1], got {value!r}")
     if isinstance(opts["extend"], bool) or not isinstance(opts["extend"], int) or opts["extend"] < 0:
         raise SearchError(f"search.extend must be an integer >= 0, got {opts['extend']!r}")
+    window = opts["window"]
+    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+        raise SearchError(f"search.window must be an integer >= 1, got {window!r} "
+                          "(e.g. --set search.window=3)")
     tie = opts["tie"]
     if isinstance(tie, bool) or not isinstance(tie, (int, float)) or not 0 <= tie < 1:
         raise SearchError(f"search.tie must be a number in [0, 1), got {tie!r} (e.g. --set search.tie=0.05)")
@@ -202,6 +216,44 @@ def schedule(points: int, seeds: int, options: dict[str, Any] | None = None) -> 
     return keep
 
 
+def check_window(points: int, options: dict[str, Any] | None = None) -> None:
+    """SearchError when ``transfer_budget`` (of a grid of ``points``) cannot pay for a window
+    probed at ``probe_fidelity`` and one of its points resumed to the full budget."""
+    opts = parse_options(options)
+    first, window = rungs(opts["probe_fidelity"])[0], opts["window"]
+    need = (window * first + 1 - first) / points
+    if opts["transfer_budget"] < need - 1e-9:
+        raise SearchError(
+            f"search.transfer_budget={opts['transfer_budget']:g} cannot pay for a window of "
+            f"{window} learning rates probed at search.probe_fidelity={opts['probe_fidelity']:g} "
+            f"and one resumed to the full budget over this {points}-point grid (that needs "
+            f"search.transfer_budget >= {math.ceil(need * 100) / 100:g}): raise it, or lower "
+            "search.window")
+
+
+def window_around(lrs: list[float], lr: float, options: dict[str, Any] | None = None) -> list[float]:
+    """The ``window`` lattice points nearest ``lr`` in log-LR (the lattice: the grid and its
+    ``extend`` points past each edge), as a run of neighbours; at an end of the lattice it
+    shifts inward."""
+    opts = parse_options(options)
+    points, _, _ = lattice(lrs, opts["extend"])
+    size = min(opts["window"], len(points))
+    near = min(range(len(points)), key=lambda i: (abs(math.log10(points[i] / lr)), i))
+    start = min(max(near - (size - 1) // 2, 0), len(points) - size)
+    return points[start:start + size]
+
+
+def _flat(values: list[float], chance: float | None, tie: float) -> bool:
+    """Every value within ``tie`` of the others and, where chance is known, of chance."""
+    return (max(values) - min(values) <= tie
+            and (chance is None or max(values) <= chance + tie))
+
+
+def _widen(probed: list[int], first: int, last: int) -> list[int]:
+    """``probed`` and every other grid point, in step with the first probed point."""
+    return sorted(set(probed) | {i for i in range(first, last + 1) if (i - probed[0]) % 2 == 0})
+
+
 def _score(obs: list[Observation], worst: float) -> tuple[float, float] | None:
     """(mean value, -mean loss) over seeds when every one is done; None while any is pending."""
     if not obs or any(o.state == "pending" for o in obs):
@@ -238,18 +290,28 @@ def ranked(scores: dict[int, tuple[float, float]], tie: float) -> list[int]:
 
 def plan(lrs: list[float], seeds: list[int], observations: list[Observation],
          options: dict[str, Any] | None = None, worst: float = 0.0,
-         retry_failed: int = 1) -> Plan:
+         retry_failed: int = 1, window: list[float] | None = None,
+         chance: float | None = None) -> Plan:
     """The next proposals given the trials so far (a pure function; see the module docstring).
 
     ``retry_failed``: a point whose trials all failed is proposed again while it has failed fewer
     than this many times; past that it counts as the worst score.
+
+    ``window`` (the transfer search): rung 0 probes only these lattice points, within
+    ``transfer_budget``; the edge extension walks outward from them as from the grid's edges.
+    When every point of the window scores within ``tie`` of the others and of ``chance`` (the
+    flat region, where nothing tells the LRs apart), or when the walk from its edge reaches
+    ``transfer_budget`` still at an edge, rung 0 widens to every other grid point (in step with
+    the window's first point), and the budget to ``budget``: a wrong prior costs steps. A best
+    probe with an unprobed lattice neighbour (past an end, or a gap of the widened window) has
+    that neighbour probed too, within the budget.
     """
     opts = parse_options(options)
     points, first, last = lattice(lrs, opts["extend"])
     index = {lr: i for i, lr in enumerate(points)}
     fidelities, seeds = rungs(opts["probe_fidelity"]), list(seeds)
     grid = float((last - first + 1) * len(seeds))
-    cap = opts["budget"] * grid
+    cap = (opts["budget"] if window is None else opts["transfer_budget"]) * grid
     by_point: dict[tuple[int, float], list[Observation]] = defaultdict(list)
     failures: dict[tuple[int, int, float], int] = defaultdict(int)
     for o in observations:
@@ -297,24 +359,43 @@ def plan(lrs: list[float], seeds: list[int], observations: list[Observation],
     def unfinished() -> Plan:
         return Plan(proposals, False, None, spent(), cap, grid, notes, trials(len(probed)))
 
-    # Rung 0: every grid point, extended outward while the best point is an end of the range.
-    probed = list(range(first, last + 1))
+    # Rung 0: every grid point (or the window), extended outward while the best point is an end
+    # of the range; a flat window widens first.
+    probed = (list(range(first, last + 1)) if window is None
+              else sorted({index[_round(lr)] for lr in window if _round(lr) in index}))
+    widened = window is None
     while True:
         scores = scored(probed, 0)
         if len(scores) < len(probed):
             return unfinished()
+        shown = ", ".join(f"{lr:.3g}" for lr in window or [])
+        if not widened and _flat([v for v, _ in scores.values()], chance, opts["tie"]):
+            probed, cap, widened = _widen(probed, first, last), max(cap, opts["budget"] * grid), True
+            notes.append(f"the window (lr={shown}) was flat at fidelity {fidelities[0]:g}: "
+                         "widened to every other grid point")
+            continue
         best = ranked(scores, opts["tie"])[0]
-        outward = -1 if best == min(probed) else 1 if best == max(probed) else 0
-        side = "lower" if outward < 0 else "upper"
-        if outward == 0 or not 0 <= best + outward < len(points):
+        # a lattice neighbour of the best probe not probed yet: past an end of the probed range
+        # (the edge extension), or a gap a widened window left (every other grid point)
+        beside = [j for j in (best - 1, best + 1) if 0 <= j < len(points) and j not in probed]
+        if not beside:
             break
+        step = beside[0]
+        side, edge = ("lower" if step < best else "upper"), not min(probed) < step < max(probed)
+        if _keep(len(probed) + 1, len(seeds), fidelities, cap) is None and not widened:
+            probed, cap, widened = _widen(probed, first, last), max(cap, opts["budget"] * grid), True
+            notes.append(f"the walk from the window (lr={shown}) reached the step budget still at "
+                         "its edge: widened to every other grid point")
+            continue
         if _keep(len(probed) + 1, len(seeds), fidelities, cap) is None:
             notes.append(f"best probe at the grid's {side} edge (lr={points[best]:.3g}): the step "
-                         "budget allows no probe past it")
+                         "budget allows no probe past it" if edge else
+                         f"the step budget allows no probe beside the best (lr={points[best]:.3g})")
             break
-        probed.append(best + outward)
-        notes.append(f"best probe at the {side} edge: extended the search to "
-                     f"lr={points[best + outward]:.3g}")
+        probed.append(step)
+        notes.append(f"best probe at the {side} edge: extended the search to lr={points[step]:.3g}"
+                     if edge else f"probed lr={points[step]:.3g} beside the best probe "
+                     f"(lr={points[best]:.3g}), between the widened window's points")
     values = [value for value, _ in scores.values() if value > worst]
     if len(values) >= 2 and max(values) - min(values) <= opts["tie"]:
         notes.append(f"every probe at fidelity {fidelities[0]:g} scored within {opts['tie']:g} of "

@@ -110,13 +110,15 @@ def check_registries(spec: SweepSpec) -> SweepSpec:
     """Names and options of a ``spec`` whose own values are valid, against the registries."""
     from ..tasks import TaskError, expand_tasks, get_task
     from ..train.model import ModelError, ModelOptions, check_model
-    from .search import SearchError, lattice, parse_options, schedule
+    from .search import SearchError, check_window, lattice, parse_options, schedule
     from .store import StorageError, check_storage
 
     try:
         parse_options(spec.search_options)
-        if spec.search == "adaptive":  # its budget must pay for its rungs over this grid
+        if spec.search in ("adaptive", "transfer"):  # its budget must pay for its rungs
             schedule(len(lattice(spec.lrs, 0)[0]), len(spec.seeds), spec.search_options)
+        if spec.search == "transfer":  # and a variant's window, within its own budget
+            check_window(len(lattice(spec.lrs, 0)[0]), spec.search_options)
         check_storage(spec.storage)  # a bad URL, path or store file stops here
         for task in expand_tasks(spec.task):
             checked = get_task(task, **spec.task_options)

@@ -12,8 +12,10 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["STATES", "by_point", "count_states", "counted", "failures", "live_points"]
+__all__ = ["STATES", "STOPPED_ATTR", "by_point", "count_states", "counted", "failures", "live_points"]
 
+#: A study's user attribute: why a worker stopped it (its first trials failed alike), or None.
+STOPPED_ATTR = "stopped"
 #: The states :func:`count_states` counts, as lorasweep names them.
 STATES = ("waiting", "running", "complete", "failed", "pruned")
 _NAMES = {"WAITING": "waiting", "RUNNING": "running", "COMPLETE": "complete", "PRUNED": "pruned",

@@ -22,13 +22,12 @@ from .. import __version__
 from ..config import SweepSpec, TrialSpec, VariantSpec
 from .heartbeat import LOST_REASON, fail_stale
 from .lock import study_lock
-from .search import grid_point
+from .search import PLANNED, grid_point
 from .spec import SweepError, sweep_tasks, train_for
-from .states import by_point, count_states, failures
+from .states import STOPPED_ATTR, by_point, count_states, failures
 from .store import STORE_VERSION, STORE_VERSION_ATTR
-
-#: A study's user attribute: why a worker stopped it (its first trials failed alike), or None.
-STOPPED_ATTR = "stopped"
+from .template import TEMPLATE_ATTR, trial_template
+from .transfer import REFERENCE, REFERENCE_ATTR, reference_of
 
 __all__ = [
     "NOT_RETRIED",
@@ -51,19 +50,6 @@ __all__ = [
 _SEARCH_SPACE_KEYS = ("lr", "seed")
 #: Failures that say nothing about the trial itself: a new run enqueues them again at once.
 NOT_RETRIED = ("interrupted", "cancelled")
-#: The study attribute that holds what its trials share: :meth:`TrialSpec.template`.
-TEMPLATE_ATTR = "trial_template"
-#: Store version 1 kept the template's fields as attributes of their own (template field -> key).
-_V1_TEMPLATE = {"sweep": "sweep", "model": "model", "task": "task", "task_options": "task_options",
-                "model_options": "model_options", "variant": "variant_spec", "train": "train"}
-
-
-def trial_template(attrs: dict[str, Any]) -> dict[str, Any]:
-    """The TrialSpec template of a study (its user attributes ``attrs``), for
-    :meth:`TrialSpec.from_dict`; a study written by store version 1 has it in separate keys."""
-    if TEMPLATE_ATTR in attrs:
-        return attrs[TEMPLATE_ATTR]
-    return {field: attrs[key] for field, key in _V1_TEMPLATE.items() if key in attrs}
 
 
 def _template(spec: SweepSpec, task: str, variant: VariantSpec) -> dict[str, Any]:
@@ -241,6 +227,30 @@ def _worst_score(task: str) -> float:
     return float(cls.worst_score) if cls is not None else 0.0
 
 
+def _transfer_pairs(spec: SweepSpec, storage: Any, existing: set[str],
+                    pairs: list[tuple[str, VariantSpec]]
+                    ) -> tuple[list[tuple[str, VariantSpec]], dict[str, dict[str, Any]]]:
+    """The transfer search's studies, LoRA's first on each task, and each task's reference:
+    this sweep's LoRA study, unless it has none yet and another sweep of the store tuned LoRA on
+    the same task, model and training settings (then reused: this sweep's LoRA does not run)."""
+    references, out = {}, []
+    for task in sweep_tasks(spec):
+        lora = next((v for v in spec.variants if v.key == REFERENCE), None)
+        own = study_name(spec, lora, task) if lora is not None else None
+        reused = None if own in existing else reference_of(
+            storage, spec.name, task, spec.model, _template(spec, task, VariantSpec())["train"])
+        if reused is None and lora is None:
+            raise SweepError(
+                f"--search transfer needs LoRA's best learning rate on {task}: add lora to "
+                "--variant (it is searched first), or sweep lora on this task and model with "
+                "the same training settings first")
+        references[task] = ({"study": reused[0], "reused": True} if reused
+                            else {"study": own, "reused": False})
+        here = [(t, v) for t, v in pairs if t == task and not (reused and v.key == REFERENCE)]
+        out += sorted(here, key=lambda p: p[1].key != REFERENCE)
+    return out, references
+
+
 def grid_state(spec: SweepSpec, storage: Any) -> list[GridSync]:
     """Where each study's grid stands, enqueueing nothing (lost trials are failed first, so
     ``running`` counts only trials whose worker is alive). An adaptive search's points are never
@@ -248,11 +258,15 @@ def grid_state(spec: SweepSpec, storage: Any) -> list[GridSync]:
     import optuna
 
     out = []
+    existing = set(optuna.get_all_study_names(storage))
     for task in sweep_tasks(spec):
         for variant in spec.variants:
-            study = optuna.load_study(study_name=study_name(spec, variant, task), storage=storage)
+            name = study_name(spec, variant, task)
+            if name not in existing and spec.search == "transfer":
+                continue  # a LoRA reused from another sweep
+            study = optuna.load_study(study_name=name, storage=storage)
             fail_stale(study, storage)
-            if spec.search == "adaptive":
+            if spec.search in PLANNED:
                 running = count_states(study.get_trials(deepcopy=False))["running"]
                 out.append(GridSync(study=study.study_name, variant=variant.tag, running=running))
             else:
@@ -276,6 +290,9 @@ def sync_sweep(spec: SweepSpec, storage: Any, storage_url: str | None = None) ->
 
     existing = set(optuna.get_all_study_names(storage))
     pairs = [(task, variant) for task in sweep_tasks(spec) for variant in spec.variants]
+    references: dict[str, dict[str, Any]] = {}
+    if spec.search == "transfer":
+        pairs, references = _transfer_pairs(spec, storage, existing, pairs)
     for task, variant in pairs:  # check every study before writing to any
         name = study_name(spec, variant, task)
         if name in existing:
@@ -306,13 +323,15 @@ def sync_sweep(spec: SweepSpec, storage: Any, storage_url: str | None = None) ->
             "max_retries": spec.max_retries,
             STOPPED_ATTR: None,  # a new run tries again a study an earlier run stopped
         }
+        if task in references and variant.key != REFERENCE:
+            attrs[REFERENCE_ATTR] = references[task]
         if "run_root" not in study.user_attrs:  # fixed once: a study's runs never move
             study.set_user_attr("run_root", study_run_root(
                 spec.runs_dir, spec.name, task, spec.model, variant.tag))
         for key, value in attrs.items():
             if study.user_attrs.get(key) != value:
                 study.set_user_attr(key, value)
-        if spec.search == "adaptive":
+        if spec.search in PLANNED:
             syncs.append(_sync_adaptive(study, storage, storage_url, variant))
         else:
             with locked(study, storage_url, storage):

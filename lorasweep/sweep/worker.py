@@ -30,6 +30,7 @@ from ..config import TrialSpec
 from ..train.signals import StopRequests, TrialStopped
 from .heartbeat import Heartbeat, fail_stale
 from .outcome import PROGRESS_ATTR, PROGRESS_INTERVAL_S, TrialOutcome, outcome_of
+from .search import PLANNED
 from .store import storage_label
 from .study import (
     STOPPED_ATTR,
@@ -169,7 +170,7 @@ def _next_trial(study: Any, storage: Any, storage_url: str) -> Any:
     """
     from optuna.trial import TrialState
 
-    adaptive = study.user_attrs.get("search") == "adaptive"
+    adaptive = study.user_attrs.get("search") in PLANNED
     with locked(study, storage_url, storage):
         if adaptive:
             fail_stale(study, storage)
@@ -310,7 +311,7 @@ def _run_one(study: Any, storage: Any, storage_url: str, trial: Any, spec: Trial
             trial.set_user_attr("fail_reason", str(stop))
             with locked(study, storage_url, storage):  # failed and enqueued again as one step
                 study.tell(trial, state=TrialState.FAIL)
-                if study.user_attrs.get("search") != "adaptive":  # adaptive: its plan re-proposes
+                if study.user_attrs.get("search") not in PLANNED:  # a plan re-proposes
                     retry_point(study, trial)
             return "stopped", None, None
         except KeyboardInterrupt:  # free the grid point at once, so a rerun retries it
