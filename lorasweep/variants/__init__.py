@@ -33,22 +33,28 @@ from . import (  # noqa: F401
     relora,
     rslora,
 )
+from ._quant import BASE_TREATMENTS, base_storage, dense_weight, is_quantized, quantize_linear
 from .base import AXES, AdapterLayer, Variant, VariantError, get_variant_class, register, registry
 from .export import export_peft, load_adapter, save_adapter
 from .inject import apply_variant, get_variant, merge_and_unload, remove_variant, resolve_targets
 
 __all__ = [
     "AXES",
+    "BASE_TREATMENTS",
     "AdapterLayer",
     "Variant",
     "VariantError",
     "apply_variant",
+    "base_storage",
+    "dense_weight",
     "export_peft",
     "get_variant",
     "get_variant_class",
+    "is_quantized",
     "list_variants",
     "load_adapter",
     "merge_and_unload",
+    "quantize_linear",
     "register",
     "registry",
     "remove_variant",
