@@ -15,7 +15,9 @@ QR inits, residuals, gradient estimates); nothing writes into a quantized ``W`` 
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -47,11 +49,41 @@ def require_backend(kind: str) -> Any:
     if kind not in QUANTIZATIONS or kind == "none":
         raise VariantError(f"model.quantize must be one of {', '.join(QUANTIZATIONS)}, got {kind!r}")
     try:
-        bnb = importlib.import_module("bitsandbytes")
-        importlib.import_module("bitsandbytes.functional")
+        with _no_hub_kernels():
+            bnb = importlib.import_module("bitsandbytes")
+            importlib.import_module("bitsandbytes.functional")
     except ImportError:
         raise VariantError(f"model.quantize={kind} needs bitsandbytes: {_INSTALL}") from None
     return bnb
+
+
+@contextlib.contextmanager
+def _no_hub_kernels() -> Iterator[None]:
+    """Import bitsandbytes without its attempt to download a CPU kernel from a model hub (it
+    tries where the ``kernels`` package is installed, for the eval-mode path this layer never
+    takes): ``kernels`` is hidden for the import and the failed attempt's warning muted."""
+    import logging
+    import sys
+
+    if "bitsandbytes" in sys.modules:
+        yield
+        return
+    hidden = sys.modules.get("kernels", _MISSING)
+    sys.modules["kernels"] = None  # type: ignore[assignment]  # import kernels -> ImportError
+    logger = logging.getLogger("bitsandbytes.backends.cpu.ops")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+        if hidden is _MISSING:
+            del sys.modules["kernels"]
+        else:
+            sys.modules["kernels"] = hidden
+
+
+_MISSING = object()
 
 
 class _QuantizedMatmul(torch.autograd.Function):

@@ -8,7 +8,7 @@ import dataclasses
 
 import pytest
 import torch
-from helpers import require
+from helpers import require_qlora
 from safetensors.torch import load_file
 from test_checkpoint import EVERY, KILL_AT, Crash, CrashAt, assert_same_trial, spec_for
 
@@ -18,7 +18,7 @@ from lorasweep.train.model import load_model
 from lorasweep.train.trial import run_trial
 from lorasweep.variants import get_variant, load_adapter, merge_and_unload
 
-require("bitsandbytes")
+require_qlora()
 
 NF4 = {"quantize": "nf4"}
 VARIANTS = {"lora": {}, "dora": {}, "relora": {"merge_every": 3, "rewarm_steps": 2},

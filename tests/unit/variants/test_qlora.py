@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import require
+from helpers import require_qlora
 from test_contract import ALPHA, CASES, RANK, _output
 
 import lorasweep
@@ -29,7 +29,7 @@ from lorasweep.variants import (
     registry,
 )
 
-require("bitsandbytes")
+require_qlora()
 
 VARIANTS = sorted(registry())
 #: The notes' table (docs: README "QLoRA"), written out: a declaration changes deliberately.

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import require, tiny_llama
+from helpers import require, require_qlora, tiny_llama
 
 import lorasweep
 
-bnb = require("bitsandbytes")
+bnb = require_qlora()
 require("peft")
 from peft import LoraConfig, get_peft_model  # noqa: E402
 from peft.tuners.lora import LoraLayer  # noqa: E402
@@ -93,6 +93,6 @@ def test_loss_trajectory_equals_peft_qlora(key):
             optimizer.step()
             pair.append(loss.item())
         trajectory.append(pair)
-    ours_losses, peft_losses = zip(*trajectory)
+    ours_losses, peft_losses = zip(*trajectory, strict=True)
     assert ours_losses[-1] < ours_losses[0]
     assert ours_losses == pytest.approx(peft_losses, abs=1e-5), trajectory
