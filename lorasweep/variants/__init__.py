@@ -54,6 +54,7 @@ __all__ = [
     "list_variants",
     "load_adapter",
     "merge_and_unload",
+    "qlora_table",
     "quantize_linear",
     "register",
     "registry",
@@ -80,3 +81,14 @@ def list_variants() -> list[dict[str, Any]]:
         }
         for k, c in sorted(registry().items())
     ]
+
+
+def qlora_table() -> str:
+    """What a 4-bit base does to each variant, as a Markdown table generated from the variants'
+    ``quantized_base`` declarations (the README's "QLoRA" table is this text)."""
+    by: dict[str, list[str]] = {t: [] for t in BASE_TREATMENTS}
+    for key, cls in sorted(registry().items()):
+        by[cls.quantized_base].append(f"`{key}`")
+    lines = ["| over NF4 | variants | what happens |", "|---|---|---|"]
+    lines += [f"| {t} | {', '.join(keys)} | {BASE_TREATMENTS[t]} |" for t, keys in by.items() if keys]
+    return "\n".join(lines)

@@ -26,7 +26,7 @@ from torch.nn import functional as F
 
 from ._options import VariantError
 
-__all__ = ["BASE_TREATMENTS", "QUANTIZATIONS", "QuantizedLinear", "base_bytes", "base_matmul", "base_storage", "bits_per_param", "dense_weight",
+__all__ = ["BASE_TREATMENTS", "QUANTIZATIONS", "QuantizedLinear", "base_bytes", "base_matmul", "base_storage", "bits_per_param", "dense_weight", "nf4_weight_bytes",
            "is_quantized", "quantize_linear", "require_backend"]
 
 #: ``model.quantize`` values: the frozen base's storage (``none``: as loaded).
@@ -171,6 +171,14 @@ def base_matmul(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     if is_quantized(module):
         return _QuantizedMatmul.apply(x, module, None)
     return F.linear(x, module.weight)
+
+
+def nf4_weight_bytes(numel: int, blocksize: int = 64, nested_blocksize: int = 256) -> int:
+    """Bytes of ``numel`` weights in NF4 with double quantisation, as bitsandbytes stores them:
+    two codes per byte, one 8-bit scale per block of 64, one fp32 scale per 256 scales (the
+    codebooks are shared). For shapes without tensors (meta-device accounting)."""
+    blocks = -(-numel // blocksize)
+    return -(-numel // 2) + blocks + 4 * -(-blocks // nested_blocksize)
 
 
 def bits_per_param(module: nn.Module) -> float:

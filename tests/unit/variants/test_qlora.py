@@ -203,3 +203,12 @@ def test_merge_and_unload_is_refused_on_a_quantized_base():
 def test_an_unknown_quantization_is_refused():
     with pytest.raises(VariantError, match="model.quantize must be one of none, nf4"):
         lorasweep.apply_variant(CASES["llama"].build(), "lora", quantize="int3")
+
+
+@pytest.mark.parametrize(("out_features", "in_features"), [(32, 32), (16, 32), (48, 40), (7, 9)])
+def test_nf4_byte_formula_is_what_bitsandbytes_stores(out_features, in_features):
+    """The meta-device accounting (8B shapes) uses the formula; real layers hold exactly that."""
+    from lorasweep.variants._quant import _weight_bytes, nf4_weight_bytes
+
+    layer = quantize_linear(torch.nn.Linear(in_features, out_features))
+    assert _weight_bytes(layer) == nf4_weight_bytes(out_features * in_features)
