@@ -287,7 +287,7 @@ def render_accounting(results: dict[str, Any]) -> None:
               f"{r['bits_per_param']:>12.3f}")
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--model",
@@ -319,12 +319,23 @@ def main(argv: list[str] | None = None) -> int:
                         help="only the frozen base's bytes of these shapes (meta device)")
     parser.add_argument("--verbose", action="store_true", help="tracebacks of failed variants")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
+    return parser
+
+
+def main_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The parsed and checked options (``gpu_check.py`` runs :func:`run` with them)."""
+    parser = _parser()
     args = parser.parse_args(argv)
+    if args.steps < 1 or args.warmup < 0 or args.prepare_batches < 1:
+        parser.error("--steps and --prepare-batches must be >= 1 and --warmup >= 0")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = main_args(argv)
     warnings.filterwarnings("ignore", category=FutureWarning)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    if args.steps < 1 or args.warmup < 0 or args.prepare_batches < 1:
-        parser.error("--steps and --prepare-batches must be >= 1 and --warmup >= 0")
     if args.shapes:
         results = base_accounting()
         render_accounting(results)
