@@ -66,7 +66,8 @@ __all__ = [
 
 def list_variants() -> list[dict[str, Any]]:
     """The registry's entries: key, taxonomy axis, one-line summary, option defaults, and the
-    study's settings beside lorasweep's defaults (``study_settings``: one line of them)."""
+    study's settings beside lorasweep's defaults (``study_settings``: one line of them), and how
+    it treats a quantized base (``quantized_base``)."""
     from .study import STUDY_ALPHA, STUDY_RANK, describe_study, study_settings
 
     return [
@@ -78,6 +79,7 @@ def list_variants() -> list[dict[str, Any]]:
             "defaults": {"rank": STUDY_RANK, "alpha": STUDY_ALPHA, "options": c.option_defaults()},
             "study": study_settings(c),
             "study_settings": describe_study(c),
+            "quantized_base": c.quantized_base,  # over model.quantize=nf4 (README "QLoRA")
         }
         for k, c in sorted(registry().items())
     ]

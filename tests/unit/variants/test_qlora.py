@@ -81,6 +81,8 @@ def _hold_quantized(model, names) -> None:
 
 def test_every_variant_declares_what_the_notes_say():
     assert {k: c.quantized_base for k, c in registry().items()} == DECLARED
+    listed = {v["key"]: v["quantized_base"] for v in lorasweep.list_variants()}  # --json
+    assert listed == DECLARED
 
 
 @pytest.mark.parametrize("case", list(QCASES.values()), ids=list(QCASES))
