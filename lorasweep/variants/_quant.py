@@ -26,8 +26,20 @@ from torch.nn import functional as F
 
 from ._options import VariantError
 
-__all__ = ["BASE_TREATMENTS", "QUANTIZATIONS", "QuantizedLinear", "base_bytes", "base_matmul", "base_storage", "bits_per_param", "dense_weight", "nf4_weight_bytes",
-           "is_quantized", "quantize_linear", "require_backend"]
+__all__ = [
+    "BASE_TREATMENTS",
+    "QUANTIZATIONS",
+    "QuantizedLinear",
+    "base_bytes",
+    "base_matmul",
+    "base_storage",
+    "bits_per_param",
+    "dense_weight",
+    "is_quantized",
+    "nf4_weight_bytes",
+    "quantize_linear",
+    "require_backend",
+]
 
 #: ``model.quantize`` values: the frozen base's storage (``none``: as loaded).
 QUANTIZATIONS = ("none", "nf4")
