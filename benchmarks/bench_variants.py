@@ -5,6 +5,14 @@
     python benchmarks/bench_variants.py --variants dora,randlora     # lora is always included
     python benchmarks/bench_variants.py --model llama-1b --seq-len 1024 --batch-size 4  # on a GPU
     python benchmarks/bench_variants.py --model tiny-llama --steps 3  # the same path on a CPU
+    python benchmarks/bench_variants.py --model tiny-llama --quantize nf4  # + every variant on NF4
+    python benchmarks/bench_variants.py --shapes llama-8b   # NF4 vs bf16 bytes of the 8B (meta)
+
+``--quantize nf4`` runs each variant twice in one run, over the base as loaded and over a 4-bit
+NF4 base (``key@nf4``: the seam quantizes the target linears after the variant's init), and adds
+the base's bytes and the step's memory with the base counted (``step+base``).
+``--shapes llama-8b`` builds Llama-3.1-8B on the meta device (no weights, no memory) and prints
+its frozen base in bf16 and in NF4 (the seam's own byte formula) for the study's targets.
 
 ``--model llama-1b`` is the study's setting on a GPU: a Llama-3.2-1B-shaped causal LM with random
 weights in bf16 (``--dtype``), bf16 autocast, the q/k/v/o projections at r=8, sequences of 1024.
@@ -51,14 +59,15 @@ from _measure import (
 REFERENCE = "lora"
 
 
-def _build(key: str, args: argparse.Namespace, device: torch.device) -> Contender:
+def _build(name: str, args: argparse.Namespace, device: torch.device) -> Contender:
     import lorasweep
     from lorasweep.variants import Variant
 
+    key, _, quantize = name.partition("@")
     model = load_model(args.model, device, _dtype(args))
     lorasweep.apply_variant(
         model, key, rank=args.rank, alpha=args.alpha, target_modules=targets_for(args.model),
-        modules_to_save=heads_for(args.model),
+        modules_to_save=heads_for(args.model), quantize=quantize or "none",
     )
     variant = lorasweep.get_variant(model)
     prepared = type(variant).prepare is not Variant.prepare
@@ -71,15 +80,19 @@ def _build(key: str, args: argparse.Namespace, device: torch.device) -> Contende
         facts = variant.prepare(model, iter(batches))
         prepare_s = time.perf_counter() - started
         model.train()
+    variant.quantize_base()  # a no-op unless @nf4: after every init, before the optimizer
     variant.begin_training(args.warmup + args.steps + 2)  # + the untimed and the memory step
     optimizer = torch.optim.AdamW(variant.param_groups(args.lr))
-    labels = {"axis": type(variant).axis, "prepared": prepared}
+    from lorasweep.variants import base_storage
+
+    labels = {"axis": type(variant).axis, "prepared": prepared,
+              "base": base_storage(model, quantize or "none")}
     if prepared:  # the data-driven init's one-off cost, compared with a step below
         labels.update(prepare_s=prepare_s, prepare_batches=args.prepare_batches,
                       prepare_facts={k: v for k, v in (facts or {}).items() if k != "ranks"})
     context = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda" \
         else None
-    return Contender(key, model, optimizer, variant, labels, forward_context=context)
+    return Contender(name, model, optimizer, variant, labels, forward_context=context)
 
 
 def _dtype(args: argparse.Namespace) -> torch.dtype | None:
@@ -99,10 +112,15 @@ def _keys(args: argparse.Namespace) -> list[str]:
         unknown = sorted(set(wanted) - set(known))
         if unknown:
             raise SystemExit(f"unknown variants {unknown}: choose from {', '.join(known)}")
-    return [REFERENCE] + [k for k in wanted if k != REFERENCE]
+    keys = [REFERENCE] + [k for k in wanted if k != REFERENCE]
+    if args.quantize != "none":
+        keys = [name for k in keys for name in (k, f"{k}@{args.quantize}")]
+    return keys
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    from lorasweep.variants import is_quantized
+
     device = torch.device(args.device)
     failed: dict[str, str] = {}
     contenders: list[Contender] = []
@@ -124,6 +142,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     run_rounds(contenders, batch, device, args.warmup, args.steps)
     for c in contenders:
         c.memory = measure_memory(c, batch, device)
+        quantized = sum(m.weight_q.numel() for m in c.model.modules() if is_quantized(m))
+        if quantized:  # the 4-bit codes are a buffer of the layer: count them in the base only
+            c.memory["buffers"] -= quantized
+            c.memory["total"] -= quantized
+        c.memory["step_with_base"] = c.memory["total"] + c.labels["base"]["base_bytes"]
     return _results(args, contenders, failed)
 
 
@@ -180,10 +203,12 @@ def render(results: dict[str, Any]) -> None:
     act = "step peak MiB" if on_cuda else "saved act. MiB"
     table = Table(title="one training step (forward + backward + AdamW, with the variant's hooks)")
     columns = ("variant", "axis", "trainable", "median ms", "p25-p75 ms", "time/lora", act,
-               "p+g+optim MiB", "buffers MiB", "total MiB", "memory/lora")
+               "p+g+optim MiB", "buffers MiB", "total MiB", "memory/lora", "base MiB",
+               "step+base MiB")
     for col in columns:
         table.add_column(col, justify="left" if col in ("variant", "axis") else "right")
-    for name, row in sorted(rows.items(), key=lambda kv: (kv[0] != REFERENCE, kv[0])):
+    for name, row in sorted(rows.items(), key=lambda kv: (kv[0].partition("@")[0] != REFERENCE,
+                                                          kv[0])):
         mem = row["memory_bytes"]
         transient = mem.get("step_peak_above_start", mem.get("saved_activations", 0))
         static = mem["trainable_params"] + mem["grads"] + mem["optimizer_state"]
@@ -199,6 +224,8 @@ def render(results: dict[str, Any]) -> None:
             f"{mem['buffers'] / mib:.2f}",
             f"{mem['total'] / mib:.1f}",
             f"{row['memory_vs_lora']:.2f}x",
+            f"{row['base']['base_bytes'] / mib:.2f}",
+            f"{mem['step_with_base'] / mib:.1f}",
         )
     console.print(table)
     console.print("* prepare hook run first (outside the timed steps); its one-off cost:")
@@ -219,7 +246,48 @@ def render(results: dict[str, Any]) -> None:
         console.print(f"[red]{key} failed[/]: {error}")
 
 
-def main(argv: list[str] | None = None) -> int:
+#: Llama-3.1-8B's shape: hidden 4096, MLP 14336, 32 layers, GQA 32/8, vocab 128256, untied head.
+_LLAMA_8B = dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+                 num_attention_heads=32, num_key_value_heads=8, vocab_size=128256,
+                 tie_word_embeddings=False)
+_TARGET_SETS = {"all-linear": "all-linear", "q,k,v,o": ["q_proj", "k_proj", "v_proj", "o_proj"]}
+
+
+def base_accounting() -> dict[str, Any]:
+    """Frozen-base bytes of Llama-3.1-8B in bf16 and NF4 (double quant) per target set, from
+    shapes on the meta device through the seam's byte formula (``nf4_weight_bytes``)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from lorasweep.variants import resolve_targets
+    from lorasweep.variants._quant import nf4_weight_bytes
+
+    with torch.device("meta"):
+        model = LlamaForCausalLM(LlamaConfig(**_LLAMA_8B))
+    params = sum(p.numel() for p in model.parameters())
+    rows = {}
+    for label, targets in _TARGET_SETS.items():
+        names = resolve_targets(model, targets)
+        weights = [model.get_submodule(n).weight for n in names]
+        n_target = sum(w.numel() for w in weights)
+        nf4 = sum(nf4_weight_bytes(w.numel()) for w in weights)
+        rest = 2 * (params - n_target)  # everything else stays bf16
+        rows[label] = {"targets": len(names), "target_params": n_target,
+                       "bf16_bytes": 2 * params, "nf4_bytes": rest + nf4,
+                       "bits_per_param": 8 * nf4 / n_target}
+    return {"shapes": "llama-3.1-8b", "params": params, "rows": rows}
+
+
+def render_accounting(results: dict[str, Any]) -> None:
+    print(f"Llama-3.1-8B shapes (meta device), {results['params']:,} parameters; frozen base:")
+    print(f"{'targets':<12}{'linears':>8}{'target params':>16}{'bf16 GB':>10}{'NF4 GB':>9}"
+          f"{'NF4/bf16':>10}{'bits/param':>12}")
+    for label, r in results["rows"].items():
+        print(f"{label:<12}{r['targets']:>8}{r['target_params']:>16,}{r['bf16_bytes'] / 1e9:>10.2f}"
+              f"{r['nf4_bytes'] / 1e9:>9.2f}{r['nf4_bytes'] / r['bf16_bytes']:>9.2f}x"
+              f"{r['bits_per_param']:>12.3f}")
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--model",
@@ -245,16 +313,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--threads", type=int, default=None, help="torch intra-op threads (default: torch's)"
     )
+    parser.add_argument("--quantize", choices=["none", "nf4"], default="none",
+                        help="also run every variant over a 4-bit NF4 base (key@nf4)")
+    parser.add_argument("--shapes", choices=["llama-8b"], default=None,
+                        help="only the frozen base's bytes of these shapes (meta device)")
     parser.add_argument("--verbose", action="store_true", help="tracebacks of failed variants")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
+    return parser
+
+
+def main_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The parsed and checked options (``gpu_check.py`` runs :func:`run` with them)."""
+    parser = _parser()
     args = parser.parse_args(argv)
+    if args.steps < 1 or args.warmup < 0 or args.prepare_batches < 1:
+        parser.error("--steps and --prepare-batches must be >= 1 and --warmup >= 0")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = main_args(argv)
     warnings.filterwarnings("ignore", category=FutureWarning)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    if args.steps < 1 or args.warmup < 0 or args.prepare_batches < 1:
-        parser.error("--steps and --prepare-batches must be >= 1 and --warmup >= 0")
-    results = run(args)
-    render(results)
+    if args.shapes:
+        results = base_accounting()
+        render_accounting(results)
+    else:
+        results = run(args)
+        render(results)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2))

@@ -2,12 +2,14 @@
 # Install lorasweep with its offline assets. Safe to run again.
 #   bash scripts/install.sh          # to run sweeps
 #   bash scripts/install.sh --dev    # plus the test tooling (pytest, ruff, peft as a test oracle)
+#                                    # and the qlora extra (bitsandbytes, a 4-bit base)
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PY="${PYTHON:-python3}"
 EXTRAS="postgres"
-if [[ "${1:-}" == "--dev" ]]; then EXTRAS="dev,postgres"; fi
+# --dev: the test tooling and the qlora extra (bitsandbytes), whose tests run in CI
+if [[ "${1:-}" == "--dev" ]]; then EXTRAS="dev,postgres,qlora"; fi
 
 # torch first, pinned: where the CPU build of this release lies on disk pip takes it; letting
 # the dependency resolution pick a newer torch would pull a much larger CUDA build.

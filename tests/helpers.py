@@ -33,6 +33,23 @@ def require(module: str) -> ModuleType:
                     allow_module_level=True)
 
 
+def require_qlora() -> ModuleType:
+    """bitsandbytes (the ``qlora`` extra) as lorasweep imports it (no kernel download from a
+    hub): skipped where missing locally, a failure in CI (scripts/install.sh --dev has it)."""
+    import pytest
+
+    from lorasweep.variants import VariantError
+    from lorasweep.variants._quant import require_backend
+
+    try:
+        return require_backend("nf4")
+    except VariantError as error:
+        if in_ci():
+            pytest.fail(f"bitsandbytes is missing in CI (scripts/install.sh --dev): {error}",
+                        pytrace=False)
+        pytest.skip(str(error), allow_module_level=True)
+
+
 #: The tiny BERT and Llama of the variant tests: hidden 32, 2 blocks, 4 heads, dropout off.
 _TINY = {"vocab_size": 100, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
          "intermediate_size": 64, "max_position_embeddings": 64}

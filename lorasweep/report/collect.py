@@ -50,6 +50,7 @@ def collect_rows(storage_url: str | None, sweep: str | None = None) -> list[dict
                 "pruner": s.get("pruner"),
                 "steps": u.get("steps"), "train_time_s": u.get("train_time_s"),
                 "wall_time_s": u.get("wall_time_s"), "peak_memory_mb": u.get("peak_memory_mb"),
+                "base": u.get("base"),  # the frozen base's storage: quantize, bits, bytes
                 "tokens_per_second": u.get("tokens_per_second"),
                 "trainable_params": u.get("trainable_params"),
                 "fail_reason": _fail_reason(t) if t.state.name == "FAIL" else None,

@@ -147,6 +147,8 @@ def _cost(group: list[VariantSummary], rows: list[dict[str, Any]]) -> str:
         for key in ("peak_memory_mb", "trainable_params"):
             if r.get(key) is not None:
                 per[r["variant_tag"]][key].append(r[key])
+    bases = {r["variant_tag"]: _base(r.get("base")) for r in rows
+             if r["state"] == "complete" and r.get("base")}
     means = {tag: {k: statistics.fmean(v) for k, v in d.items()} for tag, d in per.items()}
     lora = next((means.get(s.variant_tag) for s in group if s.variant == "lora"), None)
 
@@ -160,9 +162,16 @@ def _cost(group: list[VariantSummary], rows: list[dict[str, Any]]) -> str:
 
     body = [[s.variant_tag, rel(s.variant_tag, "step_s", ".3f"),
              rel(s.variant_tag, "peak_memory_mb", ".0f"),
-             rel(s.variant_tag, "trainable_params", ",.0f")] for s in group]
-    return _table(["variant", "time per step (s)", "peak memory (MB)", "trainable parameters"],
-                  body)
+             rel(s.variant_tag, "trainable_params", ",.0f"),
+             bases.get(s.variant_tag, "-")] for s in group]
+    return _table(["variant", "time per step (s)", "peak memory (MB)", "trainable parameters",
+                   "frozen base"], body)
+
+
+def _base(base: dict[str, Any]) -> str:
+    """A trial's frozen base in words: ``nf4, 4.13 bits/param, 5.70 GB`` (bf16: ``none, 16 ...``)."""
+    return (f"{base.get('quantize', 'none')}, {base.get('bits_per_param', 0):g} bits/param, "
+            f"{base.get('base_bytes', 0) / 1e9:.3g} GB")
 
 
 def _reference(group: list[VariantSummary]) -> str:

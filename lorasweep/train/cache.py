@@ -86,7 +86,9 @@ class WorkerCache:
         from .model import load_model
 
         key = _key(model_id, options, task_key, task.model_kind, task.num_labels, str(device))
-        if self.enabled and key == self._model_key and self._loaded is not None:
+        # a quantized base is not restored in place (its W is gone): loaded afresh per trial
+        reuse = self.enabled and (options or {}).get("quantize", "none") == "none"
+        if reuse and key == self._model_key and self._loaded is not None:
             self.stats.model_reuses += 1
             self._restore()
         else:
@@ -94,7 +96,7 @@ class WorkerCache:
             self.stats.model_loads += 1
             loaded = load_model(model_id, task, seed, options, device.type)
             loaded.model.to(device)
-            if self.enabled:
+            if reuse:
                 self._model_key, self._loaded = key, loaded
                 self._pristine = {k: v.detach().to("cpu", copy=True)
                                   for k, v in loaded.model.state_dict().items()}

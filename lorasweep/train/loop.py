@@ -224,6 +224,7 @@ def _train(model: torch.nn.Module, variant: Variant, task: Task, tokenizer: Any,
     last = rung_step(steps, fidelity)  # this trial's last step: the schedule's end, or a rung's
     if resume is not None:  # before the optimizer: a variant may re-create tensors (ranks)
         variant.load_state_dict({k: v.to(device) for k, v in resume["adapter"].items()})
+    variant.quantize_base()  # after every write into W (inits, prepare, a resume's refold)
     variant.begin_training(steps)
     optimizer = torch.optim.AdamW(variant.param_groups(lr, cfg.weight_decay))
     schedule = lr_lambda(cfg, steps)

@@ -40,6 +40,9 @@ class ModelOptions:
     gradient_checkpointing: bool = False
     #: Weights' dtype: auto = bf16 on CUDA, fp32 on CPU.
     dtype: str = "auto"
+    #: Storage of the frozen target linears during training: none (as loaded) or nf4 (QLoRA,
+    #: the ``lorasweep[qlora]`` extra): quantized once, after the variant's initialisation.
+    quantize: str = "none"
 
     @classmethod
     def parse(cls, options: dict[str, Any] | None) -> ModelOptions:
@@ -51,6 +54,11 @@ class ModelOptions:
         parsed = cls(**options)
         if parsed.dtype not in ("auto", "fp32", "bf16"):
             raise ModelError(f"model.dtype must be auto, fp32 or bf16, got {parsed.dtype!r}")
+        if parsed.quantize not in ("none", "nf4"):
+            raise ModelError(f"model.quantize must be none or nf4, got {parsed.quantize!r}")
+        if parsed.quantize != "none" and importlib.util.find_spec("bitsandbytes") is None:
+            raise ModelError(f"model.quantize={parsed.quantize} needs bitsandbytes: "
+                             "pip install 'lorasweep[qlora]' (bitsandbytes>=0.50)")
         for name in ("trust_remote_code", "gradient_checkpointing"):
             if not isinstance(getattr(parsed, name), bool):
                 raise ModelError(f"model.{name} must be true or false, got {getattr(parsed, name)!r}")

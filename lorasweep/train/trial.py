@@ -18,6 +18,7 @@ from .._json import json_safe
 from ..config import TrialSpec, rung_step
 from .checkpoint import Checkpoints
 from .loop import Reporter, micro_batches, total_steps, train
+from .model import ModelOptions
 
 __all__ = ["SMOKE_TEST_ENV", "TrialResult", "provenance", "run_trial", "smoke_budget"]
 
@@ -96,7 +97,7 @@ def run_trial(spec: TrialSpec, reporter: Reporter | None = None) -> TrialResult:
     import torch
 
     from ..tasks import make_task
-    from ..variants import apply_variant, get_variant, save_adapter
+    from ..variants import apply_variant, base_storage, get_variant, save_adapter
     from .cache import worker_cache
 
     smoke = smoke_budget(spec)
@@ -118,8 +119,10 @@ def run_trial(spec: TrialSpec, reporter: Reporter | None = None) -> TrialResult:
     torch.manual_seed(spec.seed)
     v = spec.variant
     # The model is already on the trial's device: SVD and data-driven inits run there.
+    quantize = ModelOptions.parse(spec.model_options).quantize
     apply_variant(model, v.key, rank=v.rank, alpha=v.alpha, dropout=v.dropout,
-                  target_modules=v.target_modules, modules_to_save=heads, **v.options)
+                  target_modules=v.target_modules, modules_to_save=heads, quantize=quantize,
+                  **v.options)
     model.to(device)
     variant = get_variant(model)
 
@@ -187,6 +190,7 @@ def run_trial(spec: TrialSpec, reporter: Reporter | None = None) -> TrialResult:
         "resumes": checkpoints.trial["resumes"],
         "checkpoint": checkpoints.summary(),
         "peak_memory_mb": _peak_memory_mb(device),
+        "base": base_storage(model, quantize),
         "history": result.history,
         "loss_curve": result.loss_curve,
         "validation_is_test": data.test is data.validation,
@@ -194,7 +198,7 @@ def run_trial(spec: TrialSpec, reporter: Reporter | None = None) -> TrialResult:
         **({"smoke_test": True} if smoke else {}),
         **provenance(device),
     }
-    kept = ("wall_time_s", "peak_memory_mb", "prepare", "resumed_from_step", "resumes")
+    kept = ("wall_time_s", "peak_memory_mb", "base", "prepare", "resumed_from_step", "resumes")
     summary = {**metrics, **{k: attrs[k] for k in kept}}
     (run_dir / "metrics.json").write_text(json.dumps(json_safe(summary), indent=2))
     value = result.best_validation if task.objective == "best" else result.validation

@@ -199,7 +199,8 @@ class GradientInitLayer(AdapterLayer):
     def start_from(self, lora_B: torch.Tensor, lora_A: torch.Tensor) -> None:
         """Make ``(B, A)`` the adapter and its initial update; the frozen weight becomes
         ``W - s·B A`` (the residual of a previous init is undone first)."""
-        self.base.weight.add_(self.initial_update().to(self.base.weight.dtype))
+        weight = self.writable_weight()
+        weight.add_(self.initial_update().to(weight.dtype))
         self.lora_B.copy_(lora_B)
         self.lora_A.copy_(lora_A)
         self.lora_B0.copy_(self.lora_B)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TypeVar
 
 from ._options import VariantError
+from ._quant import BASE_TREATMENTS
 from .study import check_study_fields
 
 #: A variant class (a subclass of ``base.Variant``: this module sits below ``base``, which
@@ -26,6 +27,8 @@ def register(cls: _V) -> _V:
         raise TypeError(f"variant key {cls.key!r} registered twice")
     if cls.__doc__ is None:
         raise TypeError(f"{cls.__name__}: the math lives in the class docstring")
+    if getattr(cls, "quantized_base", None) not in BASE_TREATMENTS:
+        raise TypeError(f"{cls.__name__}.quantized_base must be one of {', '.join(BASE_TREATMENTS)}")
     check_study_fields(cls)
     _REGISTRY[cls.key] = cls
     return cls

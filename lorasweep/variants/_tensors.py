@@ -16,7 +16,9 @@ __all__ = ["adapter_dtype", "new_factors"]
 def adapter_dtype(weight_dtype: torch.dtype) -> torch.dtype:
     """The dtype of a new adapter tensor beside a base weight of ``weight_dtype``: adapters of
     quantised or half-precision bases train in fp32 (autocast handles the rest)."""
-    return torch.float32 if weight_dtype in (torch.float16, torch.bfloat16) else weight_dtype
+    if weight_dtype in (torch.float16, torch.bfloat16) or not weight_dtype.is_floating_point:
+        return torch.float32
+    return weight_dtype
 
 
 @torch.no_grad()

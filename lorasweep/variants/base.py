@@ -41,6 +41,7 @@ from torch import nn
 
 from ._modules import module_type, module_types
 from ._options import A_INITS, AInitOptions, NoOptions, VariantError, init_lora_A, parse_options
+from ._quant import dense_weight, is_quantized, quantize_linear
 from ._registry import AXES, get_variant_class, register, registry
 from ._tensors import adapter_dtype, new_factors
 from .study import warn_if_off_study_rank
@@ -54,6 +55,7 @@ __all__ = [
     "Variant",
     "VariantError",
     "adapter_dtype",
+    "dense_weight",
     "get_variant_class",
     "init_lora_A",
     "module_type",
@@ -90,6 +92,9 @@ class AdapterLayer(nn.Module):
         self.out_features = base.out_features
         self.dropout = nn.Dropout(variant.dropout) if variant.dropout > 0 else nn.Identity()
         self.merged = False
+        #: The base's storage during training (``Variant.quantize``): known before quantizing,
+        #: so a layer can keep what it would write into ``W`` beside it instead (ReLoRA).
+        self.quantize = variant.quantize
         factory = {"device": base.weight.device, "dtype": adapter_dtype(base.weight.dtype)}
         self.lora_A = nn.Parameter(torch.empty(self.rank, self.in_features, **factory))
         self.lora_B = nn.Parameter(torch.zeros(self.out_features, self.rank, **factory))
@@ -123,6 +128,15 @@ class AdapterLayer(nn.Module):
         return out + self.adapter_output(x).to(out.dtype)
 
     # --------------------------------------------------------------------- merge / unmerge
+    def writable_weight(self) -> torch.Tensor:
+        """The frozen weight, for an initialisation or a merge to write into: refused once it
+        is quantized (``W`` is quantized once, after every write)."""
+        if is_quantized(self.base):
+            raise VariantError(
+                "the base weight is quantized (model.quantize): nothing writes into it; merge "
+                "into the full-precision weights instead (lorasweep export --merge)")
+        return self.base.weight
+
     def merged_weight(self) -> torch.Tensor:
         """The weight that makes ``base(x)`` equal this layer's forward (dropout off)."""
         return self.base.weight + self.delta_weight().to(self.base.weight.dtype)
@@ -130,14 +144,15 @@ class AdapterLayer(nn.Module):
     @torch.no_grad()
     def merge(self) -> None:
         if not self.merged:
-            self._unmerged_weight = self.base.weight.detach().clone()
-            self.base.weight.copy_(self.merged_weight())
+            weight = self.writable_weight()
+            self._unmerged_weight = weight.detach().clone()
+            weight.copy_(self.merged_weight())
             self.merged = True
 
     @torch.no_grad()
     def unmerge(self) -> None:
         if self.merged:
-            self.base.weight.copy_(self._unmerged_weight)
+            self.writable_weight().copy_(self._unmerged_weight)
             del self._unmerged_weight
             self.merged = False
 
@@ -156,7 +171,8 @@ class AdapterLayer(nn.Module):
 
     @torch.no_grad()
     def subtract_initial_update(self) -> None:
-        self.base.weight.sub_(self.initial_update().to(self.base.weight.dtype))
+        weight = self.writable_weight()
+        weight.sub_(self.initial_update().to(weight.dtype))
 
     @property
     def has_initial_update(self) -> bool:
@@ -169,7 +185,8 @@ class AdapterLayer(nn.Module):
         initial update is undone and kept as zeros of the new shape; rank 0 gives empty, frozen
         tensors (the layer adds nothing)."""
         if self.has_initial_update:
-            self.base.weight.add_(self.initial_update().to(self.base.weight.dtype))
+            weight = self.writable_weight()
+            weight.add_(self.initial_update().to(weight.dtype))
         factory = {"device": self.lora_A.device, "dtype": self.lora_A.dtype}
         self.rank = rank
         self.lora_A = nn.Parameter(torch.zeros(rank, self.in_features, **factory), rank > 0)
@@ -216,6 +233,9 @@ class Variant:
     peft_flags: ClassVar[dict[str, Any] | None] = {}
     #: False for nonlinear updates (no weight reproduces the adapted layer); merge() refuses.
     mergeable: ClassVar[bool] = True
+    #: How it runs over a quantized base (``model.quantize``): a key of
+    #: :data:`~lorasweep.variants._quant.BASE_TREATMENTS`, checked by the contract tests.
+    quantized_base: ClassVar[str] = "as-is"
     #: The study's settings where they differ from the protocol (r 8, alpha 16) or the option
     #: defaults: ``rank``, ``alpha``, ``options``, ``note`` (see :mod:`lorasweep.variants.study`).
     study: ClassVar[dict[str, Any]] = {}
@@ -233,6 +253,8 @@ class Variant:
         self.options = self.parse_options(options)
         warn_if_off_study_rank(self)
         self.layers: dict[str, AdapterLayer] = {}
+        #: The base's storage during training: "none", or "nf4" (set by ``apply_variant``).
+        self.quantize = "none"
         self.modules_to_save: dict[str, nn.Module] = {}
 
     @classmethod
@@ -267,6 +289,16 @@ class Variant:
         """Called by ``apply_variant`` with every target layer (name -> linear, in module order)
         before the first :meth:`build_layer`. Variants whose layers share tensors size them here
         (e.g. by the number of layers of each :func:`module_type`); the default does nothing."""
+
+    def quantize_base(self) -> None:
+        """Quantize every wrapped layer's frozen linear (``self.quantize``), once: the loop calls
+        this after the initialisations (``reset_adapter``, ``prepare``) and a resumed trial's
+        :meth:`load_state_dict`, before the optimizer exists. A no-op for ``"none"``."""
+        if self.quantize == "none":
+            return
+        for layer in self.layers.values():
+            if not is_quantized(layer.base):
+                layer.base = quantize_linear(layer.base, self.quantize)
 
     # ------------------------------------------------------------------------------ hooks
     def prepare(self, model: nn.Module, batches: Iterable[dict[str, torch.Tensor]]) -> dict:
@@ -344,6 +376,7 @@ class Variant:
 
     # ---------------------------------------------------------------------- whole-model ops
     def merge(self) -> None:
+        """Fold the update into the weights, in place (refused on a quantized base)."""
         if not self.mergeable:
             raise VariantError(f"variant {self.key!r} is nonlinear in its input: it cannot merge")
         for layer in self.layers.values():
@@ -378,7 +411,8 @@ class Variant:
                 torch.equal(mine[k].to(b.device), b) for k, b in
                 (("lora_B0", layer.lora_B0), ("lora_A0", layer.lora_A0)) if k in mine)
             if refold:
-                layer.base.weight.add_(layer.initial_update().to(layer.base.weight.dtype))
+                weight = layer.writable_weight()
+                weight.add_(layer.initial_update().to(weight.dtype))
             for k, v in mine.items():
                 target = layer.get_parameter(k) if k in dict(layer.named_parameters()) else None
                 if target is None:

@@ -98,5 +98,6 @@ class Delora(Variant):
     study = {"options": {"lambda_": 8.0}}
     summary = "normalised rank-1 terms times a trainable strength lambda (8) and ‖W‖_col"
     layer = DeloraLayer
+    quantized_base = "residual"
     Options = DeloraOptions
     peft_flags = None

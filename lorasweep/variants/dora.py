@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import AdapterLayer, AInitOptions, Variant, register
+from ._quant import base_matmul, quantize_linear
+from .base import AdapterLayer, AInitOptions, Variant, dense_weight, register
 
 __all__ = ["Dora", "DoraLayer"]
 
@@ -20,12 +21,19 @@ class DoraLayer(AdapterLayer):
     @torch.no_grad()
     def reset_adapter(self) -> None:
         super().reset_adapter()
-        self.lora_magnitude.copy_(self.base.weight.float().norm(dim=1).to(self.lora_magnitude))
+        weight = dense_weight(self.base)
+        if self.quantize != "none":  # the norm of the W the layer will hold: starts as that base
+            weight = dense_weight(quantize_linear(self.base, self.quantize))
+        self.lora_magnitude.copy_(weight.float().norm(dim=1).to(self.lora_magnitude))
 
     def _column_scale(self) -> torch.Tensor:
-        """``m / ‖W + s·B A‖_row``, the norm detached from the graph (as the paper advises)."""
-        combined = self.base.weight + self.delta_weight().to(self.base.weight.dtype)
-        norm = combined.detach().float().norm(dim=1)
+        """``m / ‖W + s·B A‖_row``, the norm detached from the graph (as the paper advises);
+        ``W`` read through the seam (a quantized base: a transient dequantized copy)."""
+        with torch.no_grad():
+            weight = dense_weight(self.base)
+            combined = weight + self.delta_weight().to(weight.dtype)
+            norm = combined.float().norm(dim=1)
+            del weight, combined
         return self.lora_magnitude / norm.to(self.lora_magnitude.dtype)
 
     def delta_weight(self) -> torch.Tensor:
@@ -43,7 +51,7 @@ class DoraLayer(AdapterLayer):
         if self.merged:
             return self.base(x)
         bias = self.base.bias
-        base_out = nn.functional.linear(x, self.base.weight)
+        base_out = base_matmul(self.base, x)
         out = base_out + self.adapter_output(x).to(base_out.dtype)
         out = out * self._column_scale().to(out.dtype)
         return out if bias is None else out + bias
@@ -55,7 +63,10 @@ class Dora(Variant):
 
     ``W' = m ⊙ (W + s·B A) / ‖W + s·B A‖_row``: the norm is taken per output row and detached
     from the graph; ``m ∈ R^{out}`` starts at ``‖W‖_row`` so the model starts as the base model.
-    The forward never forms ``W'``: ``y = (m / ‖W + s·BA‖) ⊙ (W x + s·B A x) + b``; only the
+    Over a quantized base ``m`` starts at the row norms of the dequantized 4-bit ``W`` (so the
+    model starts exactly as the quantized base), ``W x`` is the 4-bit kernel's and the row norm is taken from a
+    dequantized ``W`` without gradient, freed before the backward (as peft and torchtune's
+    QDoRA: time, not memory). The forward never forms ``W'``: ``y = (m / ‖W + s·BA‖) ⊙ (W x + s·B A x) + b``; only the
     row norm needs ``B A`` (``out × in``), once per forward.
 
     Reference: ``dora.py`` of the study's code. Deliberate difference: it normalises per
@@ -71,3 +82,4 @@ class Dora(Variant):
     summary = "magnitude m times the normalised LoRA-updated direction (row norms, detached)"
     layer = DoraLayer
     peft_flags = {"use_dora": True}
+    quantized_base = "dequantize"

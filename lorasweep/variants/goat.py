@@ -125,5 +125,6 @@ class Goat(LoraMoe):
     axis = "moe"
     summary = "routed experts from SVD slices of W, scale sqrt(3·in/re), balance loss (8, top-2)"
     layer = GoatLayer
+    quantized_base = "residual"
     Options = GoatOptions
     study = {"options": {"num_experts": 8, "top_k": 2}}

@@ -101,6 +101,7 @@ class Gora(Variant):
     study = {"options": {"r_min": 4, "r_max": 32, "a_init": "gaussian"}}
     summary = "ranks by gradient importance; B from the gradient on a random A; residual frozen"
     layer = GoraLayer
+    quantized_base = "after-prepare"
     Options = GoraOptions
     peft_flags = None
 

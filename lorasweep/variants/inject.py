@@ -6,6 +6,7 @@ from typing import Any
 
 from torch import nn
 
+from ._quant import require_backend
 from .base import AdapterLayer, Variant, VariantError, get_variant_class
 
 __all__ = ["DEFAULT_TARGETS", "apply_variant", "default_targets", "get_variant", "merge_and_unload",
@@ -64,18 +65,23 @@ def apply_variant(
     target_modules: list[str] | str | None = None,
     dropout: float = 0.0,
     modules_to_save: list[str] | None = None,
+    quantize: str = "none",
     **variant_options: Any,
 ) -> nn.Module:
     """Freeze ``model`` and wrap its target linear layers with ``variant`` adapters, in place.
 
     ``modules_to_save`` names modules (e.g. a fresh classification head) that train fully and
-    are saved with the adapter. Returns the model; :func:`get_variant` gives the variant object
+    are saved with the adapter. ``quantize="nf4"`` makes the variant quantize the wrapped
+    linears when :meth:`Variant.quantize_base` is called (after its initialisations). Returns the model; :func:`get_variant` gives the variant object
     whose hooks the training loop calls.
     """
     if getattr(model, _ATTR, None) is not None:
         raise VariantError("model already has a lorasweep variant applied; load a fresh model")
     if isinstance(variant, str):
         variant = get_variant_class(variant)(rank, alpha, dropout, **variant_options)
+    if quantize != "none":
+        require_backend(quantize)  # a missing extra stops here, before anything is built
+    variant.quantize = quantize
     names = resolve_targets(model, target_modules)
     for p in model.parameters():
         p.requires_grad_(False)

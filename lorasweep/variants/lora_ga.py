@@ -51,6 +51,7 @@ class LoraGa(Variant):
     study = {"options": {"gamma": 16.0}}
     summary = "LoRA on the top-2r singular vectors of the estimated gradient; residual frozen"
     layer = GradientInitLayer
+    quantized_base = "after-prepare"
     Options = LoraGaOptions
 
     def prepare(self, model: nn.Module, batches: Iterable[dict[str, torch.Tensor]]) -> dict:

@@ -45,6 +45,7 @@ class LoraOne(Variant):
     study = {"options": {"gamma": 128.0}}
     summary = "LoRA on the top-r SVD of the negative estimated gradient; residual frozen"
     layer = GradientInitLayer
+    quantized_base = "after-prepare"
     Options = LoraOneOptions
 
     def prepare(self, model: nn.Module, batches: Iterable[dict[str, torch.Tensor]]) -> dict:

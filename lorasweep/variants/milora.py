@@ -50,3 +50,4 @@ class Milora(Variant):
     axis = "initialization"
     summary = "LoRA on the bottom-r (minor) singular components of W; residual frozen"
     layer = MiloraLayer
+    quantized_base = "residual"

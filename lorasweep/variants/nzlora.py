@@ -54,4 +54,5 @@ class NzLora(Variant):
     study = {"options": {"gamma_a": 16.0, "gamma_b": 16.0}}
     summary = "LoRA with A, B ~ U(±sqrt(16/in)); initial update subtracted from W"
     layer = NzLoraLayer
+    quantized_base = "residual"
     Options = NzLoraOptions

@@ -43,3 +43,4 @@ class Olora(Variant):
     axis = "initialization"
     summary = "LoRA with B = Q[:, :r], A = R[:r] from the QR of W; residual frozen"
     layer = OloraLayer
+    quantized_base = "residual"

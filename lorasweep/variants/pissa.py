@@ -46,4 +46,5 @@ class Pissa(Variant):
     study = {"options": {"niter": 64}}
     summary = "LoRA on the top-r singular components of W; residual frozen"
     layer = PissaLayer
+    quantized_base = "residual"
     Options = PissaOptions

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ._quant import is_quantized
 from .base import (
     AdapterLayer,
     Variant,
@@ -128,8 +129,10 @@ class RandLoraLayer(AdapterLayer):
 
     def _weight_path(self, x: torch.Tensor) -> bool:
         """Whether forming ``W + dW`` (``n·r·in·out`` multiply-adds) is cheaper than passing the
-        tokens through the ``n·r`` wide factors (``tokens·n·r·(in+out)``)."""
-        if type(self.base) is not nn.Linear or (self.training and self.dropout_active):
+        tokens through the ``n·r`` wide factors (``tokens·n·r·(in+out)``). Never over a quantized
+        base: ``W + dW`` would need a dense ``W``; the 4-bit kernel and the factors serve."""
+        if (type(self.base) is not nn.Linear or is_quantized(self.base)
+                or (self.training and self.dropout_active)):
             return False
         tokens = x.numel() // self.in_features
         fan_in, fan_out = self.in_features, self.out_features

@@ -68,7 +68,22 @@ class ReLoraLayer(AdapterLayer):
                        self.lora_merged_A[k * r : (k + 1) * r])
 
     def _fold(self, scaled_b: torch.Tensor, a: torch.Tensor) -> None:
-        self.base.weight.add_((scaled_b @ a).to(self.base.weight.dtype))
+        if self.offsets:
+            return  # the recorded factors are applied in the forward
+        weight = self.writable_weight()
+        weight.add_((scaled_b @ a).to(weight.dtype))
+
+    @property
+    def offsets(self) -> bool:
+        """Merges kept as frozen low-rank offsets beside the weight (a quantized base)."""
+        return self.quantize != "none"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = super().forward(x)
+        if not self.offsets or not self.lora_merged_A.shape[0]:
+            return out
+        h = x.to(self.lora_merged_A.dtype) @ self.lora_merged_A.t()
+        return out + (h @ self.lora_merged_B.t()).to(out.dtype)
 
 
 @register
@@ -96,6 +111,13 @@ class ReLora(Variant):
     update is a LoRA of rank ``(merges + 1)·r`` whose rank is only known after training;
     ``peft_flags`` is ``None``.
 
+    Over a quantized base (``model.quantize=nf4``) nothing is written into the 4-bit ``W``: the
+    merges stay in those buffers and the forward adds ``merged_B (merged_A x)``, exactly the
+    merged function (no re-rounding of ``W`` per merge, as peft's and the study's dequantize,
+    add, re-quantize would do). The cost: ``k·r (in + out)`` frozen numbers and one thin matmul
+    pair per layer after ``k`` merges; the trained model still merges exactly into the
+    full-precision weights on export.
+
     Reference: ``relora.py`` of the study's code. Difference: it zeroes a random 99.9% of the
     optimizer state (or prunes it by magnitude) at each merge; lorasweep zeroes all of it.
     """
@@ -110,6 +132,7 @@ class ReLora(Variant):
     layer = ReLoraLayer
     Options = ReLoraOptions
     peft_flags = None
+    quantized_base = "offset"
 
     @property
     def merge_count(self) -> int:

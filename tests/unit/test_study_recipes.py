@@ -18,6 +18,8 @@ RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 STUDY = {  # recipe -> (task, model, the study's learning-rate grid)
     "study-gsm8k": ("gsm8k", "meta-llama/Llama-3.1-8B",
                     [1e-6, 1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3]),
+    "study-gsm8k-qlora": ("gsm8k", "meta-llama/Llama-3.1-8B",
+                          [1e-6, 1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3]),
     "study-humaneval": ("humaneval", "meta-llama/Llama-3.1-8B",
                         [1e-6, 1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3]),
     "study-glue": ("glue", "FacebookAI/roberta-base", [1e-6, 1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3]),
@@ -38,7 +40,7 @@ def data_dir(tmp_path_factory) -> Path:
 
 def _load(name: str, data_dir: Path) -> SweepSpec:
     data = load_recipe(RECIPES / f"{name}.yaml")
-    if name == "study-gsm8k":
+    if name.startswith("study-gsm8k"):
         data["task_options"] = {**data["task_options"], "data_dir": str(data_dir)}
     with warnings.catch_warnings():
         warnings.simplefilter("error", StudySettingWarning)  # every variant at its study rank
@@ -87,3 +89,9 @@ def test_glue_recipe_keeps_each_task_its_own_evaluation_per_epoch(data_dir):
         assert (train.schedule, train.warmup_ratio, train.weight_decay) == ("linear", 0.03, 0.0)
         # once per epoch, from the task's own size (not one value for all nine)
         assert train.eval_every == task_registry()[task].default_train["eval_every"]
+
+
+def test_the_qlora_recipe_is_the_gsm8k_study_over_nf4(data_dir):
+    qlora, plain = _load("study-gsm8k-qlora", data_dir), _load("study-gsm8k", data_dir)
+    assert qlora.model_options == {**plain.model_options, "quantize": "nf4"}
+    assert qlora.variants == plain.variants and qlora.train == plain.train
