@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from ..paths import REPORTS_DIR
+from ..paths import report_dir
 from ..text import format_lr
 from ._app import JsonOpt, StorageOpt, SweepOpt, app, console, fail, user_errors
 
@@ -20,7 +20,7 @@ __all__ = ["cancel", "delete", "export", "report", "status"]
 def report(
     sweep: SweepOpt = None,
     storage: StorageOpt = None,
-    out: Annotated[Path, typer.Option("--out", help="Folder for report.html, report.md, curves.png, results.csv, results.json.")] = REPORTS_DIR,
+    out: Annotated[Path | None, typer.Option("--out", help="Folder for report.html, report.md, curves.png, results.csv, results.json (default: lorasweep-out/reports/SWEEP, one folder per sweep).")] = None,
     tolerance: Annotated[float, typer.Option("--band-tolerance", help="A learning rate is 'good' within this (absolute) of the best validation score.")] = 0.01,
     reference: Annotated[bool, typer.Option("--reference", help="Print only the comparison with the study's published curves (best LR vs LoRA's: study / here); writes nothing.")] = False,
 ) -> None:
@@ -40,7 +40,7 @@ def report(
         _print_reference(summaries)
         return
     render_terminal(summaries, console, rows)
-    paths = write_report(summaries, rows, out, tolerance)
+    paths = write_report(summaries, rows, out or report_dir([r["sweep"] for r in rows]), tolerance)
     console.print(escape("wrote " + ", ".join(str(p) for p in paths.values())), highlight=False,
                   soft_wrap=True)
     main_file = paths.get("report.html") or paths["report.md"]
