@@ -344,3 +344,26 @@ def synthetic_trial(spec, reporter=None):
 
     time.sleep(float(os.environ.get("LORASWEEP_TEST_TRIAL_S", "0")))
     return SyntheticCurve(peak=-2.5)(spec, reporter)
+
+
+DEFAULT_LRS = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1]
+
+
+def adaptive_default_sweep(folder: Path) -> str:
+    """The embedded default's shape (LoRA, LoRA+, AdaLoRA; seven learning rates; the adaptive
+    search) on the synthetic curve, run by the real worker loop into an SQLite store under
+    ``folder`` (sweep ``default``); returns the store's URL."""
+    from lorasweep.config import SweepSpec, TrainConfig, VariantSpec
+    from lorasweep.sweep.store import open_storage
+    from lorasweep.sweep.study import sync_sweep
+    from lorasweep.sweep.synthetic import SyntheticCurve
+    from lorasweep.sweep.worker import run_worker
+
+    url = f"sqlite:///{folder / 's.db'}"
+    spec = SweepSpec(name="default", model="embedded:minilm", task="sentiment",
+                     variants=[VariantSpec(v) for v in ("lora", "loraplus", "adalora")],
+                     lrs=DEFAULT_LRS, seeds=[0], train=TrainConfig(steps=80), storage=url,
+                     search="adaptive", runs_dir=str(folder / "runs"))
+    syncs = sync_sweep(spec, open_storage(url), url)
+    run_worker(url, [s.study for s in syncs], trial_fn=SyntheticCurve(peak=-2.5), poll_s=0.05)
+    return url

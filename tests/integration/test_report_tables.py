@@ -11,31 +11,19 @@ import io
 import re
 
 import pytest
+from helpers import DEFAULT_LRS as LRS
+from helpers import adaptive_default_sweep
 from rich.console import Console
 
-from lorasweep.config import SweepSpec, TrainConfig, VariantSpec
 from lorasweep.report import collect_rows, render_terminal, summarise
 from lorasweep.report.markdown import markdown
-from lorasweep.sweep.store import open_storage
-from lorasweep.sweep.study import sync_sweep
-from lorasweep.sweep.synthetic import SyntheticCurve
-from lorasweep.sweep.worker import run_worker
 
-LRS = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1]
 HEADER = ["1e-4", "3e-4", "1e-3", "3e-3", "1e-2", "3e-2", "1e-1"]
 
 
 @pytest.fixture(scope="module")
 def adaptive(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("tables")
-    url = f"sqlite:///{tmp / 's.db'}"
-    spec = SweepSpec(name="default", model="embedded:minilm", task="sentiment",
-                     variants=[VariantSpec(v) for v in ("lora", "loraplus", "adalora")], lrs=LRS,
-                     seeds=[0], train=TrainConfig(steps=80), storage=url, search="adaptive",
-                     runs_dir=str(tmp / "runs"))
-    syncs = sync_sweep(spec, open_storage(url), url)
-    run_worker(url, [s.study for s in syncs], trial_fn=SyntheticCurve(peak=-2.5), poll_s=0.05)
-    rows = collect_rows(url, "default")
+    rows = collect_rows(adaptive_default_sweep(tmp_path_factory.mktemp("tables")), "default")
     return summarise(rows), rows
 
 
