@@ -9,7 +9,7 @@ from ..text import format_lr
 from .select import VariantSummary
 
 __all__ = ["RUNG_NOTE", "band_text", "by_task", "cell_text", "delta_text", "lr_text", "lrs_of",
-           "probed_lrs", "ratio_text", "selection_note", "short_names", "tuned_text",
+           "probed_lrs", "ratio_text", "selection_note", "short_names", "times", "tuned_text",
            "unlisted_trials"]
 
 #: What a rung's cell (``0.52@30%``) and an adaptive search's band word mean, said once per table.
@@ -80,10 +80,21 @@ def band_text(s: VariantSummary) -> str:
     return f"{lr_text(s.band[0])}–{lr_text(s.band[1])} ({s.band_decades:.1f} dec)"
 
 
+def times(value: float | None) -> str:
+    """A ratio of learning rates: ``3x``, ``0.3x``, ``1000x``, ``1/1000x`` (never ``1e+03x``)."""
+    if value is None:
+        return "-"
+    if value >= 1000:
+        return f"{value:.0f}x"
+    if value < 0.001:
+        return f"1/{1 / value:.0f}x"
+    return f"{value:.3g}x"
+
+
 def ratio_text(s: VariantSummary) -> str:
     if s.variant == "lora" or s.lr_ratio_vs_lora is None:
         return "-"
-    return f"{s.lr_ratio_vs_lora:.3g}x"
+    return times(s.lr_ratio_vs_lora)
 
 
 def delta_text(s: VariantSummary) -> str:

@@ -24,6 +24,7 @@ from ._format import (
     lr_text,
     ratio_text,
     selection_note,
+    times,
     tuned_text,
     unlisted_trials,
 )
@@ -205,11 +206,8 @@ def _reference(group: list[VariantSummary]) -> str:
     if not rows:
         return ""
 
-    def ratio(value: float | None) -> str:
-        return "-" if value is None else f"{value:.3g}x"
-
-    body = [[r["variant_tag"], lr_text(r["study_best_lr"]), ratio(r["study_ratio"]),
-             lr_text(r["here_best_lr"]), ratio(r["here_ratio"]),
+    body = [[r["variant_tag"], lr_text(r["study_best_lr"]), times(r["study_ratio"]),
+             lr_text(r["here_best_lr"]), times(r["here_ratio"]),
              {True: "yes", False: "no", None: "-"}[r["agrees"]]] for r in rows]
     return ("<h3>Best learning rate vs LoRA's: the study / here</h3>"
             f'<p class="note">The study: {_e(rows[0]["study"])}. A shift reproduces when both '

@@ -15,6 +15,7 @@ from ._format import (
     ratio_text,
     selection_note,
     short_names,
+    times,
     tuned_text,
     unlisted_trials,
 )
@@ -22,10 +23,6 @@ from .reference import compare
 from .select import VariantSummary
 
 __all__ = ["markdown", "reference_lines"]
-
-
-def _ratio(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3g}x"
 
 
 def reference_lines(summaries: list[VariantSummary]) -> list[str]:
@@ -41,8 +38,8 @@ def reference_lines(summaries: list[VariantSummary]) -> list[str]:
     for r in rows:
         agrees = {True: "yes", False: "no", None: "-"}[r["agrees"]]
         lines.append(f"| {r['variant_tag']} | {lr_text(r['study_best_lr'])} | "
-                     f"{_ratio(r['study_ratio'])} | {lr_text(r['here_best_lr'])} | "
-                     f"{_ratio(r['here_ratio'])} | {agrees} |")
+                     f"{times(r['study_ratio'])} | {lr_text(r['here_best_lr'])} | "
+                     f"{times(r['here_ratio'])} | {agrees} |")
     return lines + [""]
 
 

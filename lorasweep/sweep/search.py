@@ -309,12 +309,12 @@ def plan(lrs: list[float], seeds: list[int], observations: list[Observation],
         if outward == 0 or not 0 <= best + outward < len(points):
             break
         if _keep(len(probed) + 1, len(seeds), fidelities, cap) is None:
-            notes.append(f"best probe at the grid's {side} edge (lr={points[best]:.3g}): the step "
+            notes.append(f"best probe at the grid's {side} edge (lr={format_lr(points[best])}): the step "
                          "budget allows no probe past it")
             break
         probed.append(best + outward)
         notes.append(f"best probe at the {side} edge: extended the search to "
-                     f"lr={points[best + outward]:.3g}")
+                     f"lr={format_lr(points[best + outward])}")
     values = [value for value, _ in scores.values() if value > worst]
     if len(values) >= 2 and max(values) - min(values) <= opts["tie"]:
         notes.append(f"every probe at fidelity {fidelities[0]:g} scored within {opts['tie']:g} of "
@@ -330,6 +330,6 @@ def plan(lrs: list[float], seeds: list[int], observations: list[Observation],
             return unfinished()
     best = ranked(scores, opts["tie"])[0]
     if not first <= best <= last:
-        notes.append(f"best lr={points[best]:.3g} lies outside the grid "
-                     f"({points[first]:.3g}..{points[last]:.3g}): extended within bounds")
+        notes.append(f"best lr={format_lr(points[best])} lies outside the grid "
+                     f"({format_lr(points[first])}..{format_lr(points[last])}): extended within bounds")
     return Plan(proposals, True, points[best], spent(), cap, grid, notes, trials(len(probed)))

@@ -62,6 +62,14 @@ class WorkerSummary:
     #: Studies this worker stopped because their first trials failed the same way -> the reason.
     stopped: dict[str, str] = dataclasses.field(default_factory=dict)
 
+    def __str__(self) -> str:
+        """``3 completed (1 diverged), 1 failed attempt, 0 pruned``: a worker log's closing line."""
+        from ..text import plural
+
+        text = (f"{self.completed} completed ({self.diverged} diverged), "
+                f"{plural(self.failed, 'failed attempt')}, {self.pruned} pruned")
+        return text + "".join(f"; stopped {study}: {reason}" for study, reason in self.stopped.items())
+
 
 class TrialEvents:
     """Callbacks for progress display; the default shows nothing."""
