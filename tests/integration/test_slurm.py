@@ -31,8 +31,10 @@ SECRET = "s3cret-Token-9"  # the PostgreSQL test server trusts every password: t
 
 
 @pytest.fixture
-def job_env(monkeypatch, slurm_cluster):
-    """What array tasks inherit from this process (sbatch exports the environment)."""
+def job_env(monkeypatch, slurm_cluster, tmp_path):
+    """What array tasks inherit from this process (sbatch exports the environment); a home
+    folder of the test's own, so the launcher's private URL files stay out of the real one."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), str(TESTS)]))
     monkeypatch.setenv("LORASWEEP_TRIAL_FUNCTION", "helpers:standin_trial")
     monkeypatch.setenv("LORASWEEP_HEARTBEAT_INTERVAL", "0.5")
@@ -90,6 +92,8 @@ def test_array_runs_the_grid_exactly_once_with_its_options(tmp_path, job_env, fr
     assert any(p.suffix == ".sh" for p in files) and any(p.suffix == ".pkl" for p in files)
     for path in files:  # job script, pickles, logs: the password is in none of them
         assert SECRET.encode() not in path.read_bytes(), path
+    # the workers' private URL file went to this test's home folder, not the real one
+    assert len(list((tmp_path / "home" / ".lorasweep" / "storage").glob("*.url"))) == 1
 
 
 def test_adaptive_search_on_an_array_runs_each_rung_once(tmp_path, job_env):
