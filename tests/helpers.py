@@ -292,12 +292,16 @@ def sweep_one_point(tmp_path: Path, model: str | Path, task: str, data_dir: str 
 def standin_trial(spec, reporter):
     """A stand-in for ``run_trial`` in tests of the scheduling alone (set through
     ``LORASWEEP_TRIAL_FUNCTION=helpers:standin_trial``): it sleeps ``LORASWEEP_TEST_TRIAL_S``
-    seconds (default 0) in steps, reporting them, and scores the learning rate."""
+    seconds (default 0) in steps, reporting them, and scores the learning rate (the trial at
+    ``LORASWEEP_TEST_LONG_LR`` sleeps ``LORASWEEP_TEST_LONG_S`` seconds instead)."""
     import os
     import time
     from types import SimpleNamespace
 
     seconds = float(os.environ.get("LORASWEEP_TEST_TRIAL_S", "0"))
+    if os.environ.get("LORASWEEP_TEST_LONG_LR") and \
+            float(spec.lr) == float(os.environ["LORASWEEP_TEST_LONG_LR"]):
+        seconds = float(os.environ["LORASWEEP_TEST_LONG_S"])  # one long trial among short ones
     steps = 10
     reporter.on_start(steps)
     for step in range(1, steps + 1):
