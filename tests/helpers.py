@@ -309,12 +309,16 @@ def sweep_one_point(tmp_path: Path, model: str | Path, task: str, data_dir: str 
 def standin_trial(spec, reporter):
     """A stand-in for ``run_trial`` in tests of the scheduling alone (set through
     ``LORASWEEP_TRIAL_FUNCTION=helpers:standin_trial``): it sleeps ``LORASWEEP_TEST_TRIAL_S``
-    seconds (default 0) in steps, reporting them, and scores the learning rate."""
+    seconds (default 0) in steps, reporting them, and scores the learning rate (the trial at
+    ``LORASWEEP_TEST_LONG_LR`` sleeps ``LORASWEEP_TEST_LONG_S`` seconds instead)."""
     import os
     import time
     from types import SimpleNamespace
 
     seconds = float(os.environ.get("LORASWEEP_TEST_TRIAL_S", "0"))
+    if os.environ.get("LORASWEEP_TEST_LONG_LR") and \
+            float(spec.lr) == float(os.environ["LORASWEEP_TEST_LONG_LR"]):
+        seconds = float(os.environ["LORASWEEP_TEST_LONG_S"])  # one long trial among short ones
     steps = 10
     reporter.on_start(steps)
     for step in range(1, steps + 1):
@@ -380,3 +384,26 @@ def install_plugins(site: Path) -> Path:
         "broken = reviews_broken:Task\n"
         "sentiment = reviews_pkg.tasks:ReviewTask\n")
     return site
+
+
+DEFAULT_LRS = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1]
+
+
+def adaptive_default_sweep(folder: Path) -> str:
+    """The embedded default's shape (LoRA, LoRA+, AdaLoRA; seven learning rates; the adaptive
+    search) on the synthetic curve, run by the real worker loop into an SQLite store under
+    ``folder`` (sweep ``default``); returns the store's URL."""
+    from lorasweep.config import SweepSpec, TrainConfig, VariantSpec
+    from lorasweep.sweep.store import open_storage
+    from lorasweep.sweep.study import sync_sweep
+    from lorasweep.sweep.synthetic import SyntheticCurve
+    from lorasweep.sweep.worker import run_worker
+
+    url = f"sqlite:///{folder / 's.db'}"
+    spec = SweepSpec(name="default", model="embedded:minilm", task="sentiment",
+                     variants=[VariantSpec(v) for v in ("lora", "loraplus", "adalora")],
+                     lrs=DEFAULT_LRS, seeds=[0], train=TrainConfig(steps=80), storage=url,
+                     search="adaptive", runs_dir=str(folder / "runs"))
+    syncs = sync_sweep(spec, open_storage(url), url)
+    run_worker(url, [s.study for s in syncs], trial_fn=SyntheticCurve(peak=-2.5), poll_s=0.05)
+    return url

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from ..paths import REPORTS_DIR
+from ..paths import report_dir
 from ..text import format_lr
 from ._app import JsonOpt, StorageOpt, SweepOpt, app, console, fail, user_errors
 
@@ -20,7 +20,7 @@ __all__ = ["cancel", "delete", "export", "report", "status"]
 def report(
     sweep: SweepOpt = None,
     storage: StorageOpt = None,
-    out: Annotated[Path, typer.Option("--out", help="Folder for report.html, report.md, curves.png, results.csv, results.json.")] = REPORTS_DIR,
+    out: Annotated[Path | None, typer.Option("--out", help="Folder for report.html, report.md, curves.png, results.csv, results.json (default: lorasweep-out/reports/SWEEP, one folder per sweep).")] = None,
     tolerance: Annotated[float, typer.Option("--band-tolerance", help="A learning rate is 'good' within this (absolute) of the best validation score.")] = 0.01,
     reference: Annotated[bool, typer.Option("--reference", help="Print only the comparison with the study's published curves (best LR vs LoRA's: study / here); writes nothing.")] = False,
 ) -> None:
@@ -44,7 +44,8 @@ def report(
     render_terminal(summaries, console, rows)
     if transfer:
         console.print(transfer_table(transfer))
-    paths = write_report(summaries, rows, out, tolerance, transfer)
+    paths = write_report(summaries, rows, out or report_dir([r["sweep"] for r in rows]), tolerance,
+                         transfer)
     console.print(escape("wrote " + ", ".join(str(p) for p in paths.values())), highlight=False,
                   soft_wrap=True)
     main_file = paths.get("report.html") or paths["report.md"]
@@ -114,10 +115,18 @@ def status(sweep: SweepOpt = None, storage: StorageOpt = None, as_json: JsonOpt 
         fail(str(err))
     if sweep is not None and not studies:
         fail(f"no sweep named {sweep!r} in the store: check --sweep (see `lorasweep status`)")
-    if as_json:
+    jobs = _jobs(storage, sweep)
+    if as_json:  # each study with its sweep's SLURM jobs, as `status` prints them
+        import dataclasses
+
+        for s in studies:
+            s["slurm_jobs"] = [dataclasses.asdict(j) for j in jobs if j.sweep == s["sweep"]]
         typer.echo(json.dumps(studies, indent=2))
         return
-    table = Table(title="studies")
+    adaptive = any(s["search"] == "adaptive" for s in studies)
+    table = Table(title="studies", caption="trials: in an adaptive search each rung of a learning "
+                  "rate (its run stopped at a fraction of the schedule) is a trial of its own"
+                  if adaptive else None)
     for col in ("sweep", "task", "model", "variant", "waiting", "running", "complete", "failed", "pruned"):
         table.add_column(col, justify="right" if col in ("waiting", "running", "complete", "failed", "pruned") else "left")
     for s in studies:
@@ -126,16 +135,17 @@ def status(sweep: SweepOpt = None, storage: StorageOpt = None, as_json: JsonOpt 
     running = [(s, t) for s in studies for t in s["running_trials"]]
     if running:
         console.print(running_table(running))
-    _print_jobs(storage, sweep)
-
-
-def _print_jobs(storage: str | None, sweep: str | None) -> None:
-    """The sweeps' SLURM jobs, with their array tasks' states (none printed if there are none)."""
-    from ..launch.jobs import jobs_table, sweep_jobs
-
-    jobs = sweep_jobs(storage, sweep)
     if jobs:
+        from ..launch.jobs import jobs_table
+
         console.print(jobs_table(jobs))
+
+
+def _jobs(storage: str | None, sweep: str | None) -> list:
+    """The sweeps' SLURM jobs, with their array tasks' states."""
+    from ..launch.jobs import sweep_jobs
+
+    return sweep_jobs(storage, sweep)
 
 
 @app.command()

@@ -13,8 +13,14 @@ from ..config import SweepSpec
 from ..sweep.spec import SweepError, check_registries
 from ..sweep.study import GridSync, grid_state, sync_sweep
 from ..sweep.worker import TrialEvents, WorkerSummary
+from ..text import format_lr
 
-__all__ = ["SweepOutcome", "check_spec", "run_sweep"]
+__all__ = ["SweepOutcome", "check_spec", "run_sweep", "spent_text"]
+
+
+def spent_text(spent: float, grid: float) -> str:
+    """An adaptive search's cost in the words a user reads: ``28% of the grid's training``."""
+    return f"{spent / grid:.0%} of the grid's training" if grid else f"{spent:.1f} full runs"
 
 
 @dataclasses.dataclass
@@ -44,10 +50,9 @@ class SweepOutcome:
             state = optuna.load_study(study_name=sync.study, storage=storage).user_attrs.get("search_state")
             if not state:
                 continue
-            best = f"lr={state['best_lr']:.3g}" if state.get("best_lr") else "not found yet"
+            best = f"lr={format_lr(state['best_lr'])}" if state.get("best_lr") else "not found yet"
             done = "" if state.get("finished") else " (unfinished: rerun to continue)"
-            lines.append(f"{sync.variant}: best {best}{done}; {state['spent']:.1f} full trials' "
-                         f"steps of the grid's {state['grid']:g}")
+            lines.append(f"{sync.variant}: best {best}{done}; {spent_text(state['spent'], state['grid'])}")
             lines += [f"  note: {n}" for n in dict.fromkeys(state.get("notes", []))]
         return lines
 

@@ -118,6 +118,9 @@ class SlurmWorker(Checkpointable):
 
     url_file: str
     study_names: list[str]
+    #: Leave as soon as nothing waits that this task could run (a lost trial is retried by a task
+    #: still running or by one the launcher submits), instead of holding the allocation idle.
+    leave_when_blocked: bool = True
 
     def storage_url(self) -> str:
         return os.environ.get(URL_ENV) or Path(self.url_file).read_text().strip()
@@ -132,7 +135,8 @@ class SlurmWorker(Checkpointable):
         # one worker per array task: the task's own allocation (SLURM_CPUS_PER_TASK) decides
         print(f"array task {index}: {configure_threads(1)} torch thread(s)", flush=True)
         with StopRequests() as stops:  # what stopped the worker, after it saved and re-enqueued
-            summary = run_worker(self.storage_url(), self.study_names)
+            summary = run_worker(self.storage_url(), self.study_names,
+                                 leave_when_blocked=self.leave_when_blocked)
         if stops.signum is not None:
             print(f"array task {index} stopped by {signal.Signals(stops.signum).name}", flush=True)
             stopped_by = stops.signum
@@ -159,6 +163,46 @@ def _record_job(storage_url: str, study_names: list[str], job: str, tasks: int, 
         study.set_user_attr("slurm_jobs", [*study.user_attrs.get("slurm_jobs", []), entry])
 
 
+#: How many times a run submits array tasks again for trials left when every task has ended.
+_RESUBMITS = 3
+
+
+def left_over(storage_url: str, study_names: list[str]) -> int:
+    """How many trials still need an array task once every task has left: lost trials are
+    failed (once their heartbeat's grace has passed) and their points enqueued again; a study
+    stopped by its first trials' shared error needs none."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from ..sweep.heartbeat import fail_stale, grace_s
+    from ..sweep.store import open_storage
+    from ..sweep.study import STOPPED_ATTR, locked, requeue_failed
+
+    storage = open_storage(storage_url, create=False)
+    deadline = time.time() + grace_s() + 5
+    while True:
+        need = running = 0
+        for name in study_names:
+            study = optuna.load_study(study_name=name, storage=storage)
+            attrs = study.user_attrs
+            if attrs.get(STOPPED_ATTR):
+                continue
+            adaptive = attrs.get("search") == "adaptive"
+            with locked(study, storage_url, storage):
+                if adaptive:
+                    fail_stale(study, storage)
+                else:
+                    requeue_failed(study, storage, int(attrs.get("max_retries", 2)))
+            states = [t.state for t in study.get_trials(deepcopy=False)]
+            running += states.count(TrialState.RUNNING)
+            need += states.count(TrialState.WAITING)
+            if adaptive and not (attrs.get("search_state") or {}).get("finished"):
+                need = max(need, 1)  # its next proposals (or a retry) need a task
+        if not running or time.time() > deadline:
+            return need
+        time.sleep(1.0)
+
+
 def _ended(job: Any) -> str | None:
     """None if the array task finished its loop; else how it ended (CANCELLED, FAILED, ...)."""
     try:
@@ -175,21 +219,23 @@ class SlurmLauncher(Launcher):
     Options = SlurmOptions
     can_detach = True
 
-    def submit(self, storage_url: str, study_names: list[str]) -> list[Any]:
-        """Submit the array; returns submitit's jobs (one per array task)."""
+    def submit(self, storage_url: str, study_names: list[str], tasks: int | None = None) -> list[Any]:
+        """Submit the array (``tasks`` array tasks, default ``--workers``); returns submitit's
+        jobs (one per array task)."""
         import submitit
 
         folder = Path(self.options.folder) if self.options.folder else self.log_dir / "slurm"
         executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=self.options.max_num_timeout)
-        executor.update_parameters(**self.options.sbatch(self.workers))
+        tasks = tasks or self.workers
+        executor.update_parameters(**self.options.sbatch(tasks))
         worker = SlurmWorker(str(url_file(storage_url)), list(study_names))
         try:
-            jobs = executor.map_array(worker, range(self.workers))
+            jobs = executor.map_array(worker, range(tasks))
         except Exception as err:  # sbatch refused (bad partition, account, limits)
             reason = " ".join(str(err).split())[-400:]
             raise LaunchError(f"sbatch refused the job array: {reason}; check --set launcher.X") from None
         self.submitted = [jobs[0].job_id.split("_")[0]]
-        _record_job(storage_url, study_names, self.submitted[0], self.workers, folder)
+        _record_job(storage_url, study_names, self.submitted[0], tasks, folder)
         return jobs
 
     def launch(self, storage_url: str, study_names: list[str], total: int,
@@ -199,11 +245,24 @@ class SlurmLauncher(Launcher):
         jobs = self.submit(storage_url, study_names)
         if self.detach:
             return WorkerSummary()
-        try:
-            summary = watch(storage_url, study_names, events,
-                            alive=lambda: not all(j.done() for j in jobs))
-        except KeyboardInterrupt:
-            raise StoppedWatching(self.submitted) from None
+        every, summary = list(jobs), WorkerSummary()
+        for round_ in range(_RESUBMITS + 1):
+            try:
+                part = watch(storage_url, study_names, events,
+                             alive=lambda jobs=jobs: not all(j.done() for j in jobs))
+            except KeyboardInterrupt:
+                raise StoppedWatching(self.submitted) from None
+            for name in ("completed", "pruned", "failed", "diverged"):
+                setattr(summary, name, getattr(summary, name) + getattr(part, name))
+            summary.stopped.update(part.stopped)
+            left = left_over(storage_url, study_names)  # every task has left
+            if not left or round_ == _RESUBMITS:
+                break
+            print(f"{left} trial(s) left after every array task ended (a lost trial): submitting "
+                  f"{min(self.workers, left)} array task(s) for them", flush=True)
+            jobs = self.submit(storage_url, study_names, min(self.workers, left))
+            every += jobs
+        jobs = every
         dead = [(j, how) for j in jobs if (how := _ended(j)) is not None]
         if dead:
             job, how = dead[0]

@@ -8,8 +8,14 @@ from typing import Any
 from ..text import format_lr
 from .select import VariantSummary
 
-__all__ = ["band_text", "by_task", "cell_text", "delta_text", "lr_text", "lrs_of", "ratio_text",
-           "selection_note", "tuned_text", "unlisted_trials"]
+__all__ = ["RUNG_NOTE", "band_text", "by_task", "cell_text", "delta_text", "lr_text", "lrs_of",
+           "probed_lrs", "ratio_text", "selection_note", "short_names", "times", "tuned_text",
+           "unlisted_trials"]
+
+#: What a rung's cell (``0.52@30%``) and an adaptive search's band word mean, said once per table.
+RUNG_NOTE = ("score@F%: the validation score of a learning rate the adaptive search stopped at F% "
+             "of the schedule (a rung); band 'unmeasured': few learning rates ran the whole "
+             "schedule")
 
 
 def lr_text(lr: float | None) -> str:
@@ -30,10 +36,32 @@ def lrs_of(group: list[VariantSummary]) -> list[float]:
     return sorted({lr for s in group for lr in s.cells})
 
 
+def probed_lrs(group: list[VariantSummary]) -> list[float]:
+    """Every learning rate any variant of ``group`` ran: full-budget cells and rungs."""
+    return sorted({lr for s in group for lr in s.cells}
+                  | {lr for s in group for by_lr in s.rungs.values() for lr in by_lr})
+
+
+def short_names(group: list[VariantSummary]) -> tuple[dict[str, str], str | None]:
+    """Each variant tag's name in a table, and the caption that says what was cut: the
+    configuration every variant of the group shares (``lora-r8-a16``, ``loraplus-r8-a16``:
+    ``lora``, ``loraplus``; caption ``each variant: r8-a16``). Full tags when they differ."""
+    tags = {s.variant_tag: s.variant for s in group}
+    rests = {tag[len(key) + 1:] for tag, key in tags.items() if tag.startswith(key + "-")}
+    short = {tag: key for tag, key in tags.items()}
+    if len(rests) != 1 or not all(t.startswith(k + "-") for t, k in tags.items()) \
+            or len(set(short.values())) != len(short):
+        return {tag: tag for tag in tags}, None
+    return short, f"each variant: {rests.pop()}"
+
+
 def cell_text(s: VariantSummary, lr: float, validation: bool = False) -> str:
+    """The score at ``lr``: the full-budget one; else the highest rung's validation score
+    marked with its fraction of the schedule (``0.52@33%``); else ``-``."""
     c = s.cells.get(lr)
     if c is None:
-        return "-"
+        rung = max((f for f, by_lr in s.rungs.items() if lr in by_lr), default=None)
+        return "-" if rung is None else f"{s.rungs[rung][lr]:.2f}@{rung:.0%}"
     if validation:
         return f"{c.validation:.3f}" + (" (div)" if c.diverged else "")
     text = f"{c.mean:.3f}" + (f" ± {c.std:.3f}" if c.n > 1 else "")
@@ -48,14 +76,25 @@ def tuned_text(s: VariantSummary) -> str:
 
 def band_text(s: VariantSummary) -> str:
     if s.band is None:
-        return "not measured (adaptive search)" if s.rungs else "none" if s.remark else "-"
-    return f"{lr_text(s.band[0])} – {lr_text(s.band[1])} ({s.band_decades:.1f} dec)"
+        return "unmeasured" if s.rungs else "none" if s.remark else "-"
+    return f"{lr_text(s.band[0])}–{lr_text(s.band[1])} ({s.band_decades:.1f} dec)"
+
+
+def times(value: float | None) -> str:
+    """A ratio of learning rates: ``3x``, ``0.3x``, ``1000x``, ``1/1000x`` (never ``1e+03x``)."""
+    if value is None:
+        return "-"
+    if value >= 1000:
+        return f"{value:.0f}x"
+    if value < 0.001:
+        return f"1/{1 / value:.0f}x"
+    return f"{value:.3g}x"
 
 
 def ratio_text(s: VariantSummary) -> str:
     if s.variant == "lora" or s.lr_ratio_vs_lora is None:
         return "-"
-    return f"{s.lr_ratio_vs_lora:.3g}x"
+    return times(s.lr_ratio_vs_lora)
 
 
 def delta_text(s: VariantSummary) -> str:

@@ -82,14 +82,38 @@ def _auto_class(task: str) -> str:
             "causal-lm": "AutoModelForCausalLM"}.get(kind, "AutoModel")
 
 
+def _article(word: str) -> str:
+    return "An" if word[:1].lower() in "aeiou" else "A"
+
+
+def _base_model(model: str) -> tuple[list[str], str, str]:
+    """``(setup lines, from_pretrained arguments, what else to install)`` that load ``model`` as
+    written: an ``embedded:NAME`` alias is no id transformers knows, so the card finds the files
+    of the package that ships it (on any machine where that package is installed)."""
+    from ..train.model import EMBEDDED_MODELS
+
+    entry = EMBEDDED_MODELS.get(model.split(":", 1)[1]) if model.startswith("embedded:") else None
+    if entry is None:
+        return [], repr(model), ""
+    folder = "" if entry["folder"] == "." else f" / {entry['folder']!r}"
+    setup = ["import importlib.util", "from pathlib import Path", "",
+             f"# {model}: {entry['summary']}, the files of a PyPI package ({entry['pip']})",
+             f"BASE = str(Path(importlib.util.find_spec({entry['package']!r})"
+             f".submodule_search_locations[0]){folder})"]
+    args = "BASE" + (f", gguf_file={entry['gguf_file']!r}" if entry.get("gguf_file") else "")
+    return setup, args, f" and `{entry['pip']}`"
+
+
 def _card(summary: VariantSummary, row: dict[str, Any], peft: bool, merged: bool) -> str:
     model = row["model"]
     auto = _auto_class(summary.task)
+    setup, args, install = _base_model(model)
     score = f"{summary.peak:.4f}" + (f" ± {summary.test_std:.4f}" if summary.seeds > 1 else "")
+    base = [*setup, f"base = {auto}.from_pretrained({args})  # the base model"]
     lines = [
         f"# {summary.variant_tag} on {summary.task}", "",
-        f"A `{summary.variant}` adapter of `{model}` for `{summary.task}`, trained by lorasweep "
-        f"at the learning rate its sweep `{summary.sweep}` selected.", "",
+        f"{_article(summary.variant)} `{summary.variant}` adapter of `{model}` for `{summary.task}`, "
+        f"trained by lorasweep at the learning rate its sweep `{summary.sweep}` selected.", "",
         "| | |", "|---|---|",
         f"| base model | `{model}` |", f"| task | `{summary.task}` |",
         f"| variant | `{summary.variant}` (`{summary.variant_tag}`) |",
@@ -98,17 +122,17 @@ def _card(summary: VariantSummary, row: dict[str, Any], peft: bool, merged: bool
         f"| validation {summary.metric} | {summary.validation_score:.4f} |",
         f"| this adapter | seed {row['seed']} (best validation score at that learning rate) |",
         "", "![the sweep's learning-rate curve](curve.png)", "",
-        "## Load it", "", "With lorasweep (every variant):", "", "```python",
-        f"from transformers import {auto}",
-        "import lorasweep", "",
-        f"base = {auto}.from_pretrained(\"{model}\")  # the base model (a local copy of it)",
+        "## Load it", "", f"With lorasweep (every variant; needs lorasweep{install}):",
+        "", "```python", f"from transformers import {auto}", "", "import lorasweep", "", *base,
         "model = lorasweep.load_adapter(base, \"path/to/this/folder\")", "```", ""]
     if peft:
-        lines += ["With peft (this variant's math is a peft LoRA):", "", "```python",
-                  "from peft import PeftModel", "",
+        lines += ["With peft instead (this variant's math is a peft LoRA; needs `pip install peft "
+                  f"transformers`{install}, not lorasweep):", "", "```python", "from peft import PeftModel",
+                  f"from transformers import {auto}", "", *base,
                   "model = PeftModel.from_pretrained(base, \"path/to/this/folder\")", "```", ""]
     if merged:
         lines += ["Merged full weights (no adapter library needed):", "", "```python",
+                  f"from transformers import {auto}", "",
                   f"model = {auto}.from_pretrained(\"path/to/this/folder/merged\")", "```", ""]
     return "\n".join(lines)
 

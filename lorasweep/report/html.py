@@ -24,6 +24,7 @@ from ._format import (
     lr_text,
     ratio_text,
     selection_note,
+    times,
     tuned_text,
     unlisted_trials,
 )
@@ -64,7 +65,8 @@ def _curves_figure(group: list[VariantSummary], colors: dict[str, str]):
     swept = {s.variant for s in group}
     ref_variants = [v for v in ref.curves if v in swept] if ref else []
     cols = 2 if ref_variants else 1
-    titles = ["here: test score (mean ± std over seeds)"] + ([f"the study: {ref.caption}"]
+    titles = ["here: test score (mean ± std over seeds)"
+              + ("; dotted: validation at a rung" if any(s.rungs for s in group) else "")] + ([f"the study: {ref.caption}"]
                                                              if cols == 2 else [])
     fig = make_subplots(rows=1, cols=cols, subplot_titles=titles, horizontal_spacing=0.08)
     for s in group:
@@ -73,8 +75,10 @@ def _curves_figure(group: list[VariantSummary], colors: dict[str, str]):
         mean = [s.cells[lr].mean for lr in lrs]
         std = [s.cells[lr].std for lr in lrs]
         hover = [f"{s.variant_tag}<br>lr {lr_text(lr)}<br>test {c.mean:.4f} ± {c.std:.4f}"
-                 f"<br>validation {c.validation:.4f}<br>seeds {c.n}"
-                 + ("<br>diverged" if c.diverged else "") for lr, c in sorted(s.cells.items())]
+                 f"<br>validation {c.validation:.4f}<br>seeds {c.n}<br>fidelity: 100% of the "
+                 "schedule" + ("<br>diverged" if c.diverged else "")
+                 for lr, c in sorted(s.cells.items())]
+        _rung_traces(fig, s, color)
         fig.add_trace(go.Scatter(x=lrs + lrs[::-1], y=[m + d for m, d in zip(mean, std, strict=False)]
                                  + [m - d for m, d in zip(mean[::-1], std[::-1], strict=False)],
                                  fill="toself", fillcolor=color, opacity=0.15, line={"width": 0},
@@ -116,23 +120,55 @@ def _curves_figure(group: list[VariantSummary], colors: dict[str, str]):
     return fig
 
 
+def _rung_traces(fig, s: VariantSummary, color: str) -> None:
+    """An adaptive search's stopped rungs, each a dotted line of validation scores over the
+    learning rates it ran: the first rung, over every learning rate, is the sensitivity curve."""
+    import plotly.graph_objects as go
+
+    for fraction, by_lr in sorted(s.rungs.items()):
+        lrs = sorted(by_lr)
+        hover = [f"{s.variant_tag}<br>lr {lr_text(lr)}<br>validation {by_lr[lr]:.4f}<br>"
+                 f"fidelity: {fraction:.0%} of the schedule (a rung of the adaptive search)"
+                 for lr in lrs]
+        fig.add_trace(go.Scatter(x=lrs, y=[by_lr[lr] for lr in lrs], mode="lines+markers",
+                                 name=f"{s.variant_tag} at {fraction:.0%} (validation)",
+                                 line={"color": color, "dash": "dot", "width": 1},
+                                 marker={"size": 5, "symbol": "circle-open"}, opacity=0.8,
+                                 legendgroup=s.variant_tag, text=hover,
+                                 hovertemplate="%{text}<extra></extra>"), row=1, col=1)
+
+
+def _rung(r: dict[str, Any]) -> str:
+    """`` · 30% of the schedule`` for a rung of the adaptive search (its trials of one point
+    differ by that alone), else nothing."""
+    budget = r.get("budget")
+    return f" · {budget:.0%} of the schedule" if budget is not None and budget < 1 else ""
+
+
+def _trial_name(r: dict[str, Any]) -> str:
+    return f"{r['variant_tag']} · lr {lr_text(r['lr'])} · seed {r['seed']}{_rung(r)}"
+
+
 def _loss_figure(rows: list[dict[str, Any]], colors: dict[str, str]):
     import plotly.graph_objects as go
 
     fig = go.Figure()
+    named: set[str] = set()
     for r in rows:
         curve = r.get("loss_curve") or []
         if not curve:
             continue
         steps, losses = zip(*curve, strict=True)
-        fig.add_trace(go.Scatter(
-            x=list(steps), y=list(losses), mode="lines",
-            name=f"{r['variant_tag']} lr {lr_text(r['lr'])} seed {r['seed']}",
-            line={"color": colors.get(r["variant_tag"], "#777"), "width": 1},
-            opacity=0.8, legendgroup=r["variant_tag"]))
+        tag = r["variant_tag"]
+        fig.add_trace(go.Scatter(  # one legend entry per variant; each trial named on hover
+            x=list(steps), y=list(losses), mode="lines", name=tag, showlegend=tag not in named,
+            line={"color": colors.get(tag, "#777"), "width": 1}, opacity=0.8, legendgroup=tag,
+            hovertemplate=f"{_e(_trial_name(r))}<br>step %{{x}}<br>loss %{{y:.4f}}<extra></extra>"))
+        named.add(tag)
     fig.update_yaxes(type="log", title_text="training loss")
     fig.update_xaxes(title_text="step")
-    fig.update_layout(height=380, margin={"t": 30, "b": 40}, showlegend=len(fig.data) <= 24)
+    fig.update_layout(height=380, margin={"t": 30, "b": 40}, showlegend=True,
+                      legend={"title": {"text": "variant"}})
     return fig
 
 
@@ -179,11 +215,8 @@ def _reference(group: list[VariantSummary]) -> str:
     if not rows:
         return ""
 
-    def ratio(value: float | None) -> str:
-        return "-" if value is None else f"{value:.3g}x"
-
-    body = [[r["variant_tag"], lr_text(r["study_best_lr"]), ratio(r["study_ratio"]),
-             lr_text(r["here_best_lr"]), ratio(r["here_ratio"]),
+    body = [[r["variant_tag"], lr_text(r["study_best_lr"]), times(r["study_ratio"]),
+             lr_text(r["here_best_lr"]), times(r["here_ratio"]),
              {True: "yes", False: "no", None: "-"}[r["agrees"]]] for r in rows]
     return ("<h3>Best learning rate vs LoRA's: the study / here</h3>"
             f'<p class="note">The study: {_e(rows[0]["study"])}. A shift reproduces when both '
@@ -198,7 +231,7 @@ def _provenance(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         prov = json.dumps(json_safe(r.get("provenance") or {}), indent=2, sort_keys=True)
         summary = (f"{r['variant_tag']} · {r['task']} · lr {lr_text(r['lr'])} · seed {r['seed']}"
-                   f" · {r['state']}" + (f" · {r['fail_reason']}" if r.get("fail_reason") else ""))
+                   f"{_rung(r)} · {r['state']}" + (f" · {r['fail_reason']}" if r.get("fail_reason") else ""))
         items.append(f"<details><summary>{_e(summary)}</summary><pre>{_e(prov)}</pre></details>")
     return "\n".join(items)
 

@@ -5,14 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from ._format import (
+    RUNG_NOTE,
     band_text,
     by_task,
     cell_text,
     delta_text,
     lr_text,
-    lrs_of,
+    probed_lrs,
     ratio_text,
     selection_note,
+    short_names,
+    times,
     tuned_text,
     unlisted_trials,
 )
@@ -20,10 +23,6 @@ from .reference import compare
 from .select import VariantSummary
 
 __all__ = ["markdown", "reference_lines"]
-
-
-def _ratio(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3g}x"
 
 
 def reference_lines(summaries: list[VariantSummary]) -> list[str]:
@@ -39,18 +38,19 @@ def reference_lines(summaries: list[VariantSummary]) -> list[str]:
     for r in rows:
         agrees = {True: "yes", False: "no", None: "-"}[r["agrees"]]
         lines.append(f"| {r['variant_tag']} | {lr_text(r['study_best_lr'])} | "
-                     f"{_ratio(r['study_ratio'])} | {lr_text(r['here_best_lr'])} | "
-                     f"{_ratio(r['here_ratio'])} | {agrees} |")
+                     f"{times(r['study_ratio'])} | {lr_text(r['here_best_lr'])} | "
+                     f"{times(r['here_ratio'])} | {agrees} |")
     return lines + [""]
 
 
-def _lr_table(group: list[VariantSummary], lrs: list[float], validation: bool) -> list[str]:
+def _lr_table(group: list[VariantSummary], lrs: list[float], validation: bool,
+              names: dict[str, str]) -> list[str]:
     lines = ["| variant | " + " | ".join(lr_text(lr) for lr in lrs) + " |",
              "|---|" + "---:|" * len(lrs)]
     for s in group:
         cells = [cell_text(s, lr, validation) for lr in lrs]
         cells = [f"**{c}**" if lr == s.best_lr else c for lr, c in zip(lrs, cells, strict=True)]
-        lines.append(f"| {s.variant_tag} | " + " | ".join(cells) + " |")
+        lines.append(f"| {names[s.variant_tag]} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -77,21 +77,26 @@ def markdown(summaries: list[VariantSummary], rows: list[dict[str, Any]], tolera
                   f"{sum(r['state'] == 'pruned' for r in rows)} pruned. Their reasons are below.",
                   ""]
     for (sweep, task, model), group in by_task(summaries).items():
-        lrs = lrs_of(group)
+        lrs = probed_lrs(group)
+        names, caption = short_names(group)
+        notes = [c for c in (caption and caption.capitalize() + ".",
+                             RUNG_NOTE + "." if any(s.rungs for s in group) else None) if c]
         metric = group[0].metric
         pruners = sorted({s.pruner or "none" for s in group})
         lines += [f"## {sweep}: {task} on `{model}`", "", selection_note(group),
                   f"Pruner: {', '.join(pruners)}.", "",
                   f"Test {metric} (mean ± std over seeds) per learning rate; **bold**: each "
-                  "variant's selected learning rate; (div): a seed diverged.", ""]
-        lines += _lr_table(group, lrs, validation=False)
+                  "variant's selected learning rate; (div): a seed diverged.", *notes, ""]
+        lines += _lr_table(group, lrs, False, names)
         lines += ["", f"Validation {metric} (mean over seeds) per learning rate: what selects.", ""]
-        lines += _lr_table(group, lrs, validation=True)
-        lines += ["", f"| variant | selected LR | test {metric} | validation | seeds | "
-                  f"good-LR band (within {tolerance:g}) | LR / LoRA's | Δ vs tuned LoRA |",
+        lines += _lr_table(group, lrs, True, names)
+        lines += ["", f"Tuned: test and validation {metric} at the selected learning rate; "
+                  f"good-LR band: learning rates within {tolerance:g} of the best validation "
+                  "score.", "",
+                  "| variant | best LR | test | val | seeds | good-LR band | LR/LoRA | Δ LoRA |",
                   "|---|---:|---:|---:|---:|---|---:|---:|"]
         for s in group:
-            lines.append(f"| {s.variant_tag} | {lr_text(s.best_lr)} | {tuned_text(s)} | "
+            lines.append(f"| {names[s.variant_tag]} | {lr_text(s.best_lr)} | {tuned_text(s)} | "
                          f"{s.validation_score:.3f} | {s.seeds} | {band_text(s)} | "
                          f"{ratio_text(s)} | {delta_text(s)} |")
         lines.append("")

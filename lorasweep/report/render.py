@@ -11,13 +11,15 @@ from typing import Any
 from .._json import json_safe
 from ..text import plain
 from ._format import (
+    RUNG_NOTE,
     band_text,
     by_task,
     cell_text,
     delta_text,
     lr_text,
-    lrs_of,
+    probed_lrs,
     ratio_text,
+    short_names,
     tuned_text,
 )
 from .plot import plot_curves
@@ -32,26 +34,35 @@ _BULKY = ("loss_curve", "provenance")
 
 def render_terminal(summaries: list[VariantSummary], console: Any,
                     rows: list[dict[str, Any]] | None = None) -> None:
+    """Per sweep, task and model: the curve (every learning rate probed) and the tuned results,
+    two tables that fit 80 columns for the default sweep's seven learning rates."""
+    from rich import box
     from rich.table import Table
 
     for (sweep, task, model), group in by_task(summaries).items():
-        lrs = lrs_of(group)
+        lrs = probed_lrs(group)
+        names, caption = short_names(group)
         how = ("selected on validation" if {s.selection for s in group} == {"validation"}
                else "no separate validation split: best over evaluations")
-        table = Table(title=plain(f"{sweep}: {task} on {model}, test {group[0].metric} by "
-                                   f"learning rate ({how})"))
-        table.add_column("variant", style="bold")
+        notes = [c for c in (caption, RUNG_NOTE if any(s.rungs for s in group) else None) if c]
+        curve = Table(title=plain(f"{sweep}: {task} on {model}, test {group[0].metric} by "
+                                  "learning rate"), caption=plain("; ".join(notes)) or None,
+                      box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+        curve.add_column("variant", style="bold", no_wrap=True)
         for lr in lrs:
-            table.add_column(lr_text(lr), justify="right")
-        for col in ("selected LR", "test", "validation", "good-LR band", "LR / LoRA's",
-                    "Δ vs LoRA"):
-            table.add_column(col, justify="right")
+            curve.add_column(lr_text(lr), justify="right", no_wrap=True)
+        tuned = Table(title=plain(f"tuned ({how})"), box=box.SIMPLE_HEAD, pad_edge=False)
+        tuned.add_column("variant", style="bold", no_wrap=True)
+        for col in ("best LR", "test", "val", "good-LR band", "LR/LoRA", "Δ LoRA"):
+            tuned.add_column(col, justify="right", no_wrap=col != "good-LR band")
         for s in group:
             cells = [f"[bold green]{cell_text(s, lr)}[/]" if lr == s.best_lr else cell_text(s, lr)
                      for lr in lrs]
-            table.add_row(plain(s.variant_tag), *cells, lr_text(s.best_lr), tuned_text(s),
+            curve.add_row(plain(names[s.variant_tag]), *cells)
+            tuned.add_row(plain(names[s.variant_tag]), lr_text(s.best_lr), tuned_text(s),
                           f"{s.validation_score:.3f}", band_text(s), ratio_text(s), delta_text(s))
-        console.print(table)
+        console.print(curve)
+        console.print(tuned)
         for s in group:
             if s.remark:
                 console.print(plain(f"{s.variant_tag}: {s.remark}"), highlight=False)

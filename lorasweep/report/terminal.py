@@ -12,7 +12,7 @@ from typing import Any
 
 from ..sweep.outcome import one_line, trial_label
 from ..text import plain, plural
-from ._format import lr_text
+from ._format import lr_text, times
 
 __all__ = ["reference_table", "render_left_out"]
 
@@ -57,10 +57,8 @@ def reference_table(rows: list[dict[str, Any]]) -> Any:
         table.add_column(col, justify="left" if col in ("task", "variant") else "right")
     for r in rows:
         table.add_row(plain(r["task"]), plain(r["variant_tag"]), lr_text(r["study_best_lr"]),
-                      _ratio(r["study_ratio"]), lr_text(r["here_best_lr"]),
-                      _ratio(r["here_ratio"]), {True: "yes", False: "no", None: "-"}[r["agrees"]])
+                      times(r["study_ratio"]), lr_text(r["here_best_lr"]),
+                      times(r["here_ratio"]), {True: "yes", False: "no", None: "-"}[r["agrees"]])
     return table
 
 
-def _ratio(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3g}x"

@@ -368,7 +368,7 @@ def plan(lrs: list[float], seeds: list[int], observations: list[Observation],
         scores = scored(probed, 0)
         if len(scores) < len(probed):
             return unfinished()
-        shown = ", ".join(f"{lr:.3g}" for lr in window or [])
+        shown = ", ".join(format_lr(lr) for lr in window or [])
         if not widened and _flat([v for v, _ in scores.values()], chance, opts["tie"]):
             probed, cap, widened = _widen(probed, first, last), max(cap, opts["budget"] * grid), True
             notes.append(f"the window (lr={shown}) was flat at fidelity {fidelities[0]:g}: "
@@ -388,14 +388,16 @@ def plan(lrs: list[float], seeds: list[int], observations: list[Observation],
                          "its edge: widened to every other grid point")
             continue
         if _keep(len(probed) + 1, len(seeds), fidelities, cap) is None:
-            notes.append(f"best probe at the grid's {side} edge (lr={points[best]:.3g}): the step "
-                         "budget allows no probe past it" if edge else
-                         f"the step budget allows no probe beside the best (lr={points[best]:.3g})")
+            at = format_lr(points[best])
+            notes.append(f"best probe at the grid's {side} edge (lr={at}): the step budget allows "
+                         "no probe past it" if edge else
+                         f"the step budget allows no probe beside the best (lr={at})")
             break
         probed.append(step)
-        notes.append(f"best probe at the {side} edge: extended the search to lr={points[step]:.3g}"
-                     if edge else f"probed lr={points[step]:.3g} beside the best probe "
-                     f"(lr={points[best]:.3g}), between the widened window's points")
+        notes.append(f"best probe at the {side} edge: extended the search to "
+                     f"lr={format_lr(points[step])}" if edge else
+                     f"probed lr={format_lr(points[step])} beside the best probe "
+                     f"(lr={format_lr(points[best])}), between the widened window's points")
     values = [value for value, _ in scores.values() if value > worst]
     if len(values) >= 2 and max(values) - min(values) <= opts["tie"]:
         notes.append(f"every probe at fidelity {fidelities[0]:g} scored within {opts['tie']:g} of "
@@ -411,6 +413,6 @@ def plan(lrs: list[float], seeds: list[int], observations: list[Observation],
             return unfinished()
     best = ranked(scores, opts["tie"])[0]
     if not first <= best <= last:
-        notes.append(f"best lr={points[best]:.3g} lies outside the grid "
-                     f"({points[first]:.3g}..{points[last]:.3g}): extended within bounds")
+        notes.append(f"best lr={format_lr(points[best])} lies outside the grid "
+                     f"({format_lr(points[first])}..{format_lr(points[last])}): extended within bounds")
     return Plan(proposals, True, points[best], spent(), cap, grid, notes, trials(len(probed)))

@@ -51,7 +51,8 @@ def study_status(storage_url: str | None, sweep: str | None = None) -> list[dict
         counts = {state: states[state] for state in STATES}
         s = study.user_attrs
         out.append({"study": study.study_name, "sweep": s["sweep"], "task": s["task"],
-                    "model": s["model"], "variant": s["variant_tag"], **counts,
+                    "model": s["model"], "variant": s["variant_tag"],
+                    "search": s.get("search") or "grid", **counts,
                     "running_trials": _running(trials)})
     return out
 

@@ -31,6 +31,7 @@ from .urls import (
     port_of,
     sqlite_path,
     storage_label,
+    stray_credentials,
 )
 
 __all__ = [
@@ -127,6 +128,15 @@ def _check_port(url: str, label: str) -> None:
                            "(e.g. postgresql+psycopg://USER@HOST:5432/DB)")
 
 
+def _check_credentials(url: str, label: str) -> None:
+    """Refuse, before any driver sees it, a URL whose password holds a bare ``@``: the driver
+    would end the password at that ``@`` and quote the rest of it as a host name."""
+    if stray_credentials(url) is not None:
+        raise StorageError(f"storage {label}: the password holds '@', which ends the password in "
+                           "a URL; write each '@' of the user name or password as %40 (and ':' as "
+                           "%3A, '/' as %2F), e.g. postgresql+psycopg://USER:PA%40SS@HOST:5432/DB")
+
+
 def _schema_error(url: str, label: str, err: Exception) -> StorageError:
     """Optuna refused the tables: name the schema found, and the fix."""
     import optuna
@@ -196,6 +206,7 @@ def check_storage(url: str | None, create: bool = True) -> None:
         raise StorageError(
             f"storage {url!r} is not a URL: use sqlite:///FILE, postgresql+psycopg://..., or journal:FILE"
         )
+    _check_credentials(url, label)
     _check_port(url, label)
     driver, pip = _driver(url)
     module = {"mysqldb": "MySQLdb"}.get(driver, driver)
@@ -241,6 +252,7 @@ def open_storage(url: str | None, create: bool = True):
             f"storage {url!r} is not a URL: use sqlite:///FILE, postgresql+psycopg://..., or journal:FILE"
         )
     else:
+        _check_credentials(url, label)
         _check_port(url, label)
     if not create and _no_studies_table(url):  # never write a schema into an empty store
         raise StorageError(f"no study store at {storage_label(url)!r}: run `lorasweep run` first "

@@ -16,13 +16,14 @@ from urllib.parse import unquote
 from ..paths import STORE_FILE
 
 __all__ = ["SECRET_ENV", "default_storage_url", "journal_path", "mask_secrets", "port_of",
-           "sqlite_path", "storage_label", "store_file"]
+           "sqlite_path", "storage_label", "store_file", "stray_credentials"]
 
 _SECRET_QUERY_KEY = re.compile(r"(pass(word|wd)?|pwd|secret|token|api_?key|sslpassword)$", re.I)
 #: Environment variables whose values are secrets (never printed, written or stored).
 SECRET_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HUGGINGFACE_HUB_TOKEN", "PGPASSWORD")
 _URL_IN_TEXT = re.compile(r"[A-Za-z][\w+.-]*://[^\s'\"<>]+")
 _SQLITE = "sqlite:///"
+_FRAGMENT_END = re.compile(r"[@:/?#&=%\s]+")
 
 
 def default_storage_url() -> str:
@@ -30,15 +31,41 @@ def default_storage_url() -> str:
     return f"sqlite:///{STORE_FILE.resolve()}"
 
 
+# The credentials as SQLAlchemy's URL grammar reads them (the driver gets what it parses): a user
+# without ':' or '/', then ':' and a password up to the FIRST '@'. So the part lorasweep masks is
+# the part the driver treats as the password (tests/unit/test_store_secrets.py compares the two).
+_CREDENTIALS = re.compile(r"([^:/]*)(?::([^@]*))?@")
+
+
 def _split_credentials(url: str) -> tuple[str, str | None, str | None, str, str]:
-    """``(scheme, user, password, host/path, query)``; a password may itself hold ``@``/``:``."""
+    """``(scheme, user, password, host/path, query)`` as the database driver reads the URL."""
     scheme, _, rest = url.partition("://")
-    rest, _, query = rest.partition("?")
-    if rest.startswith("/") or "@" not in rest:
-        return scheme, None, None, rest, query
-    creds, _, host = rest.rpartition("@")
-    user, sep, password = creds.partition(":")
-    return scheme, user, (password if sep else None), host, query
+    match = _CREDENTIALS.match(rest)
+    user = password = None
+    if match:
+        user, password, rest = match.group(1), match.group(2), rest[match.end():]
+    host, _, query = rest.partition("?")
+    return scheme, user, password, host, query
+
+
+def _stray_split(host: str) -> tuple[str | None, str]:
+    """``(stray, host)``: what stands before the last ``@`` of the host and path (None when they
+    hold none: the driver's grammar leaves an ``@`` there only when a password held one), and
+    the host/path after it."""
+    if "@" not in host:
+        return None, host
+    stray, _, rest = host.rpartition("@")
+    return stray, rest
+
+
+def stray_credentials(url: str) -> str | None:
+    """What stands before an ``@`` after the credentials of ``url`` (``user:S3CR@ETPW@host``: the
+    driver ends the password at the first ``@`` and looks for the host ``ETPW@host``), else None.
+    Such a URL is refused before connecting (write the password's ``@`` as ``%40``); its label
+    masks the stray part too."""
+    if "://" not in url or url.startswith(_SQLITE):
+        return None
+    return _stray_split(_split_credentials(url)[3])[0]
 
 
 def storage_label(url: str | None) -> str:
@@ -53,6 +80,9 @@ def storage_label(url: str | None) -> str:
         return url
     scheme, user, password, host, query = _split_credentials(url)
     creds = "" if user is None else (f"{user}:***@" if password is not None else f"{user}@")
+    stray, rest = _stray_split(host) if not url.startswith(_SQLITE) else (None, host)
+    if stray is not None:  # the rest of a password with an unescaped '@'
+        creds, host = (creds or "***@"), rest
     if query:
         parts = []
         for item in query.split("&"):
@@ -65,8 +95,9 @@ def storage_label(url: str | None) -> str:
 def _secrets_of(url: str) -> list[str]:
     if "://" not in url:
         return []
-    _, _, password, _, query = _split_credentials(url)
-    found = [password] if password else []
+    _, _, password, host, query = _split_credentials(url)
+    stray = _stray_split(host)[0] if not url.startswith(_SQLITE) else None
+    found = [p for p in (password, stray, f"{password}@{stray}" if password and stray else None) if p]
     for item in query.split("&") if query else []:
         key, sep, value = item.partition("=")
         if sep and value and _SECRET_QUERY_KEY.search(unquote(key)):
@@ -82,7 +113,9 @@ def mask_secrets(text: str, *urls: str | None) -> str:
     secrets: set[str] = set()
     for url in filter(None, urls):
         for secret in _secrets_of(url):
-            secrets.update({secret, unquote(secret)})
+            for form in (secret, unquote(secret)):
+                # and every fragment a driver may quote alone (``ETPW@host`` of ``S3CR@ETPW``)
+                secrets.update({form, *_FRAGMENT_END.split(form)})
     secrets.update(v for k in SECRET_ENV if (v := os.environ.get(k)))
     text = _URL_IN_TEXT.sub(lambda m: storage_label(m.group(0)), text)
     for secret in sorted((s for s in secrets if len(s) >= 3), key=len, reverse=True):

@@ -63,6 +63,14 @@ class WorkerSummary:
     #: Studies this worker stopped because their first trials failed the same way -> the reason.
     stopped: dict[str, str] = dataclasses.field(default_factory=dict)
 
+    def __str__(self) -> str:
+        """``3 completed (1 diverged), 1 failed attempt, 0 pruned``: a worker log's closing line."""
+        from ..text import plural
+
+        text = (f"{self.completed} completed ({self.diverged} diverged), "
+                f"{plural(self.failed, 'failed attempt')}, {self.pruned} pruned")
+        return text + "".join(f"; stopped {study}: {reason}" for study, reason in self.stopped.items())
+
 
 class TrialEvents:
     """Callbacks for progress display; the default shows nothing."""
@@ -197,14 +205,17 @@ def _next_trial(study: Any, storage: Any, storage_url: str) -> Any:
 
 def run_worker(storage_url: str, study_names: list[str], events: TrialEvents | None = None,
                should_stop: Callable[[], bool] = lambda: False,
-               trial_fn: Callable[..., Any] | None = None, poll_s: float = 1.0) -> WorkerSummary:
+               trial_fn: Callable[..., Any] | None = None, poll_s: float = 1.0,
+               leave_when_blocked: bool = False) -> WorkerSummary:
     """Run the trials of ``study_names`` (earlier studies first) until none is left, or until the
     process is asked to stop (the running trial is then checkpointed, failed and its point
     re-enqueued).
 
     ``trial_fn`` runs one trial (default :func:`lorasweep.train.trial.run_trial`; tests and
     benchmarks pass a stand-in). While every unfinished study waits on trials running elsewhere
-    (an adaptive search between steps), the worker polls every ``poll_s`` seconds.
+    (an adaptive search between steps), the worker polls every ``poll_s`` seconds; with
+    ``leave_when_blocked`` (a SLURM array task, which holds its allocation while it waits) it
+    returns instead: whatever is left, a task still running or the launcher's next task runs.
     """
     from .store import open_storage
 
@@ -215,14 +226,15 @@ def run_worker(storage_url: str, study_names: list[str], events: TrialEvents | N
     summary = WorkerSummary()
     with StopRequests() as stops:  # SIGTERM/SIGUSR2: checkpoint, record, then stop
         stopping = lambda: should_stop() or stops.signum is not None  # noqa: E731
-        _work(storage, storage_url, study_names, events, stopping, summary, trial_fn, poll_s)
+        _work(storage, storage_url, study_names, events, stopping, summary, trial_fn, poll_s,
+              leave_when_blocked)
     stops.forward()  # the signal's own effect (end the process; submitit: requeue the job)
     return summary
 
 
 def _work(storage: Any, storage_url: str, study_names: list[str], events: TrialEvents,
           should_stop: Callable[[], bool], summary: WorkerSummary,
-          run_trial: Callable[..., Any], poll_s: float) -> None:
+          run_trial: Callable[..., Any], poll_s: float, leave_when_blocked: bool = False) -> None:
     import optuna
     from optuna.exceptions import UpdateFinishedTrialError
 
@@ -275,6 +287,9 @@ def _work(storage: Any, storage_url: str, study_names: list[str], events: TrialE
             ran = True
             break  # back to the first unfinished study
         if active and not ran:
+            if leave_when_blocked:
+                print("nothing waits that this worker could run: leaving", flush=True)
+                return
             time.sleep(poll_s)
 
 

@@ -105,7 +105,7 @@ def test_finds_the_peak_within_tolerance_and_budget(tmp_path, peak, informative_
     # the stopped rungs: their validation scores, by fidelity; no band claimed from one LR
     assert {f: len(by) for f, by in variant.rungs.items()} == {f: n for f, n in budgets.items()
                                                                if f < 1.0}
-    assert variant.band is None and band_text(variant) == "not measured (adaptive search)"
+    assert variant.band is None and band_text(variant) == "unmeasured"
     figure = build_figure([variant])  # the first rung drawn dashed over every LR it saw
     (dashed,) = [line for line in figure.axes[0].get_lines()
                  if line.get_linestyle() == "--" and len(line.get_xdata())]

@@ -113,3 +113,61 @@ def test_report_html_has_no_console_errors_and_a_screenshot(report_html, tmp_pat
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 50_000
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shutil.copy(shot, ARTIFACTS / "report-html.png")
+
+
+# ------------------------------------------------------------- an adaptive search's report
+
+_PROBE = """<script>window.addEventListener("load", () => {
+  const plots = [...document.querySelectorAll(".js-plotly-plot")].map(gd => gd.data.map(t => ({
+    name: t.name, text: t.text || null, hover: t.hovertemplate || null, n: (t.x || []).length,
+    legend: t.showlegend !== false})));
+  const pre = document.createElement("pre"); pre.id = "probe";
+  pre.textContent = JSON.stringify(plots); document.body.appendChild(pre);
+});</script>"""
+
+
+@pytest.fixture(scope="module")
+def adaptive_html(tmp_path_factory) -> Path:
+    """The default sweep's shape (three variants, seven LRs, the adaptive search), reported."""
+    from helpers import adaptive_default_sweep
+
+    tmp = tmp_path_factory.mktemp("adaptive-html")
+    rows = collect_rows(adaptive_default_sweep(tmp), "default")
+    for r in rows:  # the synthetic curve trains nothing: each trial's loss as a real one records it
+        r["loss_curve"] = [[s, 0.7 / (1 + s * r["lr"] * 50)] for s in range(1, int(80 * r["budget"]), 4)]
+    return write_report(summarise(rows), rows, tmp / "report")["report.html"]
+
+
+def test_an_adaptive_search_shows_its_rungs_in_chromium(adaptive_html, tmp_path):
+    """Drawn by Chromium: each variant's first rung over all seven learning rates (the curve),
+    every point's fidelity in its hover, the rungs of a point named apart in the provenance,
+    and a legend on the training-loss panel."""
+    import html as html_lib
+    import json
+
+    chromium = _chromium()
+    probed = tmp_path / "probed.html"
+    probed.write_text(adaptive_html.read_text().replace("</body>", _PROBE + "</body>"))
+    dom = _browser(chromium, tmp_path / "p3", "--dump-dom", probed.as_uri())
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    page = dom.stdout
+    found = re.search(r'<pre id="probe">(.*?)</pre>', page, re.S)
+    assert found, "the page's plots never ran"
+    curves, losses = json.loads(html_lib.unescape(found.group(1)))
+    for tag in ("lora-r8-a16", "loraplus-r8-a16", "adalora-r8-a16"):
+        (first,) = [t for t in curves if t.get("name") == f"{tag} at 30% (validation)"]
+        assert first["n"] == 7  # the first rung: every learning rate of the grid
+        assert all("fidelity: 30% of the schedule" in h for h in first["text"])
+        (full,) = [t for t in curves if t.get("name") == tag]
+        assert all("fidelity: 100% of the schedule" in h for h in full["text"])
+    # the training-loss panel: one legend entry per variant, each trial (rung) named on hover
+    assert sorted(t.get("name") for t in losses if t["legend"]) == ["adalora-r8-a16", "lora-r8-a16",
+                                                                 "loraplus-r8-a16"]
+    assert any("30% of the schedule" in t["hover"] for t in losses)
+    legend = re.findall(r'class="legendtext"[^>]*data-unformatted="([^"]+)"', page)
+    assert {"lora-r8-a16 at 30% (validation)", "lora-r8-a16"} <= set(legend)  # drawn legends
+    assert legend.count("adalora-r8-a16") >= 2  # in the curves' and in the losses' legend
+    # the provenance names a point's rungs apart: no two summaries alike
+    summaries = re.findall(r"<details><summary>(.*?)</summary>", page)
+    assert len(summaries) == len(set(summaries)) == 27
+    assert sum("30% of the schedule" in s for s in summaries) == 21

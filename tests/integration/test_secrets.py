@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from urllib.parse import quote
 
+import pytest
 from conftest import PG_SECRET
 
 REPO = Path(__file__).resolve().parents[2]
@@ -79,3 +80,49 @@ def test_no_password_or_token_in_output_files_or_store(postgres_password_url, po
     dump = _dump(postgres_url, "lorasweep_secret")
     assert "lsuser:***@" in dump and "secret|sentiment" in dump  # trials and their configs are there
     assert _hits(dump) == [], [line for line in dump.splitlines() if _hits(line)][:3]
+
+
+def test_a_bare_at_in_the_password_leaks_no_fragment(postgres_password_url, postgres_url,
+                                                     tiny_bert_dir, tmp_path):
+    """The password written raw (``lsuser:S3cr@t:p%w/d-9f2c@127.0.0.1``): the driver would end it
+    at its first ``@`` and quote the rest as a host name. Every command refuses the URL before
+    connecting, saying to write ``@`` as ``%40``; no fragment of the password is printed, written
+    or stored, and the store is left as it was."""
+    from urllib.parse import unquote
+
+    import sqlalchemy
+
+    from lorasweep.sweep.store import StorageError, storage_errors
+
+    escaped = postgres_password_url.split("lsuser:", 1)[1].rsplit("@", 1)[0]
+    assert unquote(escaped) == PG_SECRET
+    raw = postgres_password_url.replace(escaped, PG_SECRET)
+    before = _dump(postgres_url, "lorasweep_secret")
+    runs = [
+        _cli(["run", "--model", str(tiny_bert_dir), "--variant", "lora", "--lrs", "1e-3",
+              "--steps", "1", "--sweep", "raw-at", "--storage", raw, "--launcher", launcher], tmp_path)
+        for launcher in ("inline", "local")
+    ] + [_cli(["status", "--storage", raw], tmp_path), _cli(["status", "--json", "--storage", raw], tmp_path),
+         _cli(["report", "--storage", raw], tmp_path)]
+    for proc in runs:
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        (line,) = proc.stderr.strip().splitlines()
+        assert line.startswith("error: storage postgresql+psycopg://lsuser:***@127.0.0.1:"), line
+        assert "%40" in line
+    printed = "".join(p.stdout + p.stderr for p in runs)
+    fragments = ["S3cr", "9f2c", "d-9f2c", "p%w", "t:p"]
+    assert [f for f in fragments if f in printed] == [], printed
+    written = {str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file()}
+    assert written == set(), written  # refused before anything was written
+    after = _dump(postgres_url, "lorasweep_secret")
+    assert after == before and [f for f in fragments if f in after] == []
+
+    # The driver's own text for such a URL quotes a fragment (``failed to resolve host
+    # 'Qz9f2c@127.0.0.1'``); the one error path scrubs it.
+    bare = raw.replace(PG_SECRET, "S3cr@Qz9f2c")
+    engine = sqlalchemy.create_engine(bare)
+    with pytest.raises(StorageError) as err, storage_errors(bare):
+        engine.connect()
+    engine.dispose()
+    assert "cannot use storage" in str(err.value) and "127.0.0.1" in str(err.value), str(err.value)
+    assert [f for f in ("S3cr", "Qz9f2c") if f in str(err.value)] == [], str(err.value)

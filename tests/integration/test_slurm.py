@@ -31,8 +31,10 @@ SECRET = "s3cret-Token-9"  # the PostgreSQL test server trusts every password: t
 
 
 @pytest.fixture
-def job_env(monkeypatch, slurm_cluster):
-    """What array tasks inherit from this process (sbatch exports the environment)."""
+def job_env(monkeypatch, slurm_cluster, tmp_path):
+    """What array tasks inherit from this process (sbatch exports the environment); a home
+    folder of the test's own, so the launcher's private URL files stay out of the real one."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), str(TESTS)]))
     monkeypatch.setenv("LORASWEEP_TRIAL_FUNCTION", "helpers:standin_trial")
     monkeypatch.setenv("LORASWEEP_HEARTBEAT_INTERVAL", "0.5")
@@ -90,6 +92,8 @@ def test_array_runs_the_grid_exactly_once_with_its_options(tmp_path, job_env, fr
     assert any(p.suffix == ".sh" for p in files) and any(p.suffix == ".pkl" for p in files)
     for path in files:  # job script, pickles, logs: the password is in none of them
         assert SECRET.encode() not in path.read_bytes(), path
+    # the workers' private URL file went to this test's home folder, not the real one
+    assert len(list((tmp_path / "home" / ".lorasweep" / "storage").glob("*.url"))) == 1
 
 
 def test_adaptive_search_on_an_array_runs_each_rung_once(tmp_path, job_env):
@@ -195,3 +199,35 @@ def test_detach_then_status_then_cancel(tmp_path, job_env):
     while "CANCELLED" not in job_states([job])[job]:  # accounting sees the cancellation
         assert time.time() < deadline + 60
         time.sleep(0.5)
+
+
+def test_finished_tasks_leave_instead_of_holding_their_allocation(tmp_path, job_env):
+    """Three array tasks, five points, one of them long: the tasks whose queue ran dry leave
+    (their logs say so) and end, in accounting, before the long trial does; the run completes
+    every point once."""
+    job_env.setenv("LORASWEEP_TEST_TRIAL_S", "0.5")
+    job_env.setenv("LORASWEEP_TEST_LONG_LR", "0.01")
+    job_env.setenv("LORASWEEP_TEST_LONG_S", "12")
+    spec = _spec(tmp_path, f"journal:{tmp_path / 'sweep.journal'}", workers=3,
+                 lrs=[1e-4, 3e-4, 1e-3, 3e-3, 1e-2], launcher_options={"gpus_per_task": 0})
+    run_sweep(spec)
+    points = _completed(spec)
+    assert len(points) == 5 and set(points.values()) == {1}
+    long = next(t for t in _trials(spec) if t.params["lr"] == 1e-2 and t.state == TrialState.COMPLETE)
+    storage = open_storage(spec.storage, create=False)
+    study = optuna.load_study(study_name=study_name(spec, spec.variants[0]), storage=storage)
+    job = study.user_attrs["slurm_jobs"][-1]["job"]
+    for _ in range(60):  # accounting records a task's end a moment after it exits
+        out = subprocess.run(["sacct", "-j", job, "-X", "-n", "-P", "-o", "JobID,State,End"],
+                             capture_output=True, text=True).stdout
+        if out.strip() and "RUNNING" not in out and "PENDING" not in out:
+            break
+        time.sleep(1)
+    ends = {line.split("|")[0]: line.split("|")[2] for line in out.splitlines() if line.strip()}
+    assert len(ends) == 3, out
+    long_task = long.user_attrs["worker"].split(":")[1]
+    others = [end for task, end in ends.items() if task != long_task]
+    finished = long.datetime_complete.strftime("%Y-%m-%dT%H:%M:%S")
+    assert len(others) == 2 and all(end < finished for end in others), (ends, finished)
+    logs = [p.read_text() for p in (tmp_path / "out" / "logs" / "slurm").rglob("*_log.out")]
+    assert sum("nothing waits that this worker could run: leaving" in log for log in logs) >= 2

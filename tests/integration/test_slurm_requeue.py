@@ -34,8 +34,10 @@ print("completed", outcome.summary.completed)
 
 
 @pytest.fixture
-def job_env(monkeypatch, slurm_cluster):
-    """What array tasks inherit from this process (sbatch exports the environment)."""
+def job_env(monkeypatch, slurm_cluster, tmp_path):
+    """What array tasks inherit from this process (sbatch exports the environment); a home
+    folder of the test's own, so the launcher's private URL files stay out of the real one."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
     monkeypatch.delenv("LORASWEEP_TRIAL_FUNCTION", raising=False)
     monkeypatch.setenv("LORASWEEP_HEARTBEAT_INTERVAL", "0.5")

@@ -19,6 +19,7 @@ from optuna.trial import TrialState
 from lorasweep.config import SweepSpec, VariantSpec
 from lorasweep.launch.run import check_spec
 from lorasweep.report import collect_rows, render_terminal, summarise, write_report
+from lorasweep.report._format import short_names
 from lorasweep.sweep.status import study_status
 from lorasweep.sweep.store import StorageError, open_storage
 from lorasweep.sweep.study import study_name, sync_sweep
@@ -346,10 +347,11 @@ def test_report_markdown_bolds_each_best_cell(report):
     header, *body = _md_table(text, "variant")
     lrs = [float(h) for h in header[1:]]
     assert lrs == LRS
+    names, _ = short_names(summaries)  # the shared configuration goes to a caption
     by_tag = {row[0]: row[1:] for row in body}
-    assert set(by_tag) == {s.variant_tag for s in summaries}
+    assert set(by_tag) == {names[s.variant_tag] for s in summaries}
     for s in summaries:
-        cells = by_tag[s.variant_tag]
+        cells = by_tag[names[s.variant_tag]]
         bold = [lr for lr, cell in zip(lrs, cells, strict=True) if cell.startswith("**")]
         assert bold == [s.best_lr], (s.variant_tag, cells)
         best = cells[lrs.index(s.best_lr)]
@@ -357,15 +359,16 @@ def test_report_markdown_bolds_each_best_cell(report):
         for lr, cell in zip(lrs, cells, strict=True):
             if lr not in s.cells:
                 assert cell == "-"
-    assert "(div)" in by_tag[LORA.tag][2]  # LoRA's diverged 1e-2 is marked
+    assert "(div)" in by_tag[names[LORA.tag]][2]  # LoRA's diverged 1e-2 is marked
     assert "curves.png" in text
 
 
 def test_report_markdown_summary_table(report):
     summaries, paths = report
-    _, *body = _md_table(paths["report.md"].read_text(), "variant | selected LR")
+    _, *body = _md_table(paths["report.md"].read_text(), "variant | best LR")
     ordered = sorted(summaries, key=lambda s: (s.variant != "lora", s.variant_tag))
-    assert [row[0] for row in body] == [s.variant_tag for s in ordered]  # LoRA, the baseline, first
+    names, _ = short_names(summaries)
+    assert [row[0] for row in body] == [names[s.variant_tag] for s in ordered]  # LoRA first
     for row, s in zip(body, ordered, strict=True):
         assert float(row[1]) == pytest.approx(s.best_lr)
         assert float(row[2].split(" ± ")[0]) == pytest.approx(s.peak, abs=5e-4)
@@ -447,6 +450,8 @@ def test_render_terminal_lists_every_variant(report):
     console = Console(record=True, width=250)
     render_terminal(summaries, console)
     text = console.export_text()
+    names, caption = short_names(summaries)
     for s in summaries:
-        assert s.variant_tag in text
+        assert names[s.variant_tag] in text
+    assert caption is None or caption in text  # what the short names leave out
     assert "sentiment" in text

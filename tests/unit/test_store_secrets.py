@@ -98,3 +98,58 @@ def test_cheap_checks_write_nothing(tmp_path):
     with pytest.raises(StorageError, match="not a lorasweep study store"):
         check_storage(f"sqlite:///{tmp_path}/junk.db")
     assert (tmp_path / "junk.db").read_bytes() == b"\x00" * 100
+
+
+# URLs whose credentials lorasweep and the driver could split apart: lorasweep reads them with
+# the driver's own grammar, so both agree on the user, the password and what follows.
+TRICKY_URLS = [
+    "postgresql+psycopg://puser:S3CR@ETPW@127.0.0.1:1/postgres",
+    "postgresql+psycopg://u:a:b/c@h/db",
+    "postgresql+psycopg://u:pa?ss@h:5/db?sslmode=require",
+    "postgresql+psycopg://u@tenant:pw@h/db",
+    "postgresql+psycopg://u:S3%40C%3ART%25@h/db",
+    "postgresql://h/db?application_name=a@b",
+    "postgresql+psycopg://:pw@h/db",
+]
+
+
+@pytest.mark.parametrize("url", TRICKY_URLS)
+def test_lorasweep_splits_credentials_where_the_driver_does(url):
+    from urllib.parse import unquote
+
+    from sqlalchemy.engine import make_url
+
+    from lorasweep.sweep.urls import _split_credentials
+
+    parsed = make_url(url)
+    _, user, password, _, _ = _split_credentials(url)
+    assert (user and unquote(user)) == parsed.username
+    assert (password and unquote(password)) == parsed.password
+    if parsed.password:
+        assert parsed.password not in storage_label(url)
+
+
+@pytest.mark.parametrize("url, label", [
+    ("postgresql+psycopg://puser:S3CR@ETPW@127.0.0.1:1/postgres",
+     "postgresql+psycopg://puser:***@127.0.0.1:1/postgres"),
+    ("postgresql+psycopg://u:S3cr@t:p%w/d-9f2c@127.0.0.1:5/db", "postgresql+psycopg://u:***@127.0.0.1:5/db"),
+])
+def test_a_bare_at_in_a_password_is_refused_before_connecting(url, label):
+    with pytest.raises(StorageError) as err:
+        check_storage(url)
+    assert str(err.value).startswith(f"storage {label}: the password holds '@'")
+    assert "%40" in str(err.value)
+    for fragment in ("S3CR", "ETPW", "S3cr", "9f2c"):
+        assert fragment not in str(err.value)
+    with pytest.raises(StorageError, match="%40"):
+        open_storage(url)  # the same refusal, before any driver sees the URL
+    assert storage_label(url) == label
+
+
+def test_mask_secrets_scrubs_every_fragment_a_driver_quotes():
+    url = "postgresql+psycopg://puser:S3CR@ETPW@127.0.0.1:1/postgres"
+    driver = "failed to resolve host 'ETPW@127.0.0.1': [Errno -2] Name or service not known"
+    assert "ETPW" not in mask_secrets(driver, url) and "127.0.0.1" in mask_secrets(driver, url)
+    quoted = "password 'p@ss/wd9' rejected; near 'ss/wd9'"
+    escaped = "postgresql+psycopg://u:p%40ss%2Fwd9@h/db"
+    assert "wd9" not in mask_secrets(quoted, escaped) and "rejected" in mask_secrets(quoted, escaped)
