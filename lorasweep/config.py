@@ -199,7 +199,8 @@ class SweepSpec:
         if self.pruner not in PRUNERS:
             raise ConfigError(f"unknown pruner {self.pruner!r}: choose {', '.join(PRUNERS)}")
         if self.workers <= 0:
-            raise ConfigError(f"workers must be positive, got {self.workers}")
+            raise ConfigError(f"workers must be positive, got {self.workers}: pass e.g. --workers 2 "
+                              "(or --set workers=2)")
         self.max_retries = _number(self.max_retries, int, "max_retries", "--set max_retries=2")
         if self.max_retries < 0:
             raise ConfigError(f"max_retries must be >= 0, got {self.max_retries}: e.g. --set max_retries=2")

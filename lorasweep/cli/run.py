@@ -15,7 +15,7 @@ from ..tasks import task_registry
 from ..text import format_lrs
 from ._app import StorageOpt, app, console, err_console, fail, user_errors
 
-__all__ = ["print_where", "run"]
+__all__ = ["print_where", "run", "stopped_line"]
 
 #: What ``run --help`` shows as the defaults: the default task's own (its model, grid, budget,
 #: variants, search) and, for the rest, a sweep's.
@@ -131,10 +131,8 @@ def _run(spec: Any, detach: bool = False) -> None:
         return
     s = outcome.summary
     for study, reason in s.stopped.items():
-        err_console.print(
-            f"[bold red]error:[/] {escape(study)}: its first trials all failed with: {escape(reason)}; "
-            "stopped it instead of repeating this for every learning rate; fix the cause and rerun "
-            "(its waiting trials stay queued)", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(stopped_line(study, reason))}",
+                          highlight=False, soft_wrap=True)
     console.print(
         f"done: {s.completed} completed ({s.diverged} diverged), {plural(s.failed, 'failed attempt')}, "
         f"{s.pruned} pruned; {outcome.skipped} already done, skipped", highlight=False)
@@ -143,7 +141,7 @@ def _run(spec: Any, detach: bool = False) -> None:
     if outcome.running:
         console.print(f"{plural(outcome.running, 'trial')} still running elsewhere (their "
                       "workers' heartbeats are alive).", highlight=False)
-    print_where(spec)
+    print_where(spec, report=bool(s.completed or outcome.skipped))
     # A study stopped by its first trials' shared error was named above; its queued points are
     # not "failed after retries".
     missing = sum(g.missing + g.waiting for g in outcome.final if g.study not in s.stopped)
@@ -155,13 +153,23 @@ def _run(spec: Any, detach: bool = False) -> None:
         raise typer.Exit(1)
 
 
-def print_where(spec: Any) -> None:
-    """Where a run's results went, and the command that reports them."""
+def stopped_line(study: str, reason: str) -> str:
+    """The line for a study stopped because its first trials failed alike (after ``error:``)."""
+    return (f"{study}: its first trials all failed with: {reason.strip().rstrip('.;,:')}; "
+            "stopped it instead of repeating this for every learning rate; fix the cause and "
+            "rerun (its waiting trials stay queued)")
+
+
+def print_where(spec: Any, report: bool = True) -> None:
+    """Where a run's results went, and the command that reports them (``report``: the sweep
+    has a finished trial to report; without one, no ``next:`` line points at an empty report)."""
     from ..sweep.store import storage_label
 
     store = storage_label(spec.storage) if spec.storage else str(STORE_FILE)
     console.print(escape(f"results: study store {store}; trial folders {Path(spec.runs_dir) / spec.name}/"),
                   highlight=False, soft_wrap=True)
+    if not report:
+        return
     console.print(escape(f"next: lorasweep report --sweep {spec.name}"
                          + (f" --storage {store}" if spec.storage else "")), highlight=False,
                   soft_wrap=True)

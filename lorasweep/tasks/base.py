@@ -9,12 +9,14 @@ from collections.abc import Iterator
 from typing import Any, ClassVar
 
 from ..config import DEFAULT_SEARCH, DEFAULT_VARIANT
+from ..text import did_you_mean
 
 __all__ = [
     "TASK_GROUPS",
     "Task",
     "TaskData",
     "TaskError",
+    "HubDataError",
     "expand_tasks",
     "get_task",
     "make_task",
@@ -28,6 +30,10 @@ TASK_GROUPS = ("glue", "ic")
 
 class TaskError(ValueError):
     """A task key, option or data file that cannot be used."""
+
+
+class HubDataError(TaskError):
+    """Data that only the Hugging Face Hub has, and the Hub is unreachable (or not cached)."""
 
 
 @dataclasses.dataclass
@@ -152,8 +158,9 @@ def make_task(key: str, **options: Any) -> Task:
     try:
         cls = _REGISTRY[key]
     except KeyError:
-        known = ", ".join(sorted(_REGISTRY) + [g for g in TASK_GROUPS if expand_tasks_safe(g)])
-        raise TaskError(f"unknown task {key!r}: choose one of {known} (see `lorasweep tasks`)") from None
+        keys = sorted(_REGISTRY) + [g for g in TASK_GROUPS if expand_tasks_safe(g)]
+        raise TaskError(f"unknown task {key!r}{did_you_mean(key, keys)}: choose one of "
+                        f"{', '.join(keys)} (see `lorasweep tasks`)") from None
     return cls(**options)
 
 
