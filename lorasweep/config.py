@@ -80,14 +80,19 @@ class TrainConfig:
 
     def validate(self) -> None:
         coerce_fields(self, "train.", {"steps": "--steps 100", "epochs": "--epochs 1",
-                                       "batch_size": "--batch-size 16"})
+                                       "batch_size": "--batch-size 16",
+                                       "max_length": "--max-length 256",
+                                       "grad_accum": "--grad-accum 4"})
         if self.steps is not None and self.steps <= 0:
             raise ConfigError(f"steps must be positive, got {self.steps}: pass e.g. --steps 100")
         if self.epochs is not None and self.epochs <= 0:
             raise ConfigError(f"epochs must be positive, got {self.epochs}: pass e.g. --epochs 1")
-        for name in ("batch_size", "grad_accum", "max_length"):
+        flags = {"batch_size": "--batch-size 16", "grad_accum": "--grad-accum 4",
+                 "max_length": "--max-length 256"}
+        for name, example in flags.items():
             if getattr(self, name) <= 0:
-                raise ConfigError(f"train.{name} must be positive, got {getattr(self, name)}")
+                raise ConfigError(f"train.{name} must be positive, got {getattr(self, name)}: "
+                                  f"pass e.g. {example}")
         if self.eval_every < 0 or self.estimation_batches < 0:
             raise ConfigError("train.eval_every and train.estimation_batches must be >= 0")
         if not 0 <= self.warmup_ratio < 1:

@@ -34,6 +34,8 @@ def run(
     steps: Annotated[int | None, typer.Option("--steps", show_default=f"the task's; {_BUDGET.steps} for {_SPEC.task}", help="Optimizer steps per trial.")] = None,
     epochs: Annotated[float | None, typer.Option("--epochs", help="Epochs per trial (if --steps is not given).")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", show_default=f"the task's; {_BUDGET.batch_size} for {_SPEC.task}", help="Micro-batch size.")] = None,
+    max_length: Annotated[int | None, typer.Option("--max-length", show_default=f"the task's; {_BUDGET.max_length} for {_SPEC.task}", help="Tokens per training example (longer ones are cut); lower it when a trial does not fit in memory.")] = None,
+    grad_accum: Annotated[int | None, typer.Option("--grad-accum", show_default=f"the task's; {_BUDGET.grad_accum} for {_SPEC.task}", help="Micro-batches per optimizer step (the effective batch is --batch-size x this).")] = None,
     rank: Annotated[int | None, typer.Option("--rank", "-r", show_default=str(_SPEC.variants[0].rank), help="Adapter rank r.")] = None,
     alpha: Annotated[float | None, typer.Option("--alpha", show_default=f"{_SPEC.variants[0].alpha:g}", help="Adapter alpha (scale alpha/r).")] = None,
     sweep: Annotated[str | None, typer.Option("--sweep", show_default=_SPEC.name, help="Sweep name: a sweep keeps one training budget, so a new budget needs a new name.")] = None,
@@ -70,7 +72,8 @@ def run(
             data["seeds"] = parse_ints(seeds)
         if allow_any_lr:
             data["allow_any_lr"] = True
-        given = {"steps": steps, "epochs": epochs, "batch_size": batch_size}
+        given = {"steps": steps, "epochs": epochs, "batch_size": batch_size,
+                 "max_length": max_length, "grad_accum": grad_accum}
         # what is not given comes from the recipe, then from the task's budget
         data["train"] = overlay_train(dict(data.get("train") or {}),
                                       {k: v for k, v in given.items() if v is not None})

@@ -30,6 +30,8 @@ CASES: dict[str, tuple[list[str], str, dict[str, str]]] = {
     "near-miss variant": (["run", "--variant", "lora_ga"], "'lora_ga' (did you mean 'lora-ga'?)", {}),
     "near-miss task": (["run", "--task", "gsm8"], "'gsm8' (did you mean 'gsm8k'?)", {}),
     "zero workers": (["run", "--workers", "0"], "got 0: pass e.g. --workers 2", {}),
+    "zero max length": (["run", "--max-length", "0"], "got 0: pass e.g. --max-length 256", {}),
+    "zero grad accum": (["run", "--grad-accum", "0"], "got 0: pass e.g. --grad-accum 4", {}),
     "unknown model": (["run", "--model", "notamodel"], "'notamodel'", {}),
     "malformed lrs": (["run", "--lrs", "1e-4,abc"], "'abc'", {}),
     "negative lr": (["run", "--lrs", "1e-4,-0.001"], "-0.001", {}),
@@ -64,8 +66,10 @@ CONTROL_ARGS = [
     "ok",
     "--set",
     "task.eval_limit=4",
-    "--set",
-    "train.max_length=16",
+    "--max-length",
+    "16",
+    "--grad-accum",
+    "2",
 ]
 
 
@@ -144,6 +148,9 @@ def test_a_valid_run_writes_where_the_bad_ones_did_not(outcomes):
     assert trial.state == optuna.trial.TrialState.COMPLETE
     assert trial.params["lr"] == pytest.approx(1e-3)
     assert (folder / RUNS_DIR).is_dir()
+    (config,) = (folder / RUNS_DIR).rglob("config.json")  # --max-length and --grad-accum reached it
+    train = json.loads(config.read_text())["train"]
+    assert (train["max_length"], train["grad_accum"]) == (16, 2)
 
 
 def test_report_without_a_store_is_a_clear_error(outcomes):
