@@ -31,6 +31,9 @@ __all__ = [
     "DEFAULT_VARIANT",
     "PRUNERS",
     "SEARCHES",
+    "TRY_EVAL_LIMIT",
+    "TRY_SUFFIX",
+    "TRY_TRAIN",
     "ConfigError",
     "SweepSpec",
     "TrainConfig",
@@ -55,6 +58,14 @@ DEFAULT_SEARCH = SEARCHES[0]
 #: on that task, each with collapse below and divergence above.
 DEFAULT_MODEL = "embedded:minilm"
 DEFAULT_LRS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
+
+#: ``run --try``: a study task tried small, to see it run (and fit) before the real sweep. Its
+#: sweep's name ends in TRY_SUFFIX, so its trials never enter a real sweep's report; flags and
+#: ``--set`` still win over these.
+TRY_TRAIN: dict[str, Any] = {"steps": 4, "batch_size": 4, "grad_accum": 1, "max_length": 128,
+                             "estimation_batches": 2, "eval_every": 0}
+TRY_EVAL_LIMIT = 16  # evaluation examples per split
+TRY_SUFFIX = "-try"
 
 
 @dataclasses.dataclass

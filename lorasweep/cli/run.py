@@ -48,6 +48,7 @@ def run(
     recipe: Annotated[Path | None, typer.Option("--recipe", help="A recipe YAML (flags override it).")] = None,
     detach: Annotated[bool, typer.Option("--detach", help="With --launcher slurm: return once the job array is submitted (follow it with `lorasweep status`).")] = False,
     set_: Annotated[list[str] | None, typer.Option("--set", metavar="KEY=VALUE", help="Override any setting: train.steps=50, task.eval_limit=200, variant.ratio=8.")] = None,
+    try_: Annotated[bool, typer.Option("--try", help="Try the sweep small first: 4 steps of batch 4, 128 tokens, 2 estimation batches, 16 evaluation examples per split (flags and --set still win), as the sweep NAME-try, kept out of NAME's report.")] = False,
     allow_any_lr: Annotated[bool, typer.Option("--allow-any-lr", help="Accept learning rates above 10 (refused as typos otherwise).")] = False,
 ) -> None:
     """Sweep learning rates for one or more variants (the embedded offline default with no flags)."""
@@ -77,6 +78,8 @@ def run(
         # what is not given comes from the recipe, then from the task's budget
         data["train"] = overlay_train(dict(data.get("train") or {}),
                                       {k: v for k, v in given.items() if v is not None})
+        if try_:
+            _small(data, given)
         spec = check_spec(build_spec(apply_overrides(data, set_ or [])), detach)
         named = {a.split("=", 1)[0].split(".", 1)[0] for a in set_ or []}
         if not {"launcher", "workers"} & (set(data) | named):  # the faster one for this machine
@@ -89,6 +92,21 @@ def run(
     except user_errors() as err:
         fail(str(err))
     _run(spec, detach)
+
+
+def _small(data: dict[str, Any], given: dict[str, Any]) -> None:
+    """``run --try``: the small budget under the flags given, as the sweep ``NAME-try``."""
+    from ..config import TRY_EVAL_LIMIT, TRY_SUFFIX, TRY_TRAIN, SweepSpec
+
+    small = {k: v for k, v in TRY_TRAIN.items() if given.get(k) is None}
+    if given.get("epochs") is not None and given.get("steps") is None:
+        small.pop("steps")
+    data["train"] = {**data["train"], **small}
+    options = dict(data.get("task_options") or {})
+    limit = options.get("eval_limit")
+    options["eval_limit"] = min(limit, TRY_EVAL_LIMIT) if isinstance(limit, int) else TRY_EVAL_LIMIT
+    data["task_options"] = options
+    data["name"] = f"{data.get('name') or SweepSpec.name}{TRY_SUFFIX}"
 
 
 def _follow(spec: Any) -> str:
