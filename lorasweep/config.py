@@ -31,6 +31,9 @@ __all__ = [
     "DEFAULT_VARIANT",
     "PRUNERS",
     "SEARCHES",
+    "TRY_EVAL_LIMIT",
+    "TRY_SUFFIX",
+    "TRY_TRAIN",
     "ConfigError",
     "SweepSpec",
     "TrainConfig",
@@ -57,6 +60,14 @@ DEFAULT_SEARCH = SEARCHES[0]
 DEFAULT_MODEL = "embedded:minilm"
 DEFAULT_LRS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
 
+#: ``run --try``: a study task tried small, to see it run (and fit) before the real sweep. Its
+#: sweep's name ends in TRY_SUFFIX, so its trials never enter a real sweep's report; flags and
+#: ``--set`` still win over these.
+TRY_TRAIN: dict[str, Any] = {"steps": 4, "batch_size": 4, "grad_accum": 1, "max_length": 128,
+                             "estimation_batches": 2, "eval_every": 0}
+TRY_EVAL_LIMIT = 16  # evaluation examples per split
+TRY_SUFFIX = "-try"
+
 
 @dataclasses.dataclass
 class TrainConfig:
@@ -81,14 +92,19 @@ class TrainConfig:
 
     def validate(self) -> None:
         coerce_fields(self, "train.", {"steps": "--steps 100", "epochs": "--epochs 1",
-                                       "batch_size": "--batch-size 16"})
+                                       "batch_size": "--batch-size 16",
+                                       "max_length": "--max-length 256",
+                                       "grad_accum": "--grad-accum 4"})
         if self.steps is not None and self.steps <= 0:
             raise ConfigError(f"steps must be positive, got {self.steps}: pass e.g. --steps 100")
         if self.epochs is not None and self.epochs <= 0:
             raise ConfigError(f"epochs must be positive, got {self.epochs}: pass e.g. --epochs 1")
-        for name in ("batch_size", "grad_accum", "max_length"):
+        flags = {"batch_size": "--batch-size 16", "grad_accum": "--grad-accum 4",
+                 "max_length": "--max-length 256"}
+        for name, example in flags.items():
             if getattr(self, name) <= 0:
-                raise ConfigError(f"train.{name} must be positive, got {getattr(self, name)}")
+                raise ConfigError(f"train.{name} must be positive, got {getattr(self, name)}: "
+                                  f"pass e.g. {example}")
         if self.eval_every < 0 or self.estimation_batches < 0:
             raise ConfigError("train.eval_every and train.estimation_batches must be >= 0")
         if not 0 <= self.warmup_ratio < 1:
@@ -200,7 +216,8 @@ class SweepSpec:
         if self.pruner not in PRUNERS:
             raise ConfigError(f"unknown pruner {self.pruner!r}: choose {', '.join(PRUNERS)}")
         if self.workers <= 0:
-            raise ConfigError(f"workers must be positive, got {self.workers}")
+            raise ConfigError(f"workers must be positive, got {self.workers}: pass e.g. --workers 2 "
+                              "(or --set workers=2)")
         self.max_retries = _number(self.max_retries, int, "max_retries", "--set max_retries=2")
         if self.max_retries < 0:
             raise ConfigError(f"max_retries must be >= 0, got {self.max_retries}: e.g. --set max_retries=2")

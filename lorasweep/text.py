@@ -7,6 +7,7 @@
   rates"``.
 * Types in errors: ``kind_name(int) == "an integer"``, ``kind_name("float") == "a number"``:
   ``time_min must be an integer, got 'soon'``.
+* Near misses: ``did_you_mean("lora_ga", keys) == " (did you mean 'lora-ga'?)"``, or ``""``.
 * Text from users or registries printed through rich: :func:`plain` escapes it, so that brackets
   such as aurora's ``[tanh(...) + spline(Ax)]`` print as written instead of being read as markup.
 """
@@ -16,7 +17,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["format_lr", "format_lrs", "kind_name", "plain", "plural"]
+__all__ = ["did_you_mean", "format_lr", "format_lrs", "kind_name", "plain", "plural"]
 
 _KIND_NAMES = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false"}
 
@@ -53,3 +54,19 @@ def kind_name(kind: type | str) -> str:
     """What a value of type ``kind`` (or its name) is called in an error message."""
     name = kind if isinstance(kind, str) else getattr(kind, "__name__", str(kind))
     return _KIND_NAMES.get(name, f"a {name}")
+
+
+def did_you_mean(key: Any, known: Any) -> str:
+    """`` (did you mean 'KEY'?)`` for the known key closest to ``key`` (``_``/``-`` and case
+    alike), or ``""`` when none is close: the tail of an "unknown key" error."""
+    import difflib
+
+    if not isinstance(key, str):
+        return ""
+    keys = [str(k) for k in known]
+    wanted = key.strip().lower().replace("_", "-")
+    by_form = {k.lower().replace("_", "-"): k for k in keys}
+    if wanted in by_form:
+        return f" (did you mean {by_form[wanted]!r}?)"
+    close = difflib.get_close_matches(wanted, list(by_form), n=1, cutoff=0.75)
+    return f" (did you mean {by_form[close[0]]!r}?)" if close else ""

@@ -11,6 +11,17 @@ EXTRAS="postgres"
 # --dev: the test tooling and the qlora extra (bitsandbytes), whose tests run in CI
 if [[ "${1:-}" == "--dev" ]]; then EXTRAS="dev,postgres,qlora"; fi
 
+# A Python that the OS manages (stock Debian/Ubuntu: an EXTERNALLY-MANAGED file in its stdlib,
+# outside a virtual environment) refuses pip installs: say the two commands to run first, in one
+# line, before pip says it at length. PIP_BREAK_SYSTEM_PACKAGES=1 is pip's own way past it.
+if [[ -z "${PIP_BREAK_SYSTEM_PACKAGES:-}" ]] && "$PY" -c '
+import os, sys, sysconfig
+marker = os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED")
+sys.exit(0 if sys.prefix == sys.base_prefix and os.path.isfile(marker) else 1)'; then
+    echo "error: $PY is the system's Python, which the OS manages and pip will not install into: run first  python3 -m venv .venv && . .venv/bin/activate  (Debian/Ubuntu without venv: apt install python3-venv), then bash scripts/install.sh again" >&2
+    exit 2
+fi
+
 # torch first, pinned: where the CPU build of this release lies on disk pip takes it; letting
 # the dependency resolution pick a newer torch would pull a much larger CUDA build.
 "$PY" -m pip install -q "torch==2.13.0"

@@ -15,7 +15,7 @@ from ..tasks import resolve_task
 from ..text import format_lrs
 from ._app import StorageOpt, app, console, err_console, fail, user_errors
 
-__all__ = ["print_where", "run"]
+__all__ = ["print_where", "run", "stopped_line"]
 
 #: What ``run --help`` shows as the defaults: the default task's own (its model, grid, budget,
 #: variants, search) and, for the rest, a sweep's.
@@ -34,6 +34,8 @@ def run(
     steps: Annotated[int | None, typer.Option("--steps", show_default=f"the task's; {_BUDGET.steps} for {_SPEC.task}", help="Optimizer steps per trial.")] = None,
     epochs: Annotated[float | None, typer.Option("--epochs", help="Epochs per trial (if --steps is not given).")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", show_default=f"the task's; {_BUDGET.batch_size} for {_SPEC.task}", help="Micro-batch size.")] = None,
+    max_length: Annotated[int | None, typer.Option("--max-length", show_default=f"the task's; {_BUDGET.max_length} for {_SPEC.task}", help="Tokens per training example (longer ones are cut); lower it when a trial does not fit in memory.")] = None,
+    grad_accum: Annotated[int | None, typer.Option("--grad-accum", show_default=f"the task's; {_BUDGET.grad_accum} for {_SPEC.task}", help="Micro-batches per optimizer step (the effective batch is --batch-size x this).")] = None,
     rank: Annotated[int | None, typer.Option("--rank", "-r", show_default=str(_SPEC.variants[0].rank), help="Adapter rank r.")] = None,
     alpha: Annotated[float | None, typer.Option("--alpha", show_default=f"{_SPEC.variants[0].alpha:g}", help="Adapter alpha (scale alpha/r).")] = None,
     sweep: Annotated[str | None, typer.Option("--sweep", show_default=_SPEC.name, help="Sweep name: a sweep keeps one training budget, so a new budget needs a new name.")] = None,
@@ -47,6 +49,7 @@ def run(
     recipe: Annotated[Path | None, typer.Option("--recipe", help="A recipe YAML (flags override it).")] = None,
     detach: Annotated[bool, typer.Option("--detach", help="With --launcher slurm: return once the job array is submitted (follow it with `lorasweep status`).")] = False,
     set_: Annotated[list[str] | None, typer.Option("--set", metavar="KEY=VALUE", help="Override any setting: train.steps=50, task.eval_limit=200, variant.ratio=8.")] = None,
+    try_: Annotated[bool, typer.Option("--try", help="Try the sweep small first: 4 steps of batch 4, 128 tokens, 2 estimation batches, 16 evaluation examples per split (flags and --set still win), as the sweep NAME-try, kept out of NAME's report.")] = False,
     allow_any_lr: Annotated[bool, typer.Option("--allow-any-lr", help="Accept learning rates above 10 (refused as typos otherwise).")] = False,
 ) -> None:
     """Sweep learning rates for one or more variants (the embedded offline default with no flags)."""
@@ -73,10 +76,13 @@ def run(
             data["seeds"] = parse_ints(seeds)
         if allow_any_lr:
             data["allow_any_lr"] = True
-        given = {"steps": steps, "epochs": epochs, "batch_size": batch_size}
+        given = {"steps": steps, "epochs": epochs, "batch_size": batch_size,
+                 "max_length": max_length, "grad_accum": grad_accum}
         # what is not given comes from the recipe, then from the task's budget
         data["train"] = overlay_train(dict(data.get("train") or {}),
                                       {k: v for k, v in given.items() if v is not None})
+        if try_:
+            _small(data, given)
         spec = check_spec(build_spec(apply_overrides(data, set_ or [])), detach)
         named = {a.split("=", 1)[0].split(".", 1)[0] for a in set_ or []}
         if not {"launcher", "workers"} & (set(data) | named):  # the faster one for this machine
@@ -89,6 +95,21 @@ def run(
     except user_errors() as err:
         fail(str(err))
     _run(spec, detach)
+
+
+def _small(data: dict[str, Any], given: dict[str, Any]) -> None:
+    """``run --try``: the small budget under the flags given, as the sweep ``NAME-try``."""
+    from ..config import TRY_EVAL_LIMIT, TRY_SUFFIX, TRY_TRAIN, SweepSpec
+
+    small = {k: v for k, v in TRY_TRAIN.items() if given.get(k) is None}
+    if given.get("epochs") is not None and given.get("steps") is None:
+        small.pop("steps")
+    data["train"] = {**data["train"], **small}
+    options = dict(data.get("task_options") or {})
+    limit = options.get("eval_limit")
+    options["eval_limit"] = min(limit, TRY_EVAL_LIMIT) if isinstance(limit, int) else TRY_EVAL_LIMIT
+    data["task_options"] = options
+    data["name"] = f"{data.get('name') or SweepSpec.name}{TRY_SUFFIX}"
 
 
 def _follow(spec: Any) -> str:
@@ -134,10 +155,8 @@ def _run(spec: Any, detach: bool = False) -> None:
         return
     s = outcome.summary
     for study, reason in s.stopped.items():
-        err_console.print(
-            f"[bold red]error:[/] {escape(study)}: its first trials all failed with: {escape(reason)}; "
-            "stopped it instead of repeating this for every learning rate; fix the cause and rerun "
-            "(its waiting trials stay queued)", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(stopped_line(study, reason))}",
+                          highlight=False, soft_wrap=True)
     console.print(
         f"done: {s.completed} completed ({s.diverged} diverged), {plural(s.failed, 'failed attempt')}, "
         f"{s.pruned} pruned; {outcome.skipped} already done, skipped", highlight=False)
@@ -146,7 +165,7 @@ def _run(spec: Any, detach: bool = False) -> None:
     if outcome.running:
         console.print(f"{plural(outcome.running, 'trial')} still running elsewhere (their "
                       "workers' heartbeats are alive).", highlight=False)
-    print_where(spec)
+    print_where(spec, report=bool(s.completed or outcome.skipped))
     # A study stopped by its first trials' shared error was named above; its queued points are
     # not "failed after retries".
     missing = sum(g.missing + g.waiting for g in outcome.final if g.study not in s.stopped)
@@ -158,13 +177,23 @@ def _run(spec: Any, detach: bool = False) -> None:
         raise typer.Exit(1)
 
 
-def print_where(spec: Any) -> None:
-    """Where a run's results went, and the command that reports them."""
+def stopped_line(study: str, reason: str) -> str:
+    """The line for a study stopped because its first trials failed alike (after ``error:``)."""
+    return (f"{study}: its first trials all failed with: {reason.strip().rstrip('.;,:')}; "
+            "stopped it instead of repeating this for every learning rate; fix the cause and "
+            "rerun (its waiting trials stay queued)")
+
+
+def print_where(spec: Any, report: bool = True) -> None:
+    """Where a run's results went, and the command that reports them (``report``: the sweep
+    has a finished trial to report; without one, no ``next:`` line points at an empty report)."""
     from ..sweep.store import storage_label
 
     store = storage_label(spec.storage) if spec.storage else str(STORE_FILE)
     console.print(escape(f"results: study store {store}; trial folders {Path(spec.runs_dir) / spec.name}/"),
                   highlight=False, soft_wrap=True)
+    if not report:
+        return
     console.print(escape(f"next: lorasweep report --sweep {spec.name}"
                          + (f" --storage {store}" if spec.storage else "")), highlight=False,
                   soft_wrap=True)

@@ -96,6 +96,9 @@ def _exit_text(code: int | None) -> str:
     import signal
 
     if code is not None and code < 0:
+        if -code == signal.SIGKILL:  # what the kernel's out-of-memory killer sends
+            return ("killed by SIGKILL, most likely out of memory (the kernel's OOM killer): "
+                    "lower --batch-size, --max-length or --workers, or size it with --try")
         try:
             return f"killed by {signal.Signals(-code).name}"
         except ValueError:

@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from ..config import SweepSpec
-from .spec import SweepError, sweep_tasks
+from .spec import SweepError, offline_model_hint, sweep_tasks
 
 __all__ = ["hub_offline", "preflight"]
 
@@ -120,7 +120,7 @@ def _check_model(spec: SweepSpec, offline: bool) -> None:
 
 
 def _check_data(spec: SweepSpec, keep_data: bool) -> None:
-    from ..tasks import TaskError, make_task
+    from ..tasks import HubDataError, TaskError, make_task
     from ..train.cache import worker_cache
 
     for key in sweep_tasks(spec):
@@ -130,6 +130,8 @@ def _check_data(spec: SweepSpec, keep_data: bool) -> None:
                 worker_cache().task_data(task, key, spec.task_options, check=False)
             else:
                 task.load()
+        except HubDataError as err:  # the model may need the Hub too: say both at once
+            raise SweepError(str(err) + offline_model_hint(spec, key)) from None
         except TaskError as err:
             raise SweepError(str(err)) from None
 

@@ -32,7 +32,7 @@ from ..config import (
 )
 
 __all__ = ["SweepError", "apply_overrides", "build_spec", "check_registries", "check_sweep",
-           "resolve_variant", "sweep_tasks", "task_class", "train_for"]
+           "offline_model_hint", "resolve_variant", "sweep_tasks", "task_class", "train_for"]
 
 
 class SweepError(ConfigError):
@@ -106,9 +106,26 @@ def resolve_variant(variant: VariantSpec) -> None:
                        if k in variant.options and v != defaults[k]}
 
 
+def offline_model_hint(spec: SweepSpec, task: str) -> str:
+    """When a task's data cannot come from the Hub, the model may not either: the same line
+    names the offline model too, so the fix takes one round, not two (data, then model)."""
+    from pathlib import Path
+
+    from ..tasks import find_task
+    from ..train.model import embedded_for, hub_model_cached
+
+    model = spec.model
+    if model.startswith("embedded:") or Path(model).expanduser().exists() or hub_model_cached(model):
+        return ""
+    offline = embedded_for(getattr(find_task(task), "model_kind", None))
+    instead = f"--model {offline} (shipped in a package, no network) or " if offline else "--model "
+    return (f"; the model {model} is not in the local cache either: also pass {instead}"
+            "a folder with a saved model")
+
+
 def check_registries(spec: SweepSpec) -> SweepSpec:
     """Names and options of a ``spec`` whose own values are valid, against the registries."""
-    from ..tasks import TaskError, expand_tasks, get_task
+    from ..tasks import HubDataError, TaskError, expand_tasks, get_task
     from ..train.model import ModelError, ModelOptions, check_model
     from .search import SearchError, check_window, lattice, parse_options, schedule
     from .store import StorageError, check_storage
@@ -121,7 +138,10 @@ def check_registries(spec: SweepSpec) -> SweepSpec:
             check_window(len(lattice(spec.lrs, 0)[0]), spec.search_options)
         check_storage(spec.storage)  # a bad URL, path or store file stops here
         for task in expand_tasks(spec.task):
-            checked = get_task(task, **spec.task_options)
+            try:
+                checked = get_task(task, **spec.task_options)
+            except HubDataError as err:
+                raise TaskError(str(err) + offline_model_hint(spec, task)) from None
             if checked.records_data:  # the user's data: what it resolved to goes in the study
                 checked.load()
                 spec.task_options = {**spec.task_options, **checked.recorded_options()}

@@ -11,6 +11,7 @@ from . import (  # noqa: F401  (importing a task module registers its tasks)
 )
 from .base import (
     TASK_GROUPS,
+    HubDataError,
     Task,
     TaskData,
     TaskError,
@@ -34,6 +35,7 @@ __all__ = [
     "TASK_GROUPS",
     "Task",
     "TaskData",
+    "HubDataError",
     "TaskError",
     "expand_tasks",
     "find_task",

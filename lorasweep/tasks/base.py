@@ -15,6 +15,7 @@ __all__ = [
     "Task",
     "TaskData",
     "TaskError",
+    "HubDataError",
     "expand_tasks",
     "register_task",
     "task_registry",
@@ -26,6 +27,10 @@ TASK_GROUPS = ("glue", "ic")
 
 class TaskError(ValueError):
     """A task key, option or data file that cannot be used."""
+
+
+class HubDataError(TaskError):
+    """Data that only the Hugging Face Hub has, and the Hub is unreachable (or not cached)."""
 
 
 @dataclasses.dataclass

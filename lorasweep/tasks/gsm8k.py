@@ -33,7 +33,7 @@ from typing import Any
 
 from . import generation
 from ._splits import SPLIT_SEED
-from .base import TaskData, TaskError, register_task
+from .base import HubDataError, TaskData, TaskError, register_task
 from .generation import hub_rows, read_rows, require_positive, row_fields
 from .math_answer import extract_answer
 from .math_common import MathOptions, MathTask
@@ -110,7 +110,7 @@ class GSM8K(MathTask):
         hubs = [GSM8K_HUB[0]] + ([METAMATHQA_HUB] if self.options.train == "metamathqa" else [])
         for repo in hubs:
             if not generation.hub_usable(repo):
-                raise TaskError(f"gsm8k: cannot reach {repo} on the Hugging Face Hub and it is not "
+                raise HubDataError(f"gsm8k: cannot reach {repo} on the Hugging Face Hub and it is not "
                                 f"in the local cache; {self._layout_hint()}")
 
     # ------------------------------------------------------------------ loading

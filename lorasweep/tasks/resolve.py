@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from ..text import did_you_mean
 from .base import _REGISTRY, TASK_GROUPS, Task, TaskError, expand_tasks_safe
 
 __all__ = [
@@ -84,8 +85,8 @@ def resolve_task(key: str) -> type[Task]:
         return _import_path(plugin.value, f"plugin {key!r} ({plugin.value})")
     known = sorted(_REGISTRY) + [g for g in TASK_GROUPS if expand_tasks_safe(g)]
     known += sorted(set(_entry_points()) - set(_REGISTRY))
-    raise TaskError(f"unknown task {key!r}: choose one of {', '.join(known)}, or give a class "
-                    "as module:Class (see `lorasweep tasks`)")
+    raise TaskError(f"unknown task {key!r}{did_you_mean(key, known)}: choose one of "
+                    f"{', '.join(known)}, or give a class as module:Class (see `lorasweep tasks`)")
 
 
 def find_task(key: Any) -> type[Task] | None:

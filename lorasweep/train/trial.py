@@ -16,6 +16,7 @@ from typing import Any
 
 from .._json import json_safe
 from ..config import TrialSpec, rung_step
+from . import signals
 from .checkpoint import Checkpoints
 from .loop import Reporter, micro_batches, total_steps, train
 from .model import ModelOptions
@@ -113,8 +114,9 @@ def run_trial(spec: TrialSpec, reporter: Reporter | None = None) -> TrialResult:
     task = make_task(spec.task_class or spec.task, **spec.task_options)
     cache = worker_cache()  # what trials of this worker share: the model (pristine), the data
     reused = cache.stats.model_reuses
-    data = cache.task_data(task, spec.task, spec.task_options)
-    loaded = cache.model(spec.model, task, spec.task, spec.seed, spec.model_options, device)
+    with signals.interruptible():  # loading: a stop request ends it at once
+        data = cache.task_data(task, spec.task, spec.task_options)
+        loaded = cache.model(spec.model, task, spec.task, spec.seed, spec.model_options, device)
     model, tokenizer, heads = loaded.model, loaded.tokenizer, loaded.heads
     torch.manual_seed(spec.seed)
     v = spec.variant
@@ -141,7 +143,9 @@ def run_trial(spec: TrialSpec, reporter: Reporter | None = None) -> TrialResult:
             spec.train.estimation_batches,
         )
         batches = ({k: t.to(device) for k, t in b.items()} for b in estimation)
-        facts = {**variant.prepare(model, batches), "seconds": time.perf_counter() - prepare_started}
+        with signals.interruptible():  # an estimation pass may take minutes: stoppable at once
+            facts = {**variant.prepare(model, batches),
+                     "seconds": time.perf_counter() - prepare_started}
         prepared = json.loads(json.dumps(json_safe(facts), default=str))  # plain data, saved
         checkpoints.trial = {"prepare": prepared, "resumes": 0}
     else:  # what prepare computed is in the checkpoint's adapter tensors

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TypeVar
 
+from ..text import did_you_mean
 from ._options import VariantError
 from ._quant import BASE_TREATMENTS
 from .study import check_study_fields
@@ -44,5 +45,6 @@ def get_variant_class(key: str) -> type:
     except KeyError:
         known = ", ".join(sorted(_REGISTRY))
         raise VariantError(
-            f"unknown variant {key!r}: choose one of {known} (see `lorasweep variants`)"
+            f"unknown variant {key!r}{did_you_mean(key, _REGISTRY)}: choose one of {known} "
+            "(see `lorasweep variants`)"
         ) from None

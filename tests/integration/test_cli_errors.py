@@ -27,6 +27,11 @@ UNREACHABLE = "postgresql+psycopg://postgres@127.0.0.1:1/nope"
 CASES: dict[str, tuple[list[str], str, dict[str, str]]] = {
     "unknown variant": (["run", "--variant", "lora,nope"], "'nope'", {}),
     "unknown task": (["run", "--task", "nope"], "'nope'", {}),
+    "near-miss variant": (["run", "--variant", "lora_ga"], "'lora_ga' (did you mean 'lora-ga'?)", {}),
+    "near-miss task": (["run", "--task", "gsm8"], "'gsm8' (did you mean 'gsm8k'?)", {}),
+    "zero workers": (["run", "--workers", "0"], "got 0: pass e.g. --workers 2", {}),
+    "zero max length": (["run", "--max-length", "0"], "got 0: pass e.g. --max-length 256", {}),
+    "zero grad accum": (["run", "--grad-accum", "0"], "got 0: pass e.g. --grad-accum 4", {}),
     "unknown model": (["run", "--model", "notamodel"], "'notamodel'", {}),
     "malformed lrs": (["run", "--lrs", "1e-4,abc"], "'abc'", {}),
     "negative lr": (["run", "--lrs", "1e-4,-0.001"], "-0.001", {}),
@@ -61,8 +66,10 @@ CONTROL_ARGS = [
     "ok",
     "--set",
     "task.eval_limit=4",
-    "--set",
-    "train.max_length=16",
+    "--max-length",
+    "16",
+    "--grad-accum",
+    "2",
 ]
 
 
@@ -141,6 +148,9 @@ def test_a_valid_run_writes_where_the_bad_ones_did_not(outcomes):
     assert trial.state == optuna.trial.TrialState.COMPLETE
     assert trial.params["lr"] == pytest.approx(1e-3)
     assert (folder / RUNS_DIR).is_dir()
+    (config,) = (folder / RUNS_DIR).rglob("config.json")  # --max-length and --grad-accum reached it
+    train = json.loads(config.read_text())["train"]
+    assert (train["max_length"], train["grad_accum"]) == (16, 2)
 
 
 def test_report_without_a_store_is_a_clear_error(outcomes):
@@ -204,3 +214,17 @@ def test_tasks_json_lists_sentiment(outcomes):
     entries = {e["key"]: e for e in json.loads(proc.stdout)}
     assert entries["sentiment"]["metric"] == "accuracy"
     assert entries["sentiment"]["summary"].strip()
+
+
+def test_offline_gsm8k_names_the_data_and_the_offline_model_in_its_first_error(tmp_path):
+    """Offline with nothing cached, GSM8K's default needs the Hub twice (its data and its
+    default model): the first error names both fixes, --data-dir and embedded:smollm2."""
+    env = {**_env(), "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"),
+           "HF_DATASETS_CACHE": str(tmp_path / "hf" / "datasets")}
+    proc = subprocess.run([sys.executable, "-m", "lorasweep", "run", "--task", "gsm8k"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240,
+                          stdin=subprocess.DEVNULL)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 2 and len(errors) == 1, proc.stderr
+    assert "--data-dir DIR" in errors[0] and "--model embedded:smollm2" in errors[0], errors[0]
+    assert _studies_in(tmp_path) == []

@@ -44,6 +44,7 @@ def test_a_setup_error_stops_the_study_after_its_first_trials(tiny_bert_dir, tmp
     assert out.count("no linear layer matches target modules") >= SAME_FAILURES_TO_STOP, out
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "first trials all failed" in errors[0], out
+    assert "next: lorasweep report" not in out, out  # nothing finished: nothing to report
     (summary,) = optuna.get_all_study_summaries(f"sqlite:///{store}")
     trials = optuna.load_study(study_name=summary.study_name,
                                storage=f"sqlite:///{store}").get_trials()

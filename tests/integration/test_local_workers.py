@@ -84,6 +84,7 @@ def test_sigkill_of_one_worker_is_retried_by_the_survivor(tmp_path, standin):
     assert len(failure) == 1 and isinstance(failure[0], WorkerDied)
     message = str(failure[0])
     assert "killed by SIGKILL" in message and "worker-" in message and "\n" not in message
+    assert "most likely out of memory" in message and "--batch-size" in message  # the cause
     trials = _trials(spec)
     done = Counter(t.user_attrs["grid_point"] for t in trials if t.state == TrialState.COMPLETE)
     assert len(done) == 4 and set(done.values()) == {1}

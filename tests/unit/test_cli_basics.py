@@ -62,3 +62,10 @@ def test_where_results_went_prints_names_and_paths_as_written(capsys):
     text = capsys.readouterr().out
     assert f"study store {STORE_FILE}; trial folders out[red]/runs/try[bold]1/" in text
     assert "next: lorasweep report --sweep try[bold]1" in text
+
+
+def test_the_fail_fast_line_reads_as_one_sentence_whatever_the_reason_ends_with():
+    from lorasweep.cli.run import stopped_line
+
+    line = stopped_line("s|t|m|lora", "ValueError: accelerate is required `pip install x`.")
+    assert ".;" not in line and "`pip install x`; stopped it" in line

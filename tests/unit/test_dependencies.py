@@ -17,6 +17,7 @@ MODULE_NAMES = {"pyyaml": "yaml", "scikit-learn": "sklearn"}
 USED_OTHERWISE = {
     "psycopg": "SQLAlchemy loads it for postgresql+psycopg:// storage URLs",
     "ruff": "the linter [tool.ruff] configures: a command, not a module",
+    "accelerate": "transformers imports it to load a GGUF checkpoint (the embedded SmolLM2)",
 }
 
 

@@ -39,6 +39,21 @@ def test_missing_model_package_names_the_pip_command(monkeypatch):
         check_model("embedded:minilm")
 
 
+@pytest.mark.parametrize("package", ["accelerate", "gguf"])
+def test_a_gguf_model_without_what_loading_it_imports_is_one_line_before_anything_runs(
+        monkeypatch, package):
+    """transformers loads a GGUF file only with gguf and accelerate: without either (a None in
+    sys.modules is Python's own "cannot be imported"), the model check, which runs before
+    anything is written, names the package and its install line."""
+    import sys
+
+    check_model("embedded:smollm2")  # both present here
+    monkeypatch.setitem(sys.modules, package, None)
+    with pytest.raises(ModelError, match=rf"embedded:smollm2 .*needs the {package} package: "
+                                         rf"pip install .*{package}"):
+        check_model("embedded:smollm2")
+
+
 def test_embedded_model_loads_offline():
     loaded = model_module.load_model("embedded:minilm", get_task("sentiment"), 0)
     model, tokenizer, heads = loaded.model, loaded.tokenizer, loaded.heads

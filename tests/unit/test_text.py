@@ -7,7 +7,7 @@ import io
 import pytest
 from rich.console import Console
 
-from lorasweep.text import format_lr, format_lrs, plain, plural
+from lorasweep.text import did_you_mean, format_lr, format_lrs, plain, plural
 
 
 @pytest.mark.parametrize(("lr", "text"), [
@@ -40,3 +40,16 @@ def test_plain_text_prints_as_written(text):
     out = io.StringIO()
     Console(file=out, width=200, color_system=None).print(plain(text), highlight=False)
     assert out.getvalue().rstrip("\n") == text
+
+
+def test_a_near_miss_key_gets_its_did_you_mean_and_a_far_one_nothing():
+    from lorasweep.tasks import task_registry
+    from lorasweep.variants import registry
+
+    assert did_you_mean("lora_ga", registry()) == " (did you mean 'lora-ga'?)"
+    assert did_you_mean("LoRA-GA", registry()) == " (did you mean 'lora-ga'?)"
+    assert did_you_mean("dorra", registry()) == " (did you mean 'dora'?)"
+    assert did_you_mean("gsm8", task_registry()) == " (did you mean 'gsm8k'?)"
+    assert did_you_mean("glue-ss2", task_registry()) == " (did you mean 'glue-sst2'?)"
+    assert did_you_mean("nope", registry()) == ""
+    assert did_you_mean(3, registry()) == ""

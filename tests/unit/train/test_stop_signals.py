@@ -125,3 +125,56 @@ def test_stop_requests_record_and_forward_only_in_their_scope():
         assert got == [signal.SIGTERM]
     finally:
         signal.signal(signal.SIGTERM, before)
+
+
+_STOPPED_IN_PHASE = """
+import json, os, signal, sys
+import torch
+from lorasweep.config import TrialSpec
+from lorasweep.train.signals import StopRequests, TrialStopped
+from lorasweep.train.trial import run_trial
+spec, phase, at = TrialSpec.from_dict(json.loads(sys.argv[1])), sys.argv[2], int(sys.argv[3])
+calls = {"n": 0}
+def hook(module, args, output):  # the whole model's forward passes of one phase, counted
+    if not type(module).__name__.endswith("ForSequenceClassification"):
+        return
+    if (phase == "evaluating") == module.training:
+        return
+    calls["n"] += 1
+    print(f"{phase} pass {calls['n']}", flush=True)
+    if calls["n"] == at:
+        os.kill(os.getpid(), signal.SIGTERM)
+torch.nn.modules.module.register_module_forward_hook(hook)
+with StopRequests() as stops:  # as a worker runs a trial
+    try:
+        run_trial(spec)
+        print("trial finished", flush=True)
+    except TrialStopped as stop:
+        print(f"stopped: {stop}", flush=True)
+"""
+
+
+@pytest.mark.parametrize(("phase", "variant", "train", "saved"), [
+    # LoRA-GA's gradient estimation (8 batches, before step 1): nothing saved yet
+    ("estimating", "lora-ga", {"steps": 2, "estimation_batches": 8}, "no checkpoint (step 0)"),
+    # the final evaluation (validation, then test: 16 batches), after a checkpoint at step 1
+    ("evaluating", "lora", {"steps": 2, "checkpoint_every": 1}, "checkpoint saved at step 1"),
+])
+def test_a_stop_request_ends_a_long_phase_at_once(tiny_bert_dir, tmp_path, phase, variant,
+                                                   train, saved):
+    """SIGTERM in the middle of a phase without optimizer steps (the third forward pass of
+    it) stops the trial there, with what it saved, instead of after the phase."""
+    cfg = TrainConfig(batch_size=8, max_length=32, **train)
+    spec = TrialSpec(sweep="s", study="st", storage="", trial_number=0, model=str(tiny_bert_dir),
+                     task="sentiment", task_options={"eval_limit": 64}, model_options={},
+                     variant=VariantSpec(variant, rank=4, alpha=8), lr=2e-3, seed=0, train=cfg,
+                     run_dir=str(tmp_path / "run"))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.run([sys.executable, "-c", _STOPPED_IN_PHASE, json.dumps(spec.to_dict()),
+                           phase, "3"], capture_output=True, text=True, env=env, timeout=300)
+    out = proc.stdout
+    assert f"stopped: stopped by SIGTERM: {saved}" in out, out + proc.stderr[-2000:]
+    assert "trial finished" not in out
+    passes = [line for line in out.splitlines() if line.startswith(f"{phase} pass ")]
+    assert len(passes) <= 4, out  # the third pass asked; at most the one under way completes
+    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
