@@ -14,8 +14,10 @@ given ``trial_fn`` (worker processes, SLURM array tasks): a stand-in for tests o
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
+import math
 import os
 import socket
 import time
@@ -27,6 +29,7 @@ from typing import Any
 
 from .._json import json_safe
 from ..config import TrialSpec
+from ..train.events import EventLog
 from ..train.signals import StopRequests, TrialStopped
 from .heartbeat import Heartbeat, fail_stale
 from .outcome import PROGRESS_ATTR, PROGRESS_INTERVAL_S, TrialOutcome, outcome_of
@@ -97,11 +100,28 @@ def _trial_function() -> Callable[..., Any]:
 
 
 class _OptunaReporter:
-    """Bridges the training loop to the trial: intermediate scores, pruning, progress."""
+    """Bridges the training loop to the trial: intermediate scores, pruning, progress, and the
+    trial's event log (``events.jsonl`` in its run folder)."""
 
     def __init__(self, trial: Any, events: TrialEvents, spec: TrialSpec):
         self.trial, self.events, self.spec = trial, events, spec
         self.total, self.written = 0, 0.0
+        self.log = EventLog(spec.run_dir)
+
+    def on_event(self, record: dict[str, Any]) -> None:
+        if record["event"] == "start":
+            self.log.start(int(record["step"]))
+            return
+        written = self.log.write(record)
+        if written and record.get("final") and math.isfinite(record["validation"]):
+            # the last evaluation is an intermediate value too (at its step), never a pruning
+            # decision; a step reported before (a pruned trial's) keeps its value
+            if int(record["step"]) not in self.trial.storage.get_trial(
+                    self.trial._trial_id).intermediate_values:
+                self.trial.report(record["validation"], int(record["step"]))
+
+    def close(self) -> None:
+        self.log.close()
 
     def on_start(self, total_steps: int) -> None:
         self.total = total_steps
@@ -303,9 +323,10 @@ def _run_one(study: Any, storage: Any, storage_url: str, trial: Any, spec: Trial
 
     from .store import mask_secrets
 
-    with Heartbeat(storage, trial._trial_id):
+    reporter = _OptunaReporter(trial, events, spec)
+    with Heartbeat(storage, trial._trial_id), contextlib.closing(reporter):
         try:
-            result = run_trial(spec, _OptunaReporter(trial, events, spec))
+            result = run_trial(spec, reporter)
         except TrialStopped as stop:  # asked to stop: the retry (any worker) resumes the point
             trial.set_user_attr("fail_reason", str(stop))
             with locked(study, storage_url, storage):  # failed and enqueued again as one step
