@@ -123,6 +123,16 @@ def status(sweep: SweepOpt = None, storage: StorageOpt = None, as_json: JsonOpt 
     if running:
         console.print(running_table(running))
     _print_jobs(storage, sweep)
+    _print_dashboard(storage)
+
+
+def _print_dashboard(storage: str | None) -> None:
+    """How to browse the store in optuna-dashboard, and what not to do there on a live sweep."""
+    from ..sweep.urls import dashboard_command
+
+    console.print(escape(f"browse in optuna-dashboard (read only: its delete, rename and tell "
+                         f"bypass lorasweep's lock): {dashboard_command(storage)}"),
+                  highlight=False, soft_wrap=True)
 
 
 def _print_jobs(storage: str | None, sweep: str | None) -> None:

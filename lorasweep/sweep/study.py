@@ -40,6 +40,7 @@ __all__ = [
     "grid_state",
     "locked",
     "make_pruner",
+    "objective_name",
     "requeue_failed",
     "retry_point",
     "study_name",
@@ -230,6 +231,28 @@ def _sync_adaptive(study: Any, storage: Any, storage_url: str, variant: VariantS
     return sync
 
 
+def objective_name(task: str) -> str:
+    """The name of a study's objective, as Optuna tools show it: ``validation_<metric>``, or
+    ``best_validation_<metric>`` for tasks whose objective is the best validation score."""
+    from ..tasks import task_registry
+
+    cls = task_registry().get(task)
+    if cls is None:  # a task not registered in this process: its metric is not known here
+        return "validation_score"
+    return f"{'best_' if cls.objective == 'best' else ''}validation_{cls.metric}"
+
+
+def _name_objective(study: Any, task: str) -> None:
+    """Write the objective's name where optuna-dashboard and ``optuna`` read it."""
+    import warnings
+
+    names = [objective_name(task)]
+    if study.metric_names != names:
+        with warnings.catch_warnings():  # set_metric_names is experimental in Optuna
+            warnings.simplefilter("ignore")
+            study.set_metric_names(names)
+
+
 def _worst_score(task: str) -> float:
     from ..tasks import task_registry
 
@@ -302,6 +325,7 @@ def sync_sweep(spec: SweepSpec, storage: Any, storage_url: str | None = None) ->
             "max_retries": spec.max_retries,
             STOPPED_ATTR: None,  # a new run tries again a study an earlier run stopped
         }
+        _name_objective(study, task)
         if "run_root" not in study.user_attrs:  # fixed once: a study's runs never move
             study.set_user_attr("run_root", study_run_root(
                 spec.runs_dir, spec.name, task, spec.model, variant.tag))

@@ -15,7 +15,7 @@ from urllib.parse import unquote
 
 from ..paths import STORE_FILE
 
-__all__ = ["SECRET_ENV", "default_storage_url", "journal_path", "mask_secrets", "port_of",
+__all__ = ["SECRET_ENV", "dashboard_command", "default_storage_url", "journal_path", "mask_secrets", "port_of",
            "sqlite_path", "storage_label", "store_file"]
 
 _SECRET_QUERY_KEY = re.compile(r"(pass(word|wd)?|pwd|secret|token|api_?key|sslpassword)$", re.I)
@@ -115,3 +115,25 @@ def store_file(url: str) -> str | None:
     """The file of a journal or SQLite store, else None (a server's store)."""
     journal = journal_path(url)
     return sqlite_path(url) if journal is None else journal
+
+
+def dashboard_command(url: str | None) -> str:
+    """The ``optuna-dashboard`` command that opens the store at ``url``, secrets left out.
+
+    optuna-dashboard reads SQLite and PostgreSQL URLs as lorasweep writes them, and a journal as
+    its bare path (it does not know ``journal:``). A server's password is never printed: the
+    command names the user alone and the server's client takes the password from ``PGPASSWORD``
+    (or ``~/.pgpass``).
+    """
+    import shlex
+
+    url = url or default_storage_url()
+    journal = journal_path(url)
+    if journal is not None:
+        return f"optuna-dashboard {shlex.quote(os.path.abspath(os.path.expanduser(journal)))}"
+    if "://" in url and not url.startswith(_SQLITE):
+        scheme, user, password, host, query = _split_credentials(url)
+        if password is not None:
+            label = storage_label(f"{scheme}://{user}@{host}" + (f"?{query}" if query else ""))
+            return f"PGPASSWORD=... optuna-dashboard {shlex.quote(label)}"
+    return f"optuna-dashboard {shlex.quote(storage_label(url))}"

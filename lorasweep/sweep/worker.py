@@ -346,6 +346,8 @@ def _run_one(study: Any, storage: Any, storage_url: str, trial: Any, spec: Trial
             study.tell(trial, state=TrialState.FAIL)
             return "failed", None, reason
     for key, val in {**result.metrics, **result.attrs}.items():
+        if isinstance(val, float) and not math.isfinite(val):
+            continue  # omitted, not null: a null drops the metric from every trial's plots
         trial.set_user_attr(key, json_safe(val))
     if result.pruned:
         study.tell(trial, state=TrialState.PRUNED)
