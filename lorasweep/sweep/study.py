@@ -29,8 +29,12 @@ from .store import STORE_VERSION, STORE_VERSION_ATTR
 
 #: A study's user attribute: why a worker stopped it (its first trials failed alike), or None.
 STOPPED_ATTR = "stopped"
+#: A study's user attribute: the trackers its trials log to (``--log``) and their options,
+#: written by every run (a rerun may add or drop one) and read by every worker.
+LOG_ATTR = "log"
 
 __all__ = [
+    "LOG_ATTR",
     "NOT_RETRIED",
     "STOPPED_ATTR",
     "TEMPLATE_ATTR",
@@ -324,6 +328,7 @@ def sync_sweep(spec: SweepSpec, storage: Any, storage_url: str | None = None) ->
             "lorasweep_version": __version__,
             "max_retries": spec.max_retries,
             STOPPED_ATTR: None,  # a new run tries again a study an earlier run stopped
+            LOG_ATTR: {"backends": list(spec.log), **spec.log_options},
         }
         _name_objective(study, task)
         if "run_root" not in study.user_attrs:  # fixed once: a study's runs never move

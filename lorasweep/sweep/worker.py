@@ -31,10 +31,12 @@ from .._json import json_safe
 from ..config import TrialSpec
 from ..train.events import EventLog
 from ..train.signals import StopRequests, TrialStopped
+from ..train.trackers import Sinks
 from .heartbeat import Heartbeat, fail_stale
 from .outcome import PROGRESS_ATTR, PROGRESS_INTERVAL_S, TrialOutcome, outcome_of
-from .store import storage_label
+from .store import mask_secrets, storage_label
 from .study import (
+    LOG_ATTR,
     STOPPED_ATTR,
     grid_point,
     locked,
@@ -103,16 +105,29 @@ class _OptunaReporter:
     """Bridges the training loop to the trial: intermediate scores, pruning, progress, and the
     trial's event log (``events.jsonl`` in its run folder)."""
 
-    def __init__(self, trial: Any, events: TrialEvents, spec: TrialSpec):
+    def __init__(self, trial: Any, events: TrialEvents, spec: TrialSpec,
+                 tracking: dict[str, Any] | None = None):
         self.trial, self.events, self.spec = trial, events, spec
         self.total, self.written = 0, 0.0
         self.log = EventLog(spec.run_dir)
+        tracking = tracking or {}
+        self.errors: dict[str, str] = {}
+        self.sinks = Sinks(list(tracking.get("backends") or []), int(tracking.get("every") or 1),
+                           on_error=self._sink_failed)
+
+    def _sink_failed(self, name: str, message: str) -> None:
+        """Recorded in the trial (``tracker_error``), which goes on without that tracker."""
+        self.errors[name] = mask_secrets(message)
+        self.trial.set_user_attr("tracker_error", dict(self.errors))
 
     def on_event(self, record: dict[str, Any]) -> None:
         if record["event"] == "start":
             self.log.start(int(record["step"]))
+            self.sinks.open(self.spec, int(record["step"]), int(record["total"]))
             return
         written = self.log.write(record)
+        if written:
+            self.sinks.log(record)
         if written and record.get("final") and math.isfinite(record["validation"]):
             # the last evaluation is an intermediate value too (at its step), never a pruning
             # decision; a step reported before (a pruned trial's) keeps its value
@@ -122,6 +137,10 @@ class _OptunaReporter:
 
     def close(self) -> None:
         self.log.close()
+
+    def finish(self, summary: dict[str, Any], state: str) -> None:
+        """Close the trackers with the trial's final metrics and state."""
+        self.sinks.close(summary, state)
 
     def on_start(self, total_steps: int) -> None:
         self.total = total_steps
@@ -321,9 +340,7 @@ def _run_one(study: Any, storage: Any, storage_url: str, trial: Any, spec: Trial
     """Run one trial and tell the store; ``(state, value, fail reason or None)``."""
     from optuna.trial import TrialState
 
-    from .store import mask_secrets
-
-    reporter = _OptunaReporter(trial, events, spec)
+    reporter = _OptunaReporter(trial, events, spec, study.user_attrs.get(LOG_ATTR))
     with Heartbeat(storage, trial._trial_id), contextlib.closing(reporter):
         try:
             result = run_trial(spec, reporter)
@@ -333,10 +350,12 @@ def _run_one(study: Any, storage: Any, storage_url: str, trial: Any, spec: Trial
                 study.tell(trial, state=TrialState.FAIL)
                 if study.user_attrs.get("search") != "adaptive":  # adaptive: its plan re-proposes
                     retry_point(study, trial)
+            reporter.finish({}, "stopped")
             return "stopped", None, None
         except KeyboardInterrupt:  # free the grid point at once, so a rerun retries it
             trial.set_user_attr("fail_reason", "interrupted")
             study.tell(trial, state=TrialState.FAIL)
+            reporter.finish({}, "stopped")
             raise
         except Exception as err:  # a trial's failure is recorded, never fatal to the sweep
             text = (str(err).strip().splitlines() or [""])[0]
@@ -344,13 +363,17 @@ def _run_one(study: Any, storage: Any, storage_url: str, trial: Any, spec: Trial
             trial.set_user_attr("fail_reason", reason)
             trial.set_user_attr("traceback", mask_secrets(traceback.format_exc()[-4000:], storage_url))
             study.tell(trial, state=TrialState.FAIL)
+            reporter.finish({}, "failed")
             return "failed", None, reason
     for key, val in {**result.metrics, **result.attrs}.items():
         if isinstance(val, float) and not math.isfinite(val):
             continue  # omitted, not null: a null drops the metric from every trial's plots
         trial.set_user_attr(key, json_safe(val))
+    state = "pruned" if result.pruned else (
+        "diverged" if result.metrics.get("diverged") else "completed")
+    reporter.finish(result.metrics, state)
     if result.pruned:
         study.tell(trial, state=TrialState.PRUNED)
         return "pruned", None, None
     study.tell(trial, result.value)
-    return ("diverged" if result.metrics.get("diverged") else "completed"), result.value, None
+    return state, result.value, None

@@ -1,0 +1,152 @@
+"""The trials in the trackers users watch, with real backends and no network.
+
+TensorBoard: a sweep run with ``--log tensorboard`` writes each trial's event files into its run
+folder; read back with TensorBoard's own reader, a trial stopped and resumed has each step once,
+equal to its ``events.jsonl``, and its hyperparameters. A tracker that fails warns, is recorded in
+the trial and never fails it. Where results are logged is not part of a study: a rerun may add
+or drop a tracker.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import optuna
+import pytest
+from helpers import require
+from optuna.trial import TrialState
+
+from lorasweep.config import ConfigError, SweepSpec, TrainConfig, VariantSpec
+from lorasweep.launch.run import run_sweep
+from lorasweep.sweep.store import open_storage
+from lorasweep.sweep.study import study_name
+from lorasweep.train.events import read_events
+
+STEPS = 6
+
+
+class StopAt:
+    """Asks the process to stop (as SIGTERM would) once the trial reaches ``step``."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def __call__(self, spec, reporter):
+        import signal
+
+        from lorasweep.train.trial import run_trial
+
+        outer = self
+
+        class Stopping:
+            def __getattr__(self, name):
+                return getattr(reporter, name)
+
+            def on_step(self, step, loss):
+                reporter.on_step(step, loss)
+                if step == outer.step and outer.step:
+                    outer.step = None  # once: the retry runs to the end
+                    signal.raise_signal(signal.SIGUSR2)
+
+        return run_trial(spec, Stopping())
+
+
+def _spec(model, tmp_path, lrs=(1e-3,), **kw) -> SweepSpec:
+    return SweepSpec(name="tb", model=str(model), task="sentiment", launcher="inline",
+                     variants=[VariantSpec("lora", rank=4, alpha=8)], lrs=list(lrs), seeds=[0],
+                     train=TrainConfig(steps=STEPS, batch_size=8, max_length=32, eval_every=3,
+                                       checkpoint_every=2),
+                     task_options={"eval_limit": 8}, storage=f"sqlite:///{tmp_path / 's.db'}",
+                     runs_dir=str(tmp_path / "runs"), **kw)
+
+
+def _trials(spec):
+    storage = open_storage(spec.storage, create=False)
+    return optuna.load_study(study_name=study_name(spec, spec.variants[0]),
+                             storage=storage).get_trials()
+
+
+def _scalars(logdir, tag):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(logdir), size_guidance={"scalars": 0})
+    acc.Reload()
+    return [(e.step, e.value) for e in acc.Scalars(tag)], acc
+
+
+def test_tensorboard_reads_back_each_step_once_after_a_resume(tiny_bert_dir, tmp_path, monkeypatch):
+    require("tensorboard")
+    import signal
+
+    from lorasweep.launch.run import run_sweep as run
+    from lorasweep.sweep.worker import run_worker  # noqa: F401  (the worker runs the trials)
+
+    spec = _spec(tiny_bert_dir, tmp_path, log=["tensorboard"])
+    previous = signal.signal(signal.SIGUSR2, lambda *a: None)  # the forwarded stop: ignored
+    try:
+        monkeypatch.setattr("lorasweep.sweep.worker._trial_function", lambda: StopAt(3))
+        run(spec)  # stopped after step 3 (checkpoint there), its point enqueued again
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    assert [t.state for t in _trials(spec)] == [TrialState.FAIL, TrialState.WAITING]
+    monkeypatch.undo()
+    run(spec)  # the retry resumes from step 3
+    done = [t for t in _trials(spec) if t.state == TrialState.COMPLETE]
+    assert len(done) == 1 and done[0].user_attrs["resumed_from_step"] == 3
+    assert "tracker_error" not in done[0].user_attrs
+    run_dir = done[0].user_attrs["run_dir"]
+    events = read_events(run_dir)
+    logged = [(r["step"], r["loss"]) for r in events if r["event"] == "step"]
+    assert [s for s, _ in logged] == list(range(1, STEPS + 1))
+    loss, acc = _scalars(f"{run_dir}/tb", "train/loss")
+    assert [s for s, _ in loss] == list(range(1, STEPS + 1))  # each step once
+    assert [v for _, v in loss] == pytest.approx([v for _, v in logged])
+    lr, _ = _scalars(f"{run_dir}/tb", "train/lr/adapter")
+    assert [v for _, v in lr] == pytest.approx([r["lr"]["adapter"] for r in events
+                                                if r["event"] == "step"])
+    evals, _ = _scalars(f"{run_dir}/tb", "eval/accuracy")
+    assert [s for s, _ in evals] == [3, STEPS]
+    assert {"train/grad_norm", "train/grad_norm/heads", "train/tokens", "test/accuracy"} <= set(
+        acc.Tags()["scalars"])
+    # the hyperparameters: HParams' session start, with the trial's lr and seed
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    data = [plugin_data_pb2.HParamsPluginData.FromString(content)
+            for content in acc.PluginTagToContent("hparams").values()]
+    starts = [d.session_start_info for d in data if d.HasField("session_start_info")]
+    assert len(starts) == 1
+    hp = starts[0].hparams
+    assert hp["lr"].number_value == pytest.approx(1e-3) and hp["seed"].number_value == 0
+    assert hp["variant_tag"].string_value == "lora-r4-a8"
+    final, _ = _scalars(f"{run_dir}/tb", "hparam/validation_accuracy")
+    assert final[-1][1] == pytest.approx(done[0].value)
+
+
+def test_a_rerun_may_add_or_drop_a_tracker_and_a_failing_one_never_fails_a_trial(
+        tiny_bert_dir, tmp_path, monkeypatch):
+    require("tensorboard")
+    spec = _spec(tiny_bert_dir, tmp_path, lrs=[1e-3])
+    run_sweep(spec)
+    # a rerun with a tracker is the same study (nothing to do: the point is complete)
+    again = dataclasses.replace(spec, lrs=[1e-3, 2e-3], log=["tensorboard"])
+
+    def broken(self, spec, resume_step):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("lorasweep.train.trackers.tensorboard.TensorBoardSink.open", broken)
+    with pytest.warns(RuntimeWarning, match="tracker tensorboard failed"):
+        outcome = run_sweep(again)
+    assert outcome.summary.completed == 1 and outcome.summary.failed == 0
+    trials = [t for t in _trials(spec) if t.state == TrialState.COMPLETE]
+    assert len(trials) == 2
+    (new,) = [t for t in trials if t.params["lr"] == 2e-3]
+    assert new.user_attrs["tracker_error"] == {"tensorboard": "OSError: disk full"}
+    assert read_events(new.user_attrs["run_dir"])  # the event log is written all the same
+
+
+def test_an_unknown_tracker_or_option_is_refused(tiny_bert_dir, tmp_path):
+    with pytest.raises(ConfigError, match="unknown tracker 'neptune'"):
+        run_sweep(_spec(tiny_bert_dir, tmp_path, log=["neptune"]))
+    with pytest.raises(ConfigError, match="unknown log option 'colour'"):
+        run_sweep(_spec(tiny_bert_dir, tmp_path, log=["tensorboard"], log_options={"colour": 1}))
+    assert not (tmp_path / "s.db").exists()
