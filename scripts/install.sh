@@ -8,7 +8,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PY="${PYTHON:-python3}"
 EXTRAS="postgres"
 # --dev: the trackers' extras too, whose tests read back what the real backends wrote
-if [[ "${1:-}" == "--dev" ]]; then EXTRAS="dev,postgres,tensorboard"; fi
+if [[ "${1:-}" == "--dev" ]]; then EXTRAS="dev,postgres,tensorboard,mlflow"; fi
 
 # torch first, pinned: where the CPU build of this release lies on disk pip takes it; letting
 # the dependency resolution pick a newer torch would pull a much larger CUDA build.

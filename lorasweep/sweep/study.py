@@ -343,4 +343,8 @@ def sync_sweep(spec: SweepSpec, storage: Any, storage_url: str | None = None) ->
             with locked(study, storage_url, storage):
                 fail_stale(study, storage)
                 syncs.append(_sync_study(study, spec, variant))
+    if spec.log:  # once, before any worker starts (MLflow's parent run per study)
+        from ..train.trackers import prepare
+
+        prepare(spec.log, spec.name, [study_name(spec, v, t) for t, v in pairs])
     return syncs

@@ -20,7 +20,8 @@ __all__ = ["SECRET_ENV", "dashboard_command", "default_storage_url", "journal_pa
 
 _SECRET_QUERY_KEY = re.compile(r"(pass(word|wd)?|pwd|secret|token|api_?key|sslpassword)$", re.I)
 #: Environment variables whose values are secrets (never printed, written or stored).
-SECRET_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HUGGINGFACE_HUB_TOKEN", "PGPASSWORD")
+SECRET_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HUGGINGFACE_HUB_TOKEN", "PGPASSWORD",
+              "MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_PASSWORD", "WANDB_API_KEY")
 _URL_IN_TEXT = re.compile(r"[A-Za-z][\w+.-]*://[^\s'\"<>]+")
 _SQLITE = "sqlite:///"
 

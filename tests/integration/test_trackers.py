@@ -150,3 +150,48 @@ def test_an_unknown_tracker_or_option_is_refused(tiny_bert_dir, tmp_path):
     with pytest.raises(ConfigError, match="unknown log option 'colour'"):
         run_sweep(_spec(tiny_bert_dir, tmp_path, log=["tensorboard"], log_options={"colour": 1}))
     assert not (tmp_path / "s.db").exists()
+
+
+def test_mlflow_has_a_parent_per_study_and_a_child_per_point(tiny_bert_dir, tmp_path,
+                                                              monkeypatch):
+    """MLflow on a local SQLite store: one experiment for the sweep, one parent run for its
+    study, a child per grid point; the stopped and resumed point is one run, each step once,
+    and its final metrics are the store's."""
+    require("mlflow")
+    import signal
+
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    spec = _spec(tiny_bert_dir, tmp_path, lrs=(1e-3, 2e-3), log=["mlflow"])
+    previous = signal.signal(signal.SIGUSR2, lambda *a: None)  # the forwarded stop: ignored
+    try:
+        with monkeypatch.context() as m:
+            m.setattr("lorasweep.sweep.worker._trial_function", lambda: StopAt(3))
+            run_sweep(spec)  # the first trial stops after step 3; the second runs through
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    run_sweep(spec)  # the stopped point resumes from its checkpoint
+    done = [t for t in _trials(spec) if t.state == TrialState.COMPLETE]
+    assert len(done) == 2 and sorted(t.user_attrs["resumed_from_step"] for t in done) == [0, 3]
+
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("lorasweep/tb")
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("lorasweep.kind") == "study"]
+    assert len(parents) == 1
+    assert parents[0].data.tags["lorasweep.study"] == study_name(spec, spec.variants[0])
+    children = [r for r in runs if r not in parents]
+    assert len(children) == 2
+    assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
+    by_lr = {float(r.data.params["lr"]): r for r in children}
+    for trial in done:
+        run = by_lr[trial.params["lr"]]
+        assert run.info.status == "FINISHED" and run.data.params["seed"] == "0"
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")]
+        assert sorted(steps) == list(range(1, STEPS + 1))  # each step once, the resumed too
+        for key in ("validation_accuracy", "test_accuracy", "final_loss"):
+            assert run.data.metrics[key] == pytest.approx(trial.user_attrs[key])
+        evals = client.get_metric_history(run.info.run_id, "eval/accuracy")
+        assert sorted(m.step for m in evals) == [3, STEPS]

@@ -19,11 +19,13 @@ from typing import Any, Protocol
 
 from ...config import TrialSpec
 
-__all__ = ["LOG_OPTIONS", "TRACKERS", "Sink", "Sinks", "check_trackers", "tracker_config"]
+__all__ = ["LOG_OPTIONS", "TRACKERS", "Sink", "Sinks", "check_trackers", "metric_of", "prepare",
+           "tracker_config"]
 
 #: backend -> (module of its sink, the module it needs, the extra that installs it)
 TRACKERS: dict[str, tuple[str, str, str]] = {
     "tensorboard": ("tensorboard", "tensorboard", "tensorboard"),
+    "mlflow": ("mlflow", "mlflow", "mlflow"),
 }
 #: ``--set log.X=V``: steps between step records sent to the trackers (the event log keeps all).
 LOG_OPTIONS = ("every",)
@@ -49,6 +51,28 @@ def check_trackers(names: list[str]) -> None:
         except ImportError:
             raise ConfigError(f"--log {name} needs the {needs} package: "
                               f"pip install 'lorasweep[{extra}]'") from None
+
+
+def metric_of(task: str) -> str:
+    """The task's metric name (``eval/<metric>``), ``score`` for a task unknown here."""
+    from ...tasks import task_registry
+
+    cls = task_registry().get(task)
+    return cls.metric if cls is not None else "score"
+
+
+def prepare(names: list[str], sweep: str, studies: list[str]) -> None:
+    """What a backend makes once per sweep before its workers start (MLflow's parent runs); a
+    failure warns and is left to the trials' own sinks."""
+    for name in names:
+        module = importlib.import_module(f"{__name__}.{TRACKERS[name][0]}")
+        if hasattr(module, "prepare"):
+            try:
+                module.prepare(sweep, studies)
+            except Exception as err:
+                warnings.warn(f"tracker {name}: could not prepare the sweep: "
+                              f"{type(err).__name__}: {(str(err).splitlines() or [''])[0]}",
+                              RuntimeWarning, stacklevel=2)
 
 
 def tracker_config(spec: TrialSpec) -> dict[str, Any]:

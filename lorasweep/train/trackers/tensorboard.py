@@ -32,10 +32,9 @@ class TensorBoardSink:
     def open(self, spec: TrialSpec, resume_step: int) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
-        from ...tasks import task_registry
+        from . import metric_of
 
-        task = task_registry().get(spec.task)
-        self.metric = task.metric if task is not None else "score"
+        self.metric = metric_of(spec.task)
         self.spec = spec
         self.writer = SummaryWriter(str(Path(spec.run_dir) / "tb"),
                                     purge_step=resume_step + 1 if resume_step else None)
