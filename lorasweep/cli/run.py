@@ -44,7 +44,7 @@ def run(
     pruner: Annotated[str | None, typer.Option("--pruner", show_default=_SPEC.pruner, help="none (every grid point runs to the end), median or successive-halving.")] = None,
     data_dir: Annotated[Path | None, typer.Option("--data-dir", metavar="DIR", help="Folder of the task's local data files, instead of the hub (the same as --set task.data_dir=DIR; a wrong layout is named in the error).")] = None,
     recipe: Annotated[Path | None, typer.Option("--recipe", help="A recipe YAML (flags override it).")] = None,
-    log: Annotated[str | None, typer.Option("--log", help="Experiment trackers the trials log to, comma-separated: tensorboard (default none; options via --set log.every=STEPS). Each trial's events.jsonl is written always.")] = None,
+    log: Annotated[str | None, typer.Option("--log", help="Experiment trackers the trials log to, comma-separated: tensorboard, mlflow (default none; options via --set log.every=STEPS). Each trial's events.jsonl is written always.")] = None,
     detach: Annotated[bool, typer.Option("--detach", help="With --launcher slurm: return once the job array is submitted (follow it with `lorasweep status`).")] = False,
     set_: Annotated[list[str] | None, typer.Option("--set", metavar="KEY=VALUE", help="Override any setting: train.steps=50, task.eval_limit=200, variant.ratio=8.")] = None,
     allow_any_lr: Annotated[bool, typer.Option("--allow-any-lr", help="Accept learning rates above 10 (refused as typos otherwise).")] = False,

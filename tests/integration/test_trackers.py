@@ -195,3 +195,61 @@ def test_mlflow_has_a_parent_per_study_and_a_child_per_point(tiny_bert_dir, tmp_
             assert run.data.metrics[key] == pytest.approx(trial.user_attrs[key])
         evals = client.get_metric_history(run.info.run_id, "eval/accuracy")
         assert sorted(m.step for m in evals) == [3, STEPS]
+
+
+def _histories(client, run_id):
+    run = client.get_run(run_id)
+    return {key: sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
+            for key in run.data.metrics}
+
+
+def test_export_replays_the_same_data_as_live_logging_and_again_adds_nothing(
+        tiny_bert_dir, tmp_path, monkeypatch):
+    require("mlflow")
+    require("tensorboard")
+    from mlflow.tracking import MlflowClient
+    from typer.testing import CliRunner
+
+    from lorasweep.cli import app
+
+    live, exported = f"sqlite:///{tmp_path / 'live.db'}", f"sqlite:///{tmp_path / 'exp.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", live)
+    spec = _spec(tiny_bert_dir, tmp_path, log=["mlflow", "tensorboard"])
+    run_sweep(spec)
+    (trial,) = _trials(spec)
+    tb = f"{trial.user_attrs['run_dir']}/tb"
+    loss_live, _ = _scalars(tb, "train/loss")
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", exported)
+    for _ in range(2):  # the second export adds nothing
+        for to in ("mlflow", "tensorboard"):
+            out = CliRunner().invoke(app, ["export", "--to", to, "--sweep", "tb",
+                                           "--storage", spec.storage])
+            assert out.exit_code == 0, out.output
+            assert "replayed 1 trials" in out.output
+    a, b = MlflowClient(tracking_uri=live), MlflowClient(tracking_uri=exported)
+    runs_a = a.search_runs([a.get_experiment_by_name("lorasweep/tb").experiment_id])
+    runs_b = b.search_runs([b.get_experiment_by_name("lorasweep/tb").experiment_id])
+    assert len(runs_a) == len(runs_b) == 2  # the parent and the point's child
+    child = {r.data.tags.get("lorasweep.kind", "point"): r for r in runs_b}["point"]
+    live_child = {r.data.tags.get("lorasweep.kind", "point"): r for r in runs_a}["point"]
+    assert _histories(b, child.info.run_id) == _histories(a, live_child.info.run_id)
+    assert child.data.params == live_child.data.params
+    loss, acc = _scalars(tb, "train/loss")
+    assert loss == loss_live  # each step once, live and twice replayed
+    final, _ = _scalars(tb, "hparam/validation_accuracy")
+    assert len(final) == 1 and final[0][1] == pytest.approx(trial.value)
+
+
+def test_export_to_an_unknown_tracker_or_sweep_is_refused(tmp_path):
+    from typer.testing import CliRunner
+
+    from lorasweep.cli import app
+
+    db = f"sqlite:///{tmp_path / 's.db'}"
+    open_storage(db)
+    out = CliRunner().invoke(app, ["export", "--to", "neptune", "--storage", db])
+    assert out.exit_code == 2 and "unknown tracker 'neptune'" in out.output
+    out = CliRunner().invoke(app, ["export", "--to", "tensorboard", "--sweep", "nope",
+                                   "--storage", db])
+    assert out.exit_code == 2 and "no sweep named 'nope'" in out.output

@@ -98,12 +98,13 @@ class Sinks:
     error is handed to ``on_error(backend, message)`` (the worker records it in the trial)."""
 
     def __init__(self, names: list[str], every: int = 1,
-                 on_error: Callable[[str, str], None] = lambda name, message: None):
+                 on_error: Callable[[str, str], None] = lambda name, message: None,
+                 replay: bool = False):
         self.every, self.on_error = max(1, int(every)), on_error
         self.sinks: dict[str, Sink] = {}
         self.total = 0
-        for name in names:
-            self._guard(name, lambda n=name: self.sinks.__setitem__(n, _make(n)))
+        for name in names:  # replay: ``lorasweep export --to``, what a trial logged, again
+            self._guard(name, lambda n=name: self.sinks.__setitem__(n, _make(n, replay)))
 
     def _guard(self, name: str, call: Callable[[], Any]) -> None:
         try:
@@ -133,6 +134,6 @@ class Sinks:
         self.sinks = {}
 
 
-def _make(name: str) -> Sink:
+def _make(name: str, replay: bool = False) -> Sink:
     module = importlib.import_module(f"{__name__}.{TRACKERS[name][0]}")
-    return module.make_sink()
+    return module.make_sink(replay)

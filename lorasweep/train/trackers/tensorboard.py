@@ -19,12 +19,17 @@ from ...config import TrialSpec
 __all__ = ["TensorBoardSink", "make_sink"]
 
 
-def make_sink() -> TensorBoardSink:
-    return TensorBoardSink()
+def make_sink(replay: bool = False) -> TensorBoardSink:
+    return TensorBoardSink(replay)
 
 
 class TensorBoardSink:
-    def __init__(self) -> None:
+    """``replay``: the whole trial again (``lorasweep export --to tensorboard``), purging what
+    the folder had from step 1."""
+
+    def __init__(self, replay: bool = False) -> None:
+        self.replay = replay
+        self.last_step = 0
         self.writer: Any = None
         self.spec: TrialSpec | None = None
         self.metric = "score"
@@ -36,11 +41,12 @@ class TensorBoardSink:
 
         self.metric = metric_of(spec.task)
         self.spec = spec
-        self.writer = SummaryWriter(str(Path(spec.run_dir) / "tb"),
-                                    purge_step=resume_step + 1 if resume_step else None)
+        purge = 1 if self.replay else (resume_step + 1 if resume_step else None)
+        self.writer = SummaryWriter(str(Path(spec.run_dir) / "tb"), purge_step=purge)
 
     def log(self, record: dict[str, Any]) -> None:
         step, add = int(record["step"]), self.writer.add_scalar
+        self.last_step = step
         if record["event"] == "step":
             add("train/loss", record["loss"], step)
             for group, lr in record["lr"].items():
@@ -68,6 +74,7 @@ class TensorBoardSink:
                       if isinstance(v, (int, float)) and not isinstance(v, bool)
                       and math.isfinite(v)}
             finals["hparam/diverged"] = float(bool(summary.get("diverged")))
-            self.writer.add_hparams(params, finals, run_name=".")
+            # at the last step: a later replay's purge drops them with the rest
+            self.writer.add_hparams(params, finals, run_name=".", global_step=self.last_step)
         self.writer.close()
         self.writer = None
