@@ -99,6 +99,10 @@ def _replay(storage: str | None, sweep: str | None, to: str) -> None:
         count = replay_sweep(storage, sweep, to)
     except user_errors() as err:
         fail(str(err))
+    except RuntimeError as err:  # the tracker refused a record: said in one line, masked
+        from ..sweep.store import mask_secrets
+
+        fail(mask_secrets(str(err), storage))
     console.print(escape(f"replayed {count} trials into {to}"), highlight=False, soft_wrap=True)
 
 

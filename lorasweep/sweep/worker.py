@@ -31,7 +31,7 @@ from .._json import json_safe
 from ..config import TrialSpec
 from ..train.events import EventLog
 from ..train.signals import StopRequests, TrialStopped
-from ..train.trackers import Sinks
+from ..train.trackers import Sinks, warn_dropped
 from .heartbeat import Heartbeat, fail_stale
 from .outcome import PROGRESS_ATTR, PROGRESS_INTERVAL_S, TrialOutcome, outcome_of
 from .store import mask_secrets, storage_label
@@ -117,7 +117,8 @@ class _OptunaReporter:
 
     def _sink_failed(self, name: str, message: str) -> None:
         """Recorded in the trial (``tracker_error``), which goes on without that tracker."""
-        self.errors[name] = mask_secrets(message)
+        self.errors[name] = message = mask_secrets(message)
+        warn_dropped(name, message)
         self.trial.set_user_attr("tracker_error", dict(self.errors))
 
     def on_event(self, record: dict[str, Any]) -> None:

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from ...config import TrialSpec
 
 __all__ = ["LOG_OPTIONS", "TRACKERS", "Sink", "Sinks", "check_trackers", "metric_of", "prepare",
-           "tracker_config"]
+           "tracker_config", "warn_dropped"]
 
 #: backend -> (module of its sink, the module it needs, the extra that installs it)
 TRACKERS: dict[str, tuple[str, str, str]] = {
@@ -94,13 +94,13 @@ def _scalar(value: Any) -> Any:
 
 
 class Sinks:
-    """The trial's sinks behind one call each; a failing one warns once and is dropped, and its
-    error is handed to ``on_error(backend, message)`` (the worker records it in the trial)."""
+    """The trial's sinks behind one call each; a failing one is dropped and its error handed,
+    once, to ``on_error(backend, message)`` (the worker masks secrets in it, warns and records
+    it in the trial; by default a warning)."""
 
     def __init__(self, names: list[str], every: int = 1,
-                 on_error: Callable[[str, str], None] = lambda name, message: None,
-                 replay: bool = False):
-        self.every, self.on_error = max(1, int(every)), on_error
+                 on_error: Callable[[str, str], None] | None = None, replay: bool = False):
+        self.every, self.on_error = max(1, int(every)), on_error or warn_dropped
         self.sinks: dict[str, Sink] = {}
         self.total = 0
         for name in names:  # replay: ``lorasweep export --to``, what a trial logged, again
@@ -112,8 +112,6 @@ class Sinks:
         except Exception as err:  # a tracker never fails a trial
             self.sinks.pop(name, None)
             message = f"{type(err).__name__}: {(str(err).splitlines() or [''])[0]}"[:300]
-            warnings.warn(f"tracker {name} failed and is dropped for this trial: {message}",
-                          RuntimeWarning, stacklevel=2)
             self.on_error(name, message)
 
     def open(self, spec: TrialSpec, resume_step: int, total: int) -> None:
@@ -132,6 +130,11 @@ class Sinks:
         for name, sink in list(self.sinks.items()):
             self._guard(name, lambda s=sink: s.close(summary, state))
         self.sinks = {}
+
+
+def warn_dropped(name: str, message: str) -> None:
+    warnings.warn(f"tracker {name} failed and is dropped for this trial: {message}",
+                  RuntimeWarning, stacklevel=3)
 
 
 def _make(name: str, replay: bool = False) -> Sink:
