@@ -55,8 +55,8 @@ def _parent(client: Any, experiment: str, study: str) -> str:
     run = _find(client, experiment, **{_STUDY: study, "lorasweep.kind": "study"})
     if run is not None:
         return run.info.run_id
-    task, model, tag = study.split("|")[1:4]
-    return client.create_run(experiment, run_name=f"{task}/{model}/{tag}",
+    name = "/".join(study.split("|")[1:4]) or study  # TASK/MODEL/VARIANT-TAG
+    return client.create_run(experiment, run_name=name,
                              tags={_STUDY: study, "lorasweep.kind": "study"}).info.run_id
 
 
