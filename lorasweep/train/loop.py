@@ -276,7 +276,8 @@ def _train(model: torch.nn.Module, variant: Variant, task: Task, tokenizer: Any,
     history, curve, step = progress.history, progress.curve, progress.step
     every = max(1, steps // _CURVE_POINTS)
     diverged = pruned = False
-    on_event = getattr(reporter, "on_event", None) or (lambda record: None)
+    logging = getattr(reporter, "on_event", None) is not None  # else no norms to compute
+    on_event = reporter.on_event if logging else (lambda record: None)  # type: ignore[attr-defined]
     on_event({"event": "start", "step": progress.step, "total": last})
     reporter.on_start(last)
     model.train()
@@ -300,15 +301,18 @@ def _train(model: torch.nn.Module, variant: Variant, task: Task, tokenizer: Any,
                 (loss / cfg.grad_accum).backward()
                 loss_sum += float(loss.detach())
                 task_sum += float(task_loss.detach())
-            norms = _group_norms(optimizer)  # before clipping, which rewrites the gradients
+            norms = _group_norms(optimizer) if logging else None  # before clipping rewrites them
             if cfg.max_grad_norm > 0:
                 grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            elif not logging:
+                grad_norm = math.nan
             else:
                 grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params
                                                            if p.grad is not None])
             variant.before_optimizer_step()
             optimizer.step()
-            used = {_group_name(i, g): float(g["lr"]) for i, g in enumerate(optimizer.param_groups)}
+            used = {_group_name(i, g): float(g["lr"]) for i, g in enumerate(optimizer.param_groups)
+                    } if logging else {}
             variant.after_optimizer_step(step, optimizer)
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
@@ -318,11 +322,12 @@ def _train(model: torch.nn.Module, variant: Variant, task: Task, tokenizer: Any,
                 progress.recent_steps += 1
             if step == 1 or step % every == 0 or step == last:
                 curve.append([step, progress.loss])
-            on_event({"event": "step", "step": step, "loss": progress.loss, "lr": used,
-                      "grad_norm": float(grad_norm),
-                      "grad_norm_groups": norms or {_group_name(0, optimizer.param_groups[0]):
-                                                    float(grad_norm)},
-                      "tokens": progress.tokens})
+            if logging:
+                on_event({"event": "step", "step": step, "loss": progress.loss, "lr": used,
+                          "grad_norm": float(grad_norm),
+                          "grad_norm_groups": norms or {
+                              _group_name(0, optimizer.param_groups[0]): float(grad_norm)},
+                          "tokens": progress.tokens})
             reporter.on_step(step, progress.loss)
             if cfg.eval_every and step % cfg.eval_every == 0 and step < last:
                 score = evaluate(data.validation)
