@@ -160,6 +160,15 @@ class VariantSpec:
             self.target_modules = sorted(set(self.target_modules))
 
 
+def _tracker_names(value: Any) -> list[str]:
+    """``"tensorboard,mlflow"`` or a list -> the tracker names (``none``: no tracker)."""
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list) or not all(isinstance(x, str) for x in items):
+        raise ConfigError(f"log must name trackers, e.g. --log tensorboard, got {value!r}")
+    names = [x.strip() for x in items if x.strip() and x.strip() != "none"]
+    return list(dict.fromkeys(names))
+
+
 @dataclasses.dataclass
 class SweepSpec:
     """A whole sweep: model x task x variants x learning rates x seeds.
@@ -195,6 +204,10 @@ class SweepSpec:
     runs_dir: str = str(RUNS_DIR)
     #: Learning rates above 10 are refused as typos unless this is set (``--allow-any-lr``).
     allow_any_lr: bool = False
+    #: Experiment trackers the trials log to (``--log tensorboard``, a recipe's ``log:``) and
+    #: their options (``--set log.every=10``). Not part of a study: a rerun may change them.
+    log: list[str] = dataclasses.field(default_factory=list)
+    log_options: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def validate(self) -> SweepSpec:
         """Check its own values, cheapest first; raise ConfigError on the first problem.
@@ -221,6 +234,13 @@ class SweepSpec:
         self.max_retries = _number(self.max_retries, int, "max_retries", "--set max_retries=2")
         if self.max_retries < 0:
             raise ConfigError(f"max_retries must be >= 0, got {self.max_retries}: e.g. --set max_retries=2")
+        self.log = _tracker_names(self.log)
+        for key, value in self.log_options.items():
+            if key != "every":
+                raise ConfigError(f"unknown log option {key!r}: known is every (--set log.every=10)")
+            self.log_options[key] = _number(value, int, "log.every", "--set log.every=10")
+            if self.log_options[key] <= 0:
+                raise ConfigError(f"log.every must be positive, got {value}: e.g. --set log.every=10")
         if isinstance(self.train, TrainConfig):
             self.train.validate()
         for variant in self.variants:
@@ -256,6 +276,10 @@ class SweepSpec:
             raise ConfigError(f"recipe key 'launcher' must be a name or a mapping with 'key', got {launcher!r}")
         if not isinstance(data.get("launcher_options", {}), dict):
             raise ConfigError("launcher options must be a mapping: e.g. --set launcher.partition=gpu")
+        if "log" in data:
+            data["log"] = _tracker_names(data["log"])
+        if not isinstance(data.get("log_options", {}), dict):
+            raise ConfigError("log options must be a mapping: e.g. --set log.every=10")
         variants = [_variant_from(v, shared) for v in _as_list(data.pop("variants", [DEFAULT_VARIANT]))]
         if "lrs" in data:
             data["lrs"] = [_number(x, float, "learning rate", "lrs: [1e-5, 1e-4]")

@@ -55,16 +55,24 @@ def report(
 
 @app.command()
 def export(
-    sweep: Annotated[str, typer.Option("--sweep", help="The sweep whose tuned adapters to export.")],
-    out: Annotated[Path, typer.Option("--out", help="Folder for TASK/VARIANT-TAG/ (adapter, README.md model card, curve.png).")],
+    sweep: Annotated[str | None, typer.Option("--sweep", help="The sweep whose tuned adapters to export (with --to: every sweep when not given).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Folder for TASK/VARIANT-TAG/ (adapter, README.md model card, curve.png).")] = None,
+    to: Annotated[str | None, typer.Option("--to", help="Instead: replay the finished trials (store + each run's events.jsonl) into a tracker: tensorboard or mlflow. Again, it adds nothing.")] = None,
     variant: Annotated[str | None, typer.Option("--variant", "-v", help="Only these variant keys or tags, comma-separated.")] = None,
     task: Annotated[str | None, typer.Option("--task", "-t", help="Only this task.")] = None,
     merge: Annotated[bool, typer.Option("--merge", help="Also write the merged full weights (safetensors) for variants that merge.")] = False,
     storage: StorageOpt = None,
 ) -> None:
-    """Export each variant's adapter at its selected learning rate (peft and lorasweep formats)."""
+    """Export each variant's adapter at its selected learning rate (peft and lorasweep formats),
+    or with --to, replay the sweep's trials into a tracker."""
     from ..report import collect_rows, summarise
     from ..report.export import export_tuned
+
+    if to is not None:
+        _replay(storage, sweep, to)
+        return
+    if sweep is None or out is None:
+        fail("export needs --sweep NAME and --out DIR (or --to TRACKER to replay into a tracker)")
 
     try:
         rows = collect_rows(storage, sweep)
@@ -84,6 +92,23 @@ def export(
                 f"({', '.join(formats)})" if e.seed >= 0 else f"{e.task} {e.variant_tag}: skipped")
         console.print(escape(line + (f"; {e.note}" if e.note else "")), highlight=False,
                       soft_wrap=True)
+
+
+def _replay(storage: str | None, sweep: str | None, to: str) -> None:
+    from ..report.replay import replay_sweep
+    from ..sweep.status import open_read, sweep_summaries
+
+    try:
+        if sweep is not None and not list(sweep_summaries(open_read(storage), sweep)):
+            fail(f"no sweep named {sweep!r} in the store: check --sweep (see `lorasweep status`)")
+        count = replay_sweep(storage, sweep, to)
+    except user_errors() as err:
+        fail(str(err))
+    except RuntimeError as err:  # the tracker refused a record: said in one line, masked
+        from ..sweep.store import mask_secrets
+
+        fail(mask_secrets(str(err), storage))
+    console.print(escape(f"replayed {count} trials into {to}"), highlight=False, soft_wrap=True)
 
 
 def _print_reference(summaries: list[Any]) -> None:
@@ -139,6 +164,16 @@ def status(sweep: SweepOpt = None, storage: StorageOpt = None, as_json: JsonOpt 
         from ..launch.jobs import jobs_table
 
         console.print(jobs_table(jobs))
+    _print_dashboard(storage)
+
+
+def _print_dashboard(storage: str | None) -> None:
+    """How to browse the store in optuna-dashboard, and what not to do there on a live sweep."""
+    from ..sweep.urls import dashboard_command
+
+    console.print(escape(f"browse in optuna-dashboard (read only: its delete, rename and tell "
+                         f"bypass lorasweep's lock): {dashboard_command(storage)}"),
+                  highlight=False, soft_wrap=True)
 
 
 def _jobs(storage: str | None, sweep: str | None) -> list:

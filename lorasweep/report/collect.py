@@ -15,6 +15,7 @@ from typing import Any
 
 from ..sweep.states import counted, live_points
 from ..sweep.status import open_read, sweep_studies
+from ..train.events import loss_curve
 from .select import Cell, VariantSummary, summarise
 
 __all__ = ["Cell", "VariantSummary", "collect_rows", "summarise"]
@@ -55,7 +56,8 @@ def collect_rows(storage_url: str | None, sweep: str | None = None) -> list[dict
                 "trainable_params": u.get("trainable_params"),
                 "fail_reason": _fail_reason(t) if t.state.name == "FAIL" else None,
                 "run_dir": u.get("run_dir"),
-                "loss_curve": u.get("loss_curve"),
+                # the trial's event log, each step; trials that predate it keep 100 points
+                "loss_curve": loss_curve(u.get("run_dir")) or u.get("loss_curve"),
                 "provenance": _provenance(u),
                 # < 1: a rung of the adaptive search, stopped at that fraction of the schedule
                 "budget": float(u.get("budget", 1.0)),

@@ -127,9 +127,11 @@ def check_registries(spec: SweepSpec) -> SweepSpec:
     """Names and options of a ``spec`` whose own values are valid, against the registries."""
     from ..tasks import HubDataError, TaskError, expand_tasks, get_task
     from ..train.model import ModelError, ModelOptions, check_model
+    from ..train.trackers import check_trackers
     from .search import SearchError, check_window, lattice, parse_options, schedule
     from .store import StorageError, check_storage
 
+    check_trackers(spec.log)  # cheap: a missing tracker package stops here
     try:
         parse_options(spec.search_options)
         if spec.search in ("adaptive", "transfer"):  # its budget must pay for its rungs
@@ -195,6 +197,8 @@ def apply_overrides(data: dict[str, Any], assignments: list[str]) -> dict[str, A
             data["search_options"] = {**mapping_of(data, "search_options"), rest: value}
         elif head == "launcher" and rest:
             data["launcher_options"] = {**mapping_of(data, "launcher_options"), rest: value}
+        elif head == "log" and rest:
+            data["log_options"] = {**mapping_of(data, "log_options"), rest: value}
         elif head == "variant" and rest:
             variants = [dict(v) if isinstance(v, dict) else {"key": v}
                         for v in as_list(data.get("variants", _default_variants(data)))]
@@ -211,6 +215,6 @@ def apply_overrides(data: dict[str, Any], assignments: list[str]) -> dict[str, A
         else:
             raise ConfigError(
                 f"unknown override {key!r}: use train.X, task.X, model.X, variant.X, search.X, "
-                "launcher.X or a top-level key"
+                "launcher.X, log.X or a top-level key"
             )
     return data

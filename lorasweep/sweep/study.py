@@ -29,7 +29,12 @@ from .store import STORE_VERSION, STORE_VERSION_ATTR
 from .template import TEMPLATE_ATTR, trial_template
 from .transfer import REFERENCE, REFERENCE_ATTR, reference_of
 
+#: A study's user attribute: the trackers its trials log to (``--log``) and their options,
+#: written by every run (a rerun may add or drop one) and read by every worker.
+LOG_ATTR = "log"
+
 __all__ = [
+    "LOG_ATTR",
     "NOT_RETRIED",
     "STOPPED_ATTR",
     "TEMPLATE_ATTR",
@@ -39,6 +44,7 @@ __all__ = [
     "grid_state",
     "locked",
     "make_pruner",
+    "objective_name",
     "requeue_failed",
     "retry_point",
     "study_name",
@@ -220,6 +226,28 @@ def _sync_adaptive(study: Any, storage: Any, storage_url: str, variant: VariantS
     return sync
 
 
+def objective_name(task: str) -> str:
+    """The name of a study's objective, as Optuna tools show it: ``validation_<metric>``, or
+    ``best_validation_<metric>`` for tasks whose objective is the best validation score."""
+    from ..tasks import find_task
+
+    cls = find_task(task)
+    if cls is None:  # a task not registered in this process: its metric is not known here
+        return "validation_score"
+    return f"{'best_' if cls.objective == 'best' else ''}validation_{cls.metric}"
+
+
+def _name_objective(study: Any, task: str) -> None:
+    """Write the objective's name where optuna-dashboard and ``optuna`` read it."""
+    import warnings
+
+    names = [objective_name(task)]
+    if study.metric_names != names:
+        with warnings.catch_warnings():  # set_metric_names is experimental in Optuna
+            warnings.simplefilter("ignore")
+            study.set_metric_names(names)
+
+
 def _worst_score(task: str) -> float:
     from ..tasks import find_task
 
@@ -322,9 +350,11 @@ def sync_sweep(spec: SweepSpec, storage: Any, storage_url: str | None = None) ->
             "lorasweep_version": __version__,
             "max_retries": spec.max_retries,
             STOPPED_ATTR: None,  # a new run tries again a study an earlier run stopped
+            LOG_ATTR: {"backends": list(spec.log), **spec.log_options},
         }
         if task in references and variant.key != REFERENCE:
             attrs[REFERENCE_ATTR] = references[task]
+        _name_objective(study, task)
         if "run_root" not in study.user_attrs:  # fixed once: a study's runs never move
             study.set_user_attr("run_root", study_run_root(
                 spec.runs_dir, spec.name, task, spec.model, variant.tag))
@@ -337,4 +367,8 @@ def sync_sweep(spec: SweepSpec, storage: Any, storage_url: str | None = None) ->
             with locked(study, storage_url, storage):
                 fail_stale(study, storage)
                 syncs.append(_sync_study(study, spec, variant))
+    if spec.log:  # once, before any worker starts (MLflow's parent run per study)
+        from ..train.trackers import prepare
+
+        prepare(spec.log, spec.name, [study_name(spec, v, t) for t, v in pairs])
     return syncs

@@ -15,12 +15,13 @@ from urllib.parse import unquote
 
 from ..paths import STORE_FILE
 
-__all__ = ["SECRET_ENV", "default_storage_url", "journal_path", "mask_secrets", "port_of",
-           "sqlite_path", "storage_label", "store_file", "stray_credentials"]
+__all__ = ["SECRET_ENV", "dashboard_command", "default_storage_url", "journal_path", "mask_secrets",
+           "port_of", "sqlite_path", "storage_label", "store_file", "stray_credentials"]
 
 _SECRET_QUERY_KEY = re.compile(r"(pass(word|wd)?|pwd|secret|token|api_?key|sslpassword)$", re.I)
 #: Environment variables whose values are secrets (never printed, written or stored).
-SECRET_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HUGGINGFACE_HUB_TOKEN", "PGPASSWORD")
+SECRET_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HUGGINGFACE_HUB_TOKEN", "PGPASSWORD",
+              "MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_PASSWORD", "WANDB_API_KEY")
 _URL_IN_TEXT = re.compile(r"[A-Za-z][\w+.-]*://[^\s'\"<>]+")
 _SQLITE = "sqlite:///"
 _FRAGMENT_END = re.compile(r"[@:/?#&=%\s]+")
@@ -148,3 +149,25 @@ def store_file(url: str) -> str | None:
     """The file of a journal or SQLite store, else None (a server's store)."""
     journal = journal_path(url)
     return sqlite_path(url) if journal is None else journal
+
+
+def dashboard_command(url: str | None) -> str:
+    """The ``optuna-dashboard`` command that opens the store at ``url``, secrets left out.
+
+    optuna-dashboard reads SQLite and PostgreSQL URLs as lorasweep writes them, and a journal as
+    its bare path (it does not know ``journal:``). A server's password is never printed: the
+    command names the user alone and the server's client takes the password from ``PGPASSWORD``
+    (or ``~/.pgpass``).
+    """
+    import shlex
+
+    url = url or default_storage_url()
+    journal = journal_path(url)
+    if journal is not None:
+        return f"optuna-dashboard {shlex.quote(os.path.abspath(os.path.expanduser(journal)))}"
+    if "://" in url and not url.startswith(_SQLITE):
+        scheme, user, password, host, query = _split_credentials(url)
+        if password is not None:
+            label = storage_label(f"{scheme}://{user}@{host}" + (f"?{query}" if query else ""))
+            return f"PGPASSWORD=... optuna-dashboard {shlex.quote(label)}"
+    return f"optuna-dashboard {shlex.quote(storage_label(url))}"

@@ -14,8 +14,10 @@ given ``trial_fn`` (worker processes, SLURM array tasks): a stand-in for tests o
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
+import math
 import os
 import socket
 import time
@@ -27,12 +29,15 @@ from typing import Any
 
 from .._json import json_safe
 from ..config import TrialSpec
+from ..train.events import EventLog
 from ..train.signals import StopRequests, TrialStopped
+from ..train.trackers import Sinks, warn_dropped
 from .heartbeat import Heartbeat, fail_stale
 from .outcome import PROGRESS_ATTR, PROGRESS_INTERVAL_S, TrialOutcome, outcome_of
 from .search import PLANNED
-from .store import storage_label
+from .store import mask_secrets, storage_label
 from .study import (
+    LOG_ATTR,
     STOPPED_ATTR,
     grid_point,
     locked,
@@ -106,11 +111,46 @@ def _trial_function() -> Callable[..., Any]:
 
 
 class _OptunaReporter:
-    """Bridges the training loop to the trial: intermediate scores, pruning, progress."""
+    """Bridges the training loop to the trial: intermediate scores, pruning, progress, and the
+    trial's event log (``events.jsonl`` in its run folder)."""
 
-    def __init__(self, trial: Any, events: TrialEvents, spec: TrialSpec):
+    def __init__(self, trial: Any, events: TrialEvents, spec: TrialSpec,
+                 tracking: dict[str, Any] | None = None):
         self.trial, self.events, self.spec = trial, events, spec
         self.total, self.written = 0, 0.0
+        self.log = EventLog(spec.run_dir)
+        tracking = tracking or {}
+        self.errors: dict[str, str] = {}
+        self.sinks = Sinks(list(tracking.get("backends") or []), int(tracking.get("every") or 1),
+                           on_error=self._sink_failed)
+
+    def _sink_failed(self, name: str, message: str) -> None:
+        """Recorded in the trial (``tracker_error``), which goes on without that tracker."""
+        self.errors[name] = message = mask_secrets(message)
+        warn_dropped(name, message)
+        self.trial.set_user_attr("tracker_error", dict(self.errors))
+
+    def on_event(self, record: dict[str, Any]) -> None:
+        if record["event"] == "start":
+            self.log.start(int(record["step"]))
+            self.sinks.open(self.spec, int(record["step"]), int(record["total"]))
+            return
+        written = self.log.write(record)
+        if written:
+            self.sinks.log(record)
+        if written and record.get("final") and math.isfinite(record["validation"]):
+            # the last evaluation is an intermediate value too (at its step), never a pruning
+            # decision; a step reported before (a pruned trial's) keeps its value
+            if int(record["step"]) not in self.trial.storage.get_trial(
+                    self.trial._trial_id).intermediate_values:
+                self.trial.report(record["validation"], int(record["step"]))
+
+    def close(self) -> None:
+        self.log.close()
+
+    def finish(self, summary: dict[str, Any], state: str) -> None:
+        """Close the trackers with the trial's final metrics and state."""
+        self.sinks.close(summary, state)
 
     def on_start(self, total_steps: int) -> None:
         self.total = total_steps
@@ -317,21 +357,22 @@ def _run_one(study: Any, storage: Any, storage_url: str, trial: Any, spec: Trial
     """Run one trial and tell the store; ``(state, value, fail reason or None)``."""
     from optuna.trial import TrialState
 
-    from .store import mask_secrets
-
-    with Heartbeat(storage, trial._trial_id):
+    reporter = _OptunaReporter(trial, events, spec, study.user_attrs.get(LOG_ATTR))
+    with Heartbeat(storage, trial._trial_id), contextlib.closing(reporter):
         try:
-            result = run_trial(spec, _OptunaReporter(trial, events, spec))
+            result = run_trial(spec, reporter)
         except TrialStopped as stop:  # asked to stop: the retry (any worker) resumes the point
             trial.set_user_attr("fail_reason", str(stop))
             with locked(study, storage_url, storage):  # failed and enqueued again as one step
                 study.tell(trial, state=TrialState.FAIL)
                 if study.user_attrs.get("search") not in PLANNED:  # a plan re-proposes
                     retry_point(study, trial)
+            reporter.finish({}, "stopped")
             return "stopped", None, None
         except KeyboardInterrupt:  # free the grid point at once, so a rerun retries it
             trial.set_user_attr("fail_reason", "interrupted")
             study.tell(trial, state=TrialState.FAIL)
+            reporter.finish({}, "stopped")
             raise
         except Exception as err:  # a trial's failure is recorded, never fatal to the sweep
             text = (str(err).strip().splitlines() or [""])[0]
@@ -339,11 +380,17 @@ def _run_one(study: Any, storage: Any, storage_url: str, trial: Any, spec: Trial
             trial.set_user_attr("fail_reason", reason)
             trial.set_user_attr("traceback", mask_secrets(traceback.format_exc()[-4000:], storage_url))
             study.tell(trial, state=TrialState.FAIL)
+            reporter.finish({}, "failed")
             return "failed", None, reason
     for key, val in {**result.metrics, **result.attrs}.items():
+        if isinstance(val, float) and not math.isfinite(val):
+            continue  # omitted, not null: a null drops the metric from every trial's plots
         trial.set_user_attr(key, json_safe(val))
+    state = "pruned" if result.pruned else (
+        "diverged" if result.metrics.get("diverged") else "completed")
+    reporter.finish(result.metrics, state)
     if result.pruned:
         study.tell(trial, state=TrialState.PRUNED)
         return "pruned", None, None
     study.tell(trial, result.value)
-    return ("diverged" if result.metrics.get("diverged") else "completed"), result.value, None
+    return state, result.value, None

@@ -73,6 +73,10 @@ class Reporter(Protocol):
         """Record an intermediate score; True means stop this trial (pruned)."""
     def on_checkpoint(self, saved: dict[str, Any]) -> None:
         """A checkpoint was written (step, bytes, seconds, time); optional."""
+    def on_event(self, record: dict[str, Any]) -> None:
+        """A record for the trial's event log (:mod:`.events`); optional. First ``{"event":
+        "start", "step": s}`` (training continues after step ``s``), then a ``step`` record per
+        optimizer step and an ``eval`` record per evaluation, the last one ``final``."""
 
 
 class SilentReporter:
@@ -194,6 +198,19 @@ class _Progress:
     recent_steps: int = 0  # ... and how many there were (a resumed rung restarts the window)
 
 
+def _group_name(index: int, group: dict[str, Any]) -> str:
+    return str(group.get("name") or f"group{index}")
+
+
+def _group_norms(optimizer: torch.optim.Optimizer) -> dict[str, float] | None:
+    """Each parameter group's gradient norm (None with one group: the total norm is its own)."""
+    if len(optimizer.param_groups) < 2:
+        return None
+    return {_group_name(i, g): float(torch.nn.utils.get_total_norm(
+        [p.grad for p in g["params"] if p.grad is not None]))
+        for i, g in enumerate(optimizer.param_groups)}
+
+
 def train(model: torch.nn.Module, variant: Variant, task: Task, tokenizer: Any, data: TaskData,
           cfg: TrainConfig, lr: float, seed: int, device: torch.device,
           reporter: Reporter | None = None, checkpoints: Checkpoints | None = None,
@@ -268,6 +285,9 @@ def _train(model: torch.nn.Module, variant: Variant, task: Task, tokenizer: Any,
     history, curve, step = progress.history, progress.curve, progress.step
     every = max(1, steps // _CURVE_POINTS)
     diverged = pruned = False
+    logging = getattr(reporter, "on_event", None) is not None  # else no norms to compute
+    on_event = reporter.on_event if logging else (lambda record: None)  # type: ignore[attr-defined]
+    on_event({"event": "start", "step": progress.step, "total": last})
     reporter.on_start(last)
     model.train()
     if resume is not None:
@@ -290,10 +310,18 @@ def _train(model: torch.nn.Module, variant: Variant, task: Task, tokenizer: Any,
                 (loss / cfg.grad_accum).backward()
                 loss_sum += float(loss.detach())
                 task_sum += float(task_loss.detach())
+            norms = _group_norms(optimizer) if logging else None  # before clipping rewrites them
             if cfg.max_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+                grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            elif not logging:
+                grad_norm = math.nan
+            else:
+                grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params
+                                                           if p.grad is not None])
             variant.before_optimizer_step()
             optimizer.step()
+            used = {_group_name(i, g): float(g["lr"]) for i, g in enumerate(optimizer.param_groups)
+                    } if logging else {}
             variant.after_optimizer_step(step, optimizer)
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
@@ -303,11 +331,19 @@ def _train(model: torch.nn.Module, variant: Variant, task: Task, tokenizer: Any,
                 progress.recent_steps += 1
             if step == 1 or step % every == 0 or step == last:
                 curve.append([step, progress.loss])
+            if logging:
+                on_event({"event": "step", "step": step, "loss": progress.loss, "lr": used,
+                          "grad_norm": float(grad_norm),
+                          "grad_norm_groups": norms or {
+                              _group_name(0, optimizer.param_groups[0]): float(grad_norm)},
+                          "tokens": progress.tokens})
             reporter.on_step(step, progress.loss)
             if cfg.eval_every and step % cfg.eval_every == 0 and step < last:
                 score = evaluate(data.validation)
                 progress.best = max(progress.best, score)
                 history.append({"step": step, "validation": score, "loss": progress.loss})
+                on_event({"event": "eval", "step": step, "validation": score,
+                          "loss": progress.loss})
                 if reporter.report(step, score):
                     pruned = True
                     break
@@ -353,5 +389,7 @@ def _train(model: torch.nn.Module, variant: Variant, task: Task, tokenizer: Any,
     else:
         test = evaluate(data.test)
     recent = progress.recent_sum / progress.recent_steps if progress.recent_steps else math.nan
+    on_event({"event": "eval", "step": step, "validation": validation, "loss": progress.loss,
+              "final": True, **({"test": test} if not math.isnan(test) else {})})
     return TrainResult(validation, test, best, step, progress.loss, diverged, pruned, seconds,
                        progress.tokens, history, curve, validation_loss, recent)

@@ -258,11 +258,11 @@ def test_real_training_rungs_resume_one_run(tiny_bert_dir, tmp_path):
     assert {t.user_attrs["steps"] for t in rungs} == {3, 6}  # 30% and 60% of the 10 steps
     assert all(t.user_attrs["schedule_steps"] == 10 for t in trials)  # one schedule for all
     assert all(math.isfinite(t.user_attrs["validation_accuracy"]) for t in trials)
-    assert all(t.user_attrs["test_accuracy"] is None for t in rungs)  # NaN, stored as null
+    assert all("test_accuracy" not in t.user_attrs for t in rungs)  # NaN: omitted, not null
     assert all(0 < t.user_attrs["validation_loss"] < 5 for t in rungs)  # on the record
     assert all(0 < t.user_attrs["recent_loss"] < 5 for t in trials)  # what ranks ties
     assert math.isfinite(full.user_attrs["test_accuracy"])
-    assert full.user_attrs["validation_loss"] is None
+    assert "validation_loss" not in full.user_attrs  # NaN outside rungs: omitted
     resumed = {(t.params["lr"], t.user_attrs["budget"]): t.user_attrs["resumed_from_step"]
                for t in trials}
     assert {k: v for k, v in resumed.items() if k[1] > 0.3} == {
@@ -274,6 +274,12 @@ def test_real_training_rungs_resume_one_run(tiny_bert_dir, tmp_path):
     assert len(folders) == 4
     assert not list((tmp_path / "runs").rglob("checkpoint.pt"))
     assert (Path(full.user_attrs["run_dir"]) / "adapter").is_dir()
+    # the rungs of the point share its event log: each step once, each rung's evaluation once
+    from lorasweep.train.events import read_events
+
+    events = read_events(full.user_attrs["run_dir"])
+    assert [r["step"] for r in events if r["event"] == "step"] == list(range(1, 11))
+    assert [r["step"] for r in events if r["event"] == "eval"] == [3, 6, 10]
     assert not any((Path(t.user_attrs["run_dir"]) / "adapter").exists() for t in rungs
                    if t.params["lr"] != full.params["lr"])
     # the grid's trial of the chosen learning rate, never stopped: the same run

@@ -132,3 +132,16 @@ def test_stopped_sweep_resumes_its_trial(tiny_bert_dir, tmp_path, launcher, sig,
     assert done[0].user_attrs["resumed_from_step"] == saved_at
     assert done[0].user_attrs["resumes"] == 1 and done[0].user_attrs["steps"] == STEPS
     assert not list((tmp_path / "runs").rglob("*.pt"))  # the checkpoint went with completion
+
+    # the trial's event log continues from the checkpoint: each step once, each with its LR and
+    # gradient norm; the final evaluation is also the trial's last intermediate value
+    from lorasweep.train.events import read_events
+
+    events = read_events(done[0].user_attrs["run_dir"])
+    steps = [r for r in events if r["event"] == "step"]
+    assert [r["step"] for r in steps] == list(range(1, STEPS + 1))
+    assert all(r["lr"]["adapter"] > 0 and r["grad_norm"] > 0 for r in steps)
+    assert steps[-1]["tokens"] > steps[0]["tokens"] > 0
+    final = [r for r in events if r["event"] == "eval"]
+    assert len(final) == 1 and final[0]["final"] and final[0]["step"] == STEPS
+    assert done[0].intermediate_values == {STEPS: final[0]["validation"]}

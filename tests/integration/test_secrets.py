@@ -33,6 +33,14 @@ def _cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
 
 
+def _trackers() -> list[str]:
+    """``--log`` for the trackers installed here (all of them in CI: the dev install has them)."""
+    import importlib.util
+
+    names = [n for n in ("tensorboard", "mlflow") if importlib.util.find_spec(n) is not None]
+    return ["--log", ",".join(names)] if names else []
+
+
 def _dump(superuser_url: str, dbname: str) -> str:
     """Every row of every table of the store's database, as text (read as the superuser)."""
     import psycopg
@@ -58,21 +66,27 @@ def test_no_password_or_token_in_output_files_or_store(postgres_password_url, po
     run = _cli(["run", "--model", str(tiny_bert_dir), "--variant", "lora", "--lrs", "1e-3,1e-2",
                 "--steps", "1", "--batch-size", "4", "--sweep", "secret", "--storage", url,
                 "--launcher", "local", "--workers", "1", "--set", "task.eval_limit=4",
-                "--set", "train.max_length=16"], tmp_path)
+                "--set", "train.max_length=16", *_trackers()], tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
     status = _cli(["status", "--json", "--storage", url], tmp_path)
+    table = _cli(["status", "--storage", url], tmp_path)  # ends with the dashboard command
+    assert "optuna-dashboard postgresql+psycopg://lsuser@127.0.0.1" in table.stdout, table.stdout
     report = _cli(["report", "--storage", url, "--out", "rep"], tmp_path)
     wrong = _cli(["status", "--storage", url.replace("lsuser:", "lsuser:x"), "--json"], tmp_path)
     assert status.returncode == 0 and report.returncode == 0, status.stderr + report.stderr
     assert wrong.returncode == 2 and "password authentication failed" in wrong.stderr, wrong.stderr
 
-    printed = "".join(p.stdout + p.stderr for p in (run, status, report, wrong))
+    printed = "".join(p.stdout + p.stderr for p in (run, status, table, report, wrong))
     assert _hits(printed) == [], printed
     assert "lsuser:***@127.0.0.1" in run.stdout  # the report hint shows the masked URL
 
     files = [p for p in tmp_path.rglob("*") if p.is_file()]
     assert any(p.name == "config.json" for p in files) and (tmp_path / "rep").is_dir()
     assert any(p.suffix == ".log" for p in files)  # the local worker's log is searched too
+    assert any(p.name == "events.jsonl" for p in files)  # each trial's event log
+    if _trackers():  # the trackers' files, written by the worker processes, are searched too
+        assert any(p.name.startswith("events.out.tfevents") for p in files)
+        assert (tmp_path / "lorasweep-out" / "mlflow.db").is_file()
     leaks = {str(p.relative_to(tmp_path)): h for p in files
              if (h := _hits(p.read_bytes().decode("utf-8", "replace")))}
     assert leaks == {}

@@ -12,7 +12,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 #: Distributions whose module has another name.
-MODULE_NAMES = {"pyyaml": "yaml", "scikit-learn": "sklearn"}
+MODULE_NAMES = {"pyyaml": "yaml", "scikit-learn": "sklearn", "optuna-dashboard": "optuna_dashboard"}
 #: Declared, used without an import statement of their own.
 USED_OTHERWISE = {
     "psycopg": "SQLAlchemy loads it for postgresql+psycopg:// storage URLs",

@@ -1,0 +1,145 @@
+"""MLflow: one experiment per sweep, one parent run per study, a child run per grid point.
+
+The tracking URI is ``MLFLOW_TRACKING_URI``, else ``sqlite:///lorasweep-out/mlflow.db`` (no
+network; MLflow 3.13+ refuses a plain file store). The experiment is ``lorasweep/<sweep>``
+(``MLFLOW_EXPERIMENT_NAME`` overrides). Runs are found by their tags (``lorasweep.study``,
+``lorasweep.point``), so a resumed trial (a preemption's retry, an adaptive search's next rung)
+continues its point's run: steps the run already has are not logged again (MLflow would keep
+both). The parent runs are made by the launcher before any worker starts (:func:`prepare`), so
+workers sharing an SQLite store do not race to make them. Only :class:`MlflowClient` is used: no
+global active run, no autologging, nothing of the command line.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from ...config import TrialSpec
+from ...paths import OUTPUT_DIR
+
+__all__ = ["MlflowSink", "make_sink", "prepare", "tracking_uri"]
+
+_STUDY, _POINT, _PARENT = "lorasweep.study", "lorasweep.point", "mlflow.parentRunId"
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(OUTPUT_DIR / 'mlflow.db').resolve()}"
+
+
+def _client():
+    from mlflow.tracking import MlflowClient
+
+    if "MLFLOW_TRACKING_URI" not in os.environ:
+        OUTPUT_DIR.mkdir(exist_ok=True)
+    return MlflowClient(tracking_uri=tracking_uri())
+
+
+def _experiment(client: Any, sweep: str) -> str:
+    name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or f"lorasweep/{sweep}"
+    found = client.get_experiment_by_name(name)
+    return found.experiment_id if found is not None else client.create_experiment(name)
+
+
+def _find(client: Any, experiment: str, **tags: str) -> Any:
+    query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+    runs = client.search_runs([experiment], filter_string=query, max_results=1,
+                              order_by=["attributes.start_time ASC"])
+    return runs[0] if runs else None
+
+
+def _parent(client: Any, experiment: str, study: str) -> str:
+    run = _find(client, experiment, **{_STUDY: study, "lorasweep.kind": "study"})
+    if run is not None:
+        return run.info.run_id
+    name = "/".join(study.split("|")[1:4]) or study  # TASK/MODEL/VARIANT-TAG
+    return client.create_run(experiment, run_name=name,
+                             tags={_STUDY: study, "lorasweep.kind": "study"}).info.run_id
+
+
+def prepare(sweep: str, studies: list[str]) -> None:
+    """The sweep's experiment and a parent run per study, made once before the workers start."""
+    client = _client()
+    experiment = _experiment(client, sweep)
+    for study in studies:
+        _parent(client, experiment, study)
+
+
+class MlflowSink:
+    def __init__(self) -> None:
+        self.client: Any = None
+        self.run_id = ""
+        self.logged: dict[str, int] = {}  # key -> the last step the run has
+        self.last_step = 0
+        self.metric = "score"
+
+    def open(self, spec: TrialSpec, resume_step: int) -> None:
+        from .. import trackers
+
+        self.metric = trackers.metric_of(spec.task)
+        self.client = client = _client()
+        experiment = _experiment(client, spec.sweep)
+        parent = _parent(client, experiment, spec.study)
+        point = Path(spec.run_dir).name
+        run = _find(client, experiment, **{_STUDY: spec.study, _POINT: point})
+        if run is None:
+            run = client.create_run(experiment, run_name=point,
+                                    tags={_STUDY: spec.study, _POINT: point, _PARENT: parent})
+            params = {k: str(v)[:500] for k, v in trackers.tracker_config(spec).items()
+                      if k not in ("trial", "budget")}  # these change as the point resumes
+            from mlflow.entities import Param
+
+            items = [Param(k, v) for k, v in params.items()]
+            for i in range(0, len(items), 100):
+                client.log_batch(run.info.run_id, params=items[i:i + 100])
+        else:
+            client.update_run(run.info.run_id, status="RUNNING")
+        self.run_id = run.info.run_id
+        self.logged = {key: max((m.step for m in client.get_metric_history(self.run_id, key)),
+                                default=-1) for key in run.data.metrics}
+        client.set_tag(self.run_id, "lorasweep.trial", str(spec.trial_number))
+
+    def _log(self, values: dict[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        metrics = [Metric(k, float(v), now, step) for k, v in values.items()
+                   if v is not None and math.isfinite(v) and step > self.logged.get(k, -1)]
+        if metrics:
+            self.client.log_batch(self.run_id, metrics=metrics)
+            self.logged.update({m.key: step for m in metrics})
+
+    def log(self, record: dict[str, Any]) -> None:
+        step = self.last_step = int(record["step"])
+        if record["event"] == "step":
+            values = {"train/loss": record["loss"], "train/grad_norm": record["grad_norm"],
+                      "train/tokens": record["tokens"],
+                      **{f"train/lr/{g}": v for g, v in record["lr"].items()}}
+            if len(record["grad_norm_groups"]) > 1:
+                values.update({f"train/grad_norm/{g}": v
+                               for g, v in record["grad_norm_groups"].items()})
+        else:
+            values = {f"eval/{self.metric}": record["validation"],
+                      **({f"test/{self.metric}": record["test"]} if "test" in record else {})}
+        self._log(values, step)
+
+    def close(self, summary: dict[str, Any], state: str) -> None:
+        if self.client is None:
+            return
+        finals = {k: float(v) for k, v in summary.items()
+                  if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        finals["diverged"] = float(bool(summary.get("diverged")))
+        if summary:
+            self._log(finals, self.last_step)
+        status = {"completed": "FINISHED", "diverged": "FINISHED", "pruned": "FINISHED",
+                  "stopped": "KILLED"}.get(state, "FAILED")
+        self.client.set_tag(self.run_id, "lorasweep.state", state)
+        self.client.set_terminated(self.run_id, status=status)
+        self.client = None
+
+
+def make_sink(replay: bool = False) -> MlflowSink:
+    return MlflowSink()  # a replay finds the point's run and skips the steps it has

@@ -1,0 +1,255 @@
+"""The trials in the trackers users watch, with real backends and no network.
+
+TensorBoard: a sweep run with ``--log tensorboard`` writes each trial's event files into its run
+folder; read back with TensorBoard's own reader, a trial stopped and resumed has each step once,
+equal to its ``events.jsonl``, and its hyperparameters. A tracker that fails warns, is recorded in
+the trial and never fails it. Where results are logged is not part of a study: a rerun may add
+or drop a tracker.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import optuna
+import pytest
+from helpers import require
+from optuna.trial import TrialState
+
+from lorasweep.config import ConfigError, SweepSpec, TrainConfig, VariantSpec
+from lorasweep.launch.run import run_sweep
+from lorasweep.sweep.store import open_storage
+from lorasweep.sweep.study import study_name
+from lorasweep.train.events import read_events
+
+STEPS = 6
+
+
+class StopAt:
+    """Asks the process to stop (as SIGTERM would) once the trial reaches ``step``."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def __call__(self, spec, reporter):
+        import signal
+
+        from lorasweep.train.trial import run_trial
+
+        outer = self
+
+        class Stopping:
+            def __getattr__(self, name):
+                return getattr(reporter, name)
+
+            def on_step(self, step, loss):
+                reporter.on_step(step, loss)
+                if step == outer.step and outer.step:
+                    outer.step = None  # once: the retry runs to the end
+                    signal.raise_signal(signal.SIGUSR2)
+
+        return run_trial(spec, Stopping())
+
+
+def _spec(model, tmp_path, lrs=(1e-3,), **kw) -> SweepSpec:
+    return SweepSpec(name="tb", model=str(model), task="sentiment", launcher="inline",
+                     variants=[VariantSpec("lora", rank=4, alpha=8)], lrs=list(lrs), seeds=[0],
+                     train=TrainConfig(steps=STEPS, batch_size=8, max_length=32, eval_every=3,
+                                       checkpoint_every=2),
+                     task_options={"eval_limit": 8}, storage=f"sqlite:///{tmp_path / 's.db'}",
+                     runs_dir=str(tmp_path / "runs"), **kw)
+
+
+def _trials(spec):
+    storage = open_storage(spec.storage, create=False)
+    return optuna.load_study(study_name=study_name(spec, spec.variants[0]),
+                             storage=storage).get_trials()
+
+
+def _scalars(logdir, tag):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(logdir), size_guidance={"scalars": 0})
+    acc.Reload()
+    return [(e.step, e.value) for e in acc.Scalars(tag)], acc
+
+
+def test_tensorboard_reads_back_each_step_once_after_a_resume(tiny_bert_dir, tmp_path, monkeypatch):
+    require("tensorboard")
+    import signal
+
+    from lorasweep.launch.run import run_sweep as run
+    from lorasweep.sweep.worker import run_worker  # noqa: F401  (the worker runs the trials)
+
+    spec = _spec(tiny_bert_dir, tmp_path, log=["tensorboard"])
+    previous = signal.signal(signal.SIGUSR2, lambda *a: None)  # the forwarded stop: ignored
+    try:
+        monkeypatch.setattr("lorasweep.sweep.worker._trial_function", lambda: StopAt(3))
+        run(spec)  # stopped after step 3 (checkpoint there), its point enqueued again
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    assert [t.state for t in _trials(spec)] == [TrialState.FAIL, TrialState.WAITING]
+    monkeypatch.undo()
+    run(spec)  # the retry resumes from step 3
+    done = [t for t in _trials(spec) if t.state == TrialState.COMPLETE]
+    assert len(done) == 1 and done[0].user_attrs["resumed_from_step"] == 3
+    assert "tracker_error" not in done[0].user_attrs
+    run_dir = done[0].user_attrs["run_dir"]
+    events = read_events(run_dir)
+    logged = [(r["step"], r["loss"]) for r in events if r["event"] == "step"]
+    assert [s for s, _ in logged] == list(range(1, STEPS + 1))
+    loss, acc = _scalars(f"{run_dir}/tb", "train/loss")
+    assert [s for s, _ in loss] == list(range(1, STEPS + 1))  # each step once
+    assert [v for _, v in loss] == pytest.approx([v for _, v in logged])
+    lr, _ = _scalars(f"{run_dir}/tb", "train/lr/adapter")
+    assert [v for _, v in lr] == pytest.approx([r["lr"]["adapter"] for r in events
+                                                if r["event"] == "step"])
+    evals, _ = _scalars(f"{run_dir}/tb", "eval/accuracy")
+    assert [s for s, _ in evals] == [3, STEPS]
+    assert {"train/grad_norm", "train/grad_norm/heads", "train/tokens", "test/accuracy"} <= set(
+        acc.Tags()["scalars"])
+    # the hyperparameters: HParams' session start, with the trial's lr and seed
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    data = [plugin_data_pb2.HParamsPluginData.FromString(content)
+            for content in acc.PluginTagToContent("hparams").values()]
+    starts = [d.session_start_info for d in data if d.HasField("session_start_info")]
+    assert len(starts) == 1
+    hp = starts[0].hparams
+    assert hp["lr"].number_value == pytest.approx(1e-3) and hp["seed"].number_value == 0
+    assert hp["variant_tag"].string_value == "lora-r4-a8"
+    final, _ = _scalars(f"{run_dir}/tb", "hparam/validation_accuracy")
+    assert final[-1][1] == pytest.approx(done[0].value)
+
+
+def test_a_rerun_may_add_or_drop_a_tracker_and_a_failing_one_never_fails_a_trial(
+        tiny_bert_dir, tmp_path, monkeypatch):
+    require("tensorboard")
+    spec = _spec(tiny_bert_dir, tmp_path, lrs=[1e-3])
+    run_sweep(spec)
+    # a rerun with a tracker is the same study (nothing to do: the point is complete)
+    again = dataclasses.replace(spec, lrs=[1e-3, 2e-3], log=["tensorboard"])
+
+    def broken(self, spec, resume_step):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("lorasweep.train.trackers.tensorboard.TensorBoardSink.open", broken)
+    with pytest.warns(RuntimeWarning, match="tracker tensorboard failed"):
+        outcome = run_sweep(again)
+    assert outcome.summary.completed == 1 and outcome.summary.failed == 0
+    trials = [t for t in _trials(spec) if t.state == TrialState.COMPLETE]
+    assert len(trials) == 2
+    (new,) = [t for t in trials if t.params["lr"] == 2e-3]
+    assert new.user_attrs["tracker_error"] == {"tensorboard": "OSError: disk full"}
+    assert read_events(new.user_attrs["run_dir"])  # the event log is written all the same
+
+
+def test_an_unknown_tracker_or_option_is_refused(tiny_bert_dir, tmp_path):
+    with pytest.raises(ConfigError, match="unknown tracker 'neptune'"):
+        run_sweep(_spec(tiny_bert_dir, tmp_path, log=["neptune"]))
+    with pytest.raises(ConfigError, match="unknown log option 'colour'"):
+        run_sweep(_spec(tiny_bert_dir, tmp_path, log=["tensorboard"], log_options={"colour": 1}))
+    assert not (tmp_path / "s.db").exists()
+
+
+def test_mlflow_has_a_parent_per_study_and_a_child_per_point(tiny_bert_dir, tmp_path,
+                                                              monkeypatch):
+    """MLflow on a local SQLite store: one experiment for the sweep, one parent run for its
+    study, a child per grid point; the stopped and resumed point is one run, each step once,
+    and its final metrics are the store's."""
+    require("mlflow")
+    import signal
+
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    spec = _spec(tiny_bert_dir, tmp_path, lrs=(1e-3, 2e-3), log=["mlflow"])
+    previous = signal.signal(signal.SIGUSR2, lambda *a: None)  # the forwarded stop: ignored
+    try:
+        with monkeypatch.context() as m:
+            m.setattr("lorasweep.sweep.worker._trial_function", lambda: StopAt(3))
+            run_sweep(spec)  # the first trial stops after step 3; the second runs through
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    run_sweep(spec)  # the stopped point resumes from its checkpoint
+    done = [t for t in _trials(spec) if t.state == TrialState.COMPLETE]
+    assert len(done) == 2 and sorted(t.user_attrs["resumed_from_step"] for t in done) == [0, 3]
+
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("lorasweep/tb")
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("lorasweep.kind") == "study"]
+    assert len(parents) == 1
+    assert parents[0].data.tags["lorasweep.study"] == study_name(spec, spec.variants[0])
+    children = [r for r in runs if r not in parents]
+    assert len(children) == 2
+    assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
+    by_lr = {float(r.data.params["lr"]): r for r in children}
+    for trial in done:
+        run = by_lr[trial.params["lr"]]
+        assert run.info.status == "FINISHED" and run.data.params["seed"] == "0"
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")]
+        assert sorted(steps) == list(range(1, STEPS + 1))  # each step once, the resumed too
+        for key in ("validation_accuracy", "test_accuracy", "final_loss"):
+            assert run.data.metrics[key] == pytest.approx(trial.user_attrs[key])
+        evals = client.get_metric_history(run.info.run_id, "eval/accuracy")
+        assert sorted(m.step for m in evals) == [3, STEPS]
+
+
+def _histories(client, run_id):
+    run = client.get_run(run_id)
+    return {key: sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
+            for key in run.data.metrics}
+
+
+def test_export_replays_the_same_data_as_live_logging_and_again_adds_nothing(
+        tiny_bert_dir, tmp_path, monkeypatch):
+    require("mlflow")
+    require("tensorboard")
+    from mlflow.tracking import MlflowClient
+    from typer.testing import CliRunner
+
+    from lorasweep.cli import app
+
+    live, exported = f"sqlite:///{tmp_path / 'live.db'}", f"sqlite:///{tmp_path / 'exp.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", live)
+    spec = _spec(tiny_bert_dir, tmp_path, log=["mlflow", "tensorboard"])
+    run_sweep(spec)
+    (trial,) = _trials(spec)
+    tb = f"{trial.user_attrs['run_dir']}/tb"
+    loss_live, _ = _scalars(tb, "train/loss")
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", exported)
+    for _ in range(2):  # the second export adds nothing
+        for to in ("mlflow", "tensorboard"):
+            out = CliRunner().invoke(app, ["export", "--to", to, "--sweep", "tb",
+                                           "--storage", spec.storage])
+            assert out.exit_code == 0, out.output
+            assert "replayed 1 trials" in out.output
+    a, b = MlflowClient(tracking_uri=live), MlflowClient(tracking_uri=exported)
+    runs_a = a.search_runs([a.get_experiment_by_name("lorasweep/tb").experiment_id])
+    runs_b = b.search_runs([b.get_experiment_by_name("lorasweep/tb").experiment_id])
+    assert len(runs_a) == len(runs_b) == 2  # the parent and the point's child
+    child = {r.data.tags.get("lorasweep.kind", "point"): r for r in runs_b}["point"]
+    live_child = {r.data.tags.get("lorasweep.kind", "point"): r for r in runs_a}["point"]
+    assert _histories(b, child.info.run_id) == _histories(a, live_child.info.run_id)
+    assert child.data.params == live_child.data.params
+    loss, acc = _scalars(tb, "train/loss")
+    assert loss == loss_live  # each step once, live and twice replayed
+    final, _ = _scalars(tb, "hparam/validation_accuracy")
+    assert len(final) == 1 and final[0][1] == pytest.approx(trial.value)
+
+
+def test_export_to_an_unknown_tracker_or_sweep_is_refused(tmp_path):
+    from typer.testing import CliRunner
+
+    from lorasweep.cli import app
+
+    db = f"sqlite:///{tmp_path / 's.db'}"
+    open_storage(db)
+    out = CliRunner().invoke(app, ["export", "--to", "neptune", "--storage", db])
+    assert out.exit_code == 2 and "unknown tracker 'neptune'" in out.output
+    out = CliRunner().invoke(app, ["export", "--to", "tensorboard", "--sweep", "nope",
+                                   "--storage", db])
+    assert out.exit_code == 2 and "no sweep named 'nope'" in out.output
