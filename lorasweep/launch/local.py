@@ -33,7 +33,7 @@ class LocalOptions:
 
 
 def _worker_main(storage_url: str, study_names: list[str], index: int, workers: int,
-                 gpu: int | None, log_path: str, trial_fn=None) -> None:
+                 gpu: int | None, log_path: str, trial_fn=None, launch: str | None = None) -> None:
     import sys
 
     # Ctrl-C reaches the whole process group: the parent alone handles it, and stops this worker
@@ -48,7 +48,7 @@ def _worker_main(storage_url: str, study_names: list[str], index: int, workers: 
 
     print(f"worker {index}: {configure_threads(workers)} torch thread(s)", flush=True)
 
-    summary = run_worker(storage_url, study_names, trial_fn=trial_fn)
+    summary = run_worker(storage_url, study_names, trial_fn=trial_fn, launch=launch)
     print(f"worker {index} done: {summary}", flush=True)
 
 
@@ -114,8 +114,11 @@ class LocalLauncher(Launcher):
 
     def launch(self, storage_url: str, study_names: list[str], total: int,
                events: TrialEvents) -> WorkerSummary:
+        import uuid
+
         from .poll import watch
 
+        launch = uuid.uuid4().hex  # on each trial its workers run: this run's closing line counts them
         self.log_dir.mkdir(parents=True, exist_ok=True)
         gpus = _gpu_count()
         ctx = mp.get_context("spawn")
@@ -124,12 +127,12 @@ class LocalLauncher(Launcher):
             gpu = i % gpus if gpus else None
             logs.append(self.log_dir / f"worker-{i}.log")
             p = ctx.Process(target=_worker_main, args=(storage_url, study_names, i, self.workers,
-                                                       gpu, str(logs[-1]), self.trial_fn))
+                                                       gpu, str(logs[-1]), self.trial_fn, launch))
             p.start()
             procs.append(p)
         try:  # result lines and step bars, read from the store
             with _term_as_interrupt():
-                summary = watch(storage_url, study_names, events,
+                summary = watch(storage_url, study_names, events, launch=launch,
                                 alive=lambda: any(p.is_alive() for p in procs))
         except KeyboardInterrupt:  # SIGTERM: each worker checkpoints its running trial, then ends
             for p in procs:

@@ -25,19 +25,23 @@ __all__ = ["StoreSnapshot", "StoreWatcher", "TrialView", "count_finished", "watc
 _OUTCOMES = ("completed", "pruned", "failed", "diverged")
 
 
-def count_finished(storage_url: str, study_names: list[str]) -> Counter:
+def count_finished(storage_url: str, study_names: list[str], launch: str | None = None) -> Counter:
     """Finished trials of the studies by outcome: completed, diverged, pruned, failed (every
-    failure, retried or not: each was a trial that ended)."""
+    failure, retried or not: each was a trial that ended). With ``launch``, only the trials
+    that launch's workers ran (their ``LAUNCH_ATTR``)."""
     import optuna
 
     from ..sweep.states import count_states
     from ..sweep.store import open_storage
+    from ..sweep.worker import LAUNCH_ATTR
 
     storage = open_storage(storage_url, create=False)
     counts: Counter = Counter()
     for name in study_names:
-        states = count_states(optuna.load_study(study_name=name, storage=storage)
-                              .get_trials(deepcopy=False))
+        trials = optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
+        if launch is not None:
+            trials = [t for t in trials if t.user_attrs.get(LAUNCH_ATTR) == launch]
+        states = count_states(trials)
         counts.update(completed=states["complete"], diverged=states["diverged"],
                       pruned=states["pruned"], failed=states["failed"] + states["retried"])
     return counts
@@ -115,12 +119,14 @@ class StoreWatcher:
 
 
 def watch(storage_url: str, study_names: list[str], events: Any, alive: Callable[[], bool],
-          every_s: float = 2.0, on_tick: Callable[[StoreSnapshot], None] | None = None) -> Any:
+          every_s: float = 2.0, on_tick: Callable[[StoreSnapshot], None] | None = None,
+          launch: str | None = None) -> Any:
     """Show the store's progress (result lines, step bars) until ``alive()`` is false; returns
-    a ``WorkerSummary`` of what finished meanwhile."""
+    a ``WorkerSummary`` of what finished meanwhile: with ``launch`` (the id its workers record
+    on their trials), only what that launch's workers ran, not a concurrent run's trials."""
     from ..sweep.worker import WorkerSummary
 
-    before = count_finished(storage_url, study_names)
+    before = count_finished(storage_url, study_names, launch)
     watcher = StoreWatcher(storage_url, study_names)
     while True:
         running = alive()
@@ -131,6 +137,6 @@ def watch(storage_url: str, study_names: list[str], events: Any, alive: Callable
         if not running:
             break
         time.sleep(every_s)
-    after = count_finished(storage_url, study_names)
+    after = count_finished(storage_url, study_names, launch)
     return WorkerSummary(**{k: after[k] - before[k] for k in _OUTCOMES},
                          stopped=watcher.stopped())

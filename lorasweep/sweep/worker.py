@@ -48,7 +48,11 @@ from .study import (
     trial_template,
 )
 
-__all__ = ["TrialEvents", "WorkerSummary", "run_worker", "worker_id"]
+__all__ = ["LAUNCH_ATTR", "TrialEvents", "WorkerSummary", "run_worker", "worker_id"]
+
+#: A trial's user attribute: the id of the launch whose worker ran it (a launcher that watches
+#: the store counts its own workers' trials by it, not a concurrent run's).
+LAUNCH_ATTR = "launch"
 
 
 #: When this many first trials of a study fail with the same reason, and none succeeded, the
@@ -246,7 +250,7 @@ def _next_trial(study: Any, storage: Any, storage_url: str) -> Any:
 def run_worker(storage_url: str, study_names: list[str], events: TrialEvents | None = None,
                should_stop: Callable[[], bool] = lambda: False,
                trial_fn: Callable[..., Any] | None = None, poll_s: float = 1.0,
-               leave_when_blocked: bool = False) -> WorkerSummary:
+               leave_when_blocked: bool = False, launch: str | None = None) -> WorkerSummary:
     """Run the trials of ``study_names`` (earlier studies first) until none is left, or until the
     process is asked to stop (the running trial is then checkpointed, failed and its point
     re-enqueued).
@@ -256,6 +260,7 @@ def run_worker(storage_url: str, study_names: list[str], events: TrialEvents | N
     (an adaptive search between steps), the worker polls every ``poll_s`` seconds; with
     ``leave_when_blocked`` (a SLURM array task, which holds its allocation while it waits) it
     returns instead: whatever is left, a task still running or the launcher's next task runs.
+    ``launch``: recorded on each trial this worker runs (:data:`LAUNCH_ATTR`).
     """
     from .store import open_storage
 
@@ -267,14 +272,15 @@ def run_worker(storage_url: str, study_names: list[str], events: TrialEvents | N
     with StopRequests() as stops:  # SIGTERM/SIGUSR2: checkpoint, record, then stop
         stopping = lambda: should_stop() or stops.signum is not None  # noqa: E731
         _work(storage, storage_url, study_names, events, stopping, summary, trial_fn, poll_s,
-              leave_when_blocked)
+              leave_when_blocked, launch)
     stops.forward()  # the signal's own effect (end the process; submitit: requeue the job)
     return summary
 
 
 def _work(storage: Any, storage_url: str, study_names: list[str], events: TrialEvents,
           should_stop: Callable[[], bool], summary: WorkerSummary,
-          run_trial: Callable[..., Any], poll_s: float, leave_when_blocked: bool = False) -> None:
+          run_trial: Callable[..., Any], poll_s: float, leave_when_blocked: bool = False,
+          launch: str | None = None) -> None:
     import optuna
     from optuna.exceptions import UpdateFinishedTrialError
 
@@ -298,6 +304,8 @@ def _work(storage: Any, storage_url: str, study_names: list[str], events: TrialE
                     active.remove(study)
                 continue
             trial.set_user_attr("worker", worker_id())
+            if launch is not None:
+                trial.set_user_attr(LAUNCH_ATTR, launch)
             spec = _trial_spec(study, trial, storage_url)
             trial.set_user_attr("run_dir", spec.run_dir)  # known before it runs, even if it fails
             try:
