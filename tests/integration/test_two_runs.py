@@ -36,7 +36,8 @@ main()
 """
 
 
-def _runs_together(folder: Path, url: str, runs: int = 2, trial_s: str = "0.3") -> list[str]:
+def _runs_together(folder: Path, url: str, runs: int = 2, trial_s: str = "0.3",
+                   workers: int = 1) -> list[str]:
     """``runs`` CLI runs of one sweep released at the same instant; returns their stdouts."""
     tests = str(Path(__file__).resolve().parents[1])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (os.getcwd(), tests,
@@ -46,7 +47,7 @@ def _runs_together(folder: Path, url: str, runs: int = 2, trial_s: str = "0.3") 
     start = folder / "start"
     args = ["run", "--variant", "lora", "--lrs", ",".join(map(str, LRS)), "--search", "grid",
             "--steps", "1", "--sweep", "twin", "--storage", url, "--launcher", "local",
-            "--workers", "1"]
+            "--workers", str(workers)]
     procs = [subprocess.Popen([sys.executable, "-c", _AT_THE_BARRIER, str(start), *args],
                               cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True) for _ in range(runs)]
@@ -68,11 +69,14 @@ def _completed(stdout: str) -> int:
     return int(count)
 
 
-def _points(url: str) -> Counter:
+def _trials(url: str) -> list:
     storage = open_storage(url, create=False)
     (name,) = optuna.get_all_study_names(storage)
-    trials = optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
-    return Counter(t.user_attrs["grid_point"] for t in trials if t.state == TrialState.COMPLETE)
+    return optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
+
+
+def _points(url: str) -> Counter:
+    return Counter(t.user_attrs["grid_point"] for t in _trials(url) if t.state == TrialState.COMPLETE)
 
 
 def test_each_run_counts_only_its_own_trials(tmp_path):
@@ -83,3 +87,19 @@ def test_each_run_counts_only_its_own_trials(tmp_path):
     counts = [_completed(out) for out in outs]
     # each run's closing line counts its own workers' trials: together, the grid once
     assert sum(counts) == len(LRS), (counts, outs)
+
+
+def test_two_whole_runs_released_together_complete_each_point_once(tmp_path):
+    """Repeated, each round on a store neither run created yet: both create it, sync the same
+    grid and pop its trials at the same instant."""
+    for i in range(3):
+        folder = tmp_path / f"round{i}"
+        folder.mkdir()
+        url = f"sqlite:///{folder / 's.db'}"
+        outs = _runs_together(folder, url, trial_s="0.05", workers=2)
+        trials = _trials(url)
+        points = _points(url)
+        assert len(points) == len(LRS) and set(points.values()) == {1}, (i, points)
+        # no second trial of any point: nothing enqueued twice, nothing failed and retried
+        assert Counter(t.state for t in trials) == Counter({TrialState.COMPLETE: len(LRS)}), i
+        assert sum(_completed(out) for out in outs) == len(LRS), (i, outs)
