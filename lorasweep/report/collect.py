@@ -55,6 +55,8 @@ def collect_rows(storage_url: str | None, sweep: str | None = None) -> list[dict
                 "tokens_per_second": u.get("tokens_per_second"),
                 "trainable_params": u.get("trainable_params"),
                 "fail_reason": _fail_reason(t) if t.state.name == "FAIL" else None,
+                # a pruned trial: its last reported (validation) score and step, where it stopped
+                **_pruned_at(t),
                 "run_dir": u.get("run_dir"),
                 # the trial's event log, each step; trials that predate it keep 100 points
                 "loss_curve": loss_curve(u.get("run_dir")) or u.get("loss_curve"),
@@ -63,6 +65,14 @@ def collect_rows(storage_url: str | None, sweep: str | None = None) -> list[dict
                 "budget": float(u.get("budget", 1.0)),
             })
     return rows
+
+
+def _pruned_at(trial: Any) -> dict[str, Any]:
+    """``pruned_score`` and ``pruned_step``: a pruned trial's last intermediate score (what the
+    pruner judged) and its step; None for other trials and for a pruned one that reported none."""
+    steps = trial.intermediate_values if trial.state.name == "PRUNED" else {}
+    last = max(steps) if steps else None
+    return {"pruned_score": steps[last] if steps else None, "pruned_step": last}
 
 
 _PROVENANCE = ("config", "variant_config", "lorasweep_version", "torch_version",

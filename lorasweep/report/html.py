@@ -1,7 +1,8 @@
 """report.html: one self-contained file (plotly with its JavaScript inlined; no network, no server).
 
 Per task: the learning-rate curves of every variant (log x, mean line, ±std band over seeds,
-diverged points marked ✕, the selected learning rate starred, values on hover) with the study's
+diverged points marked ✕, pruned trials an open triangle at the validation score where they
+were stopped, the selected learning rate starred, values on hover) with the study's
 curves in a second panel where the study has the task's family; the table of tuned results; the
 training-loss curve of every trial; the cost of each variant relative to LoRA. At the end, every
 trial's provenance (resolved config, versions, host, device, run folder).
@@ -94,6 +95,7 @@ def _curves_figure(group: list[VariantSummary], colors: dict[str, str]):
                                      marker={"symbol": "x", "size": 12, "color": color},
                                      name=f"{s.variant_tag} diverged", legendgroup=s.variant_tag,
                                      showlegend=False, hoverinfo="skip"), row=1, col=1)
+        _pruned_trace(fig, s, color)
         fig.add_trace(go.Scatter(x=[s.best_lr], y=[s.peak], mode="markers",
                                  marker={"symbol": "star", "size": 16, "color": color,
                                          "line": {"width": 1, "color": "black"}},
@@ -118,6 +120,23 @@ def _curves_figure(group: list[VariantSummary], colors: dict[str, str]):
         fig.update_yaxes(title_text="score (%)", row=1, col=2)
     fig.update_layout(height=460, margin={"t": 50, "b": 40}, legend={"orientation": "v"})
     return fig
+
+
+def _pruned_trace(fig, s: VariantSummary, color: str) -> None:
+    """The variant's pruned trials, each at the validation score its pruner judged."""
+    import plotly.graph_objects as go
+
+    stopped = [(lr, step, score) for lr, points in sorted(s.pruned.items()) for step, score in points]
+    if not stopped:
+        return
+    hover = [f"{s.variant_tag}<br>lr {lr_text(lr)}<br>pruned at step {step}<br>validation "
+             f"{score:.4f} when stopped" for lr, step, score in stopped]
+    fig.add_trace(go.Scatter(x=[lr for lr, _, _ in stopped], y=[score for _, _, score in stopped],
+                             mode="markers", name=f"{s.variant_tag} pruned",
+                             marker={"symbol": "triangle-down-open", "size": 11, "color": color,
+                                     "line": {"width": 1.5}},
+                             legendgroup=s.variant_tag, text=hover,
+                             hovertemplate="%{text}<extra></extra>"), row=1, col=1)
 
 
 def _rung_traces(fig, s: VariantSummary, color: str) -> None:

@@ -9,7 +9,9 @@ What makes the panels comparable at a glance:
 * variants that score the same at a learning rate stay visible: each is drawn with its own
   marker and a small horizontal offset, ``lr · 10^(δ_i)`` with ``δ_i`` a few hundredths of a
   decade, centred on the true learning rate;
-* a diverged learning rate is an ``x``, each variant's best learning rate a star.
+* a diverged learning rate is an ``x``, each variant's best learning rate a star;
+* a pruned trial is an open downward triangle at the validation score its pruner judged (its
+  last report), so a learning rate the pruner stopped stays on the plot.
 """
 
 from __future__ import annotations
@@ -21,11 +23,12 @@ from typing import Any
 
 from .collect import VariantSummary
 
-__all__ = ["build_figure", "chance_level", "grid_shape", "plot_curves", "variant_styles"]
+__all__ = ["PRUNED_LABEL", "build_figure", "chance_level", "grid_shape", "plot_curves", "variant_styles"]
 
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h", "p", "*")
 _OFFSET_DECADES = 0.025  # between neighbouring variants, in decades of learning rate
 _BASELINE = "lora"
+PRUNED_LABEL = "pruned: validation when stopped"
 
 
 def grid_shape(panels: int, max_cols: int = 3) -> tuple[int, int]:
@@ -108,6 +111,11 @@ def build_figure(summaries: list[VariantSummary]):
             if diverged:
                 ax.scatter([lr * shift for lr in diverged], [s.cells[lr].mean for lr in diverged],
                            marker="x", s=70, color=style["color"], zorder=5)
+            stopped = [(lr, score) for lr, points in s.pruned.items() for _, score in points]
+            if stopped:
+                ax.scatter([lr * shift for lr, _ in stopped], [score for _, score in stopped],
+                           marker="v", s=55, facecolors="none", edgecolors=style["color"],
+                           linewidths=1.3, zorder=5)
             if s.best_lr is not None:
                 ax.scatter([s.best_lr * shift], [s.peak], marker="*", s=170, color=style["color"],
                            edgecolors="white", linewidths=0.6, zorder=6)
@@ -121,6 +129,9 @@ def build_figure(summaries: list[VariantSummary]):
         if any(s.rungs for s in group):
             ax.plot([], [], color="grey", linestyle="--", linewidth=1.0, marker=".",
                     label=rung_label)
+        if any(s.pruned for s in group):
+            ax.scatter([], [], marker="v", s=55, facecolors="none", edgecolors="grey",
+                       linewidths=1.3, label=PRUNED_LABEL)
         chance = chance_level(task, group[0].metric)
         if chance is not None:
             ax.axhline(chance, color="grey", linestyle=":", linewidth=1.2, label="chance")

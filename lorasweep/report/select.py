@@ -71,6 +71,9 @@ class VariantSummary:
     #: An adaptive search's stopped rungs: fidelity -> learning rate -> mean validation score.
     #: Its good-LR band is not measured (few learning rates ran to the end): ``band`` is None.
     rungs: dict[float, dict[float, float]] = dataclasses.field(default_factory=dict)
+    #: Pruned full-budget trials: learning rate -> (step, validation score) of each where the
+    #: pruner stopped it (its last report). Drawn in the plots; never in the cells.
+    pruned: dict[float, list[tuple[int, float]]] = dataclasses.field(default_factory=dict)
 
     @property
     def band_decades(self) -> float | None:
@@ -173,6 +176,7 @@ def summarise(rows: list[dict[str, Any]], band_tolerance: float = 0.01) -> list[
     meta: dict[tuple, tuple[str, str | None]] = {}
     rungs: dict[tuple, dict[float, dict[float, list[float]]]] = defaultdict(
         lambda: defaultdict(lambda: defaultdict(list)))
+    pruned: dict[tuple, dict[float, list]] = defaultdict(lambda: defaultdict(list))
     for r in rows:
         key = (r["sweep"], r["task"], r["model"], r["variant"], r["variant_tag"], r["metric"])
         if r.get("budget", 1.0) < 1.0:
@@ -182,6 +186,8 @@ def summarise(rows: list[dict[str, Any]], band_tolerance: float = 0.01) -> list[
         if r["state"] == "complete" and r["score"] is not None and r["select_score"] is not None:
             groups[key][r["lr"]].append(r)
             meta[key] = (r.get("selection", "validation"), r.get("pruner"))
+        elif r["state"] == "pruned" and r.get("pruned_score") is not None:
+            pruned[key][r["lr"]].append((r["pruned_step"], r["pruned_score"]))
     out = []
     for key, by_lr in sorted(groups.items()):
         cells = {}
@@ -192,6 +198,7 @@ def summarise(rows: list[dict[str, Any]], band_tolerance: float = 0.01) -> list[
                              sum(bool(r["diverged"]) for r in rs),
                              statistics.fmean(r["select_score"] for r in rs), scores)
         summary = _summary(key, cells, band_tolerance, *meta[key])
+        summary.pruned = {lr: sorted(v) for lr, v in sorted(pruned[key].items())}
         if key in rungs:
             summary.band = None
             summary.rungs = {f: {lr: statistics.fmean(v) for lr, v in sorted(by.items())}
