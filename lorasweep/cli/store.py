@@ -21,7 +21,7 @@ def report(
     sweep: SweepOpt = None,
     storage: StorageOpt = None,
     out: Annotated[Path | None, typer.Option("--out", help="Folder for report.html, report.md, curves.png, results.csv, results.json (default: lorasweep-out/reports/SWEEP, one folder per sweep).")] = None,
-    tolerance: Annotated[float, typer.Option("--band-tolerance", help="A learning rate is 'good' within this (absolute) of the best validation score.")] = 0.01,
+    tolerance: Annotated[float, typer.Option("--band-tolerance", help="A learning rate is 'good' when its validation score keeps all but this fraction of the best one's rise above chance (0-1; default 0.1: 90% of the gain over guessing). A variant not above chance gets no band.")] = 0.1,
     reference: Annotated[bool, typer.Option("--reference", help="Print only the comparison with the study's published curves (best LR vs LoRA's: study / here); writes nothing.")] = False,
 ) -> None:
     """Collate the studies into a learning-rate sensitivity report (read-only on the store)."""
@@ -29,6 +29,9 @@ def report(
     from ..report.transfer import transfer_rows, transfer_table
     from ..sweep.store import storage_errors
 
+    if not 0.0 <= tolerance <= 1.0:
+        fail(f"--band-tolerance {tolerance:g} is not a fraction: give one from 0 to 1 (of the "
+             "rise above chance)")
     try:
         with storage_errors(storage):
             rows = collect_rows(storage, sweep)
@@ -41,7 +44,7 @@ def report(
     if reference:
         _print_reference(summaries)
         return
-    render_terminal(summaries, console, rows)
+    render_terminal(summaries, console, rows, tolerance)
     if transfer:
         console.print(transfer_table(transfer))
     paths = write_report(summaries, rows, out or report_dir([r["sweep"] for r in rows]), tolerance,

@@ -30,7 +30,7 @@ from ._format import (
     unlisted_trials,
 )
 from .reference import compare, study_curves
-from .select import SELECTION_RULE, VariantSummary
+from .select import SELECTION_RULE, VariantSummary, band_rule
 
 __all__ = ["write_html"]
 
@@ -276,8 +276,9 @@ def write_html(summaries: list[VariantSummary], rows: list[dict[str, Any]], path
         body = [[s.variant_tag, lr_text(s.best_lr), tuned_text(s), f"{s.validation_score:.3f}",
                  str(s.seeds), band_text(s), ratio_text(s), delta_text(s)] for s in group]
         parts.append(_table(["variant", "selected LR", f"test {metric}", "validation", "seeds",
-                             f"good-LR band (within {tolerance:g})", "LR / LoRA's",
+                             f"good-LR band (within {tolerance:g} of the rise)", "LR / LoRA's",
                              "Δ vs tuned LoRA"], body, "tuned"))
+        parts.append(f'<p class="note">{_e(band_rule(tolerance))}.</p>')
         parts += [f'<p class="note">{_e(s.variant_tag)}: {_e(s.remark)}</p>'
                   for s in group if s.remark]
         parts.append(_reference(group))

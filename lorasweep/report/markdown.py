@@ -20,7 +20,7 @@ from ._format import (
     unlisted_trials,
 )
 from .reference import compare
-from .select import VariantSummary
+from .select import VariantSummary, band_rule
 
 __all__ = ["markdown", "reference_lines"]
 
@@ -91,8 +91,7 @@ def markdown(summaries: list[VariantSummary], rows: list[dict[str, Any]], tolera
         lines += ["", f"Validation {metric} (mean over seeds) per learning rate: what selects.", ""]
         lines += _lr_table(group, lrs, True, names)
         lines += ["", f"Tuned: test and validation {metric} at the selected learning rate; "
-                  f"good-LR band: learning rates within {tolerance:g} of the best validation "
-                  "score.", "",
+                  f"{band_rule(tolerance)}.", "",
                   "| variant | best LR | test | val | seeds | good-LR band | LR/LoRA | Δ LoRA |",
                   "|---|---:|---:|---:|---:|---|---:|---:|"]
         for s in group:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .collect import VariantSummary
+from .select import chance_level
 
 __all__ = ["PRUNED_LABEL", "build_figure", "chance_level", "grid_shape", "plot_curves", "variant_styles"]
 
@@ -61,19 +62,6 @@ def variant_styles(summaries: list[VariantSummary]) -> dict[str, dict[str, Any]]
                            "linewidth": 1.5}
             others += 1
     return styles
-
-
-def chance_level(task: str, metric: str) -> float | None:
-    """The score of guessing, where the metric has one; None otherwise (and for task groups)."""
-    if metric in ("matthews_correlation", "pearson"):
-        return 0.0
-    if metric != "accuracy":
-        return None
-    from ..tasks import find_task
-
-    cls = find_task(task)
-    classes = getattr(cls, "num_labels", 0) if cls is not None else 0
-    return 1.0 / classes if classes and classes >= 2 else None
 
 
 def _panels(summaries: list[VariantSummary]) -> dict[tuple[str, str, str], list[VariantSummary]]:

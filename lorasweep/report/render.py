@@ -23,7 +23,7 @@ from ._format import (
     tuned_text,
 )
 from .plot import plot_curves
-from .select import SELECTION_RULE, VariantSummary
+from .select import BAND_TOLERANCE, SELECTION_RULE, VariantSummary, band_rule
 from .terminal import render_left_out
 
 __all__ = ["render_terminal", "results_payload", "running_table", "write_report"]
@@ -33,7 +33,8 @@ _BULKY = ("loss_curve", "provenance")
 
 
 def render_terminal(summaries: list[VariantSummary], console: Any,
-                    rows: list[dict[str, Any]] | None = None) -> None:
+                    rows: list[dict[str, Any]] | None = None,
+                    tolerance: float = BAND_TOLERANCE) -> None:
     """Per sweep, task and model: the curve (every learning rate probed) and the tuned results,
     two tables that fit 80 columns for the default sweep's seven learning rates."""
     from rich import box
@@ -51,7 +52,8 @@ def render_terminal(summaries: list[VariantSummary], console: Any,
         curve.add_column("variant", style="bold", no_wrap=True)
         for lr in lrs:
             curve.add_column(lr_text(lr), justify="right", no_wrap=True)
-        tuned = Table(title=plain(f"tuned ({how})"), box=box.SIMPLE_HEAD, pad_edge=False)
+        tuned = Table(title=plain(f"tuned ({how})"), caption=plain(band_rule(tolerance)),
+                      box=box.SIMPLE_HEAD, pad_edge=False)
         tuned.add_column("variant", style="bold", no_wrap=True)
         for col in ("best LR", "test", "val", "good-LR band", "LR/LoRA", "Δ LoRA"):
             tuned.add_column(col, justify="right", no_wrap=col != "good-LR band")
@@ -83,7 +85,7 @@ def results_payload(summaries: list[VariantSummary], rows: list[dict[str, Any]],
     } for s in summaries]
     return json_safe({
         "rule": SELECTION_RULE,
-        "band_tolerance": tolerance,
+        "band_tolerance": tolerance, "band_rule": band_rule(tolerance),
         "selections": selections,
         "summaries": [
             {**{k: v for k, v in dataclasses.asdict(s).items() if k != "cells"},
@@ -97,7 +99,7 @@ def results_payload(summaries: list[VariantSummary], rows: list[dict[str, Any]],
 
 
 def write_report(summaries: list[VariantSummary], rows: list[dict[str, Any]], out_dir: str | Path,
-                 tolerance: float = 0.01, transfer: list[dict[str, Any]] | None = None
+                 tolerance: float = BAND_TOLERANCE, transfer: list[dict[str, Any]] | None = None
                  ) -> dict[str, Path]:
     """report.md, report.html, results.csv, results.json and (with results) curves.png;
     ``transfer``: :func:`.transfer.transfer_rows`, a section of report.md."""

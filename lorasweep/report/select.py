@@ -13,8 +13,10 @@ where :math:`v` is the validation score, :math:`t` the test score and :math:`D` 
 with a diverged seed (used only when every learning rate diverged). The variant's tuned result is
 :math:`\\bar t(\\eta^\\star) \\pm \\mathrm{std}_s\\, t_s(\\eta^\\star)`; the test score never chooses.
 The good-LR band is the span of non-diverged :math:`\\eta` with
-:math:`\\bar v(\\eta) \\ge \\bar v(\\eta^\\star) - \\tau`. When every :math:`\\bar v` is equal (a model
-that never left chance) there is no band, only a remark. Δ vs tuned LoRA is
+:math:`\\bar v(\\eta) \\ge \\bar v(\\eta^\\star) - \\tau\\,(\\bar v(\\eta^\\star) - c)`: within a fraction
+:math:`\\tau` of the variant's rise above chance :math:`c` (the task's chance level where its
+metric has one, else its worst score). A variant whose best :math:`\\bar v` is not above
+:math:`c`, or whose every :math:`\\bar v` is equal, has no band, only a remark. Δ vs tuned LoRA is
 :math:`\\bar t(\\eta^\\star) - \\bar t_{LoRA}(\\eta^\\star_{LoRA})`, marked significant when both
 have >= 3 seeds and Welch's t-test gives :math:`p < 0.05`.
 
@@ -31,11 +33,23 @@ import statistics
 from collections import defaultdict
 from typing import Any
 
-__all__ = ["SELECTION_RULE", "Cell", "VariantSummary", "summarise"]
+__all__ = ["BAND_TOLERANCE", "SELECTION_RULE", "Cell", "VariantSummary", "band_rule", "chance_level",
+           "chance_score", "summarise"]
 
 SELECTION_RULE = ("best learning rate = highest mean validation score over seeds (diverged "
                   "learning rates only if all diverged); reported: mean ± std test score at it")
 _EQUAL = 1e-9
+#: The default tolerance of the good-LR band, as a fraction of the variant's rise above chance: a
+#: learning rate is good while it keeps 90% of the best learning rate's gain over guessing. A
+#: fraction of the rise (not an absolute score) means the same on every task and metric, and a
+#: variant that never left chance gets no band from a small bump.
+BAND_TOLERANCE = 0.1
+
+
+def band_rule(tolerance: float) -> str:
+    """The good-LR band's rule in words, for the reports."""
+    return (f"good-LR band: learning rates whose validation score is within {tolerance:g} of the "
+            "best one's rise above chance (none for a variant not above chance)")
 
 
 @dataclasses.dataclass
@@ -96,7 +110,33 @@ class VariantSummary:
         return None if self.p_value is None else self.p_value < 0.05
 
 
-def _choose(cells: dict[float, Cell], tolerance: float) -> tuple[float, tuple | None, str | None]:
+def chance_level(task: str, metric: str) -> float | None:
+    """The score of guessing, where the metric has one; None otherwise (and for task groups)."""
+    if metric in ("matthews_correlation", "pearson"):
+        return 0.0
+    if metric != "accuracy":
+        return None
+    from ..tasks import find_task
+
+    cls = find_task(task)
+    classes = getattr(cls, "num_labels", 0) if cls is not None else 0
+    return 1.0 / classes if classes and classes >= 2 else None
+
+
+def chance_score(task: str, metric: str) -> float:
+    """The score of guessing on ``task`` (its chance level), else the task's worst score (0 for
+    a task or group this install does not know)."""
+    from ..tasks import find_task
+
+    chance = chance_level(task, metric)
+    if chance is not None:
+        return chance
+    cls = find_task(task)
+    return float(cls.worst_score) if cls is not None else 0.0
+
+
+def _choose(cells: dict[float, Cell], tolerance: float,
+            chance: float) -> tuple[float, tuple | None, str | None]:
     """Selected LR, good-LR band and remark, all on the validation means."""
     fine = {lr: c for lr, c in cells.items() if not c.diverged} or cells
     best_lr = max(fine, key=lambda lr: fine[lr].validation)  # ties: the lowest learning rate
@@ -105,14 +145,17 @@ def _choose(cells: dict[float, Cell], tolerance: float) -> tuple[float, tuple | 
         return best_lr, None, ("every learning rate scored the same (the model never left "
                                "chance?): no good-LR band")
     top = fine[best_lr].validation
-    good = [lr for lr, c in fine.items() if c.validation >= top - tolerance]
+    if top <= chance + _EQUAL:
+        return best_lr, None, (f"the best validation score ({top:.3f}) is not above chance "
+                               f"({chance:g}): no good-LR band")
+    good = [lr for lr, c in fine.items() if c.validation >= top - tolerance * (top - chance)]
     return best_lr, (min(good), max(good)), None
 
 
 def _summary(key: tuple, cells: dict[float, Cell], tolerance: float, selection: str,
              pruner: str | None) -> VariantSummary:
     sweep, task, model, variant, tag, metric = key
-    best_lr, band, remark = _choose(cells, tolerance)
+    best_lr, band, remark = _choose(cells, tolerance, chance_score(task, metric))
     return VariantSummary(sweep, task, model, variant, tag, metric, cells, best_lr,
                           cells[best_lr].mean, band, selection=selection, remark=remark,
                           pruner=pruner)
@@ -165,7 +208,8 @@ def _welch_p(a: list[float], b: list[float]) -> float | None:
     return float(ttest_ind(a, b, equal_var=False).pvalue)
 
 
-def summarise(rows: list[dict[str, Any]], band_tolerance: float = 0.01) -> list[VariantSummary]:
+def summarise(rows: list[dict[str, Any]],
+              band_tolerance: float = BAND_TOLERANCE) -> list[VariantSummary]:
     """Per (sweep, task, model, variant configuration): cells, selected LR, band, Δ vs LoRA.
 
     Only full-budget trials make the cells: the adaptive search's rungs (``budget`` < 1, runs

@@ -103,3 +103,14 @@ def test_only_failed_trials_give_a_report_that_says_so(failed_store, tmp_path):
 def test_an_unknown_sweep_is_one_line(failed_store, tmp_path, command):
     proc = _cli(command, "--storage", f"sqlite:///{failed_store}", "--sweep", "nope", cwd=tmp_path)
     _one_line_error(proc, "'nope'")
+
+
+@pytest.mark.parametrize("tolerance", ["-0.1", "1.5"])
+def test_a_band_tolerance_that_is_not_a_fraction_is_one_line_error(failed_store, tmp_path,
+                                                                    tolerance):
+    before = _digest(failed_store)
+    proc = _cli("report", "--storage", f"sqlite:///{failed_store}", "--band-tolerance", tolerance,
+                "--out", str(tmp_path / "out"), cwd=tmp_path)
+    _one_line_error(proc, "--band-tolerance", "from 0 to 1")
+    assert _digest(failed_store) == before
+    assert not (tmp_path / "out").exists()

@@ -4,6 +4,7 @@ curves beside ours."""
 
 from __future__ import annotations
 
+import html
 import json
 import math
 
@@ -74,6 +75,58 @@ def test_flat_scores_get_no_band_but_a_remark(tmp_path):
     assert "never left chance" in s.remark
     paths = write_report([s], collect_rows(url), tmp_path / "r")
     assert "never left chance" in paths["report.md"].read_text()
+
+
+def test_a_bump_at_chance_gets_no_band(tmp_path):
+    """Sentiment's chance is 0.5. A best validation score at chance, 0.008 above the others, is
+    no band (an absolute tolerance of 0.01 gave this variant the whole span); a 0.008 bump just
+    above chance is a band of the bump's own learning rate, not the span."""
+    url = f"journal:{tmp_path / 's.journal'}"
+    _fill(url, VariantSpec("lora"), {(1e-4, 0): (0.492, 0.5), (3e-4, 0): (0.50, 0.5),
+                                     (1e-3, 0): (0.492, 0.5)})
+    (s,) = summarise(collect_rows(url))
+    assert s.best_lr == 3e-4
+    assert s.band is None and s.band_decades is None
+    assert "not above chance" in s.remark
+    assert "not above chance" in write_report([s], collect_rows(url),
+                                              tmp_path / "r")["report.md"].read_text()
+
+    url = f"journal:{tmp_path / 'above.journal'}"
+    _fill(url, VariantSpec("lora"), {(1e-4, 0): (0.502, 0.5), (3e-4, 0): (0.51, 0.5),
+                                     (1e-3, 0): (0.502, 0.5)})
+    (s,) = summarise(collect_rows(url))
+    assert (s.band, s.band_decades, s.remark) == ((3e-4, 3e-4), 0.0, None)
+
+
+def test_a_variant_that_rises_gets_the_band_the_rule_gives(tmp_path):
+    """Validation 0.70, 0.90, 0.87 over chance 0.5: the rise is 0.40. With the default tolerance
+    (0.1 of the rise) good means >= 0.86: 3e-4 and 1e-3; with 0.6, >= 0.66: all three; with 0.05,
+    >= 0.88: the best alone. The report states the rule beside the band."""
+    from rich.console import Console
+
+    from lorasweep.report import render_terminal
+    from lorasweep.report.select import BAND_TOLERANCE, band_rule
+
+    url = f"journal:{tmp_path / 's.journal'}"
+    _fill(url, VariantSpec("lora"), {(1e-4, 0): (0.70, 0.7), (3e-4, 0): (0.90, 0.9),
+                                     (1e-3, 0): (0.87, 0.87)})
+    rows = collect_rows(url)
+    assert BAND_TOLERANCE == 0.1
+    (s,) = summarise(rows)
+    assert (s.band, s.remark) == ((3e-4, 1e-3), None)
+    assert s.band_decades == pytest.approx(math.log10(1e-3 / 3e-4))
+    assert summarise(rows, 0.6)[0].band == (1e-4, 1e-3)
+    assert summarise(rows, 0.05)[0].band == (3e-4, 3e-4)
+
+    paths = write_report([s], rows, tmp_path / "r", BAND_TOLERANCE)
+    rule = band_rule(BAND_TOLERANCE)
+    assert "rise above chance" in rule and "0.1" in rule
+    assert rule in paths["report.md"].read_text()
+    assert html.escape(rule) in paths["report.html"].read_text()
+    assert json.loads(paths["results.json"].read_text())["band_rule"] == rule
+    console = Console(record=True, width=250)
+    render_terminal([s], console, rows, BAND_TOLERANCE)
+    assert rule in " ".join(console.export_text().split())  # the caption wraps to the table
 
 
 def test_delta_significance_needs_three_seeds(tmp_path):
