@@ -231,3 +231,46 @@ def test_finished_tasks_leave_instead_of_holding_their_allocation(tmp_path, job_
     assert len(others) == 2 and all(end < finished for end in others), (ends, finished)
     logs = [p.read_text() for p in (tmp_path / "out" / "logs" / "slurm").rglob("*_log.out")]
     assert sum("nothing waits that this worker could run: leaving" in log for log in logs) >= 2
+
+
+def test_a_trial_lost_with_every_task_is_run_by_a_task_submitted_for_it(tmp_path, job_env):
+    """Both array tasks are killed (SIGKILL: no handler records anything) while each runs a
+    trial: with no task left, the watching run fails the lost trials once their heartbeat's
+    grace has passed, enqueues their points again and submits new array tasks, which complete
+    them. Every point completes once; the dead tasks are reported."""
+    job_env.setenv("LORASWEEP_TEST_TRIAL_S", "6")
+    spec = _spec(tmp_path, f"journal:{tmp_path / 'sweep.journal'}", workers=2, lrs=[1e-4, 1e-3])
+    cmd = [sys.executable, "-m", "lorasweep", "run", "--launcher", "slurm", "--workers", "2",
+           "--storage", spec.storage, "--sweep", spec.name, "--variant", "lora", "--rank", "4",
+           "--alpha", "8", "--lrs", "1e-4,1e-3", "--seeds", "0", "--steps", "10",
+           "--set", "launcher.gpus_per_task=0", "--set", f"runs_dir={spec.runs_dir}"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    running: list = []
+    deadline = time.time() + 120
+    while len(running) < 2 and time.time() < deadline:  # each task runs one of the two points
+        time.sleep(0.3)
+        try:
+            running = [t for t in _trials(spec) if t.state == TrialState.RUNNING]
+        except Exception:  # the store is not there yet
+            continue
+    assert len(running) == 2, "the two array tasks never ran a trial each"
+    first = running[0].user_attrs["worker"].split(":")[1].split("_")[0]
+    subprocess.run(["scancel", "--signal=KILL", "--full", first], check=True)
+    stdout, stderr = proc.communicate(timeout=240)
+    assert "left after every array task ended (a lost trial): submitting 2 array task(s)" in \
+        stdout, (stdout[-2000:], stderr[-2000:])
+    storage = open_storage(spec.storage, create=False)
+    study = optuna.load_study(study_name=study_name(spec, spec.variants[0]), storage=storage)
+    jobs = [j["job"] for j in study.user_attrs["slurm_jobs"]]
+    assert len(jobs) == 2 and jobs[0] == first, jobs  # the first array, then the one for the lost
+    trials = _trials(spec)
+    lost = {t.number: t for t in trials if t.number in {r.number for r in running}}
+    assert all(t.state == TrialState.FAIL for t in lost.values())  # failed once their grace passed
+    points = _completed(spec)
+    assert len(points) == 2 and set(points.values()) == {1}
+    done = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert all(t.user_attrs["worker"].startswith(f"slurm:{jobs[1]}_") for t in done)
+    assert proc.returncode == 1  # the killed tasks are reported, in one line
+    error = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(error) == 1 and f"SLURM array task {first}_" in error[0], stderr[-2000:]
