@@ -253,3 +253,119 @@ def test_export_to_an_unknown_tracker_or_sweep_is_refused(tmp_path):
     out = CliRunner().invoke(app, ["export", "--to", "tensorboard", "--sweep", "nope",
                                    "--storage", db])
     assert out.exit_code == 2 and "no sweep named 'nope'" in out.output
+
+
+def _wandb_records(run_folder):
+    """The records of an offline run's ``.wandb`` file, read by W&B's own reader
+    (``wandb leet inspect --json``)."""
+    import json
+    import subprocess
+    import sys
+
+    (log,) = run_folder.glob("run-*.wandb")
+    out = subprocess.run([sys.executable, "-m", "wandb", "leet", "inspect", "--json", str(log)],
+                         capture_output=True, text=True, timeout=120, check=True)
+    return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+
+
+WANDB_KEY = "0123456789abcdef0123456789abcdefPLANTED1"
+
+
+def test_wandb_offline_runs_hold_the_config_group_and_each_step_once(tiny_bert_dir, tmp_path,
+                                                                       monkeypatch):
+    """W&B offline: a run per grid point (group = sweep, job type = task, a fixed id from the
+    study and point), its config lr and seed, each training step once across the stopped trial's
+    two offline folders (the retry logs only after its checkpoint), the final metrics in the
+    summary; the planted API key is in none of the files, and no command line is recorded."""
+    require("wandb")
+    import signal
+
+    from lorasweep.train.trackers.wandb import run_id
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wb"))
+    monkeypatch.setenv("WANDB_API_KEY", WANDB_KEY)
+    monkeypatch.setattr("sys.argv", ["lorasweep", "run", "--lrs", "1e-3,2e-3", "--argv-marker"])
+    spec = _spec(tiny_bert_dir, tmp_path, lrs=(1e-3, 2e-3), log=["wandb"])
+    previous = signal.signal(signal.SIGUSR2, lambda *a: None)  # the forwarded stop: ignored
+    try:
+        with monkeypatch.context() as m:
+            m.setattr("lorasweep.sweep.worker._trial_function", lambda: StopAt(3))
+            run_sweep(spec)  # the first trial stops after step 3; the second runs through
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    run_sweep(spec)  # the stopped point resumes from its checkpoint
+    done = [t for t in _trials(spec) if t.state == TrialState.COMPLETE]
+    # the stop at step 3 checkpoints there, or, where it lands in step 3's evaluation, ends it
+    # at once: the retry then resumes from step 2, and redoes step 3 the first segment has
+    resumed = sorted(t.user_attrs["resumed_from_step"] for t in done)
+    assert len(done) == 2 and resumed[0] == 0 and resumed[1] in (2, 3)
+    assert all("tracker_error" not in t.user_attrs for t in done)
+
+    folders = sorted((tmp_path / "wb" / "wandb").glob("offline-run-*"))
+    assert len(folders) == 3  # the stopped point's two segments, the other point's one
+    name = study_name(spec, spec.variants[0])
+    for trial in done:
+        point = trial.user_attrs["run_dir"].rsplit("/", 1)[-1]
+        ident = run_id(name, point)
+        mine = [f for f in folders if f.name.endswith(ident)]
+        assert len(mine) == (2 if trial.user_attrs["resumed_from_step"] else 1)
+        records = [r for f in mine for r in _wandb_records(f)]
+        runs = [r["run"] for r in records if r["type"] == "run"]
+        assert {r["run_id"] for r in runs} == {ident}
+        assert {r["run_group"] for r in runs} == {"tb"} and {r["job_type"] for r in runs} == {
+            "sentiment"}
+        config = runs[0]["config"]["update"]
+        assert config["lr"] == pytest.approx(trial.params["lr"]) and config["seed"] == 0
+        assert config["variant_tag"] == "lora-r4-a8"
+        rows = [r["history"]["item"] for r in records if r["type"] == "history"]
+        steps = [row["_step"] for row in rows if "train/loss" in row]
+        assert steps == list(range(1, STEPS + 1))  # each step once
+        logged = {r["step"]: r["loss"] for r in read_events(trial.user_attrs["run_dir"])
+                  if r["event"] == "step"}
+        assert [row["train/loss"] for row in rows if "train/loss" in row] == pytest.approx(
+            [logged[s] for s in steps])
+        assert sorted(row["_step"] for row in rows if "eval/accuracy" in row) == [3, STEPS]
+        summary = {}
+        for r in records:
+            if r["type"] == "summary":
+                summary.update(r["summary"].get("update", {}))
+        assert summary["validation_accuracy"] == pytest.approx(trial.value)
+        assert summary["state"] == "completed"
+        assert not any(r["type"] == "metadata" for r in records)  # no args, no program
+    # the planted key and the command line: in no file of W&B's folder, the run folders or store
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".wandb" for p in files) and any(p.name == "s.db" for p in files)
+    leaks = [str(p) for p in files if WANDB_KEY.encode() in p.read_bytes()
+             or b"PLANTED" in p.read_bytes() or b"--argv-marker" in p.read_bytes()]
+    assert leaks == []
+
+
+def test_wandb_without_a_key_or_offline_mode_is_refused_before_anything_runs(
+        tiny_bert_dir, tmp_path, monkeypatch):
+    require("wandb")
+    import hashlib
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    spec = _spec(tiny_bert_dir, tmp_path)
+    run_sweep(spec)  # a store that holds a trial
+    db = tmp_path / "s.db"
+    before = hashlib.sha256(db.read_bytes()).hexdigest()
+    env = {k: v for k, v in __import__("os").environ.items()
+           if not k.startswith("WANDB_") and k != "NETRC"}
+    repo = Path(__file__).resolve().parents[2]
+    env.update(HOME=str(tmp_path), NETRC=str(tmp_path / "no-netrc"), PYTHONPATH=str(repo),
+               HF_HUB_OFFLINE="1")
+    for args in (["run", "--model", str(tiny_bert_dir), "--variant", "lora", "--lrs", "1e-3,5e-3",
+                  "--steps", "2", "--sweep", "tb", "--storage", spec.storage, "--log", "wandb"],
+                 ["export", "--to", "wandb", "--storage", spec.storage]):
+        out = subprocess.run([sys.executable, "-m", "lorasweep", *args], cwd=tmp_path, env=env,
+                             capture_output=True, text=True, timeout=300)
+        lines = [line for line in out.stderr.splitlines() if line.strip()]
+        assert out.returncode == 2, out.stderr
+        assert len(lines) == 1 and lines[0].startswith("error: --log wandb needs a W&B API key")
+        assert "WANDB_MODE=offline" in lines[0]
+    assert hashlib.sha256(db.read_bytes()).hexdigest() == before
+    assert not (tmp_path / "wandb").exists() and not (tmp_path / "lorasweep-out").exists()

@@ -1,6 +1,7 @@
 """Experiment trackers: sinks that receive a trial's event-log records (:mod:`..events`).
 
-A sweep names them with ``--log tensorboard`` (a recipe's ``log:``; options ``log.every``, ...);
+A sweep names them with ``--log tensorboard,mlflow,wandb`` (a recipe's ``log:``; options
+``log.every``, ...);
 each backend is an optional extra, imported only when named. The worker's reporter writes the
 event log and fans each record out to the trial's sinks (:class:`Sinks`). A sink that raises warns
 once, is dropped for that trial and is recorded in it; it never fails the trial.
@@ -26,6 +27,7 @@ __all__ = ["LOG_OPTIONS", "TRACKERS", "Sink", "Sinks", "check_trackers", "metric
 TRACKERS: dict[str, tuple[str, str, str]] = {
     "tensorboard": ("tensorboard", "tensorboard", "tensorboard"),
     "mlflow": ("mlflow", "mlflow", "mlflow"),
+    "wandb": ("wandb", "wandb", "wandb"),
 }
 #: ``--set log.X=V``: steps between step records sent to the trackers (the event log keeps all).
 LOG_OPTIONS = ("every",)
@@ -51,6 +53,10 @@ def check_trackers(names: list[str]) -> None:
         except ImportError:
             raise ConfigError(f"--log {name} needs the {needs} package: "
                               f"pip install 'lorasweep[{extra}]'") from None
+        module = importlib.import_module(f"{__name__}.{TRACKERS[name][0]}")
+        why = module.check_access() if hasattr(module, "check_access") else None
+        if why:  # a key or offline mode (W&B), before anything runs
+            raise ConfigError(why)
 
 
 def metric_of(task: str) -> str:
