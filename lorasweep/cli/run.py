@@ -193,6 +193,11 @@ def print_where(spec: Any, report: bool = True) -> None:
     store = storage_label(spec.storage) if spec.storage else str(STORE_FILE)
     console.print(escape(f"results: study store {store}; trial folders {Path(spec.runs_dir) / spec.name}/"),
                   highlight=False, soft_wrap=True)
+    if spec.log:
+        from ..train.trackers import where_lines
+
+        for line in where_lines(spec.log, spec.name, storage_label):
+            console.print(line, highlight=False, soft_wrap=True, markup=False)
     if not report:
         return
     console.print(escape(f"next: lorasweep report --sweep {spec.name}"

@@ -369,3 +369,76 @@ def test_wandb_without_a_key_or_offline_mode_is_refused_before_anything_runs(
         assert "WANDB_MODE=offline" in lines[0]
     assert hashlib.sha256(db.read_bytes()).hexdigest() == before
     assert not (tmp_path / "wandb").exists() and not (tmp_path / "lorasweep-out").exists()
+
+
+def test_export_to_wandb_gives_the_live_runs_data(tiny_bert_dir, tmp_path, monkeypatch):
+    """W&B offline, live and exported: the same config, group, rows and summary for the point."""
+    require("wandb")
+    from typer.testing import CliRunner
+
+    from lorasweep.cli import app
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "live"))
+    spec = _spec(tiny_bert_dir, tmp_path, log=["wandb"])
+    run_sweep(spec)
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "exp"))
+    out = CliRunner().invoke(app, ["export", "--to", "wandb", "--sweep", "tb",
+                                   "--storage", spec.storage])
+    assert out.exit_code == 0, out.output
+    assert "replayed 1 trials" in out.output
+
+    def read(folder):
+        (run,) = (tmp_path / folder / "wandb").glob("offline-run-*")
+        records = _wandb_records(run)
+        (info,) = [r["run"] for r in records if r["type"] == "run"]
+        rows = [{k: v for k, v in r["history"]["item"].items() if not k.startswith("_")}
+                | {"step": r["history"]["item"]["_step"]}
+                for r in records if r["type"] == "history"]
+        summary = {}
+        for r in records:
+            if r["type"] == "summary":
+                summary.update(r["summary"].get("update", {}))
+        summary = {k: v for k, v in summary.items() if not k.startswith("_")}
+        return info, rows, summary
+
+    (live, live_rows, live_summary), (exp, exp_rows, exp_summary) = read("live"), read("exp")
+    for key in ("run_id", "run_group", "job_type", "display_name", "config"):
+        assert exp[key] == live[key], key
+    assert [r["step"] for r in live_rows] == list(range(1, STEPS + 1))
+    assert exp_rows == live_rows and exp_summary == live_summary
+    assert live_summary["state"] == "completed"
+
+
+def test_a_tracking_uri_with_a_password_is_printed_masked(tiny_bert_dir, tmp_path, monkeypatch):
+    """MLflow at a server that is not there, its URI holding a password: the run's closing line
+    names the URI masked, the failure to reach it warns masked, and the trial is recorded with
+    the tracker's (masked) error; the password is in nothing printed or stored."""
+    require("mlflow")
+    import sqlite3
+
+    from typer.testing import CliRunner
+
+    from lorasweep.cli import app
+
+    secret = "Tr4ckPw-5e1f"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://me:{secret}@127.0.0.1:9/")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    db = tmp_path / "s.db"
+    with pytest.warns(RuntimeWarning) as caught:
+        out = CliRunner().invoke(app, [
+            "run", "--model", str(tiny_bert_dir), "--variant", "lora", "--lrs", "1e-3",
+            "--steps", "1", "--batch-size", "4", "--sweep", "tb", "--storage", f"sqlite:///{db}",
+            "--log", "mlflow", "--set", "task.eval_limit=4", "--set", "train.max_length=16",
+            "--set", f"runs_dir={tmp_path / 'runs'}"])
+    assert out.exit_code == 0, out.output
+    warned = [str(w.message) for w in caught]
+    assert any("could not prepare" in w and "me:***@127.0.0.1" in w for w in warned), warned
+    assert not any(secret in w for w in warned)
+    assert "mlflow: experiment lorasweep/tb at http://me:***@127.0.0.1:9/" in out.output
+    assert secret not in out.output
+    dump = "\n".join(sqlite3.connect(db).iterdump())
+    assert "tracker_error" in dump and "me:***@127.0.0.1" in dump and secret not in dump
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert [str(p) for p in files if secret.encode() in p.read_bytes()] == []

@@ -25,7 +25,7 @@ from urllib.parse import urlparse
 from ...config import TrialSpec
 from ...paths import OUTPUT_DIR
 
-__all__ = ["WandbSink", "check_access", "make_sink", "run_id"]
+__all__ = ["WandbSink", "check_access", "make_sink", "run_id", "where"]
 
 _NO_NETWORK = ("offline", "disabled", "dryrun")
 
@@ -56,6 +56,21 @@ def check_access() -> str | None:
             "to write the runs for `wandb sync` later")
 
 
+def _folder() -> str:
+    return os.environ.get("WANDB_DIR") or str((OUTPUT_DIR / "wandb").resolve())
+
+
+def where(sweep: str, label: Any = str) -> str:
+    """The closing line: the project and group, and offline the command that uploads the runs
+    (a trial's segments share their run id; wandb sync uploads them in order of start time)."""
+    project = os.environ.get("WANDB_PROJECT") or "lorasweep"
+    group = os.environ.get("WANDB_RUN_GROUP") or sweep
+    line = f"wandb: project {project}, group {group}"
+    if _offline():
+        line += f"; offline: upload with wandb sync {Path(_folder()) / 'wandb'}/offline-run-*"
+    return line
+
+
 def _settings() -> Any:
     import wandb
 
@@ -84,9 +99,7 @@ class WandbSink:
         from .. import trackers
 
         self.metric = trackers.metric_of(spec.task)
-        folder = os.environ.get("WANDB_DIR")
-        if not folder:
-            folder = str((OUTPUT_DIR / "wandb").resolve())
+        folder = _folder()
         Path(folder).mkdir(parents=True, exist_ok=True)
         point = Path(spec.run_dir).name
         config = {k: v for k, v in trackers.tracker_config(spec).items()
