@@ -10,7 +10,8 @@ interleaved rounds, side by side in one process, with the reporters a worker wou
 - *event log*: the worker's reporter on an in-memory Optuna trial: ``events.jsonl`` (a line per
   step) and the progress attribute, no tracker (what every trial pays);
 - *tensorboard*: the same with ``--log tensorboard`` (every step: ``log.every=1``);
-- *mlflow*: the same with ``--log mlflow`` on a local SQLite store (every step).
+- *mlflow*: the same with ``--log mlflow`` on a local SQLite store (every step);
+- *wandb offline*: the same with ``--log wandb`` under ``WANDB_MODE=offline`` (every step).
 
 Printed: the training seconds of each (median over rounds), the ratios to *silent* and to
 *event log* (the tracker's own cost per step), and the milliseconds the reporter spends on each step's record (the event log line and the trackers'
@@ -68,12 +69,14 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     args = parser.parse_args()
     ways: dict[str, list[str] | None] = {"silent": None, "event log": [],
-                                         "tensorboard": ["tensorboard"], "mlflow": ["mlflow"]}
+                                         "tensorboard": ["tensorboard"], "mlflow": ["mlflow"],
+                                         "wandb offline": ["wandb"]}
     seconds: dict[str, list[float]] = {w: [] for w in ways}
     handling: dict[str, list[float]] = {w: [] for w in ways}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'mlflow.db'}"
+        os.environ.update(WANDB_MODE="offline", WANDB_DIR=str(root / "wb"))
         run_trial(_spec(root, "warmup", 2, args.lr))  # load caches, first-call costs
         for r in range(args.rounds):
             order = list(ways)[r % len(ways):] + list(ways)[: r % len(ways)]

@@ -10,7 +10,7 @@ PY="${PYTHON:-python3}"
 EXTRAS="postgres"
 # --dev: the test tooling, the qlora extra (bitsandbytes) and the trackers' extras, whose tests
 # run in CI (they read back what the real backends wrote)
-if [[ "${1:-}" == "--dev" ]]; then EXTRAS="dev,postgres,qlora,tensorboard,mlflow"; fi
+if [[ "${1:-}" == "--dev" ]]; then EXTRAS="dev,postgres,qlora,tensorboard,mlflow,wandb"; fi
 
 # A Python that the OS manages (stock Debian/Ubuntu: an EXTERNALLY-MANAGED file in its stdlib,
 # outside a virtual environment) refuses pip installs: say the two commands to run first, in one

@@ -60,7 +60,7 @@ def report(
 def export(
     sweep: Annotated[str | None, typer.Option("--sweep", help="The sweep whose tuned adapters to export (with --to: every sweep when not given).")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Folder for TASK/VARIANT-TAG/ (adapter, README.md model card, curve.png).")] = None,
-    to: Annotated[str | None, typer.Option("--to", help="Instead: replay the finished trials (store + each run's events.jsonl) into a tracker: tensorboard or mlflow. Again, it adds nothing.")] = None,
+    to: Annotated[str | None, typer.Option("--to", help="Instead: replay the finished trials (store + each run's events.jsonl) into a tracker: tensorboard, mlflow or wandb. Again, it adds nothing (wandb: online).")] = None,
     variant: Annotated[str | None, typer.Option("--variant", "-v", help="Only these variant keys or tags, comma-separated.")] = None,
     task: Annotated[str | None, typer.Option("--task", "-t", help="Only this task.")] = None,
     merge: Annotated[bool, typer.Option("--merge", help="Also write the merged full weights (safetensors) for variants that merge.")] = False,

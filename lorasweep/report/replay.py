@@ -1,4 +1,4 @@
-"""``lorasweep export --to tensorboard|mlflow``: a sweep's finished trials replayed into a tracker.
+"""``lorasweep export --to tensorboard|mlflow|wandb``: a sweep's finished trials replayed into a tracker.
 
 For clusters without network: run the sweep with its event logs alone, then replay the store and
 the run folders' ``events.jsonl`` from a machine that has the tracker. Each trial goes through the
@@ -21,6 +21,7 @@ def replay_sweep(storage_url: str | None, sweep: str | None, backend: str) -> in
     how many trials were replayed. A backend that fails raises (this is not a trial)."""
     from ..config import TrialSpec
     from ..sweep.status import open_read, sweep_studies
+    from ..sweep.urls import mask_secrets
     from ..train.events import read_events
     from ..train.trackers import Sinks, check_trackers, prepare
 
@@ -31,7 +32,7 @@ def replay_sweep(storage_url: str | None, sweep: str | None, backend: str) -> in
     for study in studies:
         by_sweep.setdefault(study.user_attrs["sweep"], []).append(study.study_name)
     for name, names in by_sweep.items():
-        prepare([backend], name, names)
+        prepare([backend], name, names, mask_secrets)
     errors: list[str] = []
     count = 0
     for study in studies:

@@ -369,6 +369,7 @@ def sync_sweep(spec: SweepSpec, storage: Any, storage_url: str | None = None) ->
                 syncs.append(_sync_study(study, spec, variant))
     if spec.log:  # once, before any worker starts (MLflow's parent run per study)
         from ..train.trackers import prepare
+        from .urls import mask_secrets
 
-        prepare(spec.log, spec.name, [study_name(spec, v, t) for t, v in pairs])
+        prepare(spec.log, spec.name, [study_name(spec, v, t) for t, v in pairs], mask_secrets)
     return syncs

@@ -135,9 +135,9 @@ class _OptunaReporter:
         self.trial.set_user_attr("tracker_error", dict(self.errors))
 
     def on_event(self, record: dict[str, Any]) -> None:
-        if record["event"] == "start":
-            self.log.start(int(record["step"]))
+        if record["event"] == "start":  # the sinks first: W&B offline reads the earlier log
             self.sinks.open(self.spec, int(record["step"]), int(record["total"]))
+            self.log.start(int(record["step"]))
             return
         written = self.log.write(record)
         if written:

@@ -21,14 +21,16 @@ from conftest import PG_SECRET
 
 REPO = Path(__file__).resolve().parents[2]
 HF_TOKEN = "hf_w10TokenThatMustNotLeak7d1e"
+WANDB_KEY = "c0ffee0123456789abcdefWandbKeyNotToLeak42"
 NEEDLES = [PG_SECRET, quote(PG_SECRET, safe=""), quote(PG_SECRET), "S3cr", "9f2c", HF_TOKEN,
-           "TokenThatMustNotLeak"]
+           "TokenThatMustNotLeak", WANDB_KEY, "WandbKeyNotToLeak"]
 
 
 def _cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "CLICOLOR_FORCE")}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    env.update(HF_TOKEN=HF_TOKEN, HF_HUB_OFFLINE="1")
+    env.update(HF_TOKEN=HF_TOKEN, HF_HUB_OFFLINE="1", WANDB_API_KEY=WANDB_KEY,
+               WANDB_MODE="offline", WANDB_DIR=str(cwd / "wb"))
     return subprocess.run([sys.executable, "-m", "lorasweep", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
 
@@ -37,7 +39,8 @@ def _trackers() -> list[str]:
     """``--log`` for the trackers installed here (all of them in CI: the dev install has them)."""
     import importlib.util
 
-    names = [n for n in ("tensorboard", "mlflow") if importlib.util.find_spec(n) is not None]
+    names = [n for n in ("tensorboard", "mlflow", "wandb")
+             if importlib.util.find_spec(n) is not None]
     return ["--log", ",".join(names)] if names else []
 
 
@@ -87,6 +90,8 @@ def test_no_password_or_token_in_output_files_or_store(postgres_password_url, po
     if _trackers():  # the trackers' files, written by the worker processes, are searched too
         assert any(p.name.startswith("events.out.tfevents") for p in files)
         assert (tmp_path / "lorasweep-out" / "mlflow.db").is_file()
+        if "wandb" in _trackers()[1]:  # W&B offline, under tmp_path/wb
+            assert any(p.suffix == ".wandb" for p in files)
     leaks = {str(p.relative_to(tmp_path)): h for p in files
              if (h := _hits(p.read_bytes().decode("utf-8", "replace")))}
     assert leaks == {}

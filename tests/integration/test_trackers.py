@@ -92,7 +92,9 @@ def test_tensorboard_reads_back_each_step_once_after_a_resume(tiny_bert_dir, tmp
     monkeypatch.undo()
     run(spec)  # the retry resumes from step 3
     done = [t for t in _trials(spec) if t.state == TrialState.COMPLETE]
-    assert len(done) == 1 and done[0].user_attrs["resumed_from_step"] == 3
+    # the stop asked for after step 3 lands in step 3's evaluation, which it ends at once: the
+    # trial keeps its checkpoint at step 2, and the retry redoes step 3
+    assert len(done) == 1 and done[0].user_attrs["resumed_from_step"] == 2
     assert "tracker_error" not in done[0].user_attrs
     run_dir = done[0].user_attrs["run_dir"]
     events = read_events(run_dir)
@@ -172,9 +174,9 @@ def test_mlflow_has_a_parent_per_study_and_a_child_per_point(tiny_bert_dir, tmp_
             run_sweep(spec)  # the first trial stops after step 3; the second runs through
     finally:
         signal.signal(signal.SIGUSR2, previous)
-    run_sweep(spec)  # the stopped point resumes from its checkpoint
+    run_sweep(spec)  # the stopped point resumes from its checkpoint (at 2: see above)
     done = [t for t in _trials(spec) if t.state == TrialState.COMPLETE]
-    assert len(done) == 2 and sorted(t.user_attrs["resumed_from_step"] for t in done) == [0, 3]
+    assert len(done) == 2 and sorted(t.user_attrs["resumed_from_step"] for t in done) == [0, 2]
 
     client = MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name("lorasweep/tb")
@@ -253,3 +255,192 @@ def test_export_to_an_unknown_tracker_or_sweep_is_refused(tmp_path):
     out = CliRunner().invoke(app, ["export", "--to", "tensorboard", "--sweep", "nope",
                                    "--storage", db])
     assert out.exit_code == 2 and "no sweep named 'nope'" in out.output
+
+
+def _wandb_records(run_folder):
+    """The records of an offline run's ``.wandb`` file, read by W&B's own reader
+    (``wandb leet inspect --json``)."""
+    import json
+    import subprocess
+    import sys
+
+    (log,) = run_folder.glob("run-*.wandb")
+    out = subprocess.run([sys.executable, "-m", "wandb", "leet", "inspect", "--json", str(log)],
+                         capture_output=True, text=True, timeout=120, check=True)
+    return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+
+
+WANDB_KEY = "0123456789abcdef0123456789abcdefPLANTED1"
+
+
+def test_wandb_offline_runs_hold_the_config_group_and_each_step_once(tiny_bert_dir, tmp_path,
+                                                                       monkeypatch):
+    """W&B offline: a run per grid point (group = sweep, job type = task, a fixed id from the
+    study and point), its config lr and seed, each training step once across the stopped trial's
+    two offline folders (the retry logs only what the first did not), the final metrics in the
+    summary; the planted API key is in none of the files, and no command line is recorded."""
+    require("wandb")
+    import signal
+
+    from lorasweep.train.trackers.wandb import run_id
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wb"))
+    monkeypatch.setenv("WANDB_API_KEY", WANDB_KEY)
+    monkeypatch.setattr("sys.argv", ["lorasweep", "run", "--lrs", "1e-3,2e-3", "--argv-marker"])
+    spec = _spec(tiny_bert_dir, tmp_path, lrs=(1e-3, 2e-3), log=["wandb"])
+    previous = signal.signal(signal.SIGUSR2, lambda *a: None)  # the forwarded stop: ignored
+    try:
+        with monkeypatch.context() as m:
+            m.setattr("lorasweep.sweep.worker._trial_function", lambda: StopAt(3))
+            run_sweep(spec)  # the first trial stops after step 3; the second runs through
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    run_sweep(spec)  # the stopped point resumes from its checkpoint
+    done = [t for t in _trials(spec) if t.state == TrialState.COMPLETE]
+    # the stop lands in step 3's evaluation and ends it at once: the retry resumes from the
+    # checkpoint at step 2 and redoes step 3, which the first segment logged already
+    resumed = sorted(t.user_attrs["resumed_from_step"] for t in done)
+    assert len(done) == 2 and resumed == [0, 2]
+    assert all("tracker_error" not in t.user_attrs for t in done)
+
+    folders = sorted((tmp_path / "wb" / "wandb").glob("offline-run-*"))
+    assert len(folders) == 3  # the stopped point's two segments, the other point's one
+    name = study_name(spec, spec.variants[0])
+    for trial in done:
+        point = trial.user_attrs["run_dir"].rsplit("/", 1)[-1]
+        ident = run_id(name, point)
+        mine = [f for f in folders if f.name.endswith(ident)]
+        assert len(mine) == (2 if trial.user_attrs["resumed_from_step"] else 1)
+        records = [r for f in mine for r in _wandb_records(f)]
+        runs = [r["run"] for r in records if r["type"] == "run"]
+        assert {r["run_id"] for r in runs} == {ident}
+        assert {r["run_group"] for r in runs} == {"tb"} and {r["job_type"] for r in runs} == {
+            "sentiment"}
+        config = runs[0]["config"]["update"]
+        assert config["lr"] == pytest.approx(trial.params["lr"]) and config["seed"] == 0
+        assert config["variant_tag"] == "lora-r4-a8"
+        rows = [r["history"]["item"] for r in records if r["type"] == "history"]
+        steps = [row["_step"] for row in rows if "train/loss" in row]
+        assert steps == list(range(1, STEPS + 1))  # each step once
+        logged = {r["step"]: r["loss"] for r in read_events(trial.user_attrs["run_dir"])
+                  if r["event"] == "step"}
+        assert [row["train/loss"] for row in rows if "train/loss" in row] == pytest.approx(
+            [logged[s] for s in steps])
+        assert sorted(row["_step"] for row in rows if "eval/accuracy" in row) == [3, STEPS]
+        summary = {}
+        for r in records:
+            if r["type"] == "summary":
+                summary.update(r["summary"].get("update", {}))
+        assert summary["validation_accuracy"] == pytest.approx(trial.value)
+        assert summary["state"] == "completed"
+        assert not any(r["type"] == "metadata" for r in records)  # no args, no program
+    # the planted key and the command line: in no file of W&B's folder, the run folders or store
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".wandb" for p in files) and any(p.name == "s.db" for p in files)
+    leaks = [str(p) for p in files if WANDB_KEY.encode() in p.read_bytes()
+             or b"PLANTED" in p.read_bytes() or b"--argv-marker" in p.read_bytes()]
+    assert leaks == []
+
+
+def test_wandb_without_a_key_or_offline_mode_is_refused_before_anything_runs(
+        tiny_bert_dir, tmp_path, monkeypatch):
+    require("wandb")
+    import hashlib
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    spec = _spec(tiny_bert_dir, tmp_path)
+    run_sweep(spec)  # a store that holds a trial
+    db = tmp_path / "s.db"
+    before = hashlib.sha256(db.read_bytes()).hexdigest()
+    env = {k: v for k, v in __import__("os").environ.items()
+           if not k.startswith("WANDB_") and k != "NETRC"}
+    repo = Path(__file__).resolve().parents[2]
+    env.update(HOME=str(tmp_path), NETRC=str(tmp_path / "no-netrc"), PYTHONPATH=str(repo),
+               HF_HUB_OFFLINE="1")
+    for args in (["run", "--model", str(tiny_bert_dir), "--variant", "lora", "--lrs", "1e-3,5e-3",
+                  "--steps", "2", "--sweep", "tb", "--storage", spec.storage, "--log", "wandb"],
+                 ["export", "--to", "wandb", "--storage", spec.storage]):
+        out = subprocess.run([sys.executable, "-m", "lorasweep", *args], cwd=tmp_path, env=env,
+                             capture_output=True, text=True, timeout=300)
+        lines = [line for line in out.stderr.splitlines() if line.strip()]
+        assert out.returncode == 2, out.stderr
+        assert len(lines) == 1 and lines[0].startswith("error: --log wandb needs a W&B API key")
+        assert "WANDB_MODE=offline" in lines[0]
+    assert hashlib.sha256(db.read_bytes()).hexdigest() == before
+    assert not (tmp_path / "wandb").exists() and not (tmp_path / "lorasweep-out").exists()
+
+
+def test_export_to_wandb_gives_the_live_runs_data(tiny_bert_dir, tmp_path, monkeypatch):
+    """W&B offline, live and exported: the same config, group, rows and summary for the point."""
+    require("wandb")
+    from typer.testing import CliRunner
+
+    from lorasweep.cli import app
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "live"))
+    spec = _spec(tiny_bert_dir, tmp_path, log=["wandb"])
+    run_sweep(spec)
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "exp"))
+    out = CliRunner().invoke(app, ["export", "--to", "wandb", "--sweep", "tb",
+                                   "--storage", spec.storage])
+    assert out.exit_code == 0, out.output
+    assert "replayed 1 trials" in out.output
+
+    def read(folder):
+        (run,) = (tmp_path / folder / "wandb").glob("offline-run-*")
+        records = _wandb_records(run)
+        (info,) = [r["run"] for r in records if r["type"] == "run"]
+        rows = [{k: v for k, v in r["history"]["item"].items() if not k.startswith("_")}
+                | {"step": r["history"]["item"]["_step"]}
+                for r in records if r["type"] == "history"]
+        summary = {}
+        for r in records:
+            if r["type"] == "summary":
+                summary.update(r["summary"].get("update", {}))
+        summary = {k: v for k, v in summary.items() if not k.startswith("_")}
+        return info, rows, summary
+
+    (live, live_rows, live_summary), (exp, exp_rows, exp_summary) = read("live"), read("exp")
+    for key in ("run_id", "run_group", "job_type", "display_name", "config"):
+        assert exp[key] == live[key], key
+    assert [r["step"] for r in live_rows] == list(range(1, STEPS + 1))
+    assert exp_rows == live_rows and exp_summary == live_summary
+    assert live_summary["state"] == "completed"
+
+
+def test_a_tracking_uri_with_a_password_is_printed_masked(tiny_bert_dir, tmp_path, monkeypatch):
+    """MLflow at a server that is not there, its URI holding a password: the run's closing line
+    names the URI masked, the failure to reach it warns masked, and the trial is recorded with
+    the tracker's (masked) error; the password is in nothing printed or stored."""
+    require("mlflow")
+    import sqlite3
+
+    from typer.testing import CliRunner
+
+    from lorasweep.cli import app
+
+    secret = "Tr4ckPw-5e1f"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://me:{secret}@127.0.0.1:9/")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    db = tmp_path / "s.db"
+    with pytest.warns(RuntimeWarning) as caught:
+        out = CliRunner().invoke(app, [
+            "run", "--model", str(tiny_bert_dir), "--variant", "lora", "--lrs", "1e-3",
+            "--steps", "1", "--batch-size", "4", "--sweep", "tb", "--storage", f"sqlite:///{db}",
+            "--log", "mlflow", "--set", "task.eval_limit=4", "--set", "train.max_length=16",
+            "--set", f"runs_dir={tmp_path / 'runs'}"])
+    assert out.exit_code == 0, out.output
+    warned = [str(w.message) for w in caught]
+    assert any("could not prepare" in w and "me:***@127.0.0.1" in w for w in warned), warned
+    assert not any(secret in w for w in warned)
+    assert "mlflow: experiment lorasweep/tb at http://me:***@127.0.0.1:9/" in out.output
+    assert secret not in out.output
+    dump = "\n".join(sqlite3.connect(db).iterdump())
+    assert "tracker_error" in dump and "me:***@127.0.0.1" in dump and secret not in dump
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert [str(p) for p in files if secret.encode() in p.read_bytes()] == []

@@ -1,6 +1,7 @@
 """Experiment trackers: sinks that receive a trial's event-log records (:mod:`..events`).
 
-A sweep names them with ``--log tensorboard`` (a recipe's ``log:``; options ``log.every``, ...);
+A sweep names them with ``--log tensorboard,mlflow,wandb`` (a recipe's ``log:``; options
+``log.every``, ...);
 each backend is an optional extra, imported only when named. The worker's reporter writes the
 event log and fans each record out to the trial's sinks (:class:`Sinks`). A sink that raises warns
 once, is dropped for that trial and is recorded in it; it never fails the trial.
@@ -20,12 +21,13 @@ from typing import Any, Protocol
 from ...config import TrialSpec
 
 __all__ = ["LOG_OPTIONS", "TRACKERS", "Sink", "Sinks", "check_trackers", "metric_of", "prepare",
-           "tracker_config", "warn_dropped"]
+           "tracker_config", "warn_dropped", "where_lines"]
 
 #: backend -> (module of its sink, the module it needs, the extra that installs it)
 TRACKERS: dict[str, tuple[str, str, str]] = {
     "tensorboard": ("tensorboard", "tensorboard", "tensorboard"),
     "mlflow": ("mlflow", "mlflow", "mlflow"),
+    "wandb": ("wandb", "wandb", "wandb"),
 }
 #: ``--set log.X=V``: steps between step records sent to the trackers (the event log keeps all).
 LOG_OPTIONS = ("every",)
@@ -51,6 +53,10 @@ def check_trackers(names: list[str]) -> None:
         except ImportError:
             raise ConfigError(f"--log {name} needs the {needs} package: "
                               f"pip install 'lorasweep[{extra}]'") from None
+        module = importlib.import_module(f"{__name__}.{TRACKERS[name][0]}")
+        why = module.check_access() if hasattr(module, "check_access") else None
+        if why:  # a key or offline mode (W&B), before anything runs
+            raise ConfigError(why)
 
 
 def metric_of(task: str) -> str:
@@ -61,18 +67,32 @@ def metric_of(task: str) -> str:
     return cls.metric if cls is not None else "score"
 
 
-def prepare(names: list[str], sweep: str, studies: list[str]) -> None:
+def prepare(names: list[str], sweep: str, studies: list[str],
+            mask: Callable[[str], str] = str) -> None:
     """What a backend makes once per sweep before its workers start (MLflow's parent runs); a
-    failure warns and is left to the trials' own sinks."""
+    failure warns (its message through ``mask``: a tracking URI may hold a password) and is
+    left to the trials' own sinks."""
     for name in names:
         module = importlib.import_module(f"{__name__}.{TRACKERS[name][0]}")
         if hasattr(module, "prepare"):
             try:
                 module.prepare(sweep, studies)
             except Exception as err:
-                warnings.warn(f"tracker {name}: could not prepare the sweep: "
-                              f"{type(err).__name__}: {(str(err).splitlines() or [''])[0]}",
+                first = (str(err).splitlines() or [''])[0]
+                warnings.warn(mask(f"tracker {name}: could not prepare the sweep: "
+                                   f"{type(err).__name__}: {first}"),
                               RuntimeWarning, stacklevel=2)
+
+
+def where_lines(names: list[str], sweep: str, label: Callable[[str], str] = str) -> list[str]:
+    """Where each backend that says so keeps the sweep's runs, for the run's closing lines
+    (a tracking URI through ``label``, which masks its password)."""
+    lines = []
+    for name in names:
+        module = importlib.import_module(f"{__name__}.{TRACKERS[name][0]}")
+        if hasattr(module, "where"):
+            lines.append(module.where(sweep, label))
+    return lines
 
 
 def tracker_config(spec: TrialSpec) -> dict[str, Any]:

@@ -21,13 +21,19 @@ from typing import Any
 from ...config import TrialSpec
 from ...paths import OUTPUT_DIR
 
-__all__ = ["MlflowSink", "make_sink", "prepare", "tracking_uri"]
+__all__ = ["MlflowSink", "make_sink", "prepare", "tracking_uri", "where"]
 
 _STUDY, _POINT, _PARENT = "lorasweep.study", "lorasweep.point", "mlflow.parentRunId"
 
 
 def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(OUTPUT_DIR / 'mlflow.db').resolve()}"
+
+
+def where(sweep: str, label: Any = str) -> str:
+    """The closing line: the tracking URI (a password masked by ``label``) and experiment."""
+    name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or f"lorasweep/{sweep}"
+    return f"mlflow: experiment {name} at {label(tracking_uri())}"
 
 
 def _client():
