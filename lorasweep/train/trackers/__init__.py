@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from ...config import TrialSpec
 
-__all__ = ["LOG_OPTIONS", "TRACKERS", "Sink", "Sinks", "check_trackers", "metric_of", "prepare",
+__all__ = ["LOG_OPTIONS", "TRACKERS", "Sink", "Sinks", "check_trackers", "metric_of", "prepare", "scalars",
            "tracker_config", "warn_dropped", "where_lines"]
 
 #: backend -> (module of its sink, the module it needs, the extra that installs it)
@@ -107,6 +107,24 @@ def tracker_config(spec: TrialSpec) -> dict[str, Any]:
     flat.update({f"train.{k}": _scalar(val)
                  for k, val in sorted(spec.train.__dict__.items())})
     return flat
+
+
+def scalars(record: dict[str, Any], metric: str) -> dict[str, Any]:
+    """An event-log record as the scalars every tracker shows: ``train/loss``, ``train/lr/<group>``,
+    ``train/grad_norm`` (and ``/<group>`` where there are several groups), ``train/tokens`` for a
+    step; ``eval/<metric>`` (and ``test/<metric>``) for an evaluation."""
+    if record["event"] == "step":
+        values = {"train/loss": record["loss"],
+                  **{f"train/lr/{g}": v for g, v in record["lr"].items()},
+                  "train/grad_norm": record["grad_norm"]}
+        if len(record["grad_norm_groups"]) > 1:
+            values.update({f"train/grad_norm/{g}": v for g, v in record["grad_norm_groups"].items()})
+        values["train/tokens"] = record["tokens"]
+        return values
+    if record["event"] == "eval":
+        return {f"eval/{metric}": record["validation"],
+                **({f"test/{metric}": record["test"]} if "test" in record else {})}
+    return {}
 
 
 def _scalar(value: Any) -> Any:

@@ -20,6 +20,7 @@ from typing import Any
 
 from ...config import TrialSpec
 from ...paths import OUTPUT_DIR
+from . import scalars
 
 __all__ = ["MlflowSink", "make_sink", "prepare", "tracking_uri", "where"]
 
@@ -120,16 +121,7 @@ class MlflowSink:
 
     def log(self, record: dict[str, Any]) -> None:
         step = self.last_step = int(record["step"])
-        if record["event"] == "step":
-            values = {"train/loss": record["loss"], "train/grad_norm": record["grad_norm"],
-                      "train/tokens": record["tokens"],
-                      **{f"train/lr/{g}": v for g, v in record["lr"].items()}}
-            if len(record["grad_norm_groups"]) > 1:
-                values.update({f"train/grad_norm/{g}": v
-                               for g, v in record["grad_norm_groups"].items()})
-        else:
-            values = {f"eval/{self.metric}": record["validation"],
-                      **({f"test/{self.metric}": record["test"]} if "test" in record else {})}
+        values = scalars(record, self.metric)
         self._log(values, step)
 
     def close(self, summary: dict[str, Any], state: str) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ...config import TrialSpec
+from . import scalars
 
 __all__ = ["TensorBoardSink", "make_sink"]
 
@@ -47,20 +48,8 @@ class TensorBoardSink:
     def log(self, record: dict[str, Any]) -> None:
         step, add = int(record["step"]), self.writer.add_scalar
         self.last_step = step
-        if record["event"] == "step":
-            add("train/loss", record["loss"], step)
-            for group, lr in record["lr"].items():
-                add(f"train/lr/{group}", lr, step)
-            add("train/grad_norm", record["grad_norm"], step)
-            groups = record["grad_norm_groups"]
-            if len(groups) > 1:
-                for group, norm in groups.items():
-                    add(f"train/grad_norm/{group}", norm, step)
-            add("train/tokens", record["tokens"], step)
-        elif record["event"] == "eval":
-            add(f"eval/{self.metric}", record["validation"], step)
-            if "test" in record:
-                add(f"test/{self.metric}", record["test"], step)
+        for name, value in scalars(record, self.metric).items():
+            add(name, value, step)
 
     def close(self, summary: dict[str, Any], state: str) -> None:
         from .. import trackers

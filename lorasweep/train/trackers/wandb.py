@@ -24,6 +24,7 @@ from urllib.parse import urlparse
 
 from ...config import TrialSpec
 from ...paths import OUTPUT_DIR
+from . import scalars
 
 __all__ = ["WandbSink", "check_access", "make_sink", "run_id", "where"]
 
@@ -127,16 +128,7 @@ class WandbSink:
         step = self.last_step = int(record["step"])
         if step < self.next_step.get(record["event"], 1):
             return  # the run has it (a resumed run, or a second export online)
-        if record["event"] == "step":
-            values = {"train/loss": record["loss"], "train/grad_norm": record["grad_norm"],
-                      "train/tokens": record["tokens"],
-                      **{f"train/lr/{g}": v for g, v in record["lr"].items()}}
-            if len(record["grad_norm_groups"]) > 1:
-                values.update({f"train/grad_norm/{g}": v
-                               for g, v in record["grad_norm_groups"].items()})
-        else:
-            values = {f"eval/{self.metric}": record["validation"],
-                      **({f"test/{self.metric}": record["test"]} if "test" in record else {})}
+        values = scalars(record, self.metric)
         # one row per step: an evaluation joins its step's training row
         self.run.log({k: v for k, v in values.items() if v is not None}, step=step)
 
