@@ -125,11 +125,15 @@ def offline_model_hint(spec: SweepSpec, task: str) -> str:
 
 def check_registries(spec: SweepSpec) -> SweepSpec:
     """Names and options of a ``spec`` whose own values are valid, against the registries."""
+    from pathlib import Path
+
     from ..tasks import HubDataError, TaskError, expand_tasks, get_task
     from ..train.model import ModelError, ModelOptions, check_model
     from ..train.trackers import check_trackers
     from .search import SearchError, check_window, lattice, parse_options, schedule
     from .store import StorageError, check_storage
+    from .transfer import REFERENCE, no_reference
+    from .urls import default_storage_url, store_file
 
     check_trackers(spec.log)  # cheap: a missing tracker package stops here
     try:
@@ -139,6 +143,10 @@ def check_registries(spec: SweepSpec) -> SweepSpec:
         if spec.search == "transfer":  # and a variant's window, within its own budget
             check_window(len(lattice(spec.lrs, 0)[0]), spec.search_options)
         check_storage(spec.storage)  # a bad URL, path or store file stops here
+        if spec.search == "transfer" and all(v.key != REFERENCE for v in spec.variants):
+            file = store_file(spec.storage or default_storage_url())
+            if file is not None and not Path(file).exists():  # a new store has no LoRA to reuse
+                raise SweepError(no_reference(sweep_tasks(spec)[0]))
         for task in expand_tasks(spec.task):
             try:
                 checked = get_task(task, **spec.task_options)

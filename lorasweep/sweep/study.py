@@ -27,7 +27,7 @@ from .spec import SweepError, sweep_tasks, train_for
 from .states import STOPPED_ATTR, by_point, count_states, failures
 from .store import STORE_VERSION, STORE_VERSION_ATTR
 from .template import TEMPLATE_ATTR, trial_template
-from .transfer import REFERENCE, REFERENCE_ATTR, reference_of
+from .transfer import REFERENCE, REFERENCE_ATTR, no_reference, reference_of
 
 #: A study's user attribute: the trackers its trials log to (``--log``) and their options,
 #: written by every run (a rerun may add or drop one) and read by every worker.
@@ -268,10 +268,7 @@ def _transfer_pairs(spec: SweepSpec, storage: Any, existing: set[str],
         reused = None if own in existing else reference_of(
             storage, spec.name, task, spec.model, _template(spec, task, VariantSpec())["train"])
         if reused is None and lora is None:
-            raise SweepError(
-                f"--search transfer needs LoRA's best learning rate on {task}: add lora to "
-                "--variant (it is searched first), or sweep lora on this task and model with "
-                "the same training settings first")
+            raise SweepError(no_reference(task))
         references[task] = ({"study": reused[0], "reused": True} if reused
                             else {"study": own, "reused": False})
         here = [(t, v) for t, v in pairs if t == task and not (reused and v.key == REFERENCE)]

@@ -29,6 +29,13 @@ REFERENCE_ATTR = "transfer_reference"
 TRANSFER_ATTR = "transfer"
 
 
+def no_reference(task: str) -> str:
+    """Why a transfer search cannot start on ``task``: no LoRA in the sweep and none to reuse."""
+    return (f"--search transfer needs LoRA's best learning rate on {task}: add lora to "
+            "--variant (it is searched first), or sweep lora on this task and model with the "
+            "same training settings first")
+
+
 def reference_of(storage: Any, sweep: str, task: str, model: str, train: dict[str, Any]
                  ) -> tuple[str, float] | None:
     """A LoRA study of another sweep tuned on ``task`` and ``model`` with the same training

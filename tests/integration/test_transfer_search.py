@@ -22,7 +22,7 @@ from lorasweep.config import SweepSpec, TrainConfig, VariantSpec
 from lorasweep.report.transfer import transfer_rows
 from lorasweep.sweep.priors import priors
 from lorasweep.sweep.search import lattice
-from lorasweep.sweep.spec import SweepError
+from lorasweep.sweep.spec import SweepError, check_registries
 from lorasweep.sweep.store import open_storage
 from lorasweep.sweep.study import study_name, sync_sweep
 from lorasweep.sweep.synthetic import SyntheticCurve
@@ -205,3 +205,12 @@ def test_transfer_without_lora_is_refused_before_writing(tmp_path):
     with pytest.raises(SweepError, match="add lora to --variant"):
         sync_sweep(spec, open_storage(url), url)
     assert hashlib.sha256((tmp_path / "s.db").read_bytes()).hexdigest() == before
+
+
+def test_transfer_without_lora_on_a_new_store_creates_no_store(tmp_path):
+    """A store that does not exist yet holds no tuned LoRA to reuse: the check refuses before the
+    store file (or its lock) is made, so a mistyped first run leaves the folder as it was."""
+    url = f"sqlite:///{tmp_path / 'new.db'}"
+    with pytest.raises(SweepError, match="add lora to --variant"):
+        check_registries(_spec(tmp_path, url, variants=("dora",), name="first"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
