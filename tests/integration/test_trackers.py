@@ -74,6 +74,19 @@ def _scalars(logdir, tag):
     return [(e.step, e.value) for e in acc.Scalars(tag)], acc
 
 
+def _stop_first_trial_then_run(spec, monkeypatch) -> None:
+    """Run ``spec`` with its first trial stopped after step 3 (the second runs through)."""
+    import signal
+
+    previous = signal.signal(signal.SIGUSR2, lambda *a: None)  # the forwarded stop: ignored
+    try:
+        with monkeypatch.context() as m:
+            m.setattr("lorasweep.sweep.worker._trial_function", lambda: StopAt(3))
+            run_sweep(spec)
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+
+
 def test_tensorboard_reads_back_each_step_once_after_a_resume(tiny_bert_dir, tmp_path, monkeypatch):
     require("tensorboard")
     import signal
@@ -160,20 +173,13 @@ def test_mlflow_has_a_parent_per_study_and_a_child_per_point(tiny_bert_dir, tmp_
     study, a child per grid point; the stopped and resumed point is one run, each step once,
     and its final metrics are the store's."""
     require("mlflow")
-    import signal
 
     from mlflow.tracking import MlflowClient
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     spec = _spec(tiny_bert_dir, tmp_path, lrs=(1e-3, 2e-3), log=["mlflow"])
-    previous = signal.signal(signal.SIGUSR2, lambda *a: None)  # the forwarded stop: ignored
-    try:
-        with monkeypatch.context() as m:
-            m.setattr("lorasweep.sweep.worker._trial_function", lambda: StopAt(3))
-            run_sweep(spec)  # the first trial stops after step 3; the second runs through
-    finally:
-        signal.signal(signal.SIGUSR2, previous)
+    _stop_first_trial_then_run(spec, monkeypatch)
     run_sweep(spec)  # the stopped point resumes from its checkpoint (at 2: see above)
     done = [t for t in _trials(spec) if t.state == TrialState.COMPLETE]
     assert len(done) == 2 and sorted(t.user_attrs["resumed_from_step"] for t in done) == [0, 2]
@@ -280,7 +286,6 @@ def test_wandb_offline_runs_hold_the_config_group_and_each_step_once(tiny_bert_d
     two offline folders (the retry logs only what the first did not), the final metrics in the
     summary; the planted API key is in none of the files, and no command line is recorded."""
     require("wandb")
-    import signal
 
     from lorasweep.train.trackers.wandb import run_id
 
@@ -289,13 +294,7 @@ def test_wandb_offline_runs_hold_the_config_group_and_each_step_once(tiny_bert_d
     monkeypatch.setenv("WANDB_API_KEY", WANDB_KEY)
     monkeypatch.setattr("sys.argv", ["lorasweep", "run", "--lrs", "1e-3,2e-3", "--argv-marker"])
     spec = _spec(tiny_bert_dir, tmp_path, lrs=(1e-3, 2e-3), log=["wandb"])
-    previous = signal.signal(signal.SIGUSR2, lambda *a: None)  # the forwarded stop: ignored
-    try:
-        with monkeypatch.context() as m:
-            m.setattr("lorasweep.sweep.worker._trial_function", lambda: StopAt(3))
-            run_sweep(spec)  # the first trial stops after step 3; the second runs through
-    finally:
-        signal.signal(signal.SIGUSR2, previous)
+    _stop_first_trial_then_run(spec, monkeypatch)
     run_sweep(spec)  # the stopped point resumes from its checkpoint
     done = [t for t in _trials(spec) if t.state == TrialState.COMPLETE]
     # the stop lands in step 3's evaluation and ends it at once: the retry resumes from the
