@@ -159,7 +159,12 @@ def batch_order(task: Task, examples: list[dict[str, Any]], batch_size: int,
     Batches are grouped by length: each shuffled pool of ``_GROUP_BATCHES`` batches is sorted by
     length, cut into batches, and the batches are shuffled again. Every batch is still a random
     draw of similar-length examples, and padding (most of the compute on short texts) shrinks.
+    A training set smaller than one batch is one batch of all its examples (it drew none, and
+    the loop waited for its first batch forever); an empty one is a ``ValueError``.
     """
+    if not examples:
+        raise ValueError("the training split is empty: no batch can be drawn from it")
+    batch_size = min(batch_size, len(examples))
     generator = torch.Generator().manual_seed(seed)
     pool = batch_size * _GROUP_BATCHES
     while True:

@@ -167,3 +167,17 @@ def test_a_task_without_a_one_pass_loss_leaves_it_to_the_caller(tiny_bert_dir):
                                           contextlib.nullcontext)
     assert math.isnan(loss) and score == task.evaluate(model, tok, data.validation[:4], 4, 32,
                                                        contextlib.nullcontext)
+
+
+def test_a_training_set_smaller_than_a_batch_still_yields_batches():
+    """Two examples and batch 4 drew no batch at all: the loop waited on an endless empty draw."""
+    import itertools
+
+    from lorasweep.train.loop import batch_order
+
+    task = get_task("sentiment")
+    examples = [{"text": "good", "label": 1}, {"text": "bad", "label": 0}]
+    batches = list(itertools.islice(batch_order(task, examples, 4, seed=0), 3))
+    assert [sorted(b) for b in batches] == [[0, 1]] * 3
+    with pytest.raises(ValueError, match="training split is empty"):
+        next(batch_order(task, [], 4, seed=0))
