@@ -128,7 +128,7 @@ def _print_reference(summaries: list[Any]) -> None:
 
 @app.command()
 def status(sweep: SweepOpt = None, storage: StorageOpt = None, as_json: JsonOpt = False) -> None:
-    """Per study: trials waiting, running, complete, failed, pruned."""
+    """Per study: trials waiting, running, lost (no heartbeat), complete, failed, pruned."""
     from rich.table import Table
 
     from ..report.render import running_table
@@ -155,10 +155,12 @@ def status(sweep: SweepOpt = None, storage: StorageOpt = None, as_json: JsonOpt 
     table = Table(title="studies", caption="trials: in an adaptive search each rung of a learning "
                   "rate (its run stopped at a fraction of the schedule) is a trial of its own"
                   if adaptive else None)
-    for col in ("sweep", "task", "model", "variant", "waiting", "running", "complete", "failed", "pruned"):
-        table.add_column(col, justify="right" if col in ("waiting", "running", "complete", "failed", "pruned") else "left")
+    counts = ("waiting", "running", *(("lost",) if any(s["lost"] for s in studies) else ()),
+              "complete", "failed", "pruned")
+    for col in ("sweep", "task", "model", "variant", *counts):
+        table.add_column(col, justify="right" if col in counts else "left")
     for s in studies:
-        table.add_row(*(plain(s[c]) for c in ("sweep", "task", "model", "variant", "waiting", "running", "complete", "failed", "pruned")))
+        table.add_row(*(plain(s[c]) for c in ("sweep", "task", "model", "variant", *counts)))
     console.print(table)
     running = [(s, t) for s in studies for t in s["running_trials"]]
     if running:

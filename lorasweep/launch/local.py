@@ -4,7 +4,9 @@ Each process runs the same worker loop against the study store; trials are poppe
 study's lock, so workers never share a trial. The available cores are split between workers
 (:mod:`.threads`). Worker output goes to ``logs/worker-I.log`` beside the runs folder
 (``lorasweep-out/logs/``); the parent watches the store for progress (:func:`.poll.watch`) and
-reports a worker that died in one line with its log.
+reports a worker that died in one line with its log. A dead worker's running trial is failed at
+once with the cause (SIGKILL: most likely out of memory) as its reason, and retried by a live
+worker within the sweep's ``max_retries``.
 """
 
 from __future__ import annotations
@@ -106,6 +108,30 @@ def _exit_text(code: int | None) -> str:
     return f"exit code {code}"
 
 
+class _DeadWorkers:
+    """Fails the running trial of each worker process seen dead (killed, or ended with an
+    error) at once, with the cause as its reason: a live worker's next pop retries it, instead
+    of waiting for its heartbeat to go stale; with no worker left, it stays FAIL with the cause."""
+
+    def __init__(self, storage_url: str, study_names: list[str], procs: list[Any]):
+        self.storage_url, self.study_names, self.procs = storage_url, study_names, procs
+        self.seen: set[int] = set()
+
+    def check(self) -> None:
+        import socket
+
+        from ..sweep.heartbeat import fail_worker_trials
+        from ..sweep.store import open_storage
+
+        for i, p in enumerate(self.procs):
+            if i in self.seen or p.exitcode in (None, 0):
+                continue
+            self.seen.add(i)
+            reason = f"worker process died ({_exit_text(p.exitcode)})"
+            fail_worker_trials(open_storage(self.storage_url, create=False), self.study_names,
+                               f"{socket.gethostname()}:{p.pid}", reason)
+
+
 @register
 class LocalLauncher(Launcher):
     key = "local"
@@ -130,10 +156,12 @@ class LocalLauncher(Launcher):
                                                        gpu, str(logs[-1]), self.trial_fn, launch))
             p.start()
             procs.append(p)
+        dead = _DeadWorkers(storage_url, study_names, procs)
         try:  # result lines and step bars, read from the store
             with _term_as_interrupt():
                 summary = watch(storage_url, study_names, events, launch=launch,
-                                alive=lambda: any(p.is_alive() for p in procs))
+                                alive=lambda: any(p.is_alive() for p in procs),
+                                on_tick=lambda _snapshot: dead.check())
         except KeyboardInterrupt:  # SIGTERM: each worker checkpoints its running trial, then ends
             for p in procs:
                 p.terminate()
@@ -141,6 +169,7 @@ class LocalLauncher(Launcher):
         finally:
             for p in procs:
                 p.join()
+        dead.check()
         dead = [(i, p.exitcode) for i, p in enumerate(procs) if p.exitcode != 0]
         if dead:
             i, code = dead[0]

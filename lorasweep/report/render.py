@@ -139,15 +139,19 @@ def _age(seconds: float | None) -> str:
 
 
 def running_table(running: list[tuple[dict[str, Any], dict[str, Any]]]) -> Any:
-    """``lorasweep status``'s second table: per running trial, its last checkpoint."""
+    """``lorasweep status``'s second table: per running trial, whether it runs or is lost (its
+    last heartbeat too old), and its last checkpoint."""
     from rich.table import Table
 
-    table = Table(title="running trials")
-    for col in ("variant", "grid point", "checkpoint step", "checkpoint age", "checkpoint size"):
-        table.add_column(col, justify="left" if col in ("variant", "grid point") else "right")
+    table = Table(title="running trials", caption="lost: no heartbeat within the grace period, "
+                  "so no process runs it; a worker's next pop fails and retries it"
+                  if any(t["lost"] for _, t in running) else None)
+    for col in ("variant", "grid point", "state", "checkpoint step", "checkpoint age", "checkpoint size"):
+        table.add_column(col, justify="left" if col in ("variant", "grid point", "state") else "right")
     for study, t in running:
         size = t["checkpoint_bytes"]
-        table.add_row(plain(study["variant"]), plain(t["grid_point"]),
+        state = (f"lost (last heartbeat {_age(t['heartbeat_age_s'])})" if t["lost"] else "running")
+        table.add_row(plain(study["variant"]), plain(t["grid_point"]), state,
                       "-" if t["checkpoint_step"] is None else str(t["checkpoint_step"]),
                       _age(t["checkpoint_age_s"]),
                       "-" if size is None else f"{size / 2**20:.1f} MB")

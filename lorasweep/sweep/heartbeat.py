@@ -10,6 +10,10 @@ A worker lost between popping its trial and its first beat leaves a RUNNING tria
 at all, which Optuna's rule never fails: the first beat also writes the ``heartbeat`` attribute,
 and a RUNNING trial without it is failed once its start is older than the grace period.
 
+:func:`beat_ages` reads, without writing, how long ago each RUNNING trial last beat (``lorasweep
+status`` shows one past the grace period as lost). :func:`fail_worker_trials` fails at once the
+running trials of a worker process its launcher saw die, with the cause as the trial's reason.
+
 The interval and grace (seconds) come from ``LORASWEEP_HEARTBEAT_INTERVAL`` (default 10) and
 ``LORASWEEP_HEARTBEAT_GRACE`` (default 60), read when used.
 """
@@ -22,7 +26,8 @@ import time
 import warnings
 from typing import Any
 
-__all__ = ["HEARTBEAT_ATTR", "Heartbeat", "fail_stale", "grace_s", "interval_s", "uses_optuna_heartbeat"]
+__all__ = ["HEARTBEAT_ATTR", "Heartbeat", "beat_ages", "fail_stale", "fail_worker_trials", "grace_s",
+           "interval_s", "uses_optuna_heartbeat"]
 
 HEARTBEAT_ATTR = "heartbeat"
 LOST_REASON = "worker lost (no heartbeat)"
@@ -101,3 +106,58 @@ def fail_stale(study: Any, storage: Any) -> None:
                 storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
             except UpdateFinishedTrialError:  # another worker got there first
                 pass
+
+
+def _optuna_beats(storage: Any, trial_ids: list[int]) -> dict[int, float]:
+    """Seconds since each trial's last beat in Optuna's heartbeat table (the database's clock
+    on both sides); trials never beaten are left out."""
+    import sqlalchemy
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    if not trial_ids:
+        return {}
+    beat = models.TrialHeartbeatModel
+    with _create_scoped_session(storage.scoped_session) as session:
+        now = session.execute(sqlalchemy.func.now()).scalar().replace(tzinfo=None)
+        rows = session.query(beat.trial_id, beat.heartbeat).filter(beat.trial_id.in_(trial_ids)).all()
+    return {trial_id: (now - at.replace(tzinfo=None)).total_seconds() for trial_id, at in rows}
+
+
+def beat_ages(storage: Any, trials: list[Any]) -> dict[int, float]:
+    """Per RUNNING trial (by number): seconds since its last beat, or since its start when it
+    was never beaten. Read only. A trial is lost once its age is over :func:`grace_s`."""
+    running = [t for t in trials if t.state.name == "RUNNING"]
+    optuna_ages = (_optuna_beats(storage, [t._trial_id for t in running])
+                   if uses_optuna_heartbeat(storage) else {})
+    now, out = time.time(), {}
+    for t in running:
+        if t._trial_id in optuna_ages:
+            out[t.number] = optuna_ages[t._trial_id]
+            continue
+        beat = t.user_attrs.get(HEARTBEAT_ATTR)
+        start = t.datetime_start.timestamp() if t.datetime_start else now
+        out[t.number] = now - (beat if beat is not None else start)
+    return out
+
+
+def fail_worker_trials(storage: Any, study_names: list[str], worker: str, reason: str) -> list[int]:
+    """Fail the RUNNING trials whose ``worker`` attribute is ``worker`` (a process its launcher
+    saw die), with ``reason`` as their fail reason; a live worker's next pop retries them, within
+    the sweep's ``max_retries``. Returns the failed trials' numbers."""
+    from optuna.exceptions import UpdateFinishedTrialError
+    from optuna.trial import TrialState
+
+    failed = []
+    for name in study_names:
+        study_id = storage.get_study_id_from_name(name)
+        for trial in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
+            if trial.user_attrs.get("worker") != worker:
+                continue
+            try:
+                storage.set_trial_user_attr(trial._trial_id, "fail_reason", reason)
+                storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+                failed.append(trial.number)
+            except UpdateFinishedTrialError:  # failed as lost by a live worker first
+                pass
+    return failed

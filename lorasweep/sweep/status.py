@@ -2,7 +2,9 @@
 
 :func:`study_status`: per study, how many trials wait, run, completed, failed (not since retried)
 and were pruned (counted by :mod:`~lorasweep.sweep.states`), and each running trial's last
-checkpoint. Reading never writes: the store is opened read-only (:func:`open_read`).
+checkpoint. A RUNNING trial whose last heartbeat is older than the grace period
+(:mod:`~lorasweep.sweep.heartbeat`) has no process behind it: it counts as ``lost``, not
+``running``, with the seconds since its last beat, until a worker's next pop fails and retries it. Reading never writes: the store is opened read-only (:func:`open_read`).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from .heartbeat import beat_ages, grace_s
 from .states import STATES, count_states
 
 __all__ = ["open_read", "study_status", "sweep_studies", "sweep_summaries"]
@@ -49,19 +52,24 @@ def study_status(storage_url: str | None, sweep: str | None = None) -> list[dict
         trials = study.get_trials(deepcopy=False)
         states = count_states(trials)  # a failure since retried: the retry is what counts
         counts = {state: states[state] for state in STATES}
+        running = _running(trials, beat_ages(storage, trials))
+        counts["lost"] = sum(t["lost"] for t in running)
+        counts["running"] -= counts["lost"]
         s = study.user_attrs
         out.append({"study": study.study_name, "sweep": s["sweep"], "task": s["task"],
                     "model": s["model"], "variant": s["variant_tag"],
                     "search": s.get("search") or "grid", **counts,
-                    "running_trials": _running(trials)})
+                    "running_trials": running})
     return out
 
 
-def _running(trials: list) -> list[dict[str, Any]]:
-    """Per running trial: its grid point, where it resumed from, its last checkpoint (step,
-    age in seconds, bytes; None before the first)."""
+def _running(trials: list, ages: dict[int, float]) -> list[dict[str, Any]]:
+    """Per running trial: its grid point, its last checkpoint (step, age in seconds, bytes; None
+    before the first), seconds since its last heartbeat, and whether it is lost (that is over
+    the grace period)."""
     import time
 
+    grace = grace_s()
     now, out = time.time(), []
     for t in trials:
         if t.state.name != "RUNNING" or "grid_point" not in t.user_attrs:
@@ -72,5 +80,7 @@ def _running(trials: list) -> list[dict[str, Any]]:
             "checkpoint_step": saved.get("step"),
             "checkpoint_age_s": round(now - saved["time"], 1) if "time" in saved else None,
             "checkpoint_bytes": saved.get("bytes"),
+            "heartbeat_age_s": round(ages[t.number], 1),
+            "lost": ages[t.number] > grace,
         })
     return out

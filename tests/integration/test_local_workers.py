@@ -89,4 +89,6 @@ def test_sigkill_of_one_worker_is_retried_by_the_survivor(tmp_path, standin):
     done = Counter(t.user_attrs["grid_point"] for t in trials if t.state == TrialState.COMPLETE)
     assert len(done) == 4 and set(done.values()) == {1}
     lost = next(t for t in trials if t.number == victim.number)
-    assert lost.state == TrialState.FAIL and "heartbeat" in fail_reason(lost)
+    # failed by the launcher at once, with the cause, and retried by the survivor (above)
+    assert lost.state == TrialState.FAIL and "SIGKILL" in fail_reason(lost)
+    assert "most likely out of memory" in fail_reason(lost)
