@@ -3,7 +3,8 @@
 A sweep that cannot load its model or data would fail every trial the same way, once per grid
 point, and leave failed trials in the store. ``preflight`` loads what every trial will load first
 (the model's config and tokenizer, each task's data) once, in the launching process, and turns a
-failure into one :class:`~lorasweep.sweep.spec.SweepError` line naming the fix. The spec was
+failure into one :class:`~lorasweep.sweep.spec.SweepError` line naming the fix. Last, it
+estimates the memory a trial needs against what each worker has (:mod:`.memory`). The spec was
 checked before (``check_spec``: each task's ``check_available`` ran there), so the data is loaded
 here without checking again; with ``keep_data`` (a worker in this process) the data goes into the
 worker cache, where the worker's first trial finds it instead of loading it once more.
@@ -21,6 +22,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from ..config import SweepSpec
+from .memory import check_memory
 from .spec import SweepError, offline_model_hint, sweep_tasks
 
 __all__ = ["hub_offline", "preflight"]
@@ -137,7 +139,8 @@ def _check_data(spec: SweepSpec, keep_data: bool) -> None:
 
 
 def preflight(spec: SweepSpec, keep_data: bool = False) -> None:
-    """Load the data of each task and the model's config and tokenizer, or raise SweepError.
+    """Load the data of each task and the model's config and tokenizer, and check that a trial
+    fits in memory, or raise SweepError.
 
     ``keep_data``: keep the data in this process's worker cache (an in-process worker reuses it).
     """
@@ -145,3 +148,4 @@ def preflight(spec: SweepSpec, keep_data: bool = False) -> None:
     offline = hub_offline() if hub_model else False  # before anything may call the Hub
     _check_data(spec, keep_data)
     _check_model(spec, offline)
+    check_memory(spec)  # the model's config is known to load now

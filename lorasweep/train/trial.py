@@ -21,7 +21,8 @@ from .checkpoint import Checkpoints
 from .loop import Reporter, micro_batches, total_steps, train
 from .model import ModelOptions
 
-__all__ = ["SMOKE_TEST_ENV", "TrialResult", "provenance", "run_trial", "smoke_budget"]
+__all__ = ["SMOKE_TEST_ENV", "TrialResult", "provenance", "run_trial", "smoke_budget",
+           "smoke_train"]
 
 
 @dataclasses.dataclass
@@ -81,14 +82,22 @@ def _claim(run_dir: Path, study: str) -> None:
 SMOKE_TEST_ENV = "LORASWEEP_SMOKE_TEST"
 
 
+def smoke_train(train: Any) -> Any:
+    """A ``TrainConfig`` capped to the smoke-test budget when ``LORASWEEP_SMOKE_TEST`` is set
+    (as it is, unchanged, otherwise)."""
+    if os.environ.get(SMOKE_TEST_ENV, "") in ("", "0"):
+        return train
+    return dataclasses.replace(train, steps=1, epochs=None, eval_every=0,
+                               batch_size=min(train.batch_size, 4),
+                               grad_accum=1, max_length=min(train.max_length, 32),
+                               estimation_batches=min(train.estimation_batches, 1))
+
+
 def smoke_budget(spec: TrialSpec) -> TrialSpec:
     """``spec`` capped to the smoke-test budget when ``LORASWEEP_SMOKE_TEST`` is set."""
     if os.environ.get(SMOKE_TEST_ENV, "") in ("", "0"):
         return spec
-    train = dataclasses.replace(spec.train, steps=1, epochs=None, eval_every=0,
-                                batch_size=min(spec.train.batch_size, 4),
-                                grad_accum=1, max_length=min(spec.train.max_length, 32),
-                                estimation_batches=min(spec.train.estimation_batches, 1))
+    train = smoke_train(spec.train)
     limit = spec.task_options.get("eval_limit")
     options = {**spec.task_options, "eval_limit": min(limit or 8, 8)}
     return dataclasses.replace(spec, train=train, task_options=options)
