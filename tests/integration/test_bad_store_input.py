@@ -204,3 +204,30 @@ def test_the_populated_store_is_a_real_one(populated):
     assert proc.returncode == 0, proc.stderr
     (study,) = json.loads(proc.stdout)
     assert study["complete"] == 2 and study["failed"] == 0
+
+
+def test_a_trial_that_cannot_fit_in_memory_is_refused_before_anything_is_written(populated,
+                                                                                  tmp_path):
+    """GSM8K's study budget (batch 16, length 1024, LoRA-GA's estimate) with two local workers,
+    under a 2 GiB budget (as a container's limit would give): one line naming the estimate, the
+    budget and what to lower; exit 2; the store holding trials unchanged; no trial run."""
+    shutil.copytree(populated / OUTPUT_DIR, tmp_path / OUTPUT_DIR,
+                    ignore=shutil.ignore_patterns("runs", "logs", "reports"))
+    _small_gsm8k(tmp_path)
+    before = _digest(tmp_path)
+    args = ["run", "--task", "gsm8k", "--model", "embedded:smollm2", "--variant", "lora-ga",
+            "--lrs", "1e-3", "--launcher", "local", "--workers", "2", "--set", "task.data_dir=d",
+            "--set", "task.validation_size=2"]
+    proc = subprocess.run([sys.executable, "-m", "lorasweep", *args], cwd=tmp_path,
+                          env={**_env(), "LORASWEEP_MEMORY_LIMIT": "2GiB"}, capture_output=True,
+                          text=True, timeout=300, stdin=subprocess.DEVNULL)
+    detail = f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 2 and len(errors) == 1, detail
+    assert "Traceback" not in proc.stderr + proc.stdout, detail
+    for word in ("a trial of lora-ga", "on gsm8k needs about", "each worker has 1.0 GiB",
+                 "LORASWEEP_MEMORY_LIMIT / 2 workers", "--max-length (now 1024)", "--grad-accum",
+                 "--workers", "--try"):
+        assert word in errors[0], f"{word!r} missing in: {errors[0]}"
+    assert _digest(tmp_path) == before, "the store's bytes changed"
+    assert not (tmp_path / RUNS_DIR).exists(), "a trial ran"
