@@ -102,3 +102,33 @@ def test_the_study_gsm8k_budget_is_refused_in_one_line_naming_what_to_lower(monk
         assert setting in line
     monkeypatch.setenv(OFF_ENV, "off")
     check_memory(spec)  # the override
+
+
+@pytest.mark.gpu
+def test_on_cuda_each_worker_has_the_gpus_free_memory_and_a_real_step_fits_the_estimate(minilm):
+    """The GPU path (``python benchmarks/gpu_check.py`` runs it): the budget is the GPU's free
+    memory, and one real bf16 step of MiniLM at 16 x 128 allocates no more than estimated."""
+    import torch
+
+    from lorasweep.sweep.memory import worker_memory
+    from lorasweep.tasks import find_task
+    from lorasweep.train.model import load_model
+    from lorasweep.variants import apply_variant, get_variant
+
+    have, whose = worker_memory(SweepSpec(launcher="inline"), "cuda", "cuda:0")
+    assert 0 < have <= torch.cuda.mem_get_info(0)[1] and "free on the GPU" in whose
+    loaded = load_model("embedded:minilm", find_task("sentiment"), 0, device_type="cuda")
+    model = apply_variant(loaded.model, "lora", rank=8, modules_to_save=loaded.heads).cuda()
+    optimizer = torch.optim.AdamW([p for g in get_variant(model).param_groups(1e-4) for p in g["params"]])
+    ids = torch.randint(0, model.config.vocab_size, (16, 128), device="cuda")
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    model.train()
+    model(input_ids=ids, attention_mask=torch.ones_like(ids),
+          labels=torch.zeros(16, dtype=torch.long, device="cuda")).loss.backward()
+    optimizer.step()
+    step = torch.cuda.max_memory_allocated() - before
+    need = trial_memory(minilm, VariantSpec("lora"), TrainConfig(batch_size=16, max_length=128),
+                        device_type="cuda")
+    assert step <= need.activations + need.adapter, (step / 2**20, need)
