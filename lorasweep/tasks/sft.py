@@ -188,13 +188,24 @@ class SftTask(GenerationTask):
             raise TaskError("the loss of a diverged trial needs the model's vocabulary size")
         return math.log(vocab_size)
 
+    def extra_metrics(self, validation: float, test: float) -> dict[str, float]:
+        """What a trial records beside the metric: for the loss, the perplexity (its exp)."""
+        if self.metric != "loss":
+            return {}
+        return {f"{split}_perplexity": math.exp(min(value, 700.0)) if math.isfinite(value)
+                else math.nan for split, value in (("validation", validation), ("test", test))}
+
     # ------------------------------------------------------------------ data
 
     def bind_model(self, path: str, gguf: str | None, max_length: int) -> None:
         """The tokenizer (a folder or hub id, and a GGUF file) and max length the sweep trains
         with, unless the options name them: the rows are rendered and cut with them."""
         if self.options.tokenizer is None:
-            self.options.tokenizer, self.options.gguf_file = path, gguf
+            from pathlib import Path
+
+            local = Path(path).expanduser()  # a folder: absolute, for workers anywhere
+            self.options.tokenizer = str(local.resolve()) if local.exists() else path
+            self.options.gguf_file = gguf
         if self.options.max_length is None:
             self.options.max_length = max_length
 

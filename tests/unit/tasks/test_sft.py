@@ -74,6 +74,9 @@ def test_the_objective_follows_the_metric():
     assert (em.metric_name, em.direction) == ("exact_match", "maximize")
     assert loss.diverged_score(49152) == pytest.approx(math.log(49152))  # a uniform predictor
     assert em.diverged_score(49152) == 0.0
+    assert loss.extra_metrics(2.0, 1.5) == pytest.approx(
+        {"validation_perplexity": math.exp(2.0), "test_perplexity": math.exp(1.5)})
+    assert em.extra_metrics(0.5, 0.5) == {}
 
 
 def test_alpaca_prompt_completion_and_messages_train_on_identical_tokens(tmp_path,
@@ -155,14 +158,20 @@ def test_fields_map_columns_and_system_adds_a_turn(tmp_path, char_dir):
 
 
 def test_a_template_that_rewrites_earlier_turns_names_the_turn_and_the_fix(tmp_path):
-    tokenizer = _char_tokenizer()  # numbers every turn by the conversation's length: not prefix-stable
-    tokenizer.chat_template = ("{% for m in messages %}{{ messages|length }}{{ m['role'] }}:"
-                               "{{ m['content'] }}\n{% endfor %}"
+    tokenizer = _char_tokenizer()  # earlier answers rewritten: not prefix-stable
+    tokenizer.chat_template = ("{% for m in messages %}{% if m['role'] == 'assistant' and not loop.last %}"
+                               "{{ m['role'] }}: (earlier)\n{% else %}{{ m['role'] }}:"
+                               "{{ m['content'] }}\n{% endif %}{% endfor %}"
                                "{% if add_generation_prompt %}assistant:{% endif %}")
     tokenizer.save_pretrained(tmp_path / "tok")
     path = _jsonl(tmp_path / "m.jsonl", _chats(20))
-    with pytest.raises(TaskError, match=r"rewrites earlier turns \(turn 3\); use task.loss_on=last"):
+    with pytest.raises(TaskError, match=r"rewrites earlier turns \(turn 5\); use task.loss_on=last"):
         _task(path, tmp_path / "tok", loss_on="assistant").load()
+    task = _task(path, tmp_path / "tok", loss_on="last")  # the fix the line gives
+    row = task.load().train[0]
+    ids, labels = render(task.tokenizer, row, "chat", "last")
+    assert task.tokenizer.decode([t for t, lab in zip(ids, labels, strict=True)
+                                  if lab != -100]) == "6\n"
 
 
 def test_rows_whose_answer_max_length_cuts_away_are_dropped_or_refused(tmp_path, char_dir):
