@@ -347,8 +347,11 @@ class SftTask(GenerationTask):
 
     def collate(self, tokenizer: Any, examples: list[dict[str, Any]], max_length: int) -> dict:
         """Rendered rows, cut at ``max_length`` (keeping their start), right-padded; labels
-        -100 outside the learned spans and on padding."""
+        -100 outside the learned spans and on padding. The max length the rows were checked
+        with (recorded by the sweep) wins: no row kept by :meth:`load` loses its answer here."""
         import torch
+
+        max_length = self.options.max_length or max_length
 
         rows = [render(tokenizer, e, self.options.prompt, self.options.loss_on,
                        e.get("number", 0)) for e in examples]
