@@ -49,6 +49,7 @@ def tasks(
     task: Annotated[str | None, typer.Option("--task", "-t", help="With --check: the task key (or module:Class).")] = None,
     dataset: Annotated[str | None, typer.Option("--dataset", metavar="FILE|FOLDER|HUB_ID", help="With --check: the same as --set task.dataset=...")] = None,
     show: Annotated[int, typer.Option("--show", help="With --check: how many training rows to show.")] = 2,
+    model: Annotated[str | None, typer.Option("--model", help="With --check: the model whose tokenizer renders the rows (sft; default: the task's).")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", metavar="task.KEY=VALUE", help="With --check: task options, as for `lorasweep run`.")] = None,
 ) -> None:
     """List the tasks: key, metric, default model, one-line summary (installed plugins too; a
@@ -62,16 +63,25 @@ def tasks(
     from ..sweep.spec import apply_overrides
     from ..tasks import TaskError, get_task
     from ..tasks.preview import preview_lines
+    from ..train.model import ModelError
 
     try:
         if task is None:
             raise ConfigError("tasks --check needs --task KEY (see `lorasweep tasks`)")
-        options = dict(apply_overrides({}, set_ or []).get("task_options") or {})
+        overrides = apply_overrides({}, set_ or [])
+        options = dict(overrides.get("task_options") or {})
         if dataset is not None:
             options["dataset"] = dataset
         checked = get_task(task, **options)
+        bind = getattr(checked, "bind_model", None)  # a task that renders with the model (sft)
+        if bind is not None:
+            from ..train.model import resolve_model
+
+            train = overrides.get("train") or {}
+            bind(*resolve_model(model or checked.default_model),
+                 int(train.get("max_length") or checked.default_train.get("max_length", 256)))
         lines = preview_lines(checked, checked.load(), max(0, show))
-    except (ConfigError, TaskError) as err:
+    except (ConfigError, TaskError, ModelError) as err:
         fail(str(err))
     for line in lines:
         console.print(line, highlight=False, markup=False, soft_wrap=True)

@@ -128,7 +128,7 @@ def check_registries(spec: SweepSpec) -> SweepSpec:
     from pathlib import Path
 
     from ..tasks import HubDataError, TaskError, expand_tasks, get_task
-    from ..train.model import ModelError, ModelOptions, check_model
+    from ..train.model import ModelError, ModelOptions, check_model, resolve_model
     from ..train.trackers import check_trackers
     from .search import SearchError, check_window, lattice, parse_options, schedule
     from .store import StorageError, check_storage
@@ -153,6 +153,9 @@ def check_registries(spec: SweepSpec) -> SweepSpec:
             except HubDataError as err:
                 raise TaskError(str(err) + offline_model_hint(spec, task)) from None
             if checked.records_data:  # the user's data: what it resolved to goes in the study
+                bind = getattr(checked, "bind_model", None)  # a task that renders with the model
+                if bind is not None:
+                    bind(*resolve_model(spec.model), train_for(spec, task).max_length)
                 checked.load()
                 spec.task_options = {**spec.task_options, **checked.recorded_options()}
         check_model(spec.model)

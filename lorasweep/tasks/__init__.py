@@ -7,6 +7,7 @@ from . import (  # noqa: F401  (importing a task module registers its tasks)
     humaneval,
     image,  # the seven image-classification tasks
     sentiment,
+    sft,  # the user's own instruction / chat data
     text_classification,  # the user's own data
 )
 from .base import (

@@ -36,6 +36,8 @@ from .base import Task, TaskError, TaskOptions
 __all__ = [
     "ALPACA_PROMPT",
     "GenerationOptions",
+    "TemplateRewrites",
+    "chat_segments",
     "GenerationTask",
     "hub_rows",
     "hub_usable",
@@ -152,10 +154,11 @@ class GenerationTask(Task):
             return prompt, tokenizer(self.alpaca_gap + answer,
                                      add_special_tokens=False)["input_ids"] + eos
         turns = [{"role": "user", "content": query}, {"role": "assistant", "content": answer}]
-        full = tokenizer.apply_chat_template(turns, tokenize=False)
-        if full.startswith(text):  # the template's own end-of-turn tokens follow the answer
-            return prompt, tokenizer(full[len(text):], add_special_tokens=False)["input_ids"]
-        return prompt, tokenizer(answer, add_special_tokens=False)["input_ids"] + eos
+        try:  # the template's own end-of-turn tokens follow the answer
+            (_, (tail, _)) = chat_segments(tokenizer, turns, [1])
+        except TemplateRewrites:
+            return prompt, tokenizer(answer, add_special_tokens=False)["input_ids"] + eos
+        return prompt, tokenizer(tail, add_special_tokens=False)["input_ids"]
 
     @staticmethod
     def pad_id(tokenizer: Any) -> int:
@@ -223,6 +226,37 @@ class GenerationTask(Task):
         batch_size = self.options.eval_batch_size or batch_size
         texts = self.generate(model, tokenizer, examples, batch_size, max_length, autocast)
         return self.score(examples, texts)
+
+
+class TemplateRewrites(TaskError):
+    """A chat template whose rendering of a conversation's first turns is not a prefix of its
+    rendering of more turns (it rewrites earlier turns): ``turn`` is the 1-based turn."""
+
+    def __init__(self, turn: int):
+        super().__init__(f"the chat template rewrites earlier turns (turn {turn})")
+        self.turn = turn
+
+
+def chat_segments(tokenizer: Any, turns: list[dict[str, str]],
+                  answers: list[int]) -> list[tuple[str, int | None]]:
+    """The chat template's rendering of ``turns``, cut into ``(text, turn)`` pieces by prefix
+    rendering: for each assistant turn ``i`` of ``answers`` (0-based, in order), the text up to
+    ``turns[:i]`` with the generation prompt (``turn`` None), then what rendering ``turns[i]``
+    adds (its content and the template's end of turn; ``turn`` i). The pieces join into the
+    rendering of ``turns[:answers[-1] + 1]``. No ``{% generation %}`` tags are needed; a template
+    for which a rendering is not a prefix of the next raises :class:`TemplateRewrites`."""
+    render = tokenizer.apply_chat_template
+    pieces: list[tuple[str, int | None]] = []
+    done = ""
+    for i in answers:
+        clean = [{"role": t["role"], "content": t["content"]} for t in turns[: i + 1]]
+        head = render(clean[:i], tokenize=False, add_generation_prompt=True)
+        full = render(clean, tokenize=False)
+        if not head.startswith(done) or not full.startswith(head):
+            raise TemplateRewrites(i + 1)
+        pieces += [(head[len(done):], None), (full[len(head):], i)]
+        done = full
+    return pieces
 
 
 def _as_list(value: Any) -> list:

@@ -41,7 +41,12 @@ def preview_lines(task: Task, data: TaskData, show: int = 2) -> list[str]:
             counts = Counter(labels)
             lines.append(f"labels in {name}: " + ", ".join(
                 f"{_label_name(task, k)}: {counts[k]}" for k in sorted(counts, key=str)))
+    lines += getattr(task, "preview_notes", list)()
+    show_row = getattr(task, "show_row", None)  # a task that renders its rows (sft): as tokens
     for i, row in enumerate(data.train[:show], 1):
+        if show_row is not None:
+            lines.append(f"train row {i}: {show_row(row)}")
+            continue
         fields = [f"{k}={_short(v)!r}" for k, v in row.items() if k != "label"]
         if "label" in row:
             fields.append(f"label (learned)={_label_name(task, row['label'])}")
