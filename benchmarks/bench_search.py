@@ -8,8 +8,9 @@
     python benchmarks/bench_search.py --synthetic --variants lora,loraplus --reps 1  # seconds
 
 The issue's full run (8 variants x (the 10-LR fine grid at 100 steps + adaptive + TPE + transfer)
-x 3 repetitions) is at most about 34,000 training steps (the searches' budgets) in some 700 trials. On a GPU machine, one
-prepared command (the same command again continues it; ``--gpu`` stops at once without CUDA):
+x 3 repetitions) is at most about 34,000 training steps (the searches' budgets) in some 700
+trials. On a GPU machine, one prepared command (the same command again continues it; ``--gpu``
+stops at once without CUDA):
 
     python benchmarks/bench_search.py --gpu --store bench.db --json bench.json \
         --variants lora,loraplus,adalora,dora,hira,lora-ga,delora,melora --max-minutes 50

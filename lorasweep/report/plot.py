@@ -28,7 +28,8 @@ from .collect import VariantSummary
 from .select import chance_level
 from .transfer import search_label, transfer_index, window_marks
 
-__all__ = ["PREDICTED_LABEL", "PRUNED_LABEL", "WINDOW_LABEL", "build_figure", "chance_level", "grid_shape", "plot_curves", "variant_styles"]
+__all__ = ["PREDICTED_LABEL", "PRUNED_LABEL", "WINDOW_LABEL", "build_figure", "chance_level",
+           "grid_shape", "plot_curves", "variant_styles"]
 
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h", "p", "*")
 _OFFSET_DECADES = 0.025  # between neighbouring variants, in decades of learning rate
