@@ -5,6 +5,28 @@
     python benchmarks/bench_search.py --variants lora,adalora --reps 1  # what fits a busy machine
     python benchmarks/bench_search.py --store grids.db --grid-only      # grids once; later runs
     python benchmarks/bench_search.py --store grids.db                  # with --store reuse them
+    python benchmarks/bench_search.py --synthetic --variants lora,loraplus --reps 1  # seconds
+
+The issue's full run (8 variants x (the 10-LR fine grid at 100 steps + adaptive + TPE + transfer)
+x 3 repetitions) is at most about 34,000 training steps (the searches' budgets) in some 700
+trials. On a GPU machine, one prepared command (the same command again continues it; ``--gpu``
+stops at once without CUDA):
+
+    python benchmarks/bench_search.py --gpu --store bench.db --json bench.json \
+        --variants lora,loraplus,adalora,dora,hira,lora-ga,delora,melora --max-minutes 50
+
+In pieces, on a small machine or several (same settings in every piece): ``--methods`` picks
+the methods (the grid, which every row is compared with, is run or reused whatever it says),
+``--variants`` and ``--first-rep``/``--reps`` the rest, ``--max-minutes`` ends a piece between
+two sweeps (exit code 3: something is left). With ``--store FILE`` every finished sweep is kept
+and reused, never run again: a grid runs once and serves every method and repetition, and an
+interrupted run continues where it stopped (a killed one loses at most its running trial, which
+is retried; a TPE study keeps its finished trials, and trial n's proposal depends only on the
+trials before it and the seed, so a resumed one proposes what an uninterrupted one would).
+Beside FILE live FILE-runs/ (run folders), FILE-tpe.db and FILE-transfer-REP.db; a piece ended
+by ``--max-minutes`` leaves only finished sweeps, so those files alone can move to another
+machine for the next piece. Each line starts with its method's progress (``[adaptive 3/24]``)
+and ends with how many trials it ran (or ``reused from the store``).
 
 Per variant and repetition (search seed = training seed ``rep``), on the embedded task (MiniLM +
 Rotten Tomatoes) at ``--steps`` per full trial over the fine grid ``--lrs`` (half-decades,
@@ -27,7 +49,7 @@ so every rung of a point reads that score). Per variant: hits (the chosen LR wit
 the table's best), regret (points below the best), steps (full trials / the table's grid), and
 how often the window extended or widened; the adaptive search's plan beside it.
 
-``--synthetic`` runs the same three methods through the same store and worker loop on
+``--synthetic`` runs the same methods through the same store and worker loop on
 ``lorasweep.sweep.synthetic.SyntheticCurve`` instead of training (peaks: lora and dora 1e-3,
 loraplus 1e-4, adalora 1e-2; seed noise; a collapse above each peak): seconds instead of hours.
 
@@ -50,6 +72,7 @@ import time
 from pathlib import Path
 
 FINE = "1e-5,3.16e-5,1e-4,3.16e-4,1e-3,3.16e-3,1e-2,3.16e-2,1e-1,3.16e-1"
+METHODS = ("grid", "adaptive", "tpe", "transfer")
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
@@ -67,17 +90,37 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--eval-every", type=int, default=0,
                    help="the grids also record validation every N steps (learning curves in the "
                         "store); the searches' trials do not pay for it")
-    p.add_argument("--no-tpe", action="store_true",
-                   help="skip TPE (its rows do not depend on the adaptive search's ranking)")
-    p.add_argument("--grid-only", action="store_true",
-                   help="only the grids (with --store: run them once, compare later)")
+    p.add_argument("--methods", default=",".join(METHODS),
+                   help="which methods to run, comma-separated (the grid, which every row is "
+                        "compared with, runs or is reused whatever this says)")
+    p.add_argument("--no-tpe", action="store_true", help="same as leaving tpe out of --methods")
+    p.add_argument("--grid-only", action="store_true", help="same as --methods grid")
     p.add_argument("--replay", action="store_true",
                    help="only the leave-one-out replay on the study's four tables (seconds)")
-    p.add_argument("--no-transfer", action="store_true", help="skip the transfer search")
+    p.add_argument("--no-transfer", action="store_true",
+                   help="same as leaving transfer out of --methods")
     p.add_argument("--store", type=Path, default=None,
-                   help="a SQLite file kept between runs: its finished sweeps are reused (a grid "
-                        "run once serves later runs); default: a temporary one")
-    return p.parse_args(argv)
+                   help="a SQLite file kept between runs: a finished sweep in it is reused, not "
+                        "run again (a grid run once serves every method and repetition), an "
+                        "unfinished one continues; beside it: FILE-runs/, FILE-tpe.db, "
+                        "FILE-transfer-REP.db (default: all in a temporary folder)")
+    p.add_argument("--max-minutes", type=float, default=None,
+                   help="start no new sweep after this many minutes (the first always runs); "
+                        "exits 3 when something is left: rerun the same command to continue")
+    p.add_argument("--gpu", action="store_true",
+                   help="require a CUDA device (stop at once without one, instead of training "
+                        "for hours on the CPU); every trial then trains on it")
+    args = p.parse_args(argv)
+    methods = args.methods.split(",")
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        p.error(f"--methods: unknown {', '.join(unknown)} (choose from {', '.join(METHODS)})")
+    drop = ({"tpe"} if args.no_tpe else set()) | ({"transfer"} if args.no_transfer else set())
+    args.methods = ["grid"] if args.grid_only else [m for m in METHODS
+                                                     if m in methods and m not in drop]
+    if args.gpu and args.synthetic:
+        p.error("--gpu trains; --synthetic trains nothing: give one of them")
+    return args
 
 
 PEAKS = (("lora", -3.0), ("dora", -3.0), ("loraplus", -4.0), ("adalora", -2.0))
@@ -103,19 +146,50 @@ def _sweep(name: str, variant: str | list[str], args, seeds: list[int], search: 
     variants = [variant] if isinstance(variant, str) else variant
     data = {"name": name, "model": args.model, "task": "sentiment", "variants": variants,
             "lrs": parse_floats(args.lrs), "seeds": seeds, "train": {"steps": args.steps,
-                      "eval_every": args.eval_every if search == "grid" else 0},
+                      "eval_every": args.eval_every if search == "grid" else 0,
+                      **({"device": "cuda"} if args.gpu else {})},
             "storage": storage, "search": search, "runs_dir": runs,
             "task_options": {"eval_limit": args.eval_limit} if args.eval_limit else {}}
     spec = check_spec(build_spec(data))
+    before = _done(spec)
     curve = _curve(args)
-    if curve is None:
+    if before is not None and before[1]:
+        pass  # finished in the store: reused, nothing loaded or run
+    elif curve is None:
         run_sweep(spec, checked=True)
     else:  # the real store and worker loop; the curve stands in for training
         syncs = sync_sweep(spec, open_storage(storage), storage)
         run_worker(storage, [s.study for s in syncs], trial_fn=curve, poll_s=0.05)
-    if isinstance(variant, str):
-        return _trials(spec)
-    return {v.key: _trials(spec, v) for v in spec.variants}
+    found = {v.key: _trials(spec, v) for v in spec.variants}
+    ran = sum(len(t) for t in found.values()) - (before[0] if before else 0)
+    return (found[variants[0]] if isinstance(variant, str) else found), ran
+
+
+def _done(spec) -> tuple[int, bool] | None:
+    """The sweep's completed trials in the store and whether it is finished (a grid: every point
+    complete; a search: its plan says so); None where the store or a study does not exist yet."""
+    import optuna
+
+    from lorasweep.sweep.store import open_storage, sqlite_path
+    from lorasweep.sweep.study import study_name
+
+    if not Path(sqlite_path(spec.storage)).exists():
+        return None
+    storage = open_storage(spec.storage, create=False)
+    names, done, finished = set(optuna.get_all_study_names(storage)), 0, True
+    for variant in spec.variants:
+        name = study_name(spec, variant)
+        if name not in names:
+            return None
+        study = optuna.load_study(study_name=name, storage=storage)
+        complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+        done += len(complete)
+        if spec.search == "grid":
+            points = {t.user_attrs.get("grid_point") for t in complete}
+            finished &= len(points) >= len(spec.lrs) * len(spec.seeds)
+        else:
+            finished &= bool((study.user_attrs.get("search_state") or {}).get("finished"))
+    return done, finished
 
 
 def _trials(spec, variant=None) -> list[dict]:
@@ -138,32 +212,56 @@ def _choose(trials: list[dict]) -> dict:
     return max(full, key=lambda t: (t["validation"], -t["lr"]))
 
 
-def _tpe(variant: str, args, seed: int, n_trials: int, runs: str) -> list[dict]:
-    """Optuna's TPE over log-LR, full-budget trials, run by the same trial function."""
+def _tpe(variant: str, args, seed: int, n_trials: int, runs: str, store: str
+         ) -> tuple[list[dict], int]:
+    """Optuna's TPE over log-LR, full-budget trials, run by the same trial function; its study
+    lives in ``store``, so a rerun keeps the finished trials and runs only the rest. Trial ``n``
+    is sampled by a TPE seeded with (``seed``, ``n``) from the trials before it, so a resumed
+    study proposes what an uninterrupted one would have (a trial cut off is marked failed)."""
     import optuna
+    from optuna.trial import TrialState
 
     from lorasweep.config import TrainConfig, TrialSpec, VariantSpec, parse_floats
-    from lorasweep.train.trial import run_trial
 
     lrs = parse_floats(args.lrs)
-    study = optuna.create_study(direction="maximize",
-                                sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=3))
-    out = []
-    for n in range(n_trials):
+    name = f"tpe-{variant}-{seed}-{args.steps}-{args.lrs}"
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name=name, storage=store, direction="maximize",
+                                load_if_exists=True)  # a plain Optuna study, not a sweep
+    for cut in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        study.tell(cut.number, state=TrialState.FAIL)
+    ran = 0
+    while True:
+        done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if len(done) >= n_trials:
+            break
+        n = len(done)
+        study.sampler = optuna.samplers.TPESampler(seed=seed * 1000 + n, n_startup_trials=3)
         trial = study.ask()
         lr = trial.suggest_float("lr", min(lrs), max(lrs), log=True)
-        spec = TrialSpec(sweep="tpe", study="tpe", storage="memory", trial_number=n,
+        spec = TrialSpec(sweep="tpe", study=name, storage="memory", trial_number=n,
                          model=args.model, task="sentiment",
                          task_options={"eval_limit": args.eval_limit} if args.eval_limit else {},
                          model_options={}, variant=VariantSpec(variant), lr=lr, seed=seed,
-                         train=TrainConfig(steps=args.steps, batch_size=32, max_length=64),
+                         train=TrainConfig(steps=args.steps, batch_size=32, max_length=64,
+                                           device="cuda" if args.gpu else "auto"),
                          run_dir=f"{runs}/tpe-{variant}-{seed}-{n}")
         curve = _curve(args)
-        result = curve(spec) if curve is not None else run_trial(spec)
+        if curve is not None:
+            result = curve(spec)
+        else:
+            from lorasweep.train.trial import run_trial
+
+            result = run_trial(spec)
+        for key in ("test_accuracy", "steps"):
+            trial.set_user_attr(key, result.metrics[key])
         study.tell(trial, result.value)
-        out.append({"lr": lr, "budget": 1.0, "validation": result.value,
-                    "test": result.metrics["test_accuracy"], "steps": result.metrics["steps"]})
-    return out
+        ran += 1
+    done = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)),
+                  key=lambda t: t.number)[:n_trials]
+    return [{"lr": t.params["lr"], "budget": 1.0, "validation": t.value,
+             "test": t.user_attrs["test_accuracy"], "steps": t.user_attrs["steps"]}
+            for t in done], ran
 
 
 def _steps(trials: list[dict]) -> int:
@@ -179,6 +277,31 @@ def _steps(trials: list[dict]) -> int:
     return total
 
 
+class _Progress:
+    """Per-method progress (``[adaptive 3/24]``) and the ``--max-minutes`` limit: a new sweep
+    starts only while under it (the first always does)."""
+
+    def __init__(self, args, variants: list[str], reps: list[int]):
+        per = {"grid": len(variants), "adaptive": len(variants) * len(reps),
+               "tpe": len(variants) * len(reps), "transfer": len(reps)}
+        self.total = {m: per[m] for m in ("grid", *args.methods)}
+        self.count = dict.fromkeys(self.total, 0)
+        self.limit = None if args.max_minutes is None else 60 * args.max_minutes
+        self.started, self.ran, self.stopped = time.perf_counter(), 0, False
+
+    def go(self) -> bool:
+        """May the next unit (a sweep, a TPE study) run? False once past the limit; a unit
+        already finished in the store is reused whatever the limit."""
+        if self.limit is not None and self.ran and time.perf_counter() - self.started > self.limit:
+            self.stopped = True
+        return not self.stopped
+
+    def tag(self, method: str) -> str:
+        self.count[method] += 1
+        width = len(str(self.total[method]))
+        return f"[{method} {self.count[method]:>{width}}/{self.total[method]}]"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _args(argv)
     if args.replay:
@@ -186,58 +309,101 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:
             args.json.write_text(json.dumps(rows, indent=2))
         return 0
+    if args.gpu:
+        import torch
+
+        if not torch.cuda.is_available():
+            print("error: --gpu: no CUDA device here (torch.cuda.is_available() is False); "
+                  "run without --gpu to train on the CPU", file=sys.stderr)
+            return 2
+        print(f"device: {torch.cuda.get_device_name(0)}", flush=True)
+    variants = args.variants.split(",")
+    reps = list(range(args.first_rep, args.reps))
+    progress = _Progress(args, variants, reps)
     rows, grids = [], {}
     with tempfile.TemporaryDirectory() as tmp:
         db = args.store.resolve() if args.store else Path(tmp) / "bench.db"
         storage, runs = f"sqlite:///{db}", f"{db.parent / db.stem}-runs"
-        for variant in args.variants.split(","):
-            started = time.perf_counter()
-            grid = _sweep(f"grid-{variant}", variant, args, [0], "grid", storage, runs)
-            grid_steps, grid_pick = _steps(grid), _choose(grid)
-            grids[variant] = grid
-            rows.append({"variant": variant, "method": "grid", "rep": 0, "steps": 1.0,
-                         "lr": grid_pick["lr"], "test": grid_pick["test"], "gap": 0.0,
-                         "seconds": time.perf_counter() - started})
-            _print(rows[-1])
-            for rep in range(args.first_rep, args.first_rep if args.grid_only else args.reps):
+        tpe_store = f"sqlite:///{db.parent / f'{db.stem}-tpe.db'}"
+        for variant in variants:
+            if not _grid(variant, args, storage, runs, grids, rows, progress):
+                break
+            for rep in reps:
+                if "adaptive" not in args.methods and "tpe" not in args.methods:
+                    break
+                if not progress.go():
+                    break
                 started = time.perf_counter()
-                adaptive = _sweep(f"adaptive-{variant}-{rep}", variant, args, [rep], "adaptive",
-                                  storage, runs)
+                adaptive, ran = _sweep(f"adaptive-{variant}-{rep}", variant, args, [rep],
+                                       "adaptive", storage, runs)
+                progress.ran += ran
                 pick, used = _choose(adaptive), _steps(adaptive)
-                rows.append({"variant": variant, "method": "adaptive", "rep": rep,
-                             "steps": used / grid_steps, "lr": pick["lr"], "test": pick["test"],
-                             "gap": grid_pick["test"] - pick["test"],
-                             "choice_gap": _choice_gap(grid, grid_pick, pick["lr"]),
-                             "seconds": time.perf_counter() - started})
-                _print(rows[-1])
-                if args.no_tpe:
+                grid, grid_pick = grids[variant], _choose(grids[variant])
+                if "adaptive" in args.methods:
+                    rows.append({"variant": variant, "method": "adaptive", "rep": rep,
+                                 "steps": used / _steps(grid), "lr": pick["lr"],
+                                 "test": pick["test"], "gap": grid_pick["test"] - pick["test"],
+                                 "choice_gap": _choice_gap(grid, grid_pick, pick["lr"]),
+                                 "seconds": time.perf_counter() - started, "ran": ran})
+                    _print(rows[-1], progress.tag("adaptive"))
+                if "tpe" not in args.methods or not progress.go():
                     continue
                 started = time.perf_counter()
-                tpe = _tpe(variant, args, rep, max(1, math.floor(used / args.steps)), runs)
+                tpe, ran = _tpe(variant, args, rep, max(1, math.floor(used / args.steps)), runs,
+                                tpe_store)
+                progress.ran += ran
                 pick = _choose(tpe)
                 rows.append({"variant": variant, "method": "tpe", "rep": rep,
-                             "steps": _steps(tpe) / grid_steps, "lr": pick["lr"],
+                             "steps": _steps(tpe) / _steps(grid), "lr": pick["lr"],
                              "test": pick["test"], "gap": grid_pick["test"] - pick["test"],
                              "choice_gap": _choice_gap(grid, grid_pick, pick["lr"]),
-                             "seconds": time.perf_counter() - started})
-                _print(rows[-1])
-        if not (args.no_transfer or args.grid_only):
-            for rep in range(args.first_rep, args.reps):
-                rows += _transfer_rows(args, rep, grids, db, runs)
+                             "seconds": time.perf_counter() - started, "ran": ran})
+                _print(rows[-1], progress.tag("tpe"))
+        if "transfer" in args.methods and not progress.stopped:
+            for rep in reps:
+                if not progress.go():
+                    break
+                rows += _transfer_rows(args, rep, grids, db, runs, progress)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
+    if progress.stopped:
+        left = {m: progress.total[m] - progress.count[m] for m in progress.total}
+        print("stopped at --max-minutes: left " + ", ".join(f"{m} {n}" for m, n in left.items()
+                                                           if n) + "; rerun the same command "
+              "to continue (finished sweeps are reused from --store)", flush=True)
+        return 3
     return 0
 
 
-def _transfer_rows(args, rep: int, grids: dict[str, list[dict]], db: Path, runs: str) -> list[dict]:
+def _grid(variant: str, args, storage: str, runs: str, grids: dict, rows: list,
+          progress: _Progress) -> bool:
+    """The variant's fine grid (seed 0), run once and shared by every method and repetition."""
+    if not progress.go():
+        return False
+    started = time.perf_counter()
+    grid, ran = _sweep(f"grid-{variant}", variant, args, [0], "grid", storage, runs)
+    progress.ran += ran
+    grids[variant] = grid
+    pick = _choose(grid)
+    rows.append({"variant": variant, "method": "grid", "rep": 0, "steps": 1.0, "lr": pick["lr"],
+                 "test": pick["test"], "gap": 0.0, "seconds": time.perf_counter() - started,
+                 "ran": ran})
+    _print(rows[-1], progress.tag("grid"))
+    return True
+
+
+def _transfer_rows(args, rep: int, grids: dict[str, list[dict]], db: Path, runs: str,
+                   progress: _Progress) -> list[dict]:
     """One transfer sweep of every variant (LoRA first), in a store of its own."""
     variants = args.variants.split(",")
     if "lora" not in variants:
         variants = ["lora", *variants]
     started = time.perf_counter()
     store = f"sqlite:///{db.parent / f'{db.stem}-transfer-{rep}.db'}"
-    found = _sweep(f"transfer-{rep}", variants, args, [rep], "transfer", store, runs)
+    found, ran = _sweep(f"transfer-{rep}", variants, args, [rep], "transfer", store, runs)
+    progress.ran += ran
     seconds, rows, used, total = time.perf_counter() - started, [], 0, 0
+    tag = progress.tag("transfer")
     for variant, trials in found.items():
         grid = grids.get(variant)
         pick, steps = _choose(trials), _steps(trials)
@@ -249,8 +415,9 @@ def _transfer_rows(args, rep: int, grids: dict[str, list[dict]], db: Path, runs:
         rows.append({"variant": variant, "method": "transfer", "rep": rep,
                      "steps": steps / _steps(grid), "lr": pick["lr"], "test": pick["test"],
                      "gap": grid_pick["test"] - pick["test"],
-                     "choice_gap": _choice_gap(grid, grid_pick, pick["lr"]), "seconds": seconds})
-        _print(rows[-1])
+                     "choice_gap": _choice_gap(grid, grid_pick, pick["lr"]), "seconds": seconds,
+                     "ran": ran})
+        _print(rows[-1], tag)
     gaps = [r["choice_gap"] for r in rows]
     hits = sum(g is not None and g <= 0.01 for g in gaps)
     print(f"transfer rep {rep}: {used} steps for {len(found)} variants, LoRA's search included = "
@@ -330,13 +497,14 @@ def _choice_gap(grid: list[dict], grid_pick: dict, lr: float) -> float | None:
     return grid_pick["test"] - same[0]["test"] if same else None
 
 
-def _print(row: dict) -> None:
+def _print(row: dict, tag: str) -> None:
     choice = row.get("choice_gap")
     shown = "" if "choice_gap" not in row else (
         "  choice gap  off grid" if choice is None else f"  choice gap {100 * choice:+.1f} pt")
-    print(f"{row['variant']:<10} {row['method']:<9} rep {row['rep']}  steps/grid {row['steps']:.2f}  "
-          f"lr {row['lr']:.3g}  test {100 * row['test']:.1f}  gap {100 * row['gap']:+.1f} pt"
-          f"{shown}  ({row['seconds']:.0f} s)", flush=True)
+    how = "reused from the store" if not row["ran"] else f"{row['ran']} trials run"
+    print(f"{tag} {row['variant']:<10} {row['method']:<9} rep {row['rep']}  steps/grid "
+          f"{row['steps']:.2f}  lr {row['lr']:.3g}  test {100 * row['test']:.1f}  gap "
+          f"{100 * row['gap']:+.1f} pt{shown}  ({how}, {row['seconds']:.0f} s)", flush=True)
 
 
 if __name__ == "__main__":

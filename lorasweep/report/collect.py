@@ -49,6 +49,7 @@ def collect_rows(storage_url: str | None, sweep: str | None = None) -> list[dict
                 **_scores(u, t.value),
                 "diverged": bool(u.get("diverged", False)),
                 "pruner": s.get("pruner"),
+                "search": s.get("search") or "grid",  # the sweep's: grid, adaptive, transfer
                 "steps": u.get("steps"), "train_time_s": u.get("train_time_s"),
                 "wall_time_s": u.get("wall_time_s"), "peak_memory_mb": u.get("peak_memory_mb"),
                 "base": u.get("base"),  # the frozen base's storage: quantize, bits, bytes

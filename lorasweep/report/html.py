@@ -4,7 +4,10 @@ Per task: the learning-rate curves of every variant (log x, mean line, ±std ban
 diverged points marked ✕, pruned trials an open triangle at the validation score where they
 were stopped, the selected learning rate starred, values on hover) with the study's
 curves in a second panel where the study has the task's family; the table of tuned results; the
-training-loss curve of every trial; the cost of each variant relative to LoRA. At the end, every
+training-loss curve of every trial; the cost of each variant relative to LoRA. A search's rungs
+are dotted, named by the sweep's search; for a transfer search, each variant's window is shaded
+(its points open squares), its predicted LR an open diamond, and a table says what the search
+trusted (:func:`.transfer.transfer_rows`, the terminal's and report.md's data). At the end, every
 trial's provenance (resolved config, versions, host, device, run folder).
 """
 
@@ -31,6 +34,14 @@ from ._format import (
 )
 from .reference import compare, study_curves
 from .select import SELECTION_RULE, VariantSummary, band_rule
+from .transfer import (
+    TRANSFER_HEADERS,
+    TRANSFER_TITLE,
+    search_label,
+    transfer_cells,
+    transfer_index,
+    window_marks,
+)
 
 __all__ = ["write_html"]
 
@@ -58,7 +69,8 @@ def _colors(summaries: list[VariantSummary]) -> dict[str, str]:
     return {t: _COLORS[i % len(_COLORS)] for i, t in enumerate(tags)}
 
 
-def _curves_figure(group: list[VariantSummary], colors: dict[str, str]):
+def _curves_figure(group: list[VariantSummary], colors: dict[str, str],
+                   marks_of: dict[tuple[str, str, str, str], dict[str, Any]] | None = None):
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
@@ -66,9 +78,10 @@ def _curves_figure(group: list[VariantSummary], colors: dict[str, str]):
     swept = {s.variant for s in group}
     ref_variants = [v for v in ref.curves if v in swept] if ref else []
     cols = 2 if ref_variants else 1
+    searched = [s for s in group if s.rungs]
     titles = ["here: test score (mean ± std over seeds)"
-              + ("; dotted: validation at a rung" if any(s.rungs for s in group) else "")] + ([f"the study: {ref.caption}"]
-                                                             if cols == 2 else [])
+              + (f"; dotted: validation at a rung of the {search_label(searched[0].search)}"
+                 if searched else "")] + ([f"the study: {ref.caption}"] if cols == 2 else [])
     fig = make_subplots(rows=1, cols=cols, subplot_titles=titles, horizontal_spacing=0.08)
     for s in group:
         color = colors[s.variant_tag]
@@ -80,6 +93,8 @@ def _curves_figure(group: list[VariantSummary], colors: dict[str, str]):
                  "schedule" + ("<br>diverged" if c.diverged else "")
                  for lr, c in sorted(s.cells.items())]
         _rung_traces(fig, s, color)
+        _window_traces(fig, s, color,
+                       (marks_of or {}).get((s.sweep, s.task, s.model, s.variant_tag)))
         fig.add_trace(go.Scatter(x=lrs + lrs[::-1], y=[m + d for m, d in zip(mean, std, strict=False)]
                                  + [m - d for m, d in zip(mean[::-1], std[::-1], strict=False)],
                                  fill="toself", fillcolor=color, opacity=0.15, line={"width": 0},
@@ -147,7 +162,8 @@ def _rung_traces(fig, s: VariantSummary, color: str) -> None:
     for fraction, by_lr in sorted(s.rungs.items()):
         lrs = sorted(by_lr)
         hover = [f"{s.variant_tag}<br>lr {lr_text(lr)}<br>validation {by_lr[lr]:.4f}<br>"
-                 f"fidelity: {fraction:.0%} of the schedule (a rung of the adaptive search)"
+                 f"fidelity: {fraction:.0%} of the schedule (a rung of the "
+                 f"{search_label(s.search)})"
                  for lr in lrs]
         fig.add_trace(go.Scatter(x=lrs, y=[by_lr[lr] for lr in lrs], mode="lines+markers",
                                  name=f"{s.variant_tag} at {fraction:.0%} (validation)",
@@ -155,6 +171,53 @@ def _rung_traces(fig, s: VariantSummary, color: str) -> None:
                                  marker={"size": 5, "symbol": "circle-open"}, opacity=0.8,
                                  legendgroup=s.variant_tag, text=hover,
                                  hovertemplate="%{text}<extra></extra>"), row=1, col=1)
+
+
+def _window_traces(fig, s: VariantSummary, color: str, row: dict[str, Any] | None) -> None:
+    """A transfer variant's window (a shaded band and open squares on its first rung) and its
+    predicted LR (an open diamond on that curve): where the search started, what it trusted."""
+    import plotly.graph_objects as go
+
+    marks = window_marks(s.rungs, row)
+    if marks is None:
+        return
+    lo, hi = marks["window"]
+    fig.add_vrect(x0=lo / 10 ** 0.1, x1=hi * 10 ** 0.1, fillcolor=color, opacity=0.08,
+                  line_width=0, layer="below", row=1, col=1)
+    window = ", ".join(lr_text(lr) for lr in row["window"])
+    points = marks["points"]
+    fig.add_trace(go.Scatter(x=[lr for lr, _ in points], y=[y for _, y in points],
+                             mode="markers", name=f"{s.variant_tag} window probed first",
+                             marker={"symbol": "square-open", "size": 13, "color": color},
+                             legendgroup=s.variant_tag,
+                             text=[f"{s.variant_tag}<br>lr {lr_text(lr)}: in the window probed "
+                                   f"first ({window})" for lr, _ in points],
+                             hovertemplate="%{text}<extra></extra>"), row=1, col=1)
+    lr, score = marks["predicted"]
+    if score is None:
+        return
+    prior = row.get("prior_factor")
+    why = (f"LoRA's lr {lr_text(row['reference_lr'])} × prior shift x{prior:.2g}"
+           if prior is not None and row.get("reference_lr") is not None else "")
+    fig.add_trace(go.Scatter(x=[lr], y=[score], mode="markers",
+                             name=f"{s.variant_tag} predicted LR",
+                             marker={"symbol": "diamond-open", "size": 13, "color": color,
+                                     "line": {"width": 2}},
+                             legendgroup=s.variant_tag,
+                             text=[f"{s.variant_tag}<br>predicted lr {lr:.3g}<br>{why}"],
+                             hovertemplate="%{text}<extra></extra>"), row=1, col=1)
+
+
+def _transfer(rows: list[dict[str, Any]]) -> str:
+    """The transfer search's section: what each variant's search trusted (never a full grid)."""
+    if not rows:
+        return ""
+    return (f"<h3>{_e(TRANSFER_TITLE[0].upper() + TRANSFER_TITLE[1:])}</h3>"
+            '<p class="note">Each variant\'s first rung probed only the window around LoRA\'s '
+            "best learning rate times its prior shift (shaded on the curve, the prediction an "
+            "open diamond), then extended or widened as shown: this is a search, not a full "
+            "grid; learning rates outside the window ran only where the search walked.</p>"
+            + _table(TRANSFER_HEADERS, [transfer_cells(r) for r in rows], "transfer"))
 
 
 def _rung(r: dict[str, Any]) -> str:
@@ -256,10 +319,12 @@ def _provenance(rows: list[dict[str, Any]]) -> str:
 
 
 def write_html(summaries: list[VariantSummary], rows: list[dict[str, Any]], path: Path,
-               tolerance: float) -> Path:
+               tolerance: float, transfer: list[dict[str, Any]] | None = None) -> Path:
+    """``transfer``: :func:`.transfer.transfer_rows` (a section per task, marks on the curves)."""
     import plotly.offline
 
     colors = _colors(summaries)
+    marks_of = transfer_index(transfer)
     parts = ["<h1>Learning-rate sensitivity report</h1>",
              f'<p class="note">{_e(SELECTION_RULE)}.</p>']
     if not summaries:
@@ -269,7 +334,7 @@ def write_html(summaries: list[VariantSummary], rows: list[dict[str, Any]], path
         parts.append(f'<section class="task"><h2>{_e(f"{sweep}: {task} on {model}")}</h2>')
         parts.append(f'<p class="note">{_e(selection_note(group))} Pruner: '
                      f"{_e(', '.join(sorted({s.pruner or 'none' for s in group})))}.</p>")
-        fig = _curves_figure(group, colors)
+        fig = _curves_figure(group, colors, marks_of)
         parts.append(fig.to_html(full_html=False, include_plotlyjs=False,
                                  config={"displaylogo": False}))
         metric = group[0].metric
@@ -282,6 +347,8 @@ def write_html(summaries: list[VariantSummary], rows: list[dict[str, Any]], path
         parts += [f'<p class="note">{_e(s.variant_tag)}: {_e(s.remark)}</p>'
                   for s in group if s.remark]
         parts.append(_reference(group))
+        parts.append(_transfer([r for r in transfer or []
+                                if (r["sweep"], r["task"], r["model"]) == (sweep, task, model)]))
         task_rows = [r for r in rows if (r["sweep"], r["model"]) == (sweep, model)
                      and (r["task"] == task or task.startswith(f"{r.get('task_group')} "))]
         parts.append("<h3>Training loss per trial</h3>")

@@ -11,7 +11,10 @@ What makes the panels comparable at a glance:
   decade, centred on the true learning rate;
 * a diverged learning rate is an ``x``, each variant's best learning rate a star;
 * a pruned trial is an open downward triangle at the validation score its pruner judged (its
-  last report), so a learning rate the pruner stopped stays on the plot.
+  last report), so a learning rate the pruner stopped stays on the plot;
+* a search's first rung is a dashed line of validation scores, labelled by the sweep's search
+  (``adaptive search``, ``transfer search``); a transfer variant's window (the LRs its first
+  rung probed first) is a shaded band in its colour and its predicted LR a diamond on that line.
 """
 
 from __future__ import annotations
@@ -23,13 +26,17 @@ from typing import Any
 
 from .collect import VariantSummary
 from .select import chance_level
+from .transfer import search_label, transfer_index, window_marks
 
-__all__ = ["PRUNED_LABEL", "build_figure", "chance_level", "grid_shape", "plot_curves", "variant_styles"]
+__all__ = ["PREDICTED_LABEL", "PRUNED_LABEL", "WINDOW_LABEL", "build_figure", "chance_level",
+           "grid_shape", "plot_curves", "variant_styles"]
 
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h", "p", "*")
 _OFFSET_DECADES = 0.025  # between neighbouring variants, in decades of learning rate
 _BASELINE = "lora"
 PRUNED_LABEL = "pruned: validation when stopped"
+PREDICTED_LABEL = "transfer search: predicted LR"
+WINDOW_LABEL = "transfer search: window probed first"
 
 
 def grid_shape(panels: int, max_cols: int = 3) -> tuple[int, int]:
@@ -71,8 +78,9 @@ def _panels(summaries: list[VariantSummary]) -> dict[tuple[str, str, str], list[
     return grouped
 
 
-def build_figure(summaries: list[VariantSummary]):
-    """The matplotlib figure of ``summaries`` (one panel per sweep, task and model)."""
+def build_figure(summaries: list[VariantSummary], transfer: list[dict[str, Any]] | None = None):
+    """The matplotlib figure of ``summaries`` (one panel per sweep, task and model);
+    ``transfer``: :func:`.transfer.transfer_rows`, whose windows and predictions it marks."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -81,6 +89,7 @@ def build_figure(summaries: list[VariantSummary]):
     panels = _panels(summaries)
     styles = variant_styles(summaries)
     order = list(styles)
+    marks_of = transfer_index(transfer)
     rows, cols = grid_shape(len(panels))
     fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.9 * rows + 0.5), squeeze=False)
     for ax in axes.flat[len(panels):]:
@@ -107,16 +116,23 @@ def build_figure(summaries: list[VariantSummary]):
             if s.best_lr is not None:
                 ax.scatter([s.best_lr * shift], [s.peak], marker="*", s=170, color=style["color"],
                            edgecolors="white", linewidths=0.6, zorder=6)
-            if s.rungs:  # an adaptive search: its first rung saw every learning rate
+            if s.rungs:  # a search: its first rung (adaptive: every LR; transfer: the window on)
                 first = min(s.rungs)
                 seen = sorted(s.rungs[first])
                 ax.plot([lr * shift for lr in seen], [s.rungs[first][lr] for lr in seen],
                         color=style["color"], linestyle="--", linewidth=1.0, marker=".",
                         alpha=0.6)
-                rung_label = f"adaptive search: validation at {first:.0%}"
+                rung_label = f"{search_label(s.search)}: validation at {first:.0%}"
+            marks = window_marks(s.rungs, marks_of.get((sweep, task, model, s.variant_tag)))
+            if marks:
+                _mark_window(ax, marks, shift, style["color"])
         if any(s.rungs for s in group):
             ax.plot([], [], color="grey", linestyle="--", linewidth=1.0, marker=".",
                     label=rung_label)
+        if any(marks_of.get((sweep, task, model, s.variant_tag), {}).get("window") for s in group):
+            ax.fill_between([], [], color="grey", alpha=0.15, linewidth=0, label=WINDOW_LABEL)
+            ax.scatter([], [], marker="D", s=45, facecolors="none", edgecolors="grey",
+                       label=PREDICTED_LABEL)
         if any(s.pruned for s in group):
             ax.scatter([], [], marker="v", s=55, facecolors="none", edgecolors="grey",
                        linewidths=1.3, label=PRUNED_LABEL)
@@ -143,11 +159,23 @@ def build_figure(summaries: list[VariantSummary]):
     return fig
 
 
-def plot_curves(summaries: list[VariantSummary], path: str | Path) -> Path:
-    """Write ``curves.png``."""
+def _mark_window(ax, marks: dict[str, Any], shift: float, color: Any) -> None:
+    """A transfer variant's window (a band over its LRs) and predicted LR (a diamond)."""
+    lo, hi = marks["window"]
+    ax.axvspan(lo * shift / 10 ** 0.1, hi * shift * 10 ** 0.1, color=color, alpha=0.08, zorder=0,
+               gid="transfer-window")
+    lr, score = marks["predicted"]
+    if score is not None:
+        ax.scatter([lr * shift], [score], marker="D", s=45, facecolors="none", edgecolors=color,
+                   linewidths=1.4, zorder=6, gid="transfer-predicted")
+
+
+def plot_curves(summaries: list[VariantSummary], path: str | Path,
+                transfer: list[dict[str, Any]] | None = None) -> Path:
+    """Write ``curves.png`` (``transfer``: as :func:`build_figure` takes it)."""
     import matplotlib.pyplot as plt
 
-    fig = build_figure(summaries)
+    fig = build_figure(summaries, transfer)
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return Path(path)

@@ -102,7 +102,8 @@ def write_report(summaries: list[VariantSummary], rows: list[dict[str, Any]], ou
                  tolerance: float = BAND_TOLERANCE, transfer: list[dict[str, Any]] | None = None
                  ) -> dict[str, Path]:
     """report.md, report.html, results.csv, results.json and (with results) curves.png;
-    ``transfer``: :func:`.transfer.transfer_rows`, a section of report.md."""
+    ``transfer``: :func:`.transfer.transfer_rows`, a section of report.md and report.html, and
+    each transfer variant's window and prediction marked on the curves."""
     from .html import write_html
     from .markdown import markdown
     from .transfer import transfer_markdown
@@ -112,14 +113,14 @@ def write_report(summaries: list[VariantSummary], rows: list[dict[str, Any]], ou
     paths = {name: out / name for name in ("report.md", "report.html", "results.csv",
                                            "results.json", "curves.png")}
     if summaries:
-        plot_curves(summaries, paths["curves.png"])
+        plot_curves(summaries, paths["curves.png"], transfer)
     else:
         paths.pop("curves.png")
         (out / "curves.png").unlink(missing_ok=True)  # never leave an older sweep's plot
     paths["report.md"].write_text(markdown(summaries, rows, tolerance,
                                            image="curves.png" if summaries else None)
                                   + transfer_markdown(transfer or []))
-    write_html(summaries, rows, paths["report.html"], tolerance)
+    write_html(summaries, rows, paths["report.html"], tolerance, transfer)
     fields = [k for k in rows[0] if k not in _BULKY] if rows else ["study"]
     with paths["results.csv"].open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")

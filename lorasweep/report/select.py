@@ -88,6 +88,8 @@ class VariantSummary:
     #: Pruned full-budget trials: learning rate -> (step, validation score) of each where the
     #: pruner stopped it (its last report). Drawn in the plots; never in the cells.
     pruned: dict[float, list[tuple[int, float]]] = dataclasses.field(default_factory=dict)
+    #: The sweep's search: ``grid``, ``adaptive`` or ``transfer`` (the plots name it).
+    search: str = "grid"
 
     @property
     def band_decades(self) -> float | None:
@@ -193,8 +195,9 @@ def _group_averages(summaries: list[VariantSummary], rows: list[dict[str, Any]],
             selections = {m.selection for m in members}
             key = (sweep, f"{group} (avg of {len(tasks)})", model, members[0].variant, tag,
                    "average")
-            out.append(_summary(key, cells, tolerance, "/".join(sorted(selections)),
-                                members[0].pruner))
+            out.append(dataclasses.replace(
+                _summary(key, cells, tolerance, "/".join(sorted(selections)), members[0].pruner),
+                search=members[0].search))
     return out
 
 
@@ -221,8 +224,10 @@ def summarise(rows: list[dict[str, Any]],
     rungs: dict[tuple, dict[float, dict[float, list[float]]]] = defaultdict(
         lambda: defaultdict(lambda: defaultdict(list)))
     pruned: dict[tuple, dict[float, list]] = defaultdict(lambda: defaultdict(list))
+    searches: dict[tuple, str] = {}
     for r in rows:
         key = (r["sweep"], r["task"], r["model"], r["variant"], r["variant_tag"], r["metric"])
+        searches[key] = r.get("search") or "grid"
         if r.get("budget", 1.0) < 1.0:
             if r["state"] == "complete" and r["select_score"] is not None:
                 rungs[key][r["budget"]][r["lr"]].append(r["select_score"])
@@ -243,6 +248,7 @@ def summarise(rows: list[dict[str, Any]],
                              statistics.fmean(r["select_score"] for r in rs), scores)
         summary = _summary(key, cells, band_tolerance, *meta[key])
         summary.pruned = {lr: sorted(v) for lr, v in sorted(pruned[key].items())}
+        summary.search = searches[key]
         if key in rungs:
             summary.band = None
             summary.rungs = {f: {lr: statistics.fmean(v) for lr, v in sorted(by.items())}

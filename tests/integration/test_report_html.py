@@ -171,3 +171,82 @@ def test_an_adaptive_search_shows_its_rungs_in_chromium(adaptive_html, tmp_path)
     summaries = re.findall(r"<details><summary>(.*?)</summary>", page)
     assert len(summaries) == len(set(summaries)) == 27
     assert sum("30% of the schedule" in s for s in summaries) == 21
+
+
+# ------------------------------------------------------------- a transfer search's report
+
+_TRANSFER_PROBE = """<script>window.addEventListener("load", () => {
+  const gd = document.querySelector(".js-plotly-plot");
+  const out = {traces: gd.data.map(t => ({name: t.name, x: t.x || [], text: t.text || null})),
+               shapes: (gd.layout.shapes || []).map(s => ({x0: s.x0, x1: s.x1, xref: s.xref})),
+               titles: (gd.layout.annotations || []).map(a => a.text)};
+  const pre = document.createElement("pre"); pre.id = "probe";
+  pre.textContent = JSON.stringify(out); document.body.appendChild(pre);
+});</script>"""
+
+
+@pytest.fixture(scope="module")
+def transfer_html(tmp_path_factory) -> tuple[Path, dict]:
+    """A transfer sweep (LoRA, then LoRA+ whose prior x0.1 is a decade off, so its window
+    extends) on the synthetic curves, run by the real worker loop; reported as `report` does."""
+    from test_transfer_search import _spec, _sweep
+
+    from lorasweep.report.transfer import transfer_rows
+    from lorasweep.sweep.synthetic import SyntheticCurve
+
+    tmp = tmp_path_factory.mktemp("transfer-html")
+    url = f"sqlite:///{tmp / 's.db'}"
+    _sweep(_spec(tmp, url), SyntheticCurve(peaks=(("lora", -3.0), ("loraplus", -3.0))))
+    rows, transfer = collect_rows(url, "transfer"), transfer_rows(url, "transfer")
+    for r in rows:
+        r["loss_curve"] = [[s, 0.7 / (1 + s * r["lr"] * 50)] for s in range(1, 20, 4)]
+    page = write_report(summarise(rows), rows, tmp / "report", transfer=transfer)["report.html"]
+    (plus,) = [r for r in transfer if r["variant"] == "loraplus"]
+    return page, plus
+
+
+def test_a_transfer_search_shows_what_it_trusted_in_chromium(transfer_html, tmp_path):
+    """Drawn by Chromium: the section (per variant LoRA's LR, prior shift, predicted LR, window,
+    extended, chosen LR and its shift), titled as a search; on the curve, LoRA+'s window shaded
+    and its squares at the window's LRs, its prediction a diamond, the rungs named as the
+    transfer search's (never the adaptive's)."""
+    import html as html_lib
+    import json
+
+    from lorasweep.report.transfer import transfer_cells
+
+    page, plus = transfer_html
+    assert plus["extended"] and not plus["widened"] and len(plus["window"]) == 3
+    chromium = _chromium()
+    probed = tmp_path / "probed.html"
+    probed.write_text(page.read_text().replace("</body>", _TRANSFER_PROBE + "</body>"))
+    dom = _browser(chromium, tmp_path / "p4", "--dump-dom", probed.as_uri())
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    drawn = dom.stdout
+    found = re.search(r'<pre id="probe">(.*?)</pre>', drawn, re.S)
+    assert found, "the page's plots never ran"
+    plot = json.loads(html_lib.unescape(found.group(1)))
+    # the section: the same cells as the terminal's and report.md's, in a table of its own
+    assert "Transfer search: what it trusted (a search, not a full grid)" in drawn
+    table = re.search(r'<table class="transfer">(.*?)</table>', drawn, re.S).group(1)
+    cells = [html_lib.unescape(c) for c in re.findall(r"<td>(.*?)</td>", table)]
+    assert cells == transfer_cells(plus)
+    assert "extended" in cells and f"{plus['predicted_lr']:.3g}" in cells
+    assert "x0.1 (4 tables, 0 sweeps)" in cells  # the study's prior for LoRA+
+    # the curve: the rungs are the transfer search's
+    traces = {t.get("name"): t for t in plot["traces"]}
+    assert any("a rung of the transfer search" in t for t in plot["titles"])
+    assert not any("adaptive" in (h or "") for t in plot["traces"] for h in (t["text"] or []))
+    rung = traces["loraplus-r8-a16 at 30% (validation)"]
+    assert all("(a rung of the transfer search)" in h for h in rung["text"])
+    # LoRA+'s window and prediction on its first rung; LoRA, the reference, has neither
+    window = traces["loraplus-r8-a16 window probed first"]
+    assert window["x"] == pytest.approx(plus["window"])
+    assert set(plus["window"]) <= set(rung["x"]) and len(rung["x"]) > 3  # then extended
+    (predicted,) = traces["loraplus-r8-a16 predicted LR"]["x"]
+    assert predicted == pytest.approx(plus["predicted_lr"])
+    assert min(plus["window"]) <= predicted <= max(plus["window"])
+    assert "lora-r8-a16 predicted LR" not in traces
+    (band,) = plot["shapes"]
+    assert band["x0"] < min(plus["window"]) < max(plus["window"]) < band["x1"]
+    assert band["x1"] < 2 * max(plus["window"])  # the window alone, not its extensions

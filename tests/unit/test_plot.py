@@ -3,13 +3,21 @@ a chance line where the metric has one, identical curves still visible."""
 
 from __future__ import annotations
 
+import math
 import struct
 
 import matplotlib.colors as mcolors
 import pytest
 
 from lorasweep.report.collect import Cell, VariantSummary
-from lorasweep.report.plot import build_figure, chance_level, grid_shape, plot_curves
+from lorasweep.report.plot import (
+    PREDICTED_LABEL,
+    WINDOW_LABEL,
+    build_figure,
+    chance_level,
+    grid_shape,
+    plot_curves,
+)
 
 
 def _summary(task, tag, variant, scores, metric="accuracy", sweep="s"):
@@ -89,3 +97,56 @@ def test_png_is_a_grid_not_a_strip(summaries, tmp_path):
     assert head[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = struct.unpack(">II", head[16:24])
     assert 1500 <= width <= 2000 and 900 <= height <= 1200, (width, height)
+
+
+def _searched(tag, variant, search, window=None):
+    """A search's summary: its first rung (30%) over ``window`` or every LR, one full trial."""
+    lrs = window or [1e-5, 1e-4, 1e-3, 1e-2]
+    s = _summary("sentiment", tag, variant, {1e-3: 0.8})
+    s.band, s.search = None, search
+    s.rungs = {0.3: {lr: 0.6 + 0.05 * i for i, lr in enumerate(lrs)}, 1.0: {1e-3: 0.8}}
+    return s
+
+
+def _labels(fig) -> list[str]:
+    (legend,) = fig.legends
+    return [t.get_text() for t in legend.get_texts()]
+
+
+def test_a_searchs_rungs_are_labelled_by_its_search():
+    adaptive = build_figure([_searched("lora-r8-a16", "lora", "adaptive"),
+                             _searched("dora-r8-a16", "dora", "adaptive")])
+    labels = _labels(adaptive)
+    assert "adaptive search: validation at 30%" in labels
+    assert not any("transfer" in label for label in labels)
+
+
+def test_a_transfer_variant_shows_its_window_and_prediction():
+    """A transfer sweep: its rungs say so; LoRA+ (window 1e-4..1e-3, predicted 3e-4) gets a band
+    over its window and a diamond at its prediction on its first rung; LoRA (the reference,
+    without a window) gets neither."""
+    window = [1e-4, 3.16e-4, 1e-3]
+    summaries = [_searched("lora-r8-a16", "lora", "transfer"),
+                 _searched("loraplus-r8-a16", "loraplus", "transfer", window)]
+    row = {"sweep": "s", "task": "sentiment", "model": "embedded:minilm",
+           "variant_tag": "loraplus-r8-a16", "predicted_lr": 3e-4, "window": window}
+    fig = build_figure(summaries, [row])
+    labels = _labels(fig)
+    assert "transfer search: validation at 30%" in labels
+    assert not any(label.startswith("adaptive search") for label in labels)
+    assert PREDICTED_LABEL in labels and WINDOW_LABEL in labels
+    (ax,) = [a for a in fig.axes if a.get_visible()]
+    colour = next(mcolors.to_hex(c.lines[0].get_color()) for c in ax.containers
+                  if c.get_label() == "loraplus-r8-a16")
+    (band,) = [p for p in ax.patches if p.get_gid() == "transfer-window"]
+    xs = band.get_patch_transform().transform(band.get_path().vertices)[:, 0]  # data x
+    assert min(xs) < 1e-4 < 1e-3 < max(xs) and max(xs) < 3.16e-3  # the window, not beyond
+    assert mcolors.to_hex(band.get_facecolor()) == colour
+    (diamond,) = [c for c in ax.collections if c.get_gid() == "transfer-predicted"]
+    ((x, y),) = diamond.get_offsets()
+    shift = x / 3e-4  # the variant's small horizontal offset
+    # on the rung's dashed line, in log-LR between 1e-4 (0.6) and 3.16e-4 (0.65)
+    assert 0.9 < shift < 1.1 and y == pytest.approx(0.6 + 0.05 * math.log(3) / math.log(3.16))
+    assert mcolors.to_hex(diamond.get_edgecolor()[0]) == colour
+    # the reference's summary has no row: nothing marked in its colour
+    assert len([p for p in ax.patches if p.get_gid() == "transfer-window"]) == 1
