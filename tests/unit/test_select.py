@@ -58,7 +58,7 @@ def test_validation_is_test_follows_the_study_protocol(tmp_path):
     url = f"journal:{tmp_path / 's.journal'}"
     # the best over evaluations at 1e-3 was 0.80, though its final score was 0.65
     scores = {(1e-4, 0): (0.60, 0.60), (3e-4, 0): (0.70, 0.70), (1e-3, 0): (0.65, 0.65, 0.80)}
-    _fill(url, VariantSpec("lora"), scores, extra={"validation_is_test": True})
+    _fill(url, VariantSpec("lora"), scores, task="glue-rte", extra={"validation_is_test": True})
     rows = collect_rows(url)
     assert {r["selection"] for r in rows} == {"best-over-evaluations"}
     (s,) = summarise(rows)

@@ -126,6 +126,11 @@ def test_a_store_of_the_previous_layout_runs_and_resumes(tmp_path, with_model_op
     sync_sweep(dataclasses.replace(spec, storage=url), open_storage(url), url)  # a new run
     study = optuna.load_study(study_name=name, storage=open_storage(url))
     assert study.user_attrs[STORE_VERSION_ATTR] == STORE_VERSION
+    # the old layout recorded no objective: its trial read as maximize with the task's own
+    # diverged score; the new run records the study's (the same value), and nothing else moves
+    assert (old.direction, old.diverged_score) == ("maximize", None)
+    assert study.user_attrs["direction"] == "maximize" and study.user_attrs["worst_score"] == 0.0
+    old = dataclasses.replace(old, diverged_score=0.0)
     assert TrialSpec.from_dict(study.user_attrs[TEMPLATE_ATTR], **{
         f: getattr(old, f) for f in TrialSpec.TRIAL_FIELDS}) == old
     run_worker(url, [name], trial_fn=record)
