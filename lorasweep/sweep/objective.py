@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 from typing import Any
 
 from ..config import ConfigError
@@ -64,22 +65,72 @@ def objective_of(attrs: dict[str, Any]) -> Objective:
 
 def model_vocab_size(model: str, model_options: dict[str, Any] | None = None) -> int:
     """The vocabulary size in the model's config (read cheaply: no weights, no tokenizer)."""
-    from transformers import AutoConfig
-
     from ..train.model import ModelOptions, resolve_model
 
     options = ModelOptions.parse(model_options or {})
     path, gguf = resolve_model(model)
-    kwargs: dict[str, Any] = {"trust_remote_code": options.trust_remote_code}
-    if gguf:
-        kwargs["gguf_file"] = gguf
-    config = AutoConfig.from_pretrained(path, **kwargs)
-    text = config.get_text_config() if hasattr(config, "get_text_config") else config
-    size = getattr(text, "vocab_size", None)
+    size = _gguf_vocab_size(Path(path) / gguf) if gguf and Path(path, gguf).is_file() else None
+    if size is None:
+        from transformers import AutoConfig
+
+        kwargs: dict[str, Any] = {"trust_remote_code": options.trust_remote_code}
+        if gguf:
+            kwargs["gguf_file"] = gguf
+        config = AutoConfig.from_pretrained(path, **kwargs)
+        text = config.get_text_config() if hasattr(config, "get_text_config") else config
+        size = getattr(text, "vocab_size", None)
     if not isinstance(size, int) or size < 2:
         raise ConfigError(f"model {model!r} has no vocab_size in its config: a task that minimizes "
                          "a loss needs it for the score of a diverged trial (ln of the vocabulary)")
     return size
+
+
+_GGUF_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q",
+                 12: "d"}
+
+
+def _gguf_vocab_size(file: Path) -> int | None:
+    """``<arch>.vocab_size`` from a GGUF file's header (else the length of its token list),
+    read without parsing the rest: transformers' config reader decodes every token (seconds).
+    None when the header does not say (the caller asks transformers)."""
+    import struct
+
+    with open(file, "rb") as f:
+        def read(fmt: str) -> Any:
+            return struct.unpack("<" + fmt, f.read(struct.calcsize("<" + fmt)))[0]
+
+        def string() -> str:
+            return f.read(read("Q")).decode("utf-8", "replace")
+
+        def skip(kind: int) -> None:
+            if kind == 8:
+                f.seek(read("Q"), 1)
+            elif kind == 9:
+                inner, count = read("I"), read("Q")
+                if inner in _GGUF_SCALARS:
+                    f.seek(count * struct.calcsize(_GGUF_SCALARS[inner]), 1)
+                else:
+                    for _ in range(count):
+                        skip(inner)
+            else:
+                f.seek(struct.calcsize(_GGUF_SCALARS[kind]), 1)
+
+        if f.read(4) != b"GGUF" or read("I") < 2:
+            return None
+        read("Q")  # the tensor count
+        tokens = None
+        for _ in range(read("Q")):
+            key, kind = string(), read("I")
+            if key.endswith(".vocab_size") and kind in _GGUF_SCALARS:
+                return int(read(_GGUF_SCALARS[kind]))
+            if key == "tokenizer.ggml.tokens" and kind == 9:
+                inner, count = read("I"), read("Q")
+                tokens = count
+                for _ in range(count):
+                    skip(inner)
+                continue
+            skip(kind)
+        return tokens
 
 
 def study_objective(task: Any, model: str, model_options: dict[str, Any] | None = None
