@@ -23,7 +23,8 @@ of the budget; it records ``resumed_from_step`` from the step the point's previo
 
 With ``top < chance`` the curve is a loss to minimize (``metric``, say ``loss``): it falls from
 chance (the uniform predictor's loss, what a diverged run records) to ``top`` at the peak and
-rises again by the curvature; past the collapse it diverges at chance, as a real run does.
+rises again by the curvature; past the collapse it diverges and records the study's score for
+a diverged run (the trial spec's ``diverged_score``, ln of the vocabulary), as the loop does.
 """
 
 from __future__ import annotations
@@ -111,8 +112,8 @@ class SyntheticCurve:
         resumed = before if before <= last else 0
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.write_text(str(last))
-        if diverged and spec.diverged_score is not None:
-            value = spec.diverged_score  # the study's score for a diverged run, as the loop's
+        if diverged and self.minimize and getattr(spec, "diverged_score", None) is not None:
+            value = spec.diverged_score  # a loss: the study's score for a diverged run (ln V)
         metrics = {"final_loss": loss, "validation_loss": loss if budget < 1.0 else math.nan,
                    "recent_loss": loss, f"validation_{self.metric}": value,
                    f"test_{self.metric}": value if budget >= 1.0 else math.nan,

@@ -119,6 +119,15 @@ def test_a_store_of_the_previous_layout_runs_and_resumes(tmp_path, with_model_op
     assert old.train == spec.train and old.task_options == {"eval_limit": 16}
     assert old.model_options == spec.model_options and (old.lr, old.seed) == (1e-3, 0)
 
+    from lorasweep.report import collect_rows
+    from lorasweep.sweep.objective import objective_of
+
+    # a store that predates the recorded direction reads as maximize, its worst score kept
+    rows = collect_rows(url)
+    assert {r["direction"] for r in rows} == {"maximize"} and rows[0]["worst_score"] == 0.5
+    old_attrs = optuna.load_study(study_name=name, storage=open_storage(url)).user_attrs
+    assert "direction" not in old_attrs and objective_of(old_attrs).direction == "maximize"
+
     changed = dataclasses.replace(spec, train=TrainConfig(steps=6), storage=url)
     with pytest.raises(ConfigError, match=r"already ran with train.steps=5 \(now 6\)"):
         sync_sweep(changed, open_storage(url), url)  # the old layout's budget is read too
