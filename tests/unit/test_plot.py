@@ -89,3 +89,15 @@ def test_png_is_a_grid_not_a_strip(summaries, tmp_path):
     assert head[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = struct.unpack(">II", head[16:24])
     assert 1500 <= width <= 2000 and 900 <= height <= 1200, (width, height)
+
+
+def test_chance_of_a_task_on_your_data_comes_from_its_recorded_labels():
+    """text-classification's class knows no label count: the study's recorded labels give it;
+    a minimized loss's chance is the uniform predictor's (the recorded diverged score)."""
+    from lorasweep.tasks import make_task
+
+    assert chance_level("text-classification", "accuracy") is None
+    assert chance_level("text-classification", "accuracy", ["rotten", "fresh", "meh"]) == 1 / 3
+    assert chance_level("x", "loss", direction="minimize", worst=10.8) == 10.8
+    task = make_task("text-classification", dataset="reviews.csv", metric="macro_f1")
+    assert (task.metric_name, task.direction) == ("macro_f1", "maximize")  # the option's
