@@ -327,6 +327,11 @@ class TrialSpec:
     #: The class the task key resolved to when the study was made (``module:Class`` for a task
     #: from the user's package; blank for a built-in key): every worker imports the same class.
     task_class: str = ""
+    #: What the study optimizes, and what a diverged trial of it records (the study's, resolved
+    #: once from the task instance when the sweep was checked; None: the task's own, as specs
+    #: stored before a study recorded it read).
+    direction: str = "maximize"
+    diverged_score: float | None = None
 
     #: The fields each trial sets itself; the others are its study's, the same for every trial.
     TRIAL_FIELDS: ClassVar[tuple[str, ...]] = ("study", "storage", "trial_number", "lr", "seed",

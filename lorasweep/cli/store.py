@@ -157,10 +157,11 @@ def status(sweep: SweepOpt = None, storage: StorageOpt = None, as_json: JsonOpt 
                   if adaptive else None)
     counts = ("waiting", "running", *(("lost",) if any(s["lost"] for s in studies) else ()),
               "complete", "failed", "pruned")
-    for col in ("sweep", "task", "model", "variant", *counts):
+    for col in ("sweep", "task", "model", "variant", *counts, "best"):
         table.add_column(col, justify="right" if col in counts else "left")
     for s in studies:
-        table.add_row(*(plain(s[c]) for c in ("sweep", "task", "model", "variant", *counts)))
+        table.add_row(*(plain(s[c]) for c in ("sweep", "task", "model", "variant", *counts)),
+                      plain(_best_text(s)))
     console.print(table)
     running = [(s, t) for s in studies for t in s["running_trials"]]
     if running:
@@ -170,6 +171,17 @@ def status(sweep: SweepOpt = None, storage: StorageOpt = None, as_json: JsonOpt 
 
         console.print(jobs_table(jobs))
     _print_dashboard(storage)
+
+
+def _best_text(study: dict) -> str:
+    """``0.912 at lr=1e-3 (max validation_accuracy)``; ``-`` before a full-budget trial."""
+    from ..text import format_lr
+
+    if study["best_value"] is None:
+        return "-"
+    way = "min" if study["direction"] == "minimize" else "max"
+    return (f"{study['best_value']:.4g} at lr={format_lr(study['best_lr'])} "
+            f"({way} {study['objective']})")
 
 
 def _print_dashboard(storage: str | None) -> None:

@@ -6,11 +6,11 @@ from collections import defaultdict
 from typing import Any
 
 from ..text import format_lr
-from .select import VariantSummary
+from .select import VariantSummary, band_rule, delta_rule
 
 __all__ = ["RUNG_NOTE", "band_text", "by_task", "cell_text", "delta_text", "lr_text", "lrs_of",
-           "probed_lrs", "ratio_text", "selection_note", "short_names", "times", "tuned_text",
-           "unlisted_trials"]
+           "probed_lrs", "ratio_text", "rules_text", "selection_note", "selection_title",
+           "short_names", "times", "tuned_text", "unlisted_trials"]
 
 #: What a rung's cell (``0.52@30%``) and an adaptive search's band word mean, said once per table.
 RUNG_NOTE = ("score@F%: the validation score of a learning rate the adaptive search stopped at F% "
@@ -111,9 +111,35 @@ def selection_note(group: list[VariantSummary]) -> str:
     if kinds == {"validation"}:
         return ("Selected on validation: each variant's learning rate is the one with the best "
                 "mean validation score over seeds; its test score is reported.")
+    if _final(group):
+        return ("This task has no separate test split: each trial's validation score both "
+                "selects the learning rate and is reported. Read it as an upper bound.")
     return ("This task has no separate validation split (its validation split is the test set): "
             "as in the study, each trial's best score over its evaluations both selects the "
             "learning rate and is reported. Read it as an upper bound.")
+
+
+def selection_title(group: list[VariantSummary]) -> str:
+    """How the tuned results were chosen, in a title's words (the task's objective's)."""
+    kinds = {s.selection for s in group}
+    if kinds == {"validation"}:
+        return "selected on validation"
+    if _final(group):
+        return f"no separate test split: selected and reported on validation {group[0].metric}"
+    return "no separate validation split: best over evaluations"
+
+
+def _final(group: list[VariantSummary]) -> bool:
+    """Whether the group's objective is the validation score at the end (not the best over
+    evaluations, GLUE's protocol): known from the studies' recorded objective name."""
+    names = {s.objective for s in group}
+    return None not in names and not any(n.startswith("best_") for n in names)
+
+
+def rules_text(group: list[VariantSummary], tolerance: float) -> str:
+    """The band's rule and Δ's sign convention, in the group's direction."""
+    minimize = any(s.minimize for s in group)
+    return f"{band_rule(tolerance, minimize)}; {delta_rule(minimize)}"
 
 
 def unlisted_trials(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

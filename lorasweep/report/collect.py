@@ -33,6 +33,7 @@ def collect_rows(storage_url: str | None, sweep: str | None = None) -> list[dict
     storage = open_read(storage_url)
     for study in sweep_studies(storage, sweep):
         s = study.user_attrs
+        recorded = _recorded(s)
         trials = counted(study.get_trials(deepcopy=False))
         retried = live_points(trials)
         for t in trials:
@@ -50,6 +51,7 @@ def collect_rows(storage_url: str | None, sweep: str | None = None) -> list[dict
                 "diverged": bool(u.get("diverged", False)),
                 "pruner": s.get("pruner"),
                 "search": s.get("search") or "grid",  # the sweep's: grid, adaptive, transfer
+                **recorded,
                 "steps": u.get("steps"), "train_time_s": u.get("train_time_s"),
                 "wall_time_s": u.get("wall_time_s"), "peak_memory_mb": u.get("peak_memory_mb"),
                 "base": u.get("base"),  # the frozen base's storage: quantize, bits, bytes
@@ -66,6 +68,19 @@ def collect_rows(storage_url: str | None, sweep: str | None = None) -> list[dict
                 "budget": float(u.get("budget", 1.0)),
             })
     return rows
+
+
+def _recorded(attrs: dict[str, Any]) -> dict[str, Any]:
+    """What the study recorded of its objective: its direction and a diverged trial's score
+    (a store that predates them: maximize, 0), and its label list (a task on the user's data)."""
+    from ..sweep.objective import objective_of
+    from ..sweep.template import trial_template
+
+    objective = objective_of(attrs)
+    labels = (trial_template(attrs).get("task_options") or {}).get("labels")
+    return {"direction": objective.direction, "worst_score": objective.worst,
+            "objective": attrs.get("objective"),
+            "labels": labels if isinstance(labels, list) else None}
 
 
 def _pruned_at(trial: Any) -> dict[str, Any]:

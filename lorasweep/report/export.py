@@ -47,7 +47,8 @@ def _pick(summary: VariantSummary, rows: list[dict[str, Any]]) -> dict[str, Any]
                   (summary.sweep, summary.task, summary.model, summary.variant_tag)
                   and r["state"] == "complete" and r["lr"] == summary.best_lr and r.get("run_dir")
                   and (Path(r["run_dir"]) / "adapter" / _NATIVE[0]).is_file()]
-    return max(candidates, key=lambda r: (r["select_score"], -r["seed"]), default=None)
+    sign = -1.0 if summary.minimize else 1.0  # a loss: the lowest
+    return max(candidates, key=lambda r: (sign * r["select_score"], -r["seed"]), default=None)
 
 
 def _curve_png(summary: VariantSummary, path: Path) -> None:

@@ -27,13 +27,14 @@ from ._format import (
     delta_text,
     lr_text,
     ratio_text,
+    rules_text,
     selection_note,
     times,
     tuned_text,
     unlisted_trials,
 )
 from .reference import compare, study_curves
-from .select import SELECTION_RULE, VariantSummary, band_rule
+from .select import VariantSummary, selection_rule
 from .transfer import (
     TRANSFER_HEADERS,
     TRANSFER_TITLE,
@@ -326,7 +327,7 @@ def write_html(summaries: list[VariantSummary], rows: list[dict[str, Any]], path
     colors = _colors(summaries)
     marks_of = transfer_index(transfer)
     parts = ["<h1>Learning-rate sensitivity report</h1>",
-             f'<p class="note">{_e(SELECTION_RULE)}.</p>']
+             f'<p class="note">{_e(selection_rule(any(s.minimize for s in summaries)))}.</p>']
     if not summaries:
         parts.append(f"<p>No completed trials yet ({len(rows)} trials: failed, pruned or "
                      "unfinished; see below).</p>")
@@ -343,7 +344,7 @@ def write_html(summaries: list[VariantSummary], rows: list[dict[str, Any]], path
         parts.append(_table(["variant", "selected LR", f"test {metric}", "validation", "seeds",
                              f"good-LR band (within {tolerance:g} of the rise)", "LR / LoRA's",
                              "Δ vs tuned LoRA"], body, "tuned"))
-        parts.append(f'<p class="note">{_e(band_rule(tolerance))}.</p>')
+        parts.append(f'<p class="note">{_e(rules_text(group, tolerance))}.</p>')
         parts += [f'<p class="note">{_e(s.variant_tag)}: {_e(s.remark)}</p>'
                   for s in group if s.remark]
         parts.append(_reference(group))

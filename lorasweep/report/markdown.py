@@ -13,6 +13,7 @@ from ._format import (
     lr_text,
     probed_lrs,
     ratio_text,
+    rules_text,
     selection_note,
     short_names,
     times,
@@ -20,7 +21,7 @@ from ._format import (
     unlisted_trials,
 )
 from .reference import compare
-from .select import VariantSummary, band_rule
+from .select import VariantSummary
 
 __all__ = ["markdown", "reference_lines"]
 
@@ -91,7 +92,7 @@ def markdown(summaries: list[VariantSummary], rows: list[dict[str, Any]], tolera
         lines += ["", f"Validation {metric} (mean over seeds) per learning rate: what selects.", ""]
         lines += _lr_table(group, lrs, True, names)
         lines += ["", f"Tuned: test and validation {metric} at the selected learning rate; "
-                  f"{band_rule(tolerance)}.", "",
+                  f"{rules_text(group, tolerance)}.", "",
                   "| variant | best LR | test | val | seeds | good-LR band | LR/LoRA | Δ LoRA |",
                   "|---|---:|---:|---:|---:|---|---:|---:|"]
         for s in group:

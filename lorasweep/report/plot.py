@@ -136,7 +136,9 @@ def build_figure(summaries: list[VariantSummary], transfer: list[dict[str, Any]]
         if any(s.pruned for s in group):
             ax.scatter([], [], marker="v", s=55, facecolors="none", edgecolors="grey",
                        linewidths=1.3, label=PRUNED_LABEL)
-        chance = chance_level(task, group[0].metric)
+        chance = group[0].chance  # the study's record (its labels; a loss: the uniform one's)
+        if chance is None and group[0].direction != "minimize":
+            chance = chance_level(task, group[0].metric)
         if chance is not None:
             ax.axhline(chance, color="grey", linestyle=":", linewidth=1.2, label="chance")
         ax.set_xscale("log")

@@ -19,11 +19,13 @@ from ._format import (
     lr_text,
     probed_lrs,
     ratio_text,
+    rules_text,
+    selection_title,
     short_names,
     tuned_text,
 )
 from .plot import plot_curves
-from .select import BAND_TOLERANCE, SELECTION_RULE, VariantSummary, band_rule
+from .select import BAND_TOLERANCE, SELECTION_RULE, VariantSummary, band_rule, selection_rule
 from .terminal import render_left_out
 
 __all__ = ["render_terminal", "results_payload", "running_table", "write_report"]
@@ -43,8 +45,7 @@ def render_terminal(summaries: list[VariantSummary], console: Any,
     for (sweep, task, model), group in by_task(summaries).items():
         lrs = probed_lrs(group)
         names, caption = short_names(group)
-        how = ("selected on validation" if {s.selection for s in group} == {"validation"}
-               else "no separate validation split: best over evaluations")
+        how = selection_title(group)
         notes = [c for c in (caption, RUNG_NOTE if any(s.rungs for s in group) else None) if c]
         curve = Table(title=plain(f"{sweep}: {task} on {model}, test {group[0].metric} by "
                                   "learning rate"), caption=plain("; ".join(notes)) or None,
@@ -52,7 +53,7 @@ def render_terminal(summaries: list[VariantSummary], console: Any,
         curve.add_column("variant", style="bold", no_wrap=True)
         for lr in lrs:
             curve.add_column(lr_text(lr), justify="right", no_wrap=True)
-        tuned = Table(title=plain(f"tuned ({how})"), caption=plain(band_rule(tolerance)),
+        tuned = Table(title=plain(f"tuned ({how})"), caption=plain(rules_text(group, tolerance)),
                       box=box.SIMPLE_HEAD, pad_edge=False)
         tuned.add_column("variant", style="bold", no_wrap=True)
         for col in ("best LR", "test", "val", "good-LR band", "LR/LoRA", "Δ LoRA"):
@@ -81,7 +82,8 @@ def results_payload(summaries: list[VariantSummary], rows: list[dict[str, Any]],
         "validation_score": s.validation_score, "seeds": s.seeds, "band": s.band,
         "band_decades": s.band_decades, "lr_ratio_vs_lora": s.lr_ratio_vs_lora,
         "delta_vs_lora": s.delta_vs_lora, "p_value": s.p_value, "remark": s.remark,
-        "pruner": s.pruner,
+        "pruner": s.pruner, "direction": s.direction,
+        "rule": selection_rule(s.minimize),
     } for s in summaries]
     return json_safe({
         "rule": SELECTION_RULE,

@@ -20,6 +20,11 @@ metric has one, else its worst score). A variant whose best :math:`\\bar v` is n
 :math:`\\bar t(\\eta^\\star) - \\bar t_{LoRA}(\\eta^\\star_{LoRA})`, marked significant when both
 have >= 3 seeds and Welch's t-test gives :math:`p < 0.05`.
 
+A study that minimizes (a loss: its recorded ``direction``) is the mirror image:
+:math:`\\eta^\\star = \\arg\\min \\bar v(\\eta)`, the band is
+:math:`\\bar v(\\eta) \\le \\bar v(\\eta^\\star) + \\tau\\,(c - \\bar v(\\eta^\\star))` with :math:`c` the
+loss of a uniform predictor (what a diverged trial records), and a negative Δ is better.
+
 Tasks without a separate validation split (GLUE's convention: the validation split is the test
 set) follow the study's protocol: one number per trial, the best score over the trial's
 evaluations, both chooses and is reported; the selection says so (``best-over-evaluations``).
@@ -34,10 +39,24 @@ from collections import defaultdict
 from typing import Any
 
 __all__ = ["BAND_TOLERANCE", "SELECTION_RULE", "Cell", "VariantSummary", "band_rule", "chance_level",
-           "chance_score", "summarise"]
+           "chance_score", "delta_rule", "selection_rule", "summarise"]
 
-SELECTION_RULE = ("best learning rate = highest mean validation score over seeds (diverged "
-                  "learning rates only if all diverged); reported: mean ± std test score at it")
+
+def selection_rule(minimize: bool = False) -> str:
+    """How the best learning rate is chosen, in words (a loss: the lowest)."""
+    return (f"best learning rate = {'lowest' if minimize else 'highest'} mean validation "
+            f"{'loss' if minimize else 'score'} over seeds (diverged learning rates only if all "
+            f"diverged); reported: mean ± std test {'loss' if minimize else 'score'} at it")
+
+
+def delta_rule(minimize: bool = False) -> str:
+    """The sign convention of Δ vs tuned LoRA."""
+    return ("Δ LoRA = variant − tuned LoRA on test: " +
+            ("a loss, lower is better (a negative Δ beats LoRA)" if minimize
+             else "higher is better (a positive Δ beats LoRA)"))
+
+
+SELECTION_RULE = selection_rule()
 _EQUAL = 1e-9
 #: The default tolerance of the good-LR band, as a fraction of the variant's rise above chance: a
 #: learning rate is good while it keeps 90% of the best learning rate's gain over guessing. A
@@ -46,8 +65,12 @@ _EQUAL = 1e-9
 BAND_TOLERANCE = 0.1
 
 
-def band_rule(tolerance: float) -> str:
+def band_rule(tolerance: float, minimize: bool = False) -> str:
     """The good-LR band's rule in words, for the reports."""
+    if minimize:
+        return (f"good-LR band: learning rates whose validation loss is within {tolerance:g} of "
+                "the best one's fall below chance (a uniform predictor's loss; none for a "
+                "variant not below it)")
     return (f"good-LR band: learning rates whose validation score is within {tolerance:g} of the "
             "best one's rise above chance (none for a variant not above chance)")
 
@@ -90,6 +113,17 @@ class VariantSummary:
     pruned: dict[float, list[tuple[int, float]]] = dataclasses.field(default_factory=dict)
     #: The sweep's search: ``grid``, ``adaptive`` or ``transfer`` (the plots name it).
     search: str = "grid"
+    #: The study's recorded direction (``maximize`` for stores that predate it) and the score
+    #: of guessing (None where the metric has none): the plots' chance line.
+    direction: str = "maximize"
+    chance: float | None = None
+    #: The study's objective name (``validation_accuracy``, ``best_validation_accuracy``);
+    #: None for a store that predates it.
+    objective: str | None = None
+
+    @property
+    def minimize(self) -> bool:
+        return self.direction == "minimize"
 
     @property
     def band_decades(self) -> float | None:
@@ -112,55 +146,76 @@ class VariantSummary:
         return None if self.p_value is None else self.p_value < 0.05
 
 
-def chance_level(task: str, metric: str) -> float | None:
-    """The score of guessing, where the metric has one; None otherwise (and for task groups)."""
-    if metric in ("matthews_correlation", "pearson"):
+def chance_level(task: str, metric: str, labels: list | None = None,
+                 direction: str = "maximize", worst: float | None = None) -> float | None:
+    """The score of guessing, where the metric has one; None otherwise (and for task groups).
+
+    Accuracy: ``1 / classes``, the classes from ``labels`` (the study's recorded label list, a
+    task on the user's data) else the task class's count. A minimized loss: the uniform
+    predictor's, which is what a diverged trial records (``worst``)."""
+    if direction == "minimize":
+        return worst
+    if metric in ("matthews_correlation", "pearson", "spearman"):
         return 0.0
     if metric != "accuracy":
         return None
-    from ..tasks import find_task
+    if labels:
+        classes = len(labels)
+    else:
+        from ..tasks import find_task
 
-    cls = find_task(task)
-    classes = getattr(cls, "num_labels", 0) if cls is not None else 0
+        cls = find_task(task)
+        classes = getattr(cls, "num_labels", 0) if cls is not None else 0
     return 1.0 / classes if classes and classes >= 2 else None
 
 
-def chance_score(task: str, metric: str) -> float:
-    """The score of guessing on ``task`` (its chance level), else the task's worst score (0 for
-    a task or group this install does not know)."""
-    from ..tasks import find_task
-
-    chance = chance_level(task, metric)
+def chance_score(task: str, metric: str, labels: list | None = None,
+                 direction: str = "maximize", worst: float | None = None) -> float:
+    """The score of guessing on ``task`` (its chance level), else the study's worst score (0
+    for a store that predates it, and for a group)."""
+    chance = chance_level(task, metric, labels, direction, worst)
     if chance is not None:
         return chance
-    cls = find_task(task)
-    return float(cls.worst_score) if cls is not None else 0.0
+    return float(worst) if worst is not None else 0.0
 
 
-def _choose(cells: dict[float, Cell], tolerance: float,
-            chance: float) -> tuple[float, tuple | None, str | None]:
-    """Selected LR, good-LR band and remark, all on the validation means."""
+def _choose(cells: dict[float, Cell], tolerance: float, chance: float,
+            minimize: bool = False) -> tuple[float, tuple | None, str | None]:
+    """Selected LR, good-LR band and remark, all on the validation means. A minimized metric
+    is the mirror image: the lowest mean, the band within ``tolerance`` of its fall below
+    chance (``sign`` turns every value into higher-is-better)."""
+    sign = -1.0 if minimize else 1.0
     fine = {lr: c for lr, c in cells.items() if not c.diverged} or cells
-    best_lr = max(fine, key=lambda lr: fine[lr].validation)  # ties: the lowest learning rate
+    best_lr = max(fine, key=lambda lr: sign * fine[lr].validation)  # ties: the lowest LR
     values = [c.validation for c in cells.values()]
     if len(values) > 1 and max(values) - min(values) < _EQUAL:
         return best_lr, None, ("every learning rate scored the same (the model never left "
                                "chance?): no good-LR band")
     top = fine[best_lr].validation
-    if top <= chance + _EQUAL:
-        return best_lr, None, (f"the best validation score ({top:.3f}) is not above chance "
+    if sign * top <= sign * chance + _EQUAL:
+        what, side = ("loss", "below") if minimize else ("score", "above")
+        return best_lr, None, (f"the best validation {what} ({top:.3f}) is not {side} chance "
                                f"({chance:g}): no good-LR band")
-    good = [lr for lr, c in fine.items() if c.validation >= top - tolerance * (top - chance)]
+    good = [lr for lr, c in fine.items()
+            if sign * c.validation >= sign * top - tolerance * sign * (top - chance)]
     return best_lr, (min(good), max(good)), None
 
 
 def _summary(key: tuple, cells: dict[float, Cell], tolerance: float, selection: str,
-             pruner: str | None) -> VariantSummary:
+             pruner: str | None, study: dict[str, Any] | None = None) -> VariantSummary:
+    """``study``: what the rows carry of the study's record (``direction``, ``worst_score``,
+    ``labels``); none for a store that predates it (maximize)."""
     sweep, task, model, variant, tag, metric = key
-    best_lr, band, remark = _choose(cells, tolerance, chance_score(task, metric))
+    study = study or {}
+    direction = study.get("direction") or "maximize"
+    chance = chance_level(task, metric, study.get("labels"), direction, study.get("worst_score"))
+    best_lr, band, remark = _choose(
+        cells, tolerance, chance_score(task, metric, study.get("labels"), direction,
+                                       study.get("worst_score")), direction == "minimize")
     return VariantSummary(sweep, task, model, variant, tag, metric, cells, best_lr,
                           cells[best_lr].mean, band, selection=selection, remark=remark,
-                          pruner=pruner)
+                          pruner=pruner, direction=direction, chance=chance,
+                          objective=study.get("objective"))
 
 
 def _group_averages(summaries: list[VariantSummary], rows: list[dict[str, Any]],
@@ -196,7 +251,8 @@ def _group_averages(summaries: list[VariantSummary], rows: list[dict[str, Any]],
             key = (sweep, f"{group} (avg of {len(tasks)})", model, members[0].variant, tag,
                    "average")
             out.append(dataclasses.replace(
-                _summary(key, cells, tolerance, "/".join(sorted(selections)), members[0].pruner),
+                _summary(key, cells, tolerance, "/".join(sorted(selections)),
+                         members[0].pruner, {"direction": members[0].direction}),
                 search=members[0].search))
     return out
 
@@ -220,7 +276,7 @@ def summarise(rows: list[dict[str, Any]],
     them; they make the summary's ``rungs`` (and stay in the rows).
     """
     groups: dict[tuple, dict[float, list[dict]]] = defaultdict(lambda: defaultdict(list))
-    meta: dict[tuple, tuple[str, str | None]] = {}
+    meta: dict[tuple, tuple[str, str | None, dict[str, Any]]] = {}
     rungs: dict[tuple, dict[float, dict[float, list[float]]]] = defaultdict(
         lambda: defaultdict(lambda: defaultdict(list)))
     pruned: dict[tuple, dict[float, list]] = defaultdict(lambda: defaultdict(list))
@@ -234,7 +290,8 @@ def summarise(rows: list[dict[str, Any]],
             continue
         if r["state"] == "complete" and r["score"] is not None and r["select_score"] is not None:
             groups[key][r["lr"]].append(r)
-            meta[key] = (r.get("selection", "validation"), r.get("pruner"))
+            meta[key] = (r.get("selection", "validation"), r.get("pruner"),
+                         {k: r.get(k) for k in ("direction", "worst_score", "labels", "objective")})
         elif r["state"] == "pruned" and r.get("pruned_score") is not None:
             pruned[key][r["lr"]].append((r["pruned_step"], r["pruned_score"]))
     out = []
@@ -259,7 +316,8 @@ def summarise(rows: list[dict[str, Any]],
         lora = [o for o in out if (o.sweep, o.task, o.model) == (s.sweep, s.task, s.model)
                 and o.variant == "lora" and o.best_lr is not None]
         if lora and s.peak is not None:
-            base = max(lora, key=lambda o: o.cells[o.best_lr].validation)
+            base = max(lora, key=lambda o: -o.cells[o.best_lr].validation if o.minimize
+                       else o.cells[o.best_lr].validation)
             s.delta_vs_lora = s.peak - base.peak
             s.lr_ratio_vs_lora = s.best_lr / base.best_lr
             if s is not base:

@@ -15,6 +15,7 @@ from typing import Any
 
 from ..train.checkpoint import delete_checkpoint
 from .lock import study_lock
+from .objective import objective_of
 from .search import Observation, Plan, plan, window_around
 from .states import counted, failures, live_points
 from .transfer import REFERENCE, transfer_notes, transfer_state
@@ -32,7 +33,9 @@ class ProposeResult:
 
 
 def observations(study: Any) -> list[Observation]:
-    """The study's trials that belong to a search or grid point, as the planner sees them."""
+    """The study's trials that belong to a search or grid point, as the planner sees them: its
+    values higher-is-better (a minimized loss negated; the planner always maximizes)."""
+    sign = objective_of(study.user_attrs).sign
     out = []
     for t in counted(study.get_trials(deepcopy=False)):
         u = t.user_attrs
@@ -41,7 +44,8 @@ def observations(study: Any) -> list[Observation]:
         if lr is None or seed is None:
             continue
         out.append(Observation(float(lr), int(seed), float(u.get("budget", 1.0)),
-                               _STATE.get(t.state.name, "failed"), t.value,
+                               _STATE.get(t.state.name, "failed"),
+                               None if t.value is None else sign * t.value,
                                _finite(u.get("recent_loss"), u.get("final_loss"))))
     return out
 
@@ -54,7 +58,8 @@ def _finite(*values: Any) -> float | None:
 def propose(study: Any, storage: Any, storage_url: str, retry_failed: int = 1) -> ProposeResult:
     """Plan the study's next proposals and enqueue the new ones, atomically per study."""
     attrs = study.user_attrs
-    worst = float(attrs.get("worst_score", 0.0))
+    objective = objective_of(attrs)  # the planner maximizes: a loss, its worst and chance negated
+    worst = objective.sign * objective.worst
     with study_lock(storage, storage_url, study.study_name):
         trials = study.get_trials(deepcopy=False)
         obs = observations(study)
@@ -68,7 +73,9 @@ def propose(study: Any, storage: Any, storage_url: str, retry_failed: int = 1) -
             return ProposeResult(Plan([], False, None, 0.0, ahead.cap, ahead.grid,
                                       ["waiting for LoRA's best learning rate"], ahead.trials), 0)
         result = plan(attrs["lrs"], attrs["seeds"], obs, attrs.get("search_options"), worst,
-                      retry_failed, window=transfer.get("window"), chance=transfer.get("chance"))
+                      retry_failed, window=transfer.get("window"),
+                      chance=None if transfer.get("chance") is None
+                      else objective.sign * transfer["chance"])
         result.notes[:0] = transfer_notes(transfer)
         live, failed = live_points(trials), failures(trials)
         enqueued = 0

@@ -17,6 +17,7 @@ from collections import defaultdict
 from typing import Any
 
 from ..published import table_shifts
+from .objective import objective_of
 from .search import PLANNED
 from .template import trial_template
 
@@ -61,7 +62,7 @@ class TunedStudy:
     tag: str
     train: dict[str, Any]
     best_lr: float
-    chance: float | None  # its lowest score above the worst: where nothing was learnt
+    chance: float | None  # its worst score better than a diverged run's: where nothing was learnt
 
 
 def _best_lr(attrs: dict[str, Any], trials: list[Any]) -> float | None:
@@ -70,6 +71,7 @@ def _best_lr(attrs: dict[str, Any], trials: list[Any]) -> float | None:
     if attrs.get("search") in PLANNED:
         state = attrs.get("search_state") or {}
         return state.get("best_lr") if state.get("finished") else None
+    objective = objective_of(attrs)
     values: dict[float, list[float]] = defaultdict(list)
     for t in trials:
         if float(t.user_attrs.get("budget", 1.0)) >= 1.0 and t.value is not None:
@@ -77,7 +79,8 @@ def _best_lr(attrs: dict[str, Any], trials: list[Any]) -> float | None:
     lrs, seeds = attrs.get("lrs") or [], attrs.get("seeds") or []
     if not lrs or any(len(values.get(float(lr), [])) < len(seeds) for lr in lrs):
         return None
-    return max(lrs, key=lambda lr: (statistics.fmean(values[float(lr)]), -lr))
+    # the best mean (ties: the lowest LR)
+    return max(lrs, key=lambda lr: (objective.sign * statistics.fmean(values[float(lr)]), -lr))
 
 
 def tuned_studies(storage: Any) -> list[TunedStudy]:
@@ -101,12 +104,13 @@ def tuned_study(name: str, attrs: dict[str, Any], trials: list[Any]) -> TunedStu
     best = _best_lr(attrs, trials)
     if best is None:
         return None
-    worst = float(attrs.get("worst_score", 0.0))
-    above = [t.value for t in trials if t.value is not None and t.value > worst]
+    objective = objective_of(attrs)  # chance: its worst score that is better than a diverged run's
+    above = [t.value for t in trials
+             if t.value is not None and objective.better(t.value, objective.worst)]
     return TunedStudy(name, attrs.get("sweep", ""), attrs["task"], attrs.get("model", ""),
                       attrs["variant"], attrs.get("variant_tag", attrs["variant"]),
                       trial_template(attrs).get("train") or {}, float(best),
-                      min(above) if above else None)
+                      (max(above) if objective.minimize else min(above)) if above else None)
 
 
 def store_shifts(tuned: list[TunedStudy], exclude_sweep: str | None = None

@@ -59,8 +59,24 @@ def study_status(storage_url: str | None, sweep: str | None = None) -> list[dict
         out.append({"study": study.study_name, "sweep": s["sweep"], "task": s["task"],
                     "model": s["model"], "variant": s["variant_tag"],
                     "search": s.get("search") or "grid", **counts,
-                    "running_trials": running})
+                    **_best(s, trials), "running_trials": running})
     return out
+
+
+def _best(attrs: dict[str, Any], trials: list) -> dict[str, Any]:
+    """The study's objective (its name and recorded direction) and its best full-budget trial
+    so far: the highest value, or the lowest for a minimized loss (ties: the lower LR)."""
+    from .objective import objective_of
+
+    objective = objective_of(attrs)
+    done = [t for t in trials if t.state.name == "COMPLETE" and t.value is not None
+            and float(t.user_attrs.get("budget", 1.0)) >= 1.0]
+    best = max(done, key=lambda t: (objective.sign * t.value, -float(t.params.get("lr", 0.0))),
+               default=None)
+    return {"objective": attrs.get("objective") or "validation_score",
+            "direction": objective.direction,
+            "best_value": None if best is None else best.value,
+            "best_lr": None if best is None else best.params.get("lr")}
 
 
 def _running(trials: list, ages: dict[int, float]) -> list[dict[str, Any]]:

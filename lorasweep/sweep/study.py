@@ -22,6 +22,7 @@ from .. import __version__
 from ..config import SweepSpec, TrialSpec, VariantSpec
 from .heartbeat import LOST_REASON, fail_stale
 from .lock import study_lock
+from .objective import Objective, objective_of, study_objective
 from .search import PLANNED, grid_point
 from .spec import SweepError, sweep_tasks, train_for
 from .states import STOPPED_ATTR, by_point, count_states, failures
@@ -58,14 +59,17 @@ _SEARCH_SPACE_KEYS = ("lr", "seed")
 NOT_RETRIED = ("interrupted", "cancelled")
 
 
-def _template(spec: SweepSpec, task: str, variant: VariantSpec) -> dict[str, Any]:
+def _template(spec: SweepSpec, task: str, variant: VariantSpec,
+              objective: Objective | None = None) -> dict[str, Any]:
     from ..tasks import task_ref
 
     ref = task_ref(task)  # a built-in's is its key: left blank, as stores before plugins had it
+    objective = objective or Objective()
     return TrialSpec.template(sweep=spec.name, model=spec.model, task=task,
                               task_class=ref if ":" in ref else "",
                               task_options=spec.task_options, model_options=spec.model_options,
-                              variant=variant, train=train_for(spec, task))
+                              variant=variant, train=train_for(spec, task),
+                              direction=objective.direction, diverged_score=objective.worst)
 
 
 def study_name(spec: SweepSpec, variant: VariantSpec, task: str | None = None) -> str:
@@ -182,8 +186,17 @@ def _sync_study(study: Any, spec: SweepSpec, variant: VariantSpec, enqueue: bool
     return sync
 
 
-def _check_same_settings(study: Any, spec: SweepSpec, task: str, variant: VariantSpec) -> None:
+def _check_same_settings(study: Any, spec: SweepSpec, task: str, variant: VariantSpec,
+                         objective: Objective) -> None:
     """A sweep's trials must be comparable: refuse to mix training budgets in one study."""
+    stored = objective_of(study.user_attrs)
+    if stored.direction != objective.direction:
+        raise SweepError(
+            f"sweep {spec.name!r} already ran on {task} to {stored.direction} "
+            f"{objective_name(stored.metric or 'score')} (now: {objective.direction} "
+            f"{objective_name(objective.metric or 'score')}): keep its metric, or pass "
+            "--sweep NAME to start a new sweep with this one"
+        )
     stored_pruner = study.user_attrs.get("pruner")
     if stored_pruner is not None and stored_pruner != spec.pruner:
         raise SweepError(
@@ -226,33 +239,41 @@ def _sync_adaptive(study: Any, storage: Any, storage_url: str, variant: VariantS
     return sync
 
 
-def objective_name(task: str) -> str:
+def objective_name(metric: str, best: bool = False) -> str:
     """The name of a study's objective, as Optuna tools show it: ``validation_<metric>``, or
     ``best_validation_<metric>`` for tasks whose objective is the best validation score."""
-    from ..tasks import find_task
-
-    cls = find_task(task)
-    if cls is None:  # a task not registered in this process: its metric is not known here
-        return "validation_score"
-    return f"{'best_' if cls.objective == 'best' else ''}validation_{cls.metric}"
+    return f"{'best_' if best else ''}validation_{metric}"
 
 
-def _name_objective(study: Any, task: str) -> None:
+def _objectives(spec: SweepSpec, tasks: list[str]) -> dict[str, Objective]:
+    """Each task's objective, from the task instance with the sweep's options (once per task)."""
+    from ..tasks import TaskError, make_task
+
+    out = {}
+    for task in tasks:
+        try:
+            instance = make_task(task, **spec.task_options)
+        except TaskError as err:
+            raise SweepError(str(err)) from None
+        out[task] = study_objective(instance, spec.model, spec.model_options)
+    return out
+
+
+def _name_objective(study: Any, task: str, objective: Objective) -> None:
     """Write the objective's name where optuna-dashboard and ``optuna`` read it."""
     import warnings
 
-    names = [objective_name(task)]
+    from ..tasks import find_task
+
+    cls = find_task(task)
+    names = [objective_name(objective.metric or "score",
+                            cls is not None and cls.objective == "best")]
+    if study.user_attrs.get("objective") != names[0]:  # read by the report and status
+        study.set_user_attr("objective", names[0])
     if study.metric_names != names:
         with warnings.catch_warnings():  # set_metric_names is experimental in Optuna
             warnings.simplefilter("ignore")
             study.set_metric_names(names)
-
-
-def _worst_score(task: str) -> float:
-    from ..tasks import find_task
-
-    cls = find_task(task)
-    return float(cls.worst_score) if cls is not None else 0.0
 
 
 def _transfer_pairs(spec: SweepSpec, storage: Any, existing: set[str],
@@ -318,15 +339,17 @@ def sync_sweep(spec: SweepSpec, storage: Any, storage_url: str | None = None) ->
     references: dict[str, dict[str, Any]] = {}
     if spec.search == "transfer":
         pairs, references = _transfer_pairs(spec, storage, existing, pairs)
+    objectives = _objectives(spec, sorted({task for task, _ in pairs}))
     for task, variant in pairs:  # check every study before writing to any
         name = study_name(spec, variant, task)
         if name in existing:
             _check_same_settings(optuna.load_study(study_name=name, storage=storage), spec, task,
-                                 variant)
+                                 variant, objectives[task])
     syncs = []
     for task, variant in pairs:
         name = study_name(spec, variant, task)
-        study = optuna.create_study(study_name=name, storage=storage, direction="maximize",
+        objective = objectives[task]
+        study = optuna.create_study(study_name=name, storage=storage, direction=objective.direction,
                                     load_if_exists=True, pruner=make_pruner(spec.pruner))
         attrs = {
             "sweep": spec.name,
@@ -335,12 +358,12 @@ def sync_sweep(spec: SweepSpec, storage: Any, storage_url: str | None = None) ->
             "model": spec.model,
             "variant": variant.key,
             "variant_tag": variant.tag,
-            TEMPLATE_ATTR: _template(spec, task, variant),
+            TEMPLATE_ATTR: _template(spec, task, variant, objective),
             "runs_dir": str(Path(spec.runs_dir).expanduser().resolve()),
             "pruner": spec.pruner,
             "search": spec.search,
             "search_options": spec.search_options,
-            "worst_score": _worst_score(task),
+            **objective.attrs(),  # direction, metric name, the diverged trial's score
             "lrs": [float(lr) for lr in spec.lrs],
             "seeds": [int(seed) for seed in spec.seeds],
             STORE_VERSION_ATTR: STORE_VERSION,
@@ -351,7 +374,7 @@ def sync_sweep(spec: SweepSpec, storage: Any, storage_url: str | None = None) ->
         }
         if task in references and variant.key != REFERENCE:
             attrs[REFERENCE_ATTR] = references[task]
-        _name_objective(study, task)
+        _name_objective(study, task, objective)
         if "run_root" not in study.user_attrs:  # fixed once: a study's runs never move
             study.set_user_attr("run_root", study_run_root(
                 spec.runs_dir, spec.name, task, spec.model, variant.tag))

@@ -20,6 +20,11 @@ needs more steps than such a run has: on the embedded task, runs of 20 steps of 
 100-step schedule score 0.50-0.55 and their validation losses sit at 0.692-0.71, lowest at the
 lowest LRs). A rung of the adaptive search (``budget`` < 1) is scored like a run of that fraction
 of the budget; it records ``resumed_from_step`` from the step the point's previous rung reached.
+
+With ``top < chance`` the curve is a loss to minimize (``metric``, say ``loss``): it falls from
+chance (the uniform predictor's loss, what a diverged run records) to ``top`` at the peak and
+rises again by the curvature; past the collapse it diverges and records the study's score for
+a diverged run (the trial spec's ``diverged_score``, ln of the vocabulary), as the loop does.
 """
 
 from __future__ import annotations
@@ -49,6 +54,12 @@ class SyntheticCurve:
     curvature: float = 0.02
     noise: bool = True
     informative_from: float = 0.0
+    metric: str = "accuracy"
+
+    @property
+    def minimize(self) -> bool:
+        """A loss: lower is better (``top`` below ``chance``)."""
+        return self.top < self.chance
 
     def peak_of(self, variant: str) -> float:
         return dict(self.peaks).get(variant, self.peak)
@@ -57,9 +68,10 @@ class SyntheticCurve:
         x, peak = math.log10(lr), self.peak_of(variant) + 0.4 * (1 - budget)
         if x > peak + self.collapse:
             return self.chance
-        top = self.top - 0.08 * (1 - budget)
+        sign = -1.0 if self.minimize else 1.0
+        top = self.top - sign * 0.08 * (1 - budget)
         rise = 1 / (1 + math.exp(-(x - (peak - self.rise_width)) / 0.12))
-        return self.chance + (top - self.chance) * rise - self.curvature * (x - peak) ** 2
+        return self.chance + (top - self.chance) * rise - sign * self.curvature * (x - peak) ** 2
 
     def sample(self, lr: float, seed: int, budget: float = 1.0, variant: str = "") -> tuple[float, float]:
         """(score, final loss) of one seeded run; the loss is NaN where the run diverges."""
@@ -73,11 +85,14 @@ class SyntheticCurve:
             digest = hashlib.sha256(f"{lr:.6g}|{seed}|{budget:g}|{variant}".encode()).digest()
             noisy = mean + random.Random(digest).gauss(0.0, 0.005 + 0.05 * slope)
         diverged = x > peak + self.collapse + 0.3
-        loss = math.nan if diverged else 0.7 - (noisy - self.chance)
+        # the training loss: the objective itself for a loss, else falling as the score rises
+        loss = math.nan if diverged else (noisy if self.minimize else 0.7 - (noisy - self.chance))
         if budget < self.informative_from:
             digest = hashlib.sha256(f"chance|{lr:.6g}|{seed}|{budget:g}|{variant}".encode()).digest()
             rng = random.Random(digest)
             noisy, loss = self.chance + rng.gauss(0.0, 0.02), 0.693 + rng.gauss(0.0, 0.01)
+        if self.minimize:
+            return max(noisy, 0.0), loss
         return min(max(noisy, 0.0), 1.0), loss
 
     def __call__(self, spec: Any, reporter: Any = None) -> Any:
@@ -97,11 +112,13 @@ class SyntheticCurve:
         resumed = before if before <= last else 0
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.write_text(str(last))
-        metrics = {"validation_accuracy": value, "test_accuracy": value if budget >= 1.0 else math.nan,
-                   "final_loss": loss, "validation_loss": loss if budget < 1.0 else math.nan,
-                   "recent_loss": loss,
+        if diverged and self.minimize and getattr(spec, "diverged_score", None) is not None:
+            value = spec.diverged_score  # a loss: the study's score for a diverged run (ln V)
+        metrics = {"final_loss": loss, "validation_loss": loss if budget < 1.0 else math.nan,
+                   "recent_loss": loss, f"validation_{self.metric}": value,
+                   f"test_{self.metric}": value if budget >= 1.0 else math.nan,
                    "diverged": diverged, "steps": last}
-        attrs = {"metric": "accuracy", "config": spec.to_dict(), "resumed_from_step": resumed,
+        attrs = {"metric": self.metric, "config": spec.to_dict(), "resumed_from_step": resumed,
                  "schedule_steps": steps}
         return SyntheticResult(value, False, metrics, attrs)
 

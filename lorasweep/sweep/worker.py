@@ -33,6 +33,7 @@ from ..train.events import EventLog
 from ..train.signals import StopRequests, TrialStopped
 from ..train.trackers import Sinks, warn_dropped
 from .heartbeat import Heartbeat, fail_stale
+from .objective import objective_of
 from .outcome import PROGRESS_ATTR, PROGRESS_INTERVAL_S, TrialOutcome, outcome_of
 from .search import PLANNED
 from .store import mask_secrets, storage_label
@@ -390,6 +391,12 @@ def _run_one(study: Any, storage: Any, storage_url: str, trial: Any, spec: Trial
             study.tell(trial, state=TrialState.FAIL)
             reporter.finish({}, "failed")
             return "failed", None, reason
+    value = result.value
+    if not result.pruned and (value is None or not math.isfinite(value)):
+        # a non-finite objective is a diverged run: the study's score for one (for a loss, the
+        # uniform predictor's), never a NaN that Optuna would fail the trial for
+        value = objective_of(study.user_attrs).worst
+        result.metrics["diverged"] = True
     for key, val in {**result.metrics, **result.attrs}.items():
         if isinstance(val, float) and not math.isfinite(val):
             continue  # omitted, not null: a null drops the metric from every trial's plots
@@ -400,5 +407,5 @@ def _run_one(study: Any, storage: Any, storage_url: str, trial: Any, spec: Trial
     if result.pruned:
         study.tell(trial, state=TrialState.PRUNED)
         return "pruned", None, None
-    study.tell(trial, result.value)
-    return state, result.value, None
+    study.tell(trial, value)
+    return state, value, None

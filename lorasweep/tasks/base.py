@@ -51,6 +51,9 @@ class Task(ABC):
 
     ``model_kind`` tells model loading which head to build (``sequence-classification``);
     ``worst_score`` is what a diverged trial records, so collapsed learning rates show in reports.
+    An instance says what its sweep optimizes (:attr:`metric_name`, :attr:`direction`) and what a
+    diverged trial records (:meth:`diverged_score`); the sweep records these in the study once,
+    and everything after it (workers, search, report) reads the study's, never the class's.
     """
 
     key: ClassVar[str] = ""
@@ -108,6 +111,22 @@ class Task(ABC):
         """The metric and the model's mean loss on ``examples``, from one pass where the task
         can (classifiers); here the loss is NaN (not worth a second pass)."""
         return self.evaluate(model, tokenizer, examples, batch_size, max_length, autocast), math.nan
+
+    @property
+    def metric_name(self) -> str:
+        """The metric this task (with its options) is scored by: the objective is
+        ``validation_<metric_name>``."""
+        return self.metric
+
+    @property
+    def direction(self) -> str:
+        """``maximize`` (a score: accuracy, F1) or ``minimize`` (a loss, a perplexity)."""
+        return "maximize"
+
+    def diverged_score(self, vocab_size: int | None) -> float:
+        """What a diverged (or non-finite) trial records: the class's ``worst_score``. A task
+        that minimizes a loss returns the loss of a uniform predictor, ``ln(vocab_size)``."""
+        return float(self.worst_score)
 
     def check_available(self) -> None:  # noqa: B027  (optional hook; most tasks need no check)
         """Raise :class:`TaskError` (with the fix) if the task's data cannot be loaded here."""

@@ -219,19 +219,24 @@ def _group_norms(optimizer: torch.optim.Optimizer) -> dict[str, float] | None:
 def train(model: torch.nn.Module, variant: Variant, task: Task, tokenizer: Any, data: TaskData,
           cfg: TrainConfig, lr: float, seed: int, device: torch.device,
           reporter: Reporter | None = None, checkpoints: Checkpoints | None = None,
-          resume: dict[str, Any] | None = None, fidelity: float = 1.0) -> TrainResult:
+          resume: dict[str, Any] | None = None, fidelity: float = 1.0,
+          direction: str = "maximize", worst: float | None = None) -> TrainResult:
     """Train ``steps`` optimizer steps; with ``checkpoints``, save the whole state on their
     schedule and when the process is asked to stop (then raise :class:`TrialStopped`); with
     ``resume`` (a loaded checkpoint), continue from its step, bit for bit as if never stopped.
 
     ``fidelity`` < 1 (a rung of the adaptive search): follow the same schedule but stop after
     that fraction of its steps, score validation alone (test NaN) and measure the validation
-    loss, and save a checkpoint there, from which the next rung resumes."""
+    loss, and save a checkpoint there, from which the next rung resumes.
+
+    ``direction`` (the study's): whether the best evaluation is the highest or the lowest;
+    ``worst`` (the study's): what a diverged run records (None: the task's ``worst_score``)."""
     own = StopRequests() if signals.active() is None else None
     try:
         with own or contextlib.nullcontext():
             return _train(model, variant, task, tokenizer, data, cfg, lr, seed, device,
-                          reporter or SilentReporter(), checkpoints, resume, fidelity)
+                          reporter or SilentReporter(), checkpoints, resume, fidelity,
+                          direction, worst)
     finally:
         if own is not None:
             own.forward()
@@ -240,7 +245,9 @@ def train(model: torch.nn.Module, variant: Variant, task: Task, tokenizer: Any, 
 def _train(model: torch.nn.Module, variant: Variant, task: Task, tokenizer: Any, data: TaskData,
            cfg: TrainConfig, lr: float, seed: int, device: torch.device, reporter: Reporter,
            checkpoints: Checkpoints | None, resume: dict[str, Any] | None,
-           fidelity: float = 1.0) -> TrainResult:
+           fidelity: float = 1.0, direction: str = "maximize",
+           worst: float | None = None) -> TrainResult:
+    pick = min if direction == "minimize" else max  # the better of two evaluations
     autocast = autocast_for(cfg, device)
     steps = total_steps(cfg, len(data.train))
     last = rung_step(steps, fidelity)  # this trial's last step: the schedule's end, or a rung's
@@ -254,7 +261,7 @@ def _train(model: torch.nn.Module, variant: Variant, task: Task, tokenizer: Any,
         optimizer, lambda s: schedule(s) * variant.lr_factor(s)
     )
     params = [p for group in optimizer.param_groups for p in group["params"]]
-    progress = _Progress()
+    progress = _Progress(best=math.inf if direction == "minimize" else -math.inf)
     if resume is not None:
         variant.load_training_state(resume["variant"])
         optimizer.load_state_dict(resume["optimizer"])
@@ -345,7 +352,7 @@ def _train(model: torch.nn.Module, variant: Variant, task: Task, tokenizer: Any,
             reporter.on_step(step, progress.loss)
             if cfg.eval_every and step % cfg.eval_every == 0 and step < last:
                 score = evaluate(data.validation)
-                progress.best = max(progress.best, score)
+                progress.best = pick(progress.best, score)
                 history.append({"step": step, "validation": score, "loss": progress.loss})
                 on_event({"event": "eval", "step": step, "validation": score,
                           "loss": progress.loss})
@@ -367,7 +374,7 @@ def _train(model: torch.nn.Module, variant: Variant, task: Task, tokenizer: Any,
         diverged = True
     seconds = progress.seconds + time.perf_counter() - started
     if diverged:
-        worst = task.worst_score
+        worst = float(task.worst_score) if worst is None else worst
         history.append({"step": step, "validation": worst, "loss": math.nan})
         return TrainResult(worst, worst, worst, step, math.nan, True, False, seconds,
                            progress.tokens, history, curve)
@@ -380,7 +387,7 @@ def _train(model: torch.nn.Module, variant: Variant, task: Task, tokenizer: Any,
         validation, loss = task.evaluate_with_loss(model, tokenizer, data.validation,
                                                    cfg.batch_size, cfg.max_length, autocast)
     validation_loss = loss if rung else math.nan  # a rung's, where the scoring pass gives it
-    progress.best = best = max(progress.best, validation)
+    progress.best = best = pick(progress.best, validation)
     if history and history[-1]["step"] == step:  # a rung's retry resumed at its own last step
         history.pop()
     history.append({"step": step, "validation": validation, "loss": progress.loss})

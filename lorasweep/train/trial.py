@@ -66,6 +66,12 @@ def _peak_memory_mb(device: Any) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # process peak RSS
 
 
+def _vocab_size(model: Any) -> int | None:
+    config = getattr(model, "config", None)
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    return getattr(text, "vocab_size", None)
+
+
 def _claim(run_dir: Path, study: str) -> None:
     """A run folder belongs to one study: refuse one that another study's trial wrote."""
     config = run_dir / "config.json"
@@ -165,8 +171,12 @@ def run_trial(spec: TrialSpec, reporter: Reporter | None = None) -> TrialResult:
     train_started = time.perf_counter()
     # an adaptive search's rung (budget < 1) stops early, is decided on validation alone and
     # leaves its checkpoint for the next rung
+    worst = spec.diverged_score  # the study's; a spec stored before it: the task's own
+    if worst is None:
+        worst = task.diverged_score(_vocab_size(model) if spec.direction == "minimize" else None)
     result = train(model, variant, task, tokenizer, data, spec.train, spec.lr, spec.seed, device,
-                   reporter, checkpoints, resume, fidelity=spec.budget)
+                   reporter, checkpoints, resume, fidelity=spec.budget,
+                   direction=spec.direction, worst=worst)
     train_call = time.perf_counter() - train_started
     rung = last < schedule_steps
     if not result.diverged and not result.pruned and not rung:
@@ -175,10 +185,14 @@ def run_trial(spec: TrialSpec, reporter: Reporter | None = None) -> TrialResult:
         checkpoints.delete()
 
     trainable = sum(p.numel() for _, p in variant.adapter_parameters())
+    metric = task.metric_name
     metrics = {
         "final_loss": result.final_loss,
-        "validation_loss": result.validation_loss,
+        "validation_loss": result.validation_loss,  # a rung's; a metric named loss wins below
         "recent_loss": result.recent_loss,
+        f"validation_{metric}": result.validation,
+        f"test_{metric}": result.test,
+        f"best_validation_{metric}": result.best_validation,
         "steps": result.steps,
         "diverged": result.diverged,
         "tokens_per_second": result.tokens_per_second,
@@ -190,7 +204,7 @@ def run_trial(spec: TrialSpec, reporter: Reporter | None = None) -> TrialResult:
         **getattr(task, "extra_metrics", lambda v, t: {})(result.validation, result.test),
     }
     attrs = {
-        "metric": task.metric,
+        "metric": metric,
         "config": spec.to_dict(),
         "variant_config": variant.describe(),
         "trainable_params": trainable,

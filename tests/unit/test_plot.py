@@ -150,3 +150,15 @@ def test_a_transfer_variant_shows_its_window_and_prediction():
     assert mcolors.to_hex(diamond.get_edgecolor()[0]) == colour
     # the reference's summary has no row: nothing marked in its colour
     assert len([p for p in ax.patches if p.get_gid() == "transfer-window"]) == 1
+
+
+def test_chance_of_a_task_on_your_data_comes_from_its_recorded_labels():
+    """text-classification's class knows no label count: the study's recorded labels give it;
+    a minimized loss's chance is the uniform predictor's (the recorded diverged score)."""
+    from lorasweep.tasks import make_task
+
+    assert chance_level("text-classification", "accuracy") is None
+    assert chance_level("text-classification", "accuracy", ["rotten", "fresh", "meh"]) == 1 / 3
+    assert chance_level("x", "loss", direction="minimize", worst=10.8) == 10.8
+    task = make_task("text-classification", dataset="reviews.csv", metric="macro_f1")
+    assert (task.metric_name, task.direction) == ("macro_f1", "maximize")  # the option's

@@ -58,7 +58,7 @@ def test_validation_is_test_follows_the_study_protocol(tmp_path):
     url = f"journal:{tmp_path / 's.journal'}"
     # the best over evaluations at 1e-3 was 0.80, though its final score was 0.65
     scores = {(1e-4, 0): (0.60, 0.60), (3e-4, 0): (0.70, 0.70), (1e-3, 0): (0.65, 0.65, 0.80)}
-    _fill(url, VariantSpec("lora"), scores, extra={"validation_is_test": True})
+    _fill(url, VariantSpec("lora"), scores, task="glue-rte", extra={"validation_is_test": True})
     rows = collect_rows(url)
     assert {r["selection"] for r in rows} == {"best-over-evaluations"}
     (s,) = summarise(rows)
@@ -127,6 +127,47 @@ def test_a_variant_that_rises_gets_the_band_the_rule_gives(tmp_path):
     console = Console(record=True, width=250)
     render_terminal([s], console, rows, BAND_TOLERANCE)
     assert rule in " ".join(console.export_text().split())  # the caption wraps to the table
+
+
+def test_a_loss_is_chosen_lowest_and_its_band_mirrored(tmp_path, monkeypatch):
+    """A minimized loss (the test package's LossTask): validation 6.0, 2.0, 2.8 under chance
+    ln(30522) = 10.33 (the embedded MiniLM's vocabulary), a fall of 8.33. The lowest chooses
+    (3e-4); with the default tolerance good means <= 2.83: 3e-4 and 1e-3; with 0.05, <= 2.42:
+    the best alone; with 0.6, <= 7.0: all three. A lower test loss than LoRA's is a negative Δ,
+    and the report says a lower loss is better."""
+    from pathlib import Path
+
+    from lorasweep.report.select import band_rule, delta_rule
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "plugins"))
+    url = f"journal:{tmp_path / 's.journal'}"
+    task = "reviews_pkg.tasks:LossTask"
+    chance = math.log(30522)
+    for variant, shift in (("lora", 0.0), ("dora", -0.5)):
+        spec = SweepSpec(name="sel", task=task, variants=[VariantSpec(variant)], lrs=list(LRS),
+                         seeds=[0], storage=url)
+        storage = open_storage(url)
+        sync_sweep(spec, storage)
+        study = optuna.load_study(study_name=study_name(spec, VariantSpec(variant), task),
+                                  storage=storage)
+        losses = {1e-4: 6.0, 3e-4: 2.0, 1e-3: 2.8}
+
+        def outcome(lr, seed, shift=shift, losses=losses):
+            value = losses[lr] + shift
+            return value, {"metric": "loss", "validation_loss": value, "test_loss": value + 0.1,
+                           "diverged": False}
+
+        tell_waiting(study, outcome)
+    rows = collect_rows(url)
+    lora, dora = sorted(summarise(rows), key=lambda s: s.variant != "lora")
+    assert lora.minimize and lora.chance == pytest.approx(chance)
+    assert (lora.best_lr, lora.band, lora.remark) == (3e-4, (3e-4, 1e-3), None)
+    assert summarise(rows, 0.05)[0].band == (3e-4, 3e-4)
+    assert summarise(rows, 0.6)[0].band == (1e-4, 1e-3)
+    assert dora.delta_vs_lora == pytest.approx(-0.5)  # lower loss: better, negative
+    text = write_report([lora, dora], rows, tmp_path / "r")["report.md"].read_text()
+    assert band_rule(0.1, True) in text and delta_rule(True) in text
+    assert "fall below chance" in band_rule(0.1, True) and "lower is better" in delta_rule(True)
 
 
 def test_delta_significance_needs_three_seeds(tmp_path):

@@ -119,6 +119,15 @@ def test_a_store_of_the_previous_layout_runs_and_resumes(tmp_path, with_model_op
     assert old.train == spec.train and old.task_options == {"eval_limit": 16}
     assert old.model_options == spec.model_options and (old.lr, old.seed) == (1e-3, 0)
 
+    from lorasweep.report import collect_rows
+    from lorasweep.sweep.objective import objective_of
+
+    # a store that predates the recorded direction reads as maximize, its worst score kept
+    rows = collect_rows(url)
+    assert {r["direction"] for r in rows} == {"maximize"} and rows[0]["worst_score"] == 0.5
+    old_attrs = optuna.load_study(study_name=name, storage=open_storage(url)).user_attrs
+    assert "direction" not in old_attrs and objective_of(old_attrs).direction == "maximize"
+
     changed = dataclasses.replace(spec, train=TrainConfig(steps=6), storage=url)
     with pytest.raises(ConfigError, match=r"already ran with train.steps=5 \(now 6\)"):
         sync_sweep(changed, open_storage(url), url)  # the old layout's budget is read too
@@ -126,6 +135,11 @@ def test_a_store_of_the_previous_layout_runs_and_resumes(tmp_path, with_model_op
     sync_sweep(dataclasses.replace(spec, storage=url), open_storage(url), url)  # a new run
     study = optuna.load_study(study_name=name, storage=open_storage(url))
     assert study.user_attrs[STORE_VERSION_ATTR] == STORE_VERSION
+    # the old layout recorded no objective: its trial read as maximize with the task's own
+    # diverged score; the new run records the study's (the same value), and nothing else moves
+    assert (old.direction, old.diverged_score) == ("maximize", None)
+    assert study.user_attrs["direction"] == "maximize" and study.user_attrs["worst_score"] == 0.0
+    old = dataclasses.replace(old, diverged_score=0.0)
     assert TrialSpec.from_dict(study.user_attrs[TEMPLATE_ATTR], **{
         f: getattr(old, f) for f in TrialSpec.TRIAL_FIELDS}) == old
     run_worker(url, [name], trial_fn=record)

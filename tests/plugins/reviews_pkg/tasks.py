@@ -1,8 +1,13 @@
-"""Tasks defined outside lorasweep: a tiny review classifier, and classes that must be refused."""
+"""Tasks defined outside lorasweep: a tiny review classifier (scored by accuracy, or by a loss to
+minimize), and classes that must be refused."""
 
 from __future__ import annotations
 
+import dataclasses
+import math
+
 from lorasweep.tasks import TaskData
+from lorasweep.tasks.base import TaskOptions
 from lorasweep.tasks.classification import ClassificationTask
 
 _GOOD = ["a fine film", "great acting", "loved every minute", "a warm and clever story"]
@@ -31,3 +36,32 @@ class Shadow(ReviewTask):
     """A class whose key is a built-in task's."""
 
     key = "sentiment"
+
+
+@dataclasses.dataclass
+class LossOptions(TaskOptions):
+    metric: str = "loss"  # or accuracy (maximized)
+
+
+class LossTask(ReviewTask):
+    """The reviews scored by a loss to minimize (``task.metric=loss``, the default): a diverged
+    trial records the loss of a uniform predictor over the model's vocabulary."""
+
+    key = "review-loss"
+    summary = "eight short reviews, scored by a loss (a plugin)"
+    metric = "loss"
+    default_model = "embedded:smollm2"
+    Options = LossOptions
+
+    @property
+    def metric_name(self) -> str:
+        return self.options.metric
+
+    @property
+    def direction(self) -> str:
+        return "minimize" if self.options.metric == "loss" else "maximize"
+
+    def diverged_score(self, vocab_size: int | None) -> float:
+        if self.direction == "minimize":
+            return math.log(vocab_size)
+        return super().diverged_score(vocab_size)

@@ -65,6 +65,18 @@ def test_non_finite_loss_is_a_result_not_a_crash(tiny_bert_dir, tmp_path):
     assert not (tmp_path / "t" / "adapter").exists()  # nothing worth saving
 
 
+def test_the_study_s_diverged_score_reaches_the_loop(tiny_bert_dir, tmp_path):
+    """A minimizing study: a diverged trial records the study's score for one (its trial
+    spec's), not the task's class attribute."""
+    import dataclasses
+
+    spec = dataclasses.replace(_spec(tiny_bert_dir, tmp_path, lr=1e12, steps=20),
+                               direction="minimize", diverged_score=7.5)
+    result = run_trial(spec)
+    assert result.metrics["diverged"] is True and result.value == 7.5
+    assert result.metrics["test_accuracy"] == 7.5 != get_task("sentiment").worst_score
+
+
 class _CountingVariant(Variant):
     """A LoRA that counts its hook calls and adds a known constant to the loss."""
 
