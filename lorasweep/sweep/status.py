@@ -59,7 +59,8 @@ def study_status(storage_url: str | None, sweep: str | None = None) -> list[dict
 
 def _running(trials: list) -> list[dict[str, Any]]:
     """Per running trial: its grid point, where it resumed from, its last checkpoint (step,
-    age in seconds, bytes; None before the first)."""
+    age in seconds, bytes; None before the first), the tracker runs it writes to (backend ->
+    run id or folder; ``{}`` without ``--log``)."""
     import time
 
     now, out = time.time(), []
@@ -72,5 +73,6 @@ def _running(trials: list) -> list[dict[str, Any]]:
             "checkpoint_step": saved.get("step"),
             "checkpoint_age_s": round(now - saved["time"], 1) if "time" in saved else None,
             "checkpoint_bytes": saved.get("bytes"),
+            "tracker": t.user_attrs.get("tracker") or {},
         })
     return out
