@@ -29,6 +29,7 @@ __all__ = [
     "DEFAULT_MODEL",
     "DEFAULT_SEARCH",
     "DEFAULT_VARIANT",
+    "LOG_OPTIONS",
     "PRUNERS",
     "SEARCHES",
     "TRY_EVAL_LIMIT",
@@ -169,6 +170,35 @@ def _tracker_names(value: Any) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+#: ``--set log.X=V`` (a recipe's ``log: {X: V}``) -> an example, for the error that lists them.
+LOG_OPTIONS = {"every": "--set log.every=10", "project": "--set log.project=my-project",
+               "artifacts": "--set log.artifacts=true"}
+
+
+def _log_options(options: dict[str, Any]) -> dict[str, Any]:
+    """The trackers' options, checked: ``every`` (steps between step records, > 0), ``project``
+    (W&B's project, MLflow's experiment ``PROJECT/SWEEP``), ``artifacts`` (a finished trial's
+    adapter as an artifact)."""
+    checked = {}
+    for key, value in options.items():
+        if key not in LOG_OPTIONS:
+            raise ConfigError(f"unknown log option {key!r}: known are {', '.join(LOG_OPTIONS)} "
+                              f"(e.g. {LOG_OPTIONS['every']})")
+        if key == "every":
+            value = _number(value, int, "log.every", LOG_OPTIONS["every"])
+            if value <= 0:
+                raise ConfigError(f"log.every must be positive, got {value}: e.g. --set log.every=10")
+        elif key == "project":
+            if not isinstance(value, str) or not value.strip() or any(c in value for c in "/\\#?%: "):
+                raise ConfigError(f"log.project must be a name without '/', '\\', '#', '?', '%', "
+                                  f"':' or spaces, got {value!r}: e.g. {LOG_OPTIONS['project']}")
+        elif not isinstance(value, bool):
+            raise ConfigError(f"log.artifacts must be true or false, got {value!r}: e.g. "
+                              f"{LOG_OPTIONS['artifacts']}")
+        checked[key] = value
+    return checked
+
+
 @dataclasses.dataclass
 class SweepSpec:
     """A whole sweep: model x task x variants x learning rates x seeds.
@@ -235,12 +265,7 @@ class SweepSpec:
         if self.max_retries < 0:
             raise ConfigError(f"max_retries must be >= 0, got {self.max_retries}: e.g. --set max_retries=2")
         self.log = _tracker_names(self.log)
-        for key, value in self.log_options.items():
-            if key != "every":
-                raise ConfigError(f"unknown log option {key!r}: known is every (--set log.every=10)")
-            self.log_options[key] = _number(value, int, "log.every", "--set log.every=10")
-            if self.log_options[key] <= 0:
-                raise ConfigError(f"log.every must be positive, got {value}: e.g. --set log.every=10")
+        self.log_options = _log_options(self.log_options)
         if isinstance(self.train, TrainConfig):
             self.train.validate()
         for variant in self.variants:
@@ -276,6 +301,10 @@ class SweepSpec:
             raise ConfigError(f"recipe key 'launcher' must be a name or a mapping with 'key', got {launcher!r}")
         if not isinstance(data.get("launcher_options", {}), dict):
             raise ConfigError("launcher options must be a mapping: e.g. --set launcher.partition=gpu")
+        if isinstance(data.get("log"), dict):  # recipe: `log: {trackers: [mlflow], project: x}`
+            log = dict(data["log"])
+            data["log"] = log.pop("trackers", [])
+            data["log_options"] = {**log, **(data.get("log_options") or {})}
         if "log" in data:
             data["log"] = _tracker_names(data["log"])
         if not isinstance(data.get("log_options", {}), dict):

@@ -47,7 +47,7 @@ def run(
     dataset: Annotated[str | None, typer.Option("--dataset", metavar="FILE|FOLDER|HUB_ID", help="The data of text-classification / sft: a csv, json, jsonl or parquet file (also .gz/.bz2), a folder of train.* / validation.* / test.*, or a hub id (the same as --set task.dataset=...).")] = None,
     data_dir: Annotated[Path | None, typer.Option("--data-dir", metavar="DIR", help="Folder of the task's local data files, instead of the hub (the same as --set task.data_dir=DIR; a wrong layout is named in the error).")] = None,
     recipe: Annotated[Path | None, typer.Option("--recipe", help="A recipe YAML (flags override it).")] = None,
-    log: Annotated[str | None, typer.Option("--log", help="Experiment trackers the trials log to, comma-separated: tensorboard, mlflow, wandb (default none; options via --set log.every=STEPS). Each trial's events.jsonl is written always.")] = None,
+    log: Annotated[str | None, typer.Option("--log", help="Experiment trackers the trials log to, comma-separated: tensorboard, mlflow, wandb (default none; options via --set log.every=STEPS, log.project=NAME, log.artifacts=true). Each trial's events.jsonl is written always.")] = None,
     detach: Annotated[bool, typer.Option("--detach", help="With --launcher slurm: return once the job array is submitted (follow it with `lorasweep status`).")] = False,
     set_: Annotated[list[str] | None, typer.Option("--set", metavar="KEY=VALUE", help="Override any setting: train.steps=50, task.eval_limit=200, variant.ratio=8.")] = None,
     try_: Annotated[bool, typer.Option("--try", help="Try the sweep small first: 4 steps of batch 4, 128 tokens, 2 estimation batches, 16 evaluation examples per split (flags and --set still win), as the sweep NAME-try, kept out of NAME's report.")] = False,
@@ -196,7 +196,7 @@ def print_where(spec: Any, report: bool = True) -> None:
     if spec.log:
         from ..train.trackers import where_lines
 
-        for line in where_lines(spec.log, spec.name, storage_label):
+        for line in where_lines(spec.log, spec.name, storage_label, spec.log_options):
             console.print(line, highlight=False, soft_wrap=True, markup=False)
     if not report:
         return

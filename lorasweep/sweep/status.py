@@ -82,7 +82,8 @@ def _best(attrs: dict[str, Any], trials: list) -> dict[str, Any]:
 def _running(trials: list, ages: dict[int, float]) -> list[dict[str, Any]]:
     """Per running trial: its grid point, its last checkpoint (step, age in seconds, bytes; None
     before the first), seconds since its last heartbeat, and whether it is lost (that is over
-    the grace period)."""
+    the grace period), the tracker runs it writes to (backend -> run id or folder;
+    ``{}`` without ``--log``)."""
     import time
 
     grace = grace_s()
@@ -98,5 +99,6 @@ def _running(trials: list, ages: dict[int, float]) -> list[dict[str, Any]]:
             "checkpoint_bytes": saved.get("bytes"),
             "heartbeat_age_s": round(ages[t.number], 1),
             "lost": ages[t.number] > grace,
+            "tracker": t.user_attrs.get("tracker") or {},
         })
     return out

@@ -391,5 +391,6 @@ def sync_sweep(spec: SweepSpec, storage: Any, storage_url: str | None = None) ->
         from ..train.trackers import prepare
         from .urls import mask_secrets
 
-        prepare(spec.log, spec.name, [study_name(spec, v, t) for t, v in pairs], mask_secrets)
+        prepare(spec.log, spec.name, [study_name(spec, v, t) for t, v in pairs], mask_secrets,
+                spec.log_options)
     return syncs

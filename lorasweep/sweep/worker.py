@@ -120,14 +120,14 @@ class _OptunaReporter:
     trial's event log (``events.jsonl`` in its run folder)."""
 
     def __init__(self, trial: Any, events: TrialEvents, spec: TrialSpec,
-                 tracking: dict[str, Any] | None = None):
+                 tracking: dict[str, Any] | None = None, search: str = ""):
         self.trial, self.events, self.spec = trial, events, spec
         self.total, self.written = 0, 0.0
         self.log = EventLog(spec.run_dir)
         tracking = tracking or {}
         self.errors: dict[str, str] = {}
         self.sinks = Sinks(list(tracking.get("backends") or []), int(tracking.get("every") or 1),
-                           on_error=self._sink_failed)
+                           on_error=self._sink_failed, options={**tracking, "search": search})
 
     def _sink_failed(self, name: str, message: str) -> None:
         """Recorded in the trial (``tracker_error``), which goes on without that tracker."""
@@ -137,7 +137,9 @@ class _OptunaReporter:
 
     def on_event(self, record: dict[str, Any]) -> None:
         if record["event"] == "start":  # the sinks first: W&B offline reads the earlier log
-            self.sinks.open(self.spec, int(record["step"]), int(record["total"]))
+            refs = self.sinks.open(self.spec, int(record["step"]), int(record["total"]))
+            if refs:  # which tracker runs this trial writes to (status --json shows them)
+                self.trial.set_user_attr("tracker", refs)
             self.log.start(int(record["step"]))
             return
         written = self.log.write(record)
@@ -366,7 +368,8 @@ def _run_one(study: Any, storage: Any, storage_url: str, trial: Any, spec: Trial
     """Run one trial and tell the store; ``(state, value, fail reason or None)``."""
     from optuna.trial import TrialState
 
-    reporter = _OptunaReporter(trial, events, spec, study.user_attrs.get(LOG_ATTR))
+    reporter = _OptunaReporter(trial, events, spec, study.user_attrs.get(LOG_ATTR),
+                               str(study.user_attrs.get("search") or ""))
     with Heartbeat(storage, trial._trial_id), contextlib.closing(reporter):
         try:
             result = run_trial(spec, reporter)

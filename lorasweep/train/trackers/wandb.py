@@ -9,11 +9,18 @@ process of a trial writes its own folder with the same run id (see the README).
 
 Nothing of the machine's code or command line is captured: code and git capture are off, and so
 is system metadata (which holds the command line, ``args`` and ``program``). The API key comes
-from the environment or netrc alone (:func:`check_access`, before anything runs).
+from the environment or netrc alone (:func:`check_access`, before anything runs). Offline mode is
+``WANDB_MODE=offline`` or what ``wandb offline`` wrote (its settings file, :func:`mode`).
+
+The project is ``log.project``, else ``WANDB_PROJECT``, else ``lorasweep``. The run's config
+holds the trial's provenance (sweep, study, search, lorasweep's version beside the
+hyperparameters); with ``log.artifacts`` a completed trial's adapter is logged as an
+``Artifact`` of type ``model`` (named ``adapter-<run id>``).
 """
 
 from __future__ import annotations
 
+import configparser
 import hashlib
 import math
 import netrc
@@ -26,7 +33,7 @@ from ...config import TrialSpec
 from ...paths import OUTPUT_DIR
 from . import scalars
 
-__all__ = ["WandbSink", "check_access", "make_sink", "run_id", "where"]
+__all__ = ["WandbSink", "check_access", "make_sink", "mode", "project", "run_id", "where"]
 
 _NO_NETWORK = ("offline", "disabled", "dryrun")
 
@@ -46,27 +53,53 @@ def _has_netrc_key() -> bool:
     return bool(found and found[2])
 
 
+def mode() -> str:
+    """W&B's mode as W&B reads it here: ``WANDB_MODE``, else the ``mode`` that ``wandb offline``
+    (``online``, ``disabled``) wrote in the workspace's settings file (``wandb/settings`` under
+    ``WANDB_DIR`` or the current folder), else in the user's (``WANDB_CONFIG_DIR/settings``,
+    default ``~/.config/wandb/settings``); blank when none says."""
+    value = os.environ.get("WANDB_MODE")
+    if value:
+        return value.strip().lower()
+    config = os.environ.get("WANDB_CONFIG_DIR") or os.path.join(os.path.expanduser("~"),
+                                                                ".config", "wandb")
+    workspace = Path(os.environ.get("WANDB_DIR") or os.getcwd()) / "wandb" / "settings"
+    for path in (workspace, Path(config) / "settings"):  # the workspace's wins
+        parser = configparser.ConfigParser()
+        try:
+            parser.read(path)
+        except (OSError, configparser.Error):
+            continue
+        found = parser.get("default", "mode", fallback="").strip().lower()
+        if found:
+            return found
+    return ""
+
+
+def project(options: dict[str, Any] | None = None) -> str:
+    """``log.project``, else ``WANDB_PROJECT``, else ``lorasweep``."""
+    return str((options or {}).get("project") or os.environ.get("WANDB_PROJECT") or "lorasweep")
+
+
 def check_access() -> str | None:
     """Why ``--log wandb`` cannot run here (no key and not offline), else None: said before any
     worker starts, so none waits out W&B's init timeout."""
-    mode = (os.environ.get("WANDB_MODE") or "").strip().lower()
-    if mode in _NO_NETWORK or os.environ.get("WANDB_API_KEY") or _has_netrc_key():
+    if mode() in _NO_NETWORK or os.environ.get("WANDB_API_KEY") or _has_netrc_key():
         return None
     return ("--log wandb needs a W&B API key or offline mode: set WANDB_API_KEY in the "
             "environment (or run `wandb login`, which writes ~/.netrc), or WANDB_MODE=offline "
-            "to write the runs for `wandb sync` later")
+            "(or `wandb offline`) to write the runs for `wandb sync` later")
 
 
 def _folder() -> str:
     return os.environ.get("WANDB_DIR") or str((OUTPUT_DIR / "wandb").resolve())
 
 
-def where(sweep: str, label: Any = str) -> str:
+def where(sweep: str, label: Any = str, options: dict[str, Any] | None = None) -> str:
     """The closing line: the project and group, and offline the command that uploads the runs
     (a trial's segments share their run id; wandb sync uploads them in order of start time)."""
-    project = os.environ.get("WANDB_PROJECT") or "lorasweep"
     group = os.environ.get("WANDB_RUN_GROUP") or sweep
-    line = f"wandb: project {project}, group {group}"
+    line = f"wandb: project {project(options)}, group {group}"
     if _offline():
         line += f"; offline: upload with wandb sync {Path(_folder()) / 'wandb'}/offline-run-*"
     return line
@@ -81,15 +114,17 @@ def _settings() -> Any:
 
 
 def _offline() -> bool:
-    return (os.environ.get("WANDB_MODE") or "").strip().lower() in _NO_NETWORK
+    return mode() in _NO_NETWORK
 
 
 class WandbSink:
     """``replay``: the whole trial again (``lorasweep export --to wandb``)."""
 
-    def __init__(self, replay: bool = False) -> None:
-        self.replay = replay
+    def __init__(self, replay: bool = False, options: dict[str, Any] | None = None) -> None:
+        self.replay, self.options = replay, dict(options or {})
         self.run: Any = None
+        self.spec: TrialSpec | None = None
+        self.ref = ""
         self.next_step = {"step": 1, "eval": 1}  # per kind of record: the first the run lacks
         self.last_step = 0
         self.metric = "score"
@@ -103,14 +138,17 @@ class WandbSink:
         folder = _folder()
         Path(folder).mkdir(parents=True, exist_ok=True)
         point = Path(spec.run_dir).name
-        config = {k: v for k, v in trackers.tracker_config(spec).items()
+        search = str(self.options.get("search", ""))
+        config = {k: v for k, v in trackers.tracker_config(spec, search).items()
                   if k not in ("trial", "budget")}  # these change as the point resumes
+        self.spec = spec
         self.run = wandb.init(
-            project=os.environ.get("WANDB_PROJECT") or "lorasweep", dir=folder,
+            project=project(self.options), dir=folder,
             group=os.environ.get("WANDB_RUN_GROUP") or spec.sweep, job_type=spec.task,
             id=run_id(spec.study, point), name=f"{spec.variant.tag}/{point}", resume="allow",
             tags=[spec.model.rsplit("/", 1)[-1][:64], spec.variant.key, spec.variant.tag],
             config=config, settings=_settings(), reinit="create_new")
+        self.ref = self.run.id
         online = max(int(self.run.step or 0), 1)  # what the resumed run has (0 offline)
         self.next_step = {"step": online, "eval": online}
         if _offline() and not self.replay:
@@ -141,9 +179,21 @@ class WandbSink:
                                  "state": state})
         if state == "stopped":
             self.run.mark_preempting()
+        from . import adapter_files
+
+        files = adapter_files(self.spec, state, self.options) if self.spec else []
+        if files:
+            import wandb
+
+            artifact = wandb.Artifact(f"adapter-{self.run.id}", type="model",
+                                      metadata={"lr": self.spec.lr, "seed": self.spec.seed,
+                                                "variant_tag": self.spec.variant.tag})
+            for path in files:
+                artifact.add_file(str(path), name=path.name)
+            self.run.log_artifact(artifact)
         self.run.finish(exit_code=0 if state in ("completed", "diverged", "pruned") else 1)
         self.run = None
 
 
-def make_sink(replay: bool = False) -> WandbSink:
-    return WandbSink(replay)  # a replay resumes the point's run and skips the steps it has
+def make_sink(replay: bool = False, options: dict[str, Any] | None = None) -> WandbSink:
+    return WandbSink(replay, options)  # a replay resumes the point's run and skips the steps it has
