@@ -55,6 +55,10 @@ class TrialView:
     total: int = 0
     loss: float | None = None
     started: float | None = None  # epoch seconds
+    #: What it does now (:data:`lorasweep._phase.PHASES`), and how far: ``done`` of ``of``.
+    phase: str = "initialising"
+    done: int = 0
+    of: int | None = None
     outcome: TrialOutcome | None = None
 
 
@@ -63,6 +67,18 @@ class StoreSnapshot:
     running: list[TrialView]
     finished: list[TrialView]  # finished since the watcher was made
     done: int  # how many trials finished since the watcher was made
+
+
+def _phase_of(progress: dict[str, Any]) -> dict[str, Any]:
+    """The phase fields of a trial's ``progress`` attribute (one written before phases were
+    recorded holds training's steps alone)."""
+    if "phase" in progress:
+        return {"phase": progress["phase"], "done": int(progress.get("done") or 0),
+                "of": progress.get("of")}
+    if progress:
+        return {"phase": "training", "done": int(progress.get("step") or 0),
+                "of": progress.get("total")}
+    return {}
 
 
 class StoreWatcher:
@@ -93,7 +109,7 @@ class StoreWatcher:
                     label=trial_label(tag, t.params.get("lr"), t.params.get("seed"),
                                       t.user_attrs.get("grid_point"), t.user_attrs.get("budget")),
                     step=int(progress.get("step") or 0), total=int(progress.get("total") or 0),
-                    loss=progress.get("loss"),
+                    loss=progress.get("loss"), **_phase_of(progress),
                     started=t.datetime_start.timestamp() if t.datetime_start else None,
                     outcome=outcome_of(t)))
         return views
