@@ -136,23 +136,34 @@ class StoreWatcher:
 
 def watch(storage_url: str, study_names: list[str], events: Any, alive: Callable[[], bool],
           every_s: float = 2.0, on_tick: Callable[[StoreSnapshot], None] | None = None,
-          launch: str | None = None) -> Any:
+          launch: str | None = None, on_interrupt: Callable[[], None] | None = None) -> Any:
     """Show the store's progress (result lines, step bars) until ``alive()`` is false; returns
     a ``WorkerSummary`` of what finished meanwhile: with ``launch`` (the id its workers record
-    on their trials), only what that launch's workers ran, not a concurrent run's trials."""
+    on their trials), only what that launch's workers ran, not a concurrent run's trials.
+
+    Ctrl-C (or SIGTERM, as :class:`~lorasweep.launch.base.Interrupted`) with ``on_interrupt``:
+    that stops the workers and waits for them, the trials they stopped are shown as their
+    result lines, and the interrupt goes on."""
     from ..sweep.worker import WorkerSummary
 
     before = count_finished(storage_url, study_names, launch)
     watcher = StoreWatcher(storage_url, study_names)
     while True:
-        running = alive()
-        snapshot = watcher.poll()
-        events.store_update(snapshot)
-        if on_tick is not None:
-            on_tick(snapshot)
-        if not running:
-            break
-        time.sleep(every_s)
+        try:
+            running = alive()
+            snapshot = watcher.poll()
+            events.store_update(snapshot)
+            if on_tick is not None:
+                on_tick(snapshot)
+            if not running:
+                break
+            time.sleep(every_s)
+        except KeyboardInterrupt:
+            if on_interrupt is None:
+                raise
+            on_interrupt()
+            events.store_update(watcher.poll())
+            raise
     after = count_finished(storage_url, study_names, launch)
     return WorkerSummary(**{k: after[k] - before[k] for k in _OUTCOMES},
                          stopped=watcher.stopped())
