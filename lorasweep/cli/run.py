@@ -132,12 +132,13 @@ def _run(spec: Any, detach: bool = False) -> None:
                                   f"{how}{plural(len(spec.lrs), 'learning rate')} ({format_lrs(spec.lrs)})"
                                   f" x {plural(len(spec.seeds), 'seed')}"),
         highlight=False, soft_wrap=True)
-    from ..launch import LaunchError, StoppedWatching, WorkerDied
+    from ..launch import LaunchError, StoppedWatching, WorkerDied, sigterm_interrupts
 
     try:
-        outcome = run_sweep(spec, progress_factory=lambda total: SweepProgress(
-            total, err_console, workers=spec.workers if spec.launcher != "inline" else 1),
-            detach=detach, checked=True)
+        with sigterm_interrupts():
+            outcome = run_sweep(spec, progress_factory=lambda total: SweepProgress(
+                total, err_console, workers=spec.workers if spec.launcher != "inline" else 1),
+                detach=detach, checked=True)
     except user_errors() as err:
         fail(str(err))
     except (WorkerDied, LaunchError) as err:
@@ -148,6 +149,15 @@ def _run(spec: Any, detach: bool = False) -> None:
                       f"lorasweep status {_follow(spec)}; stop it: lorasweep cancel {_follow(spec)}",
                       highlight=False, soft_wrap=True)
         raise typer.Exit(130) from None
+    except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM (Interrupted): the trials are recorded
+        import signal
+
+        signum = getattr(stop, "signum", signal.SIGINT)
+        err_console.print(f"stopped by {signal.Signals(signum).name}: the running trials were "
+                          f"recorded as stopped; rerun the same command to continue them "
+                          f"(see lorasweep status {_follow(spec)})", highlight=False,
+                          soft_wrap=True, markup=False)
+        raise typer.Exit(128 + signum) from None
     if outcome.detached:
         pending = sum(x.enqueued + x.waiting for x in outcome.syncs)
         console.print(f"submitted SLURM job {', '.join(outcome.jobs) or '(none: nothing to run)'} "

@@ -3,6 +3,7 @@
 # Each import registers one launcher (adding one: its file and one name here).
 from . import inline, local, slurm  # noqa: F401
 from .base import (
+    Interrupted,
     Launcher,
     LauncherError,
     LaunchError,
@@ -12,9 +13,11 @@ from .base import (
     get_launcher_class,
     launcher_registry,
     register,
+    sigterm_interrupts,
 )
 
 __all__ = [
+    "Interrupted",
     "LaunchError",
     "Launcher",
     "LauncherError",
@@ -25,6 +28,7 @@ __all__ = [
     "launcher_registry",
     "list_launchers",
     "register",
+    "sigterm_interrupts",
 ]
 
 

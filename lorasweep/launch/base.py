@@ -10,9 +10,13 @@ This module imports no launcher: ``launch/__init__.py`` imports each one, which 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import signal
+import threading
 import typing
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -21,6 +25,7 @@ from ..sweep.worker import TrialEvents, WorkerSummary
 from ..text import kind_name
 
 __all__ = [
+    "Interrupted",
     "LaunchError",
     "Launcher",
     "LauncherError",
@@ -31,6 +36,7 @@ __all__ = [
     "get_launcher_class",
     "launcher_registry",
     "register",
+    "sigterm_interrupts",
 ]
 
 
@@ -44,6 +50,35 @@ class LaunchError(RuntimeError):
 
 class WorkerDied(RuntimeError):
     """A worker process ended abnormally; the message is one line with its log path."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """The launcher was asked to stop by ``signum`` (SIGTERM from ``kill``, ``timeout`` or a
+    scheduler; Ctrl-C is a plain KeyboardInterrupt): ``lorasweep run`` exits ``128 + signum``."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """While inside, SIGTERM stops this process as Ctrl-C does (:class:`Interrupted`), so the
+    launcher stops its workers (each records its running trial) and its display closes,
+    instead of the process ending where it stands. A worker in this process (inline) records
+    its trial first: its stop requests hand the signal on to this handler once it has."""
+    if threading.current_thread() is not threading.main_thread():  # handlers: main thread only
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise Interrupted(signum)
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class StoppedWatching(KeyboardInterrupt):

@@ -11,17 +11,14 @@ worker within the sweep's ``max_retries``.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import multiprocessing as mp
 import os
 import signal
-import threading
-from collections.abc import Iterator
 from typing import Any
 
 from ..sweep.worker import TrialEvents, WorkerSummary
-from .base import Launcher, WorkerDied, register
+from .base import Launcher, WorkerDied, register, sigterm_interrupts
 from .threads import available_cores
 
 __all__ = ["LocalLauncher", "LocalOptions", "default_launch"]
@@ -54,6 +51,34 @@ def _worker_main(storage_url: str, study_names: list[str], index: int, workers: 
     print(f"worker {index} done: {summary}", flush=True)
 
 
+#: Seconds the stopped workers get to record their trials before they are killed (a stop ends
+#: any phase within the tensor operation under way: seconds, unless one operation runs longer).
+STOP_WAIT_S = 60.0
+
+
+def _join_undisturbed(procs: list) -> None:
+    """Wait for stopped workers to end, while a second Ctrl-C or SIGTERM (a user pressing again)
+    cannot interrupt the wait and leave their trials unrecorded; a worker still running after
+    :data:`STOP_WAIT_S` is killed (its trial is then found lost by its heartbeat, and retried)."""
+    import threading
+    import time
+
+    main = threading.current_thread() is threading.main_thread()  # handlers: main thread only
+    held = {sig: signal.signal(sig, signal.SIG_IGN)
+            for sig in (signal.SIGINT, signal.SIGTERM)} if main else {}
+    try:
+        deadline = time.monotonic() + STOP_WAIT_S
+        for p in procs:
+            p.join(max(0.0, deadline - time.monotonic()))
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+                p.join()
+    finally:
+        for sig, handler in held.items():
+            signal.signal(sig, handler)
+
+
 def _gpu_count() -> int:
     try:
         import torch
@@ -61,24 +86,6 @@ def _gpu_count() -> int:
         return torch.cuda.device_count()
     except Exception:  # no usable torch/CUDA: CPU workers
         return 0
-
-
-@contextlib.contextmanager
-def _term_as_interrupt() -> Iterator[None]:
-    """SIGTERM to the launcher (``kill PID``) stops it as Ctrl-C does: its workers are asked to
-    stop (each checkpoints its running trial) instead of running on without it."""
-    if threading.current_thread() is not threading.main_thread():  # handlers: main thread only
-        yield
-        return
-
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def default_launch(gpus: int | None = None, cores: int | None = None) -> tuple[str, int]:
@@ -157,15 +164,17 @@ class LocalLauncher(Launcher):
             p.start()
             procs.append(p)
         dead = _DeadWorkers(storage_url, study_names, procs)
-        try:  # result lines and step bars, read from the store
-            with _term_as_interrupt():
-                summary = watch(storage_url, study_names, events, launch=launch,
-                                alive=lambda: any(p.is_alive() for p in procs),
-                                on_tick=lambda _snapshot: dead.check())
-        except KeyboardInterrupt:  # SIGTERM: each worker checkpoints its running trial, then ends
+
+        def stop() -> None:  # SIGTERM: each worker records its running trial, then ends
             for p in procs:
                 p.terminate()
-            raise
+            _join_undisturbed(procs)
+
+        try:  # result lines and step bars, read from the store
+            with sigterm_interrupts():
+                summary = watch(storage_url, study_names, events, launch=launch,
+                                alive=lambda: any(p.is_alive() for p in procs), on_interrupt=stop,
+                                on_tick=lambda _snapshot: dead.check())
         finally:
             for p in procs:
                 p.join()

@@ -55,6 +55,10 @@ class TrialView:
     total: int = 0
     loss: float | None = None
     started: float | None = None  # epoch seconds
+    #: What it does now (:data:`lorasweep._phase.PHASES`), and how far: ``done`` of ``of``.
+    phase: str = "initialising"
+    done: int = 0
+    of: int | None = None
     outcome: TrialOutcome | None = None
 
 
@@ -63,6 +67,18 @@ class StoreSnapshot:
     running: list[TrialView]
     finished: list[TrialView]  # finished since the watcher was made
     done: int  # how many trials finished since the watcher was made
+
+
+def _phase_of(progress: dict[str, Any]) -> dict[str, Any]:
+    """The phase fields of a trial's ``progress`` attribute (one written before phases were
+    recorded holds training's steps alone)."""
+    if "phase" in progress:
+        return {"phase": progress["phase"], "done": int(progress.get("done") or 0),
+                "of": progress.get("of")}
+    if progress:
+        return {"phase": "training", "done": int(progress.get("step") or 0),
+                "of": progress.get("total")}
+    return {}
 
 
 class StoreWatcher:
@@ -93,7 +109,7 @@ class StoreWatcher:
                     label=trial_label(tag, t.params.get("lr"), t.params.get("seed"),
                                       t.user_attrs.get("grid_point"), t.user_attrs.get("budget")),
                     step=int(progress.get("step") or 0), total=int(progress.get("total") or 0),
-                    loss=progress.get("loss"),
+                    loss=progress.get("loss"), **_phase_of(progress),
                     started=t.datetime_start.timestamp() if t.datetime_start else None,
                     outcome=outcome_of(t)))
         return views
@@ -120,23 +136,34 @@ class StoreWatcher:
 
 def watch(storage_url: str, study_names: list[str], events: Any, alive: Callable[[], bool],
           every_s: float = 2.0, on_tick: Callable[[StoreSnapshot], None] | None = None,
-          launch: str | None = None) -> Any:
+          launch: str | None = None, on_interrupt: Callable[[], None] | None = None) -> Any:
     """Show the store's progress (result lines, step bars) until ``alive()`` is false; returns
     a ``WorkerSummary`` of what finished meanwhile: with ``launch`` (the id its workers record
-    on their trials), only what that launch's workers ran, not a concurrent run's trials."""
+    on their trials), only what that launch's workers ran, not a concurrent run's trials.
+
+    Ctrl-C (or SIGTERM, as :class:`~lorasweep.launch.base.Interrupted`) with ``on_interrupt``:
+    that stops the workers and waits for them, the trials they stopped are shown as their
+    result lines, and the interrupt goes on."""
     from ..sweep.worker import WorkerSummary
 
     before = count_finished(storage_url, study_names, launch)
     watcher = StoreWatcher(storage_url, study_names)
     while True:
-        running = alive()
-        snapshot = watcher.poll()
-        events.store_update(snapshot)
-        if on_tick is not None:
-            on_tick(snapshot)
-        if not running:
-            break
-        time.sleep(every_s)
+        try:
+            running = alive()
+            snapshot = watcher.poll()
+            events.store_update(snapshot)
+            if on_tick is not None:
+                on_tick(snapshot)
+            if not running:
+                break
+            time.sleep(every_s)
+        except KeyboardInterrupt:
+            if on_interrupt is None:
+                raise
+            on_interrupt()
+            events.store_update(watcher.poll())
+            raise
     after = count_finished(storage_url, study_names, launch)
     return WorkerSummary(**{k: after[k] - before[k] for k in _OUTCOMES},
                          stopped=watcher.stopped())

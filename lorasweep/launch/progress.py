@@ -1,5 +1,7 @@
-"""Rich progress: a bar for the sweep (trials, with an ETA), a step bar per running trial, and
-one result line per finished trial.
+"""Rich progress: a bar for the sweep (trials, with an ETA), a bar per running trial that names
+its phase with its own count (``initialising``, ``estimating 12/64``, ``training 40/80``,
+``evaluating 96/500``, ``generating 8/64``) and its time so far, and one result line per
+finished trial.
 
 The same display serves every launcher: the in-process worker calls it directly
 (``trial_started`` / ``trial_step`` / ``trial_finished``); launchers whose workers run elsewhere
@@ -33,7 +35,7 @@ from ..sweep.outcome import TrialOutcome, trial_label
 from ..sweep.worker import TrialEvents
 from ..text import plain
 
-__all__ = ["SweepProgress", "estimate_eta", "result_line"]
+__all__ = ["SweepProgress", "estimate_eta", "phase_text", "result_line"]
 
 
 def estimate_eta(durations: list[float], remaining: int, running_elapsed: list[float],
@@ -78,6 +80,33 @@ class _EtaColumn(ProgressColumn):
         return Text("eta " + ("-:--:--" if eta is None else _clock(eta)), style="progress.remaining")
 
 
+def phase_text(phase: str, done: int, total: int | None) -> str:
+    """``estimating 12/64``, ``training 40/80``, ``initialising``: a running trial's phase."""
+    return f"{phase} {done}/{total}" if total else phase
+
+
+class _CountColumn(MofNCompleteColumn):
+    """``3/27`` trials on the sweep bar; a trial's phase and its own count on a trial bar."""
+
+    def render(self, task: Any) -> Text:
+        if "phase" not in task.fields:
+            return super().render(task)
+        return Text(phase_text(task.fields["phase"], int(task.completed), task.total and
+                               int(task.total)), style="progress.download")
+
+
+class _SinceColumn(TimeElapsedColumn):
+    """A trial's time since it started, running through every phase (rich stops a task's
+    clock when its count reaches its total: a finished evaluation count is not a finished
+    trial)."""
+
+    def render(self, task: Any) -> Text:
+        since = task.fields.get("since")
+        if since is None:
+            return super().render(task)
+        return Text(_clock(max(0.0, time.time() - since)), style="progress.elapsed")
+
+
 class SweepProgress(TrialEvents):
     def __init__(self, total: int, console: Console | None = None, workers: int = 1):
         self.console = console or Console(stderr=True)
@@ -85,9 +114,9 @@ class SweepProgress(TrialEvents):
         self.progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
-            MofNCompleteColumn(),
+            _CountColumn(),
             TextColumn("{task.fields[info]}"),
-            TimeElapsedColumn(),
+            _SinceColumn(),
             _EtaColumn(self),
             console=self.console,
             transient=False,
@@ -114,13 +143,17 @@ class SweepProgress(TrialEvents):
                             self.workers)
 
     # -- keyed display, shared by every launcher
-    def _running(self, key: Any, label: str, step: int, total: int, loss: float | None,
-                 started: float | None = None) -> None:
+    def _running(self, key: Any, label: str, phase: str, done: int, total: int | None,
+                 loss: float | None = None, started: float | None = None) -> None:
+        """A running trial's bar: ``phase`` with ``done`` of ``total`` (training's last loss)."""
         info = f"loss {loss:.3f}" if loss is not None else ""
         if key not in self.bars:
-            self.bars[key] = self.progress.add_task("  " + plain(label), total=total or None, info=info)
             self.started[key] = started if started is not None else time.time()
-        self.progress.update(self.bars[key], completed=step, total=total or None, info=info)
+            self.bars[key] = self.progress.add_task("  " + plain(label), total=total or None,
+                                                    info=info, phase=phase,
+                                                    since=self.started[key])
+        self.progress.update(self.bars[key], completed=done, total=total or None, info=info,
+                             phase=phase)
 
     def _finished(self, key: Any, label: str, outcome: TrialOutcome) -> None:
         if key in self.shown:
@@ -140,13 +173,21 @@ class SweepProgress(TrialEvents):
     # -- the in-process worker's events
     def trial_started(self, spec: TrialSpec, total_steps: int) -> None:
         self._current = (spec.study, spec.trial_number)
-        self._running(self._current, trial_label(spec.variant.tag, spec.lr, spec.seed, budget=spec.budget), 0,
-                      total_steps, None)
+        self._running(self._current, trial_label(spec.variant.tag, spec.lr, spec.seed,
+                                                 budget=spec.budget),
+                      "training" if total_steps else "initialising", 0, total_steps)
 
     def trial_step(self, step: int, loss: float) -> None:
         key = self._current
         if key in self.bars:
-            self.progress.update(self.bars[key], completed=step, info=f"loss {loss:.3f}")
+            self.progress.update(self.bars[key], completed=step, info=f"loss {loss:.3f}",
+                                 phase="training")
+
+    def trial_phase(self, phase: str, done: int, total: int | None) -> None:
+        key = self._current
+        if key in self.bars:
+            self.progress.update(self.bars[key], completed=done, total=total or None,
+                                 phase=phase)
 
     def trial_finished(self, spec: TrialSpec, state: str, value: float | None,
                        outcome: TrialOutcome | None = None) -> None:
@@ -164,7 +205,8 @@ class SweepProgress(TrialEvents):
         live = set()
         for view in snapshot.running:
             live.add(view.key)
-            self._running(view.key, view.label, view.step, view.total, view.loss, view.started)
+            self._running(view.key, view.label, view.phase, view.done, view.of, view.loss,
+                          view.started)
         for key in [k for k in self.bars if k not in live]:  # gone without a result yet
             self.progress.remove_task(self.bars.pop(key))
             self.started.pop(key, None)

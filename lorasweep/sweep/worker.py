@@ -27,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .. import _phase as phase
 from .._json import json_safe
 from ..config import TrialSpec
 from ..train.events import EventLog
@@ -85,8 +86,12 @@ class WorkerSummary:
 class TrialEvents:
     """Callbacks for progress display; the default shows nothing."""
 
-    def trial_started(self, spec: TrialSpec, total_steps: int) -> None: ...
+    def trial_started(self, spec: TrialSpec, total_steps: int) -> None:
+        """The in-process trial began (``total_steps``: 0 while not known yet)."""
     def trial_step(self, step: int, loss: float) -> None: ...
+    def trial_phase(self, phase: str, done: int, total: int | None) -> None:
+        """The in-process trial is ``done`` of ``total`` into ``phase``
+        (:data:`lorasweep._phase.PHASES`; training's steps come by :meth:`trial_step`)."""
     def trial_finished(self, spec: TrialSpec, state: str, value: float | None,
                        outcome: TrialOutcome | None = None) -> None: ...
     def sweep_progress(self, finished: int) -> None:
@@ -123,6 +128,8 @@ class _OptunaReporter:
                  tracking: dict[str, Any] | None = None, search: str = ""):
         self.trial, self.events, self.spec = trial, events, spec
         self.total, self.written = 0, 0.0
+        self.step, self.loss = 0, None  # training's, kept while another phase runs
+        self.phase: tuple[str, int, int | None] = ("", 0, None)
         self.log = EventLog(spec.run_dir)
         tracking = tracking or {}
         self.errors: dict[str, str] = {}
@@ -159,21 +166,41 @@ class _OptunaReporter:
         """Close the trackers with the trial's final metrics and state."""
         self.sinks.close(summary, state)
 
+    def begin(self) -> None:
+        """The trial was popped: it shows as ``initialising`` until its first phase reports."""
+        self.events.trial_started(self.spec, 0)
+        self.on_phase("initialising", 0, None)
+
     def on_start(self, total_steps: int) -> None:
         self.total = total_steps
-        self._write_progress(0, None)
-        self.events.trial_started(self.spec, total_steps)
+        self.on_phase("training", 0, total_steps)
 
     def on_step(self, step: int, loss: float) -> None:
-        if time.monotonic() - self.written >= PROGRESS_INTERVAL_S or step == self.total:
-            self._write_progress(step, loss)
+        self.step, self.loss = step, loss
+        self._phase("training", step, self.total)
         self.events.trial_step(step, loss)
 
-    def _write_progress(self, step: int, loss: float | None) -> None:
-        """The step count in the store, where displays of other processes read it."""
+    def on_phase(self, phase: str, done: int, total: int | None) -> None:
+        """What the trial does now (:mod:`lorasweep._phase`), for the store and the display."""
+        self._phase(phase, done, total)
+        self.events.trial_phase(phase, done, total)
+
+    def _phase(self, phase: str, done: int, total: int | None) -> None:
+        """In the store at once when the phase changes or ends, else at most every
+        ``PROGRESS_INTERVAL_S`` seconds."""
+        changed = phase != self.phase[0]
+        self.phase = (phase, done, total)
+        if changed or done == total or time.monotonic() - self.written >= PROGRESS_INTERVAL_S:
+            self._write_progress()
+
+    def _write_progress(self) -> None:
+        """The step count and the phase in the store, where displays of other processes read
+        them: ``{"step", "total", "loss"}`` of training, ``{"phase", "done", "of"}`` now."""
         self.written = time.monotonic()
-        self.trial.set_user_attr(PROGRESS_ATTR, json_safe({"step": step, "total": self.total,
-                                                           "loss": loss}))
+        phase, done, total = self.phase
+        self.trial.set_user_attr(PROGRESS_ATTR, json_safe({
+            "step": self.step, "total": self.total, "loss": self.loss,
+            "phase": phase, "done": done, "of": total}))
 
     def report(self, step: int, value: float) -> bool:
         self.trial.report(value, step)
@@ -370,7 +397,9 @@ def _run_one(study: Any, storage: Any, storage_url: str, trial: Any, spec: Trial
 
     reporter = _OptunaReporter(trial, events, spec, study.user_attrs.get(LOG_ATTR),
                                str(study.user_attrs.get("search") or ""))
-    with Heartbeat(storage, trial._trial_id), contextlib.closing(reporter):
+    reporter.begin()
+    with Heartbeat(storage, trial._trial_id), contextlib.closing(reporter), \
+            phase.listening(reporter.on_phase):
         try:
             result = run_trial(spec, reporter)
         except TrialStopped as stop:  # asked to stop: the retry (any worker) resumes the point

@@ -7,6 +7,7 @@ import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+from .. import _phase as phase
 from .base import Task
 from .metrics import accuracy
 
@@ -89,6 +90,7 @@ def predict(task: Task, model: Any, tokenizer: Any, examples: list[dict[str, Any
     predictions: list = []
     total = 0.0
     with torch.no_grad():
+        phase.report("evaluating", 0, len(examples))
         for chunk in task.batches(examples, batch_size):
             batch = task.collate(tokenizer, chunk, max_length)
             with autocast():
@@ -96,6 +98,7 @@ def predict(task: Task, model: Any, tokenizer: Any, examples: list[dict[str, Any
             predictions.extend(decide(out.logits))
             loss = getattr(out, "loss", None)  # a model given labels returns its loss
             total += math.nan if loss is None else float(loss) * len(chunk)
+            phase.report("evaluating", len(predictions), len(examples))
     model.train(was_training)
     return Predictions(predictions, [e["label"] for e in examples],
                        total / len(examples) if examples else math.nan)

@@ -20,6 +20,8 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
+from .. import _phase as phase
+
 __all__ = ["decode"]
 
 
@@ -39,10 +41,12 @@ def decode(model: Any, tokenizer: Any, prompts: list[list[int]], max_new_tokens:
     model.eval()
     try:
         with torch.no_grad():
+            phase.report("generating", 0, len(order))
             for start in range(0, len(order), batch_size):
                 chunk = order[start:start + batch_size]
                 done = _batch(model, tokenizer, [prompts[i] for i in chunk], max_new_tokens, pad,
-                              eos, answer_end, autocast, sampling, generator, device)
+                              eos, answer_end, autocast, sampling, generator, device,
+                              (start, len(order)))
                 for i, text in zip(chunk, done, strict=True):
                     texts[i] = text
     finally:
@@ -71,7 +75,9 @@ def _pick(logits: Any, sampling: tuple[float, float, int] | None, generator: Any
 
 def _batch(model: Any, tokenizer: Any, prompts: list[list[int]], max_new_tokens: int, pad: int,
            eos: set[int], answer_end: Callable[[str], int | None], autocast: Any,
-           sampling: tuple[float, float, int] | None, generator: Any, device: Any) -> list[str]:
+           sampling: tuple[float, float, int] | None, generator: Any, device: Any,
+           count: tuple[int, int] = (0, 0)) -> list[str]:
+    """``count``: prompts done before this batch, and of how many (the phase's progress)."""
     import torch
     from transformers import DynamicCache
 
@@ -104,6 +110,8 @@ def _batch(model: Any, tokenizer: Any, prompts: list[list[int]], max_new_tokens:
                 out[row] = text
             else:
                 keep.append(r)
+        if len(keep) < len(active):
+            phase.report("generating", count[0] + len(prompts) - len(keep), count[1])
         if not keep:
             break
         if len(keep) < len(active):  # finished rows leave the batch and the cache

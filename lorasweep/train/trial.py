@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .. import _phase as phase
 from .._json import json_safe
 from ..config import TrialSpec, rung_step
 from . import signals
@@ -109,6 +110,15 @@ def smoke_budget(spec: TrialSpec) -> TrialSpec:
     return dataclasses.replace(spec, train=train, task_options=options)
 
 
+def _counted(batches: Any, total: int) -> Any:
+    """The estimation batches, each one reported as the ``estimating`` phase's progress when
+    the variant asks for the next (a variant without an estimation pass asks for none)."""
+    for done, batch in enumerate(batches):
+        phase.report("estimating", done, total)
+        yield batch
+        phase.report("estimating", done + 1, total)
+
+
 def run_trial(spec: TrialSpec, reporter: Reporter | None = None) -> TrialResult:
     import torch
 
@@ -119,6 +129,7 @@ def run_trial(spec: TrialSpec, reporter: Reporter | None = None) -> TrialResult:
     smoke = smoke_budget(spec)
     spec, smoke = smoke, smoke is not spec
     started = time.perf_counter()
+    phase.report("initialising", 0)
     run_dir = Path(spec.run_dir)
     _claim(run_dir, spec.study)
     (run_dir / "config.json").write_text(json.dumps(spec.to_dict(), indent=2, sort_keys=True))
@@ -157,7 +168,8 @@ def run_trial(spec: TrialSpec, reporter: Reporter | None = None) -> TrialResult:
             micro_batches(task, tokenizer, data.train, spec.train, seed=spec.seed + 10_000),
             spec.train.estimation_batches,
         )
-        batches = ({k: t.to(device) for k, t in b.items()} for b in estimation)
+        batches = _counted(({k: t.to(device) for k, t in b.items()} for b in estimation),
+                           spec.train.estimation_batches)
         with signals.interruptible():  # an estimation pass may take minutes: stoppable at once
             facts = {**variant.prepare(model, batches),
                      "seconds": time.perf_counter() - prepare_started}

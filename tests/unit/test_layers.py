@@ -15,7 +15,8 @@ import lorasweep
 
 #: Lowest first. A module may import its own layer's modules and lower layers', never higher.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("utilities", ("lorasweep._values", "lorasweep._json", "lorasweep._tags", "lorasweep.paths",
+    ("utilities", ("lorasweep._values", "lorasweep._json", "lorasweep._tags", "lorasweep._phase",
+                   "lorasweep.paths",
                    "lorasweep.text", "lorasweep.recipe", "lorasweep.published")),
     ("config", ("lorasweep.config",)),
     # the package itself re-exports the adapters (``lorasweep.apply_variant``)
