@@ -45,7 +45,7 @@ def _wait_for_phase(store: str, phase: str, proc: subprocess.Popen) -> dict:
             progress = trial.user_attrs.get("progress") or {}
             if progress.get("phase") == phase:
                 return progress
-    proc.kill()
+    os.killpg(proc.pid, signal.SIGKILL)  # its workers too: they hold the output pipe
     out = proc.communicate()[0]
     pytest.fail(f"no trial showed {phase!r} before the deadline:\n{out[-3000:]}")
 
