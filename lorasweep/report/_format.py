@@ -8,7 +8,7 @@ from typing import Any
 from ..text import format_lr
 from .select import VariantSummary, band_rule, delta_rule
 
-__all__ = ["RUNG_NOTE", "band_text", "by_task", "cell_text", "delta_text", "lr_text", "lrs_of",
+__all__ = ["RUNG_NOTE", "rung_note", "band_text", "by_task", "cell_text", "delta_text", "lr_text", "lrs_of",
            "probed_lrs", "ratio_text", "rules_text", "selection_note", "selection_title",
            "short_names", "times", "tuned_text", "unlisted_trials"]
 
@@ -16,6 +16,14 @@ __all__ = ["RUNG_NOTE", "band_text", "by_task", "cell_text", "delta_text", "lr_t
 RUNG_NOTE = ("score@F%: the validation score of a learning rate the adaptive search stopped at F% "
              "of the schedule (a rung); band 'unmeasured': few learning rates ran the whole "
              "schedule")
+
+
+def rung_note(group: list) -> str:
+    """:data:`RUNG_NOTE` in the words of the search that ran ``group``'s rungs (a transfer
+    search's or the adaptive search's)."""
+    if any(getattr(s, "search", None) == "transfer" for s in group):
+        return RUNG_NOTE.replace("the adaptive search", "the transfer search")
+    return RUNG_NOTE
 
 
 def lr_text(lr: float | None) -> str:

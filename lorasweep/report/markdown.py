@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from ._format import (
-    RUNG_NOTE,
     band_text,
     by_task,
     cell_text,
@@ -14,6 +13,7 @@ from ._format import (
     probed_lrs,
     ratio_text,
     rules_text,
+    rung_note,
     selection_note,
     short_names,
     times,
@@ -81,7 +81,7 @@ def markdown(summaries: list[VariantSummary], rows: list[dict[str, Any]], tolera
         lrs = probed_lrs(group)
         names, caption = short_names(group)
         notes = [c for c in (caption and caption.capitalize() + ".",
-                             RUNG_NOTE + "." if any(s.rungs for s in group) else None) if c]
+                             rung_note(group) + "." if any(s.rungs for s in group) else None) if c]
         metric = group[0].metric
         pruners = sorted({s.pruner or "none" for s in group})
         lines += [f"## {sweep}: {task} on `{model}`", "", selection_note(group),

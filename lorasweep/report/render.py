@@ -11,7 +11,6 @@ from typing import Any
 from .._json import json_safe
 from ..text import plain
 from ._format import (
-    RUNG_NOTE,
     band_text,
     by_task,
     cell_text,
@@ -20,6 +19,7 @@ from ._format import (
     probed_lrs,
     ratio_text,
     rules_text,
+    rung_note,
     selection_title,
     short_names,
     tuned_text,
@@ -46,7 +46,7 @@ def render_terminal(summaries: list[VariantSummary], console: Any,
         lrs = probed_lrs(group)
         names, caption = short_names(group)
         how = selection_title(group)
-        notes = [c for c in (caption, RUNG_NOTE if any(s.rungs for s in group) else None) if c]
+        notes = [c for c in (caption, rung_note(group) if any(s.rungs for s in group) else None) if c]
         curve = Table(title=plain(f"{sweep}: {task} on {model}, test {group[0].metric} by "
                                   "learning rate"), caption=plain("; ".join(notes)) or None,
                       box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)

@@ -162,3 +162,14 @@ def test_chance_of_a_task_on_your_data_comes_from_its_recorded_labels():
     assert chance_level("x", "loss", direction="minimize", worst=10.8) == 10.8
     task = make_task("text-classification", dataset="reviews.csv", metric="macro_f1")
     assert (task.metric_name, task.direction) == ("macro_f1", "maximize")  # the option's
+
+
+def test_the_rung_note_names_the_search_that_ran_the_rungs():
+    from lorasweep.report._format import RUNG_NOTE, rung_note
+
+    adaptive = [_searched("lora-r8-a16", "lora", "adaptive")]
+    transfer = [_searched("lora-r8-a16", "lora", "transfer"),
+                _searched("dora-r8-a16", "dora", "transfer", [1e-4, 3.16e-4, 1e-3])]
+    assert rung_note(adaptive) == RUNG_NOTE and "adaptive search stopped" in RUNG_NOTE
+    assert "the transfer search stopped at F%" in rung_note(transfer)
+    assert "adaptive" not in rung_note(transfer)
