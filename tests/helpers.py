@@ -8,11 +8,28 @@ import importlib
 import json
 import os
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+REPO = Path(__file__).resolve().parents[1]
+
+
+def lorasweep_cli(cwd: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """``python -m lorasweep ARGS`` in ``cwd``, importing this checkout, on one thread."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "lorasweep", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def store_digest(cwd: Path, name: str = "studies.db") -> str:
+    """The SHA-256 of the store file ``name`` in ``cwd`` (unchanged by a refused run)."""
+    import hashlib
+
+    return hashlib.sha256((cwd / name).read_bytes()).hexdigest()
 
 def in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")

@@ -5,21 +5,17 @@ and a rerun of the sweep on changed data refused the same way."""
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
-import os
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import optuna
 import pytest
+from helpers import lorasweep_cli, store_digest
 from optuna.trial import TrialState
 
 from lorasweep.sweep.study import trial_template
 
-REPO = Path(__file__).resolve().parents[2]
 ROWS = [{"review": f"a {'fine' if i % 2 else 'dull'} film, take {i}",
          "sentiment": "pos" if i % 2 else "neg"} for i in range(40)]
 
@@ -30,12 +26,6 @@ def _csv(path: Path, rows: list[dict]) -> Path:
         writer.writeheader()
         writer.writerows(rows)
     return path
-
-
-def _cli(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "lorasweep", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
 
 
 def _args(model: Path, dataset: str, *sets: str, sweep: str = "own") -> list[str]:
@@ -49,15 +39,11 @@ def _args(model: Path, dataset: str, *sets: str, sweep: str = "own") -> list[str
     return out
 
 
-def _digest(cwd: Path) -> str:
-    return hashlib.sha256((cwd / "studies.db").read_bytes()).hexdigest()
-
-
 @pytest.fixture(scope="module")
 def stored(tiny_bert_dir, tmp_path_factory):
     cwd = tmp_path_factory.mktemp("own-data")
     _csv(cwd / "data.csv", ROWS)
-    proc = _cli(cwd, *_args(tiny_bert_dir, "data.csv"))
+    proc = lorasweep_cli(cwd, *_args(tiny_bert_dir, "data.csv"))
     assert proc.returncode == 0, proc.stderr
     return cwd
 
@@ -108,11 +94,11 @@ def _cases(cwd: Path) -> dict[str, tuple[list[str], str]]:
 @pytest.fixture(scope="module")
 def refused(stored, tiny_bert_dir):
     cases = _cases(stored)
-    before = _digest(stored)
+    before = store_digest(stored)
 
     def one(item):
         name, (given, _) = item
-        return name, _cli(stored, *_args(tiny_bert_dir, given[0], *given[1:], sweep="bad"))
+        return name, lorasweep_cli(stored, *_args(tiny_bert_dir, given[0], *given[1:], sweep="bad"))
 
     with ThreadPoolExecutor(2) as pool:
         done = dict(pool.map(one, cases.items()))
@@ -130,14 +116,14 @@ def test_bad_data_is_one_line_exit_2_and_nothing_written(stored, refused, case):
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
     assert cases[case][1] in lines[0], lines[0]
-    assert _digest(stored) == before
+    assert store_digest(stored) == before
 
 
 def test_a_rerun_on_changed_data_is_refused_in_one_line(stored, refused, tiny_bert_dir):
-    before = _digest(stored)
+    before = store_digest(stored)
     _csv(stored / "data.csv", [*ROWS, {"review": "one more fine film", "sentiment": "pos"}])
     try:
-        proc = _cli(stored, *_args(tiny_bert_dir, "data.csv"))
+        proc = lorasweep_cli(stored, *_args(tiny_bert_dir, "data.csv"))
     finally:
         _csv(stored / "data.csv", ROWS)
     lines = proc.stderr.strip().splitlines()
@@ -145,6 +131,6 @@ def test_a_rerun_on_changed_data_is_refused_in_one_line(stored, refused, tiny_be
     # as a changed budget is refused: the sweep's header line, then the one error line
     assert len(lines) == 2 and lines[0].startswith("sweep own: text-classification"), lines
     assert lines[1].startswith("error: sweep 'own' already ran with task.fingerprint=sha256:")
-    assert _digest(stored) == before
-    again = _cli(stored, *_args(tiny_bert_dir, "data.csv"))  # the same data: nothing to do
+    assert store_digest(stored) == before
+    again = lorasweep_cli(stored, *_args(tiny_bert_dir, "data.csv"))  # the same data: nothing to do
     assert again.returncode == 0, again.stderr

