@@ -128,6 +128,11 @@ class Task(ABC):
         that minimizes a loss returns the loss of a uniform predictor, ``ln(vocab_size)``."""
         return float(self.worst_score)
 
+    def extra_metrics(self, validation: float, test: float) -> dict[str, float]:
+        """What a trial records beside the metric, derived from its validation and test scores
+        (a loss's perplexity); none here."""
+        return {}
+
     def check_available(self) -> None:  # noqa: B027  (optional hook; most tasks need no check)
         """Raise :class:`TaskError` (with the fix) if the task's data cannot be loaded here."""
 

@@ -202,18 +202,15 @@ def run_trial(spec: TrialSpec, reporter: Reporter | None = None) -> TrialResult:
         "final_loss": result.final_loss,
         "validation_loss": result.validation_loss,  # a rung's; a metric named loss wins below
         "recent_loss": result.recent_loss,
-        f"validation_{metric}": result.validation,
-        f"test_{metric}": result.test,
-        f"best_validation_{metric}": result.best_validation,
         "steps": result.steps,
         "diverged": result.diverged,
         "tokens_per_second": result.tokens_per_second,
         # the task's metric last: a metric named "loss" (sft) is the validation loss itself
-        f"validation_{task.metric}": result.validation,
-        f"test_{task.metric}": result.test,
-        f"best_validation_{task.metric}": result.best_validation,
+        f"validation_{metric}": result.validation,
+        f"test_{metric}": result.test,
+        f"best_validation_{metric}": result.best_validation,
         # what a task derives from its scores (sft's loss: the perplexity)
-        **getattr(task, "extra_metrics", lambda v, t: {})(result.validation, result.test),
+        **task.extra_metrics(result.validation, result.test),
     }
     attrs = {
         "metric": metric,
