@@ -27,7 +27,8 @@ from ._hub import hub_errors
 from ._splits import SPLIT_SEED, check_holdout
 from .base import TaskError, TaskOptions
 
-__all__ = ["BUILDERS", "DataOptions", "Source", "load_source", "pick_splits"]
+__all__ = ["BUILDERS", "DataOptions", "Source", "check_fingerprint", "load_source",
+           "pick_splits"]
 
 #: A file's extension (after a compression suffix) -> the ``datasets`` builder that reads it.
 BUILDERS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
@@ -226,6 +227,13 @@ def _package_file(given: str) -> Path | None:
         raise TaskError(f"--dataset {given!r}: package {package} has no {inner}")
     return path
 
+
+def check_fingerprint(source: Source, options: DataOptions) -> None:
+    """Refuse data that changed since the sweep recorded its fingerprint (``options``' own)."""
+    if options.fingerprint and source.fingerprint != options.fingerprint:
+        raise TaskError(f"the data of {source.label} changed since the sweep was checked "
+                        f"({source.fingerprint}, recorded {options.fingerprint}): "
+                        "restore it, or pass --sweep NAME for a new sweep")
 
 def load_source(options: DataOptions, task: str) -> Source:
     """Every split of the source that ``options`` names, as rows (see the module docstring);

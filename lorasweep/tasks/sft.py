@@ -33,7 +33,7 @@ import sys
 from typing import Any
 
 from .base import Task, TaskData, TaskError, register_task
-from .datasource import DataOptions, Source, load_source, pick_splits
+from .datasource import DataOptions, Source, check_fingerprint, load_source, pick_splits
 from .generation import (
     ALPACA_PROMPT,
     IGNORE,
@@ -272,10 +272,7 @@ class SftTask(GenerationTask):
     def load(self) -> TaskData:
         self.check_available()
         source = load_source(self.options, self.key)
-        if self.options.fingerprint and source.fingerprint != self.options.fingerprint:
-            raise TaskError(f"the data of {source.label} changed since the sweep was checked "
-                            f"({source.fingerprint}, recorded {self.options.fingerprint}): "
-                            "restore it, or pass --sweep NAME for a new sweep")
+        check_fingerprint(source, self.options)
         source = self._rows(source)
         train, validation, test, self.validation_rule = pick_splits(
             source, self.options, stratum=lambda r: "", text=_prompt_key)

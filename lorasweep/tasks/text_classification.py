@@ -23,7 +23,7 @@ from ..config import DEFAULT_LRS, DEFAULT_MODEL
 from . import metrics
 from .base import TaskData, TaskError, register_task
 from .classification import PredictingTask, top_class
-from .datasource import DataOptions, Source, load_source, pick_splits
+from .datasource import DataOptions, Source, check_fingerprint, load_source, pick_splits
 
 __all__ = ["TextClassification", "TextClassificationOptions"]
 
@@ -186,10 +186,7 @@ class TextClassification(PredictingTask):
         self.check_available()
         source = load_source(self.options, self.key)
         self._columns(source)
-        if self.options.fingerprint and source.fingerprint != self.options.fingerprint:
-            raise TaskError(f"the data of {source.label} changed since the sweep was checked "
-                            f"({source.fingerprint}, recorded {self.options.fingerprint}): "
-                            "restore it, or pass --sweep NAME for a new sweep")
+        check_fingerprint(source, self.options)
         source = self._rows(source)
         train, validation, test, self.validation_rule = pick_splits(
             source, self.options,  # stratified by class (a regression's floats: one stratum)
