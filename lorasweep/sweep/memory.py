@@ -53,7 +53,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import functools
 import math
 import os
 import re
@@ -63,9 +62,9 @@ from typing import Any
 from ..config import SweepSpec, TrainConfig
 from .spec import SweepError, sweep_tasks, train_for
 
-__all__ = ["CALIBRATION_FACTOR", "K_ATTENTION", "K_LAYER", "K_LOGITS", "LIMIT_ENV", "OFF_ENV", "RUNTIME_BYTES",
-           "ModelFacts", "TrialMemory", "activation_bytes", "check_memory", "model_facts",
-           "parse_bytes", "trial_memory", "worker_memory"]
+__all__ = ["CALIBRATION_FACTOR", "K_ATTENTION", "K_LAYER", "K_LOGITS", "LIMIT_ENV", "OFF_ENV",
+           "RUNTIME_BYTES", "ModelFacts", "TrialMemory", "activation_bytes", "check_memory",
+           "model_facts", "parse_bytes", "trial_memory", "worker_memory"]
 
 #: Bytes kept per hidden unit, token and layer for backward (fp32, measured: see the docstring).
 K_LAYER = 140
@@ -145,7 +144,7 @@ def model_facts(model_id: str, task_key: str, model_options: dict[str, Any] | No
     from transformers.utils import logging as hf_logging
 
     from ..tasks import find_task
-    from ..train.model import ModelOptions, resolve_model
+    from ..train.model import ModelOptions, model_config, resolve_model
 
     options = ModelOptions.parse(model_options)
     path, gguf = resolve_model(model_id)
@@ -154,7 +153,7 @@ def model_facts(model_id: str, task_key: str, model_options: dict[str, Any] | No
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     try:
-        config = copy.deepcopy(_config(path, gguf, options.trust_remote_code))
+        config = copy.deepcopy(model_config(path, gguf, options.trust_remote_code))
         with torch.device("meta"):
             model, tokens = _meta_model(config, kind, getattr(task, "num_labels", 2), options)
     finally:
@@ -171,17 +170,6 @@ def model_facts(model_id: str, task_key: str, model_options: dict[str, Any] | No
         linears={n: (m.in_features, m.out_features) for n, m in model.named_modules()
                  if isinstance(m, nn.Linear)},
         model=model, tokens=tokens)
-
-
-@functools.lru_cache(maxsize=8)
-def _config(path: str, gguf: str | None, trust_remote_code: bool) -> Any:
-    """The model's config (read once per process: a GGUF file's takes seconds)."""
-    from transformers import AutoConfig
-
-    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
-    if gguf:
-        kwargs["gguf_file"] = gguf
-    return AutoConfig.from_pretrained(path, **kwargs)
 
 
 def _meta_model(config: Any, kind: str | None, num_labels: int, options: Any) -> tuple[Any, int | None]:

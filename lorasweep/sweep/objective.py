@@ -47,11 +47,6 @@ class Objective:
         """Whether ``a`` is strictly better than ``b``."""
         return a < b if self.minimize else a > b
 
-    def best(self, values: Any, key: Any = None) -> Any:
-        """The best of ``values`` (by ``key``); ties: the first."""
-        pick = min if self.minimize else max
-        return pick(values, key=key) if key is not None else pick(values)
-
     def attrs(self) -> dict[str, Any]:
         return {DIRECTION_ATTR: self.direction, METRIC_ATTR: self.metric, WORST_ATTR: self.worst}
 
@@ -65,18 +60,13 @@ def objective_of(attrs: dict[str, Any]) -> Objective:
 
 def model_vocab_size(model: str, model_options: dict[str, Any] | None = None) -> int:
     """The vocabulary size in the model's config (read cheaply: no weights, no tokenizer)."""
-    from ..train.model import ModelOptions, resolve_model
+    from ..train.model import ModelOptions, model_config, resolve_model
 
     options = ModelOptions.parse(model_options or {})
     path, gguf = resolve_model(model)
     size = _gguf_vocab_size(Path(path) / gguf) if gguf and Path(path, gguf).is_file() else None
     if size is None:
-        from transformers import AutoConfig
-
-        kwargs: dict[str, Any] = {"trust_remote_code": options.trust_remote_code}
-        if gguf:
-            kwargs["gguf_file"] = gguf
-        config = AutoConfig.from_pretrained(path, **kwargs)
+        config = model_config(path, gguf, options.trust_remote_code)
         text = config.get_text_config() if hasattr(config, "get_text_config") else config
         size = getattr(text, "vocab_size", None)
     if not isinstance(size, int) or size < 2:

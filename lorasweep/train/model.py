@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import importlib.util
 import io
 from collections.abc import Callable
@@ -27,6 +28,7 @@ __all__ = [
     "embedded_for",
     "hub_model_cached",
     "load_model",
+    "model_config",
     "register_builder",
     "resolve_model",
 ]
@@ -141,6 +143,17 @@ def resolve_model(model_id: str) -> tuple[str, str | None]:
         return _embedded(model_id.split(":", 1)[1])
     return model_id, None
 
+
+@functools.lru_cache(maxsize=8)
+def model_config(path: str, gguf: str | None, trust_remote_code: bool) -> Any:
+    """The config of the model at ``path`` (a :func:`resolve_model` result), read once per
+    process (a GGUF file's takes seconds); shared: copy it before changing it."""
+    from transformers import AutoConfig
+
+    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    if gguf:
+        kwargs["gguf_file"] = gguf
+    return AutoConfig.from_pretrained(path, **kwargs)
 
 def check_model(model_id: str) -> None:
     """Fail early, before anything is written, on ids that cannot possibly load."""
