@@ -125,10 +125,9 @@ class _DeadWorkers:
         self.seen: set[int] = set()
 
     def check(self) -> None:
-        import socket
-
         from ..sweep.heartbeat import fail_worker_trials
         from ..sweep.store import open_storage
+        from ..sweep.worker import worker_id
 
         for i, p in enumerate(self.procs):
             if i in self.seen or p.exitcode in (None, 0):
@@ -136,7 +135,7 @@ class _DeadWorkers:
             self.seen.add(i)
             reason = f"worker process died ({_exit_text(p.exitcode)})"
             fail_worker_trials(open_storage(self.storage_url, create=False), self.study_names,
-                               f"{socket.gethostname()}:{p.pid}", reason)
+                               worker_id(p.pid), reason)
 
 
 @register
@@ -179,9 +178,9 @@ class LocalLauncher(Launcher):
             for p in procs:
                 p.join()
         dead.check()
-        dead = [(i, p.exitcode) for i, p in enumerate(procs) if p.exitcode != 0]
-        if dead:
-            i, code = dead[0]
-            more = f" (and {len(dead) - 1} more)" if len(dead) > 1 else ""
+        died = [(i, p.exitcode) for i, p in enumerate(procs) if p.exitcode != 0]
+        if died:
+            i, code = died[0]
+            more = f" (and {len(died) - 1} more)" if len(died) > 1 else ""
             raise WorkerDied(f"local worker {i} died ({_exit_text(code)}){more}: see {logs[i]}")
         return summary

@@ -101,8 +101,11 @@ class TrialEvents:
         launchers whose workers run elsewhere."""
 
 
-def worker_id() -> str:
-    """Who runs a trial: ``slurm:JOB_TASK`` inside a SLURM array task, else ``HOST:PID``."""
+def worker_id(pid: int | None = None) -> str:
+    """Who runs a trial: ``slurm:JOB_TASK`` inside a SLURM array task, else ``HOST:PID``; with
+    ``pid``, the id of that process of this host (a local launcher's worker)."""
+    if pid is not None:
+        return f"{socket.gethostname()}:{pid}"
     job = os.environ.get("SLURM_ARRAY_JOB_ID") or os.environ.get("SLURM_JOB_ID")
     if job:
         task = os.environ.get("SLURM_ARRAY_TASK_ID")
