@@ -8,8 +8,8 @@ from typing import Any
 from ..text import format_lr
 from .select import VariantSummary, band_rule, delta_rule
 
-__all__ = ["RUNG_NOTE", "rung_note", "band_text", "by_task", "cell_text", "delta_text", "lr_text", "lrs_of",
-           "probed_lrs", "ratio_text", "rules_text", "selection_note", "selection_title",
+__all__ = ["RUNG_NOTE", "rung_note", "band_text", "by_task", "cell_text", "delta_text", "lr_text",
+           "lrs_of", "probed_lrs", "ratio_text", "rules_text", "selection_note", "selection_title",
            "short_names", "times", "tuned_text", "unlisted_trials"]
 
 #: What a rung's cell (``0.52@30%``) and an adaptive search's band word mean, said once per table.

@@ -126,6 +126,11 @@ class VariantSummary:
         return self.direction == "minimize"
 
     @property
+    def sign(self) -> float:
+        """+1 to maximize, -1 to minimize: ``sign * value`` is higher-is-better."""
+        return -1.0 if self.minimize else 1.0
+
+    @property
     def band_decades(self) -> float | None:
         return None if self.band is None else math.log10(self.band[1] / self.band[0])
 
@@ -316,8 +321,7 @@ def summarise(rows: list[dict[str, Any]],
         lora = [o for o in out if (o.sweep, o.task, o.model) == (s.sweep, s.task, s.model)
                 and o.variant == "lora" and o.best_lr is not None]
         if lora and s.peak is not None:
-            base = max(lora, key=lambda o: -o.cells[o.best_lr].validation if o.minimize
-                       else o.cells[o.best_lr].validation)
+            base = max(lora, key=lambda o: o.sign * o.cells[o.best_lr].validation)
             s.delta_vs_lora = s.peak - base.peak
             s.lr_ratio_vs_lora = s.best_lr / base.best_lr
             if s is not base:
