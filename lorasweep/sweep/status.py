@@ -92,13 +92,14 @@ def _running(trials: list, ages: dict[int, float]) -> list[dict[str, Any]]:
         if t.state.name != "RUNNING" or "grid_point" not in t.user_attrs:
             continue
         saved = t.user_attrs.get("checkpoint") or {}
+        age = round(ages[t.number], 1)  # lost by the age it shows: never "1.0 s, lost" at 1 s
         out.append({
             "trial": t.number, "grid_point": t.user_attrs["grid_point"],
             "checkpoint_step": saved.get("step"),
             "checkpoint_age_s": round(now - saved["time"], 1) if "time" in saved else None,
             "checkpoint_bytes": saved.get("bytes"),
-            "heartbeat_age_s": round(ages[t.number], 1),
-            "lost": ages[t.number] > grace,
+            "heartbeat_age_s": age,
+            "lost": age > grace,
             "tracker": t.user_attrs.get("tracker") or {},
         })
     return out
