@@ -7,10 +7,10 @@ import sys
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
 from .. import __version__
+from .._console import DisplayConsole
 from ..paths import STORE_FILE
 
 __all__ = ["JsonOpt", "StorageOpt", "SweepOpt", "app", "console", "err_console", "fail",
@@ -26,8 +26,8 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 # Reports are wide tables: when output is not a terminal (logs, CI), do not squeeze them to 80.
-console = Console(width=None if sys.stdout.isatty() else 160)
-err_console = Console(stderr=True)
+console = DisplayConsole(width=None if sys.stdout.isatty() else 160)
+err_console = DisplayConsole(stderr=True)
 
 # Options shared by several commands, defined once.
 SweepOpt = Annotated[str | None, typer.Option("--sweep", show_default="all sweeps", help="Sweep name.")]

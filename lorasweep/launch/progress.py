@@ -30,6 +30,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
+from .._console import DisplayConsole
 from ..config import TrialSpec
 from ..sweep.outcome import TrialOutcome, trial_label
 from ..sweep.worker import TrialEvents
@@ -109,7 +110,7 @@ class _SinceColumn(TimeElapsedColumn):
 
 class SweepProgress(TrialEvents):
     def __init__(self, total: int, console: Console | None = None, workers: int = 1):
-        self.console = console or Console(stderr=True)
+        self.console = console or DisplayConsole(stderr=True)
         self.workers = workers
         self.progress = Progress(
             TextColumn("{task.description}"),

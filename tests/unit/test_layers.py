@@ -16,6 +16,7 @@ import lorasweep
 #: Lowest first. A module may import its own layer's modules and lower layers', never higher.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("utilities", ("lorasweep._values", "lorasweep._json", "lorasweep._tags", "lorasweep._phase",
+                   "lorasweep._console",
                    "lorasweep.paths",
                    "lorasweep.text", "lorasweep.recipe", "lorasweep.published")),
     ("config", ("lorasweep.config",)),
