@@ -327,6 +327,6 @@ def check_memory(spec: SweepSpec) -> None:
         f"a trial of {variant.tag} on {task} needs about {_gib(total)} ({need.parts_text()}, "
         f"batch {train.batch_size} x length {train.max_length}) but each worker has "
         f"{_gib(have)} ({whose}): lower --max-length (now {train.max_length}), "
-        f"--set train.batch_size=N (now {train.batch_size}) with --grad-accum to keep the "
+        f"--batch-size (now {train.batch_size}) with --grad-accum to keep the "
         f"effective batch of {train.batch_size * train.grad_accum}, or --workers, or try it small "
         f"with --try; {OFF_ENV}=off runs it anyway")

@@ -97,7 +97,7 @@ def test_the_study_gsm8k_budget_is_refused_in_one_line_naming_what_to_lower(monk
     line = str(refused.value)
     assert "\n" not in line and "a trial of lora-ga-r8-a16 on gsm8k needs about" in line
     assert "each worker has 1.0 GiB (2.0 GiB set by LORASWEEP_MEMORY_LIMIT / 2 workers)" in line
-    for setting in ("--max-length (now 1024)", "train.batch_size=N (now 16)", "--grad-accum",
+    for setting in ("--max-length (now 1024)", "--batch-size (now 16)", "--grad-accum",
                     "effective batch of 64", "--workers", "--try", f"{OFF_ENV}=off"):
         assert setting in line
     monkeypatch.setenv(OFF_ENV, "off")
