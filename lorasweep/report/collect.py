@@ -112,11 +112,12 @@ def _scores(u: dict[str, Any], value: float | None) -> dict[str, Any]:
     validation = u.get(f"validation_{metric}", value) if metric else value
     test = u.get(f"test_{metric}") if metric else None
     best = u.get(f"best_validation_{metric}") if metric else None
+    initial = u.get(f"initial_validation_{metric}") if metric else None  # a minimized task's
     if u.get("validation_is_test"):  # no separate validation split: the study's protocol
         one = best if best is not None else validation
         return {"metric": metric, "value": value, "validation_score": validation,
-                "test_score": test, "best_validation_score": best,
+                "test_score": test, "best_validation_score": best, "initial_score": initial,
                 "selection": "best-over-evaluations", "select_score": one, "score": one}
     return {"metric": metric, "value": value, "validation_score": validation, "test_score": test,
-            "best_validation_score": best, "selection": "validation",
+            "best_validation_score": best, "initial_score": initial, "selection": "validation",
             "select_score": validation, "score": test if test is not None else value}

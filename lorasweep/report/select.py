@@ -22,8 +22,13 @@ have >= 3 seeds and Welch's t-test gives :math:`p < 0.05`.
 
 A study that minimizes (a loss: its recorded ``direction``) is the mirror image:
 :math:`\\eta^\\star = \\arg\\min \\bar v(\\eta)`, the band is
-:math:`\\bar v(\\eta) \\le \\bar v(\\eta^\\star) + \\tau\\,(c - \\bar v(\\eta^\\star))` with :math:`c` the
-loss of a uniform predictor (what a diverged trial records), and a negative Δ is better.
+:math:`\\bar v(\\eta) \\le \\bar v(\\eta^\\star) + \\tau\\,(c - \\bar v(\\eta^\\star))`, and a negative Δ is
+better. There :math:`c` is the loss training started from: the validation loss each trial measures
+before its first step (the model with the adapter at its init), averaged over the variant's
+trials. A pretrained model's loss sits far below a uniform predictor's (SmolLM2 on HumanEval:
+about 1.1 against ln 49152 = 10.8), so a band measured from the uniform predictor would count an
+LR that barely moved the model as good; trials that predate the measurement fall back to the
+uniform predictor's loss (what a diverged trial records).
 
 Tasks without a separate validation split (GLUE's convention: the validation split is the test
 set) follow the study's protocol: one number per trial, the best score over the trial's
@@ -69,8 +74,8 @@ def band_rule(tolerance: float, minimize: bool = False) -> str:
     """The good-LR band's rule in words, for the reports."""
     if minimize:
         return (f"good-LR band: learning rates whose validation loss is within {tolerance:g} of "
-                "the best one's fall below chance (a uniform predictor's loss; none for a "
-                "variant not below it)")
+                "the best one's fall below the loss training started from (measured before the "
+                "first step, else a uniform predictor's; none for a variant not below it)")
     return (f"good-LR band: learning rates whose validation score is within {tolerance:g} of the "
             "best one's rise above chance (none for a variant not above chance)")
 
@@ -185,7 +190,8 @@ def chance_score(task: str, metric: str, labels: list | None = None,
 
 
 def _choose(cells: dict[float, Cell], tolerance: float, chance: float,
-            minimize: bool = False) -> tuple[float, tuple | None, str | None]:
+            minimize: bool = False, reference: str = "chance"
+            ) -> tuple[float, tuple | None, str | None]:
     """Selected LR, good-LR band and remark, all on the validation means. A minimized metric
     is the mirror image: the lowest mean, the band within ``tolerance`` of its fall below
     chance (``sign`` turns every value into higher-is-better)."""
@@ -199,8 +205,8 @@ def _choose(cells: dict[float, Cell], tolerance: float, chance: float,
     top = fine[best_lr].validation
     if sign * top <= sign * chance + _EQUAL:
         what, side = ("loss", "below") if minimize else ("score", "above")
-        return best_lr, None, (f"the best validation {what} ({top:.3f}) is not {side} chance "
-                               f"({chance:g}): no good-LR band")
+        return best_lr, None, (f"the best validation {what} ({top:.3f}) is not {side} "
+                               f"{reference} ({chance:.4g}): no good-LR band")
     good = [lr for lr, c in fine.items()
             if sign * c.validation >= sign * top - tolerance * sign * (top - chance)]
     return best_lr, (min(good), max(good)), None
@@ -214,9 +220,12 @@ def _summary(key: tuple, cells: dict[float, Cell], tolerance: float, selection: 
     study = study or {}
     direction = study.get("direction") or "maximize"
     chance = chance_level(task, metric, study.get("labels"), direction, study.get("worst_score"))
-    best_lr, band, remark = _choose(
-        cells, tolerance, chance_score(task, metric, study.get("labels"), direction,
-                                       study.get("worst_score")), direction == "minimize")
+    reference, name = chance_score(task, metric, study.get("labels"), direction,
+                                   study.get("worst_score")), "chance"
+    start = study.get("initial")  # a minimized task's loss before training
+    if direction == "minimize" and start is not None and math.isfinite(start):
+        reference, name = start, "the loss training started from"
+    best_lr, band, remark = _choose(cells, tolerance, reference, direction == "minimize", name)
     return VariantSummary(sweep, task, model, variant, tag, metric, cells, best_lr,
                           cells[best_lr].mean, band, selection=selection, remark=remark,
                           pruner=pruner, direction=direction, chance=chance,
@@ -286,9 +295,13 @@ def summarise(rows: list[dict[str, Any]],
         lambda: defaultdict(lambda: defaultdict(list)))
     pruned: dict[tuple, dict[float, list]] = defaultdict(lambda: defaultdict(list))
     searches: dict[tuple, str] = {}
+    initials: dict[tuple, list[float]] = defaultdict(list)  # before the first step (a loss)
     for r in rows:
         key = (r["sweep"], r["task"], r["model"], r["variant"], r["variant_tag"], r["metric"])
         searches[key] = r.get("search") or "grid"
+        start = r.get("initial_score")
+        if isinstance(start, (int, float)) and math.isfinite(start):
+            initials[key].append(float(start))
         if r.get("budget", 1.0) < 1.0:
             if r["state"] == "complete" and r["select_score"] is not None:
                 rungs[key][r["budget"]][r["lr"]].append(r["select_score"])
@@ -308,7 +321,10 @@ def summarise(rows: list[dict[str, Any]],
             cells[lr] = Cell(statistics.fmean(scores), std, len(scores),
                              sum(bool(r["diverged"]) for r in rs),
                              statistics.fmean(r["select_score"] for r in rs), scores)
-        summary = _summary(key, cells, band_tolerance, *meta[key])
+        selection, pruner, study = meta[key]
+        if initials.get(key):
+            study = {**study, "initial": statistics.fmean(initials[key])}
+        summary = _summary(key, cells, band_tolerance, selection, pruner, study)
         summary.pruned = {lr: sorted(v) for lr, v in sorted(pruned[key].items())}
         summary.search = searches[key]
         if key in rungs:

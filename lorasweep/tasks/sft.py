@@ -32,6 +32,7 @@ import math
 import sys
 from typing import Any
 
+from .. import _phase as phase
 from .base import Task, TaskData, TaskError, register_task
 from .datasource import DataOptions, Source, check_fingerprint, load_source, pick_splits
 from .generation import (
@@ -381,9 +382,16 @@ class SftTask(GenerationTask):
         if self.metric == "exact_match":
             return super().evaluate(model, tokenizer, examples, batch_size, max_length, autocast)
         size = self.options.eval_batch_size or batch_size
-        batches = (self.collate(tokenizer, chunk, max_length)
-                   for chunk in self.batches(examples, size))
-        return mean_nll(model, batches, autocast)
+
+        def batches() -> Any:  # counted on the trial's bar: evaluating k/N
+            done = 0
+            phase.report("evaluating", done, len(examples))
+            for chunk in self.batches(examples, size):
+                yield self.collate(tokenizer, chunk, max_length)
+                done += len(chunk)
+                phase.report("evaluating", done, len(examples))
+
+        return mean_nll(model, batches(), autocast)
 
     def evaluate_with_loss(self, model: Any, tokenizer: Any, examples: list[dict[str, Any]],
                            batch_size: int, max_length: int, autocast: Any) -> tuple[float, float]:

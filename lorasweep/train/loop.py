@@ -112,6 +112,10 @@ class TrainResult:
     #: LR starts to learn, before held-out scores leave chance: the adaptive search ranks a
     #: rung's tied scores by it.
     recent_loss: float = math.nan
+    #: A minimized task's validation loss before the first step (the adapter at its init, NaN
+    #: for a maximized task): the loss training starts from, which the report's good-LR band of
+    #: a loss is measured from (a pretrained model's loss is far below a uniform predictor's).
+    initial_validation: float = math.nan
 
     @property
     def tokens_per_second(self) -> float:
@@ -201,6 +205,7 @@ class _Progress:
     recent_since: int = 0  # the recent-loss window: steps after this one ...
     recent_sum: float = 0.0  # ... their summed training loss ...
     recent_steps: int = 0  # ... and how many there were (a resumed rung restarts the window)
+    initial: float = math.nan  # a minimized task's validation loss before the first step
 
 
 def _group_name(index: int, group: dict[str, Any]) -> str:
@@ -301,6 +306,9 @@ def _train(model: torch.nn.Module, variant: Variant, task: Task, tokenizer: Any,
     on_event = reporter.on_event if logging else (lambda record: None)  # type: ignore[attr-defined]
     on_event({"event": "start", "step": progress.step, "total": last})
     reporter.on_start(last)
+    if resume is None and direction == "minimize":  # one forward pass over validation
+        progress.initial = evaluate(data.validation)
+        on_event({"event": "eval", "step": 0, "validation": progress.initial})
     model.train()
     if resume is not None:
         set_rng_state(resume["rng"])  # last: nothing may draw between here and the next step
@@ -377,7 +385,7 @@ def _train(model: torch.nn.Module, variant: Variant, task: Task, tokenizer: Any,
         worst = float(task.worst_score) if worst is None else worst
         history.append({"step": step, "validation": worst, "loss": math.nan})
         return TrainResult(worst, worst, worst, step, math.nan, True, False, seconds,
-                           progress.tokens, history, curve)
+                           progress.tokens, history, curve, initial_validation=progress.initial)
     if curve and curve[-1][0] != step:
         curve.append([step, progress.loss])
     diverged = diverged_loss(curve)  # finite, but far above where it started: scored, flagged
@@ -404,4 +412,5 @@ def _train(model: torch.nn.Module, variant: Variant, task: Task, tokenizer: Any,
     on_event({"event": "eval", "step": step, "validation": validation, "loss": progress.loss,
               "final": True, **({"test": test} if not math.isnan(test) else {})})
     return TrainResult(validation, test, best, step, progress.loss, diverged, pruned, seconds,
-                       progress.tokens, history, curve, validation_loss, recent)
+                       progress.tokens, history, curve, validation_loss, recent,
+                       progress.initial)

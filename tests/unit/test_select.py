@@ -167,7 +167,46 @@ def test_a_loss_is_chosen_lowest_and_its_band_mirrored(tmp_path, monkeypatch):
     assert dora.delta_vs_lora == pytest.approx(-0.5)  # lower loss: better, negative
     text = write_report([lora, dora], rows, tmp_path / "r")["report.md"].read_text()
     assert band_rule(0.1, True) in text and delta_rule(True) in text
-    assert "fall below chance" in band_rule(0.1, True) and "lower is better" in delta_rule(True)
+    assert "fall below the loss training started from" in band_rule(0.1, True)
+    assert "lower is better" in delta_rule(True)
+
+
+def test_a_loss_band_is_measured_from_the_loss_training_started_from(tmp_path, monkeypatch):
+    """The HumanEval sweep's validation losses (SmolLM2, LoRA, 24 steps) with the loss each trial
+    measured before its first step (1.10): the fall below it is 1.10 - 0.7415 = 0.3585, so good
+    means <= 0.7774 (1e-3 and 3e-3), while the uniform predictor's ln(30522) = 10.33 would count
+    every LR up to 1e-2 as good, 1e-5 (which barely moved the model) included. A variant whose
+    every LR ends above its starting loss has no band, and the remark names the reference."""
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "plugins"))
+    url = f"journal:{tmp_path / 's.journal'}"
+    task = "reviews_pkg.tasks:LossTask"
+    curves = {"lora": {1e-5: 1.0936, 1e-4: 1.0134, 1e-3: 0.7769, 3e-3: 0.7415, 1e-2: 0.7804},
+              "dora": {1e-5: 1.2, 1e-4: 1.15, 1e-3: 1.11, 3e-3: 1.3, 1e-2: 1.4}}
+    for variant, losses in curves.items():
+        spec = SweepSpec(name="sel", task=task, variants=[VariantSpec(variant)],
+                         lrs=list(losses), seeds=[0], storage=url)
+        storage = open_storage(url)
+        sync_sweep(spec, storage)
+        study = optuna.load_study(study_name=study_name(spec, VariantSpec(variant), task),
+                                  storage=storage)
+
+        def outcome(lr, seed, losses=losses):
+            return losses[lr], {"metric": "loss", "validation_loss": losses[lr],
+                                "test_loss": losses[lr], "initial_validation_loss": 1.10,
+                                "diverged": False}
+
+        tell_waiting(study, outcome)
+    rows = collect_rows(url)
+    assert {r["initial_score"] for r in rows} == {1.10}
+    lora, dora = sorted(summarise(rows), key=lambda s: s.variant != "lora")
+    assert (lora.best_lr, lora.band) == (3e-3, (1e-3, 3e-3))
+    assert lora.chance == pytest.approx(math.log(30522))  # the plots' line stays the uniform one
+    assert dora.band is None and "not below the loss training started from (1.1)" in dora.remark
+    for row in rows:  # a store from before the measurement: the uniform predictor's loss
+        row["initial_score"] = None
+    assert sorted(summarise(rows), key=lambda s: s.variant != "lora")[0].band == (1e-5, 1e-2)
 
 
 def test_delta_significance_needs_three_seeds(tmp_path):

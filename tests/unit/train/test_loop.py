@@ -77,6 +77,24 @@ def test_the_study_s_diverged_score_reaches_the_loop(tiny_bert_dir, tmp_path):
     assert result.metrics["test_accuracy"] == 7.5 != get_task("sentiment").worst_score
 
 
+def test_a_minimized_trial_measures_the_loss_it_starts_from(tiny_bert_dir, tmp_path):
+    """Before its first step a minimizing trial scores validation with the adapter at its init:
+    the same untrained model at every LR of a seed (LoRA's B starts at zero), also where the
+    training then diverges; a maximizing trial spends no pass on it."""
+    import dataclasses
+
+    def minimized(lr, name):
+        return dataclasses.replace(_spec(tiny_bert_dir, tmp_path, lr=lr, name=name),
+                                   direction="minimize", diverged_score=7.5)
+
+    low, wild = run_trial(minimized(1e-4, "low")), run_trial(minimized(1e12, "wild"))
+    start = low.metrics["initial_validation_accuracy"]
+    assert 0 <= start <= 1 and wild.metrics["initial_validation_accuracy"] == start
+    assert wild.metrics["diverged"] and wild.value == 7.5  # measured before training diverged
+    plain = run_trial(_spec(tiny_bert_dir, tmp_path, name="max"))
+    assert math.isnan(plain.metrics["initial_validation_accuracy"])
+
+
 class _CountingVariant(Variant):
     """A LoRA that counts its hook calls and adds a known constant to the loss."""
 
