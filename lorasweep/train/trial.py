@@ -209,8 +209,9 @@ def run_trial(spec: TrialSpec, reporter: Reporter | None = None) -> TrialResult:
         f"validation_{metric}": result.validation,
         f"test_{metric}": result.test,
         f"best_validation_{metric}": result.best_validation,
-        # a minimized task's validation score before the first step (NaN otherwise: omitted)
-        f"initial_validation_{metric}": result.initial_validation,
+        # a minimized task's validation score before the first step (a maximized one has none)
+        **({f"initial_validation_{metric}": result.initial_validation}
+           if spec.direction == "minimize" else {}),
         # what a task derives from its scores (sft's loss: the perplexity)
         **task.extra_metrics(result.validation, result.test),
     }
