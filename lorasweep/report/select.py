@@ -220,11 +220,13 @@ def _summary(key: tuple, cells: dict[float, Cell], tolerance: float, selection: 
     study = study or {}
     direction = study.get("direction") or "maximize"
     chance = chance_level(task, metric, study.get("labels"), direction, study.get("worst_score"))
-    reference, name = chance_score(task, metric, study.get("labels"), direction,
-                                   study.get("worst_score")), "chance"
-    start = study.get("initial")  # a minimized task's loss before training
-    if direction == "minimize" and start is not None and math.isfinite(start):
+    start = study.get("initial")  # a minimized task's loss before training (a finite mean)
+    if direction == "minimize" and start is not None:
         reference, name = start, "the loss training started from"
+    else:
+        reference = chance_score(task, metric, study.get("labels"), direction,
+                                 study.get("worst_score"))
+        name = "chance"
     best_lr, band, remark = _choose(cells, tolerance, reference, direction == "minimize", name)
     return VariantSummary(sweep, task, model, variant, tag, metric, cells, best_lr,
                           cells[best_lr].mean, band, selection=selection, remark=remark,

@@ -8,7 +8,9 @@ Written always, with no dependency; the report's loss curves and every tracker r
   gradient norm before clipping, over all trained tensors and per group (so LoRA+'s A and B, or a
   zero-initialised B's early gradient, are visible); ``tokens`` counts the tokens seen so far.
 - ``{"event": "eval", "step", "validation", "loss"}``: one per evaluation; the trial's last one
-  has ``"final": true`` (and ``"test"`` where the test split was scored).
+  has ``"final": true`` (and ``"test"`` where the test split was scored). A minimized task's
+  trial also scores validation before its first step: ``{"event": "eval", "step": 0,
+  "validation"}``, without a training loss.
 
 A resumed trial continues from its checkpoint's step: :meth:`EventLog.start` first drops every
 record after that step (the loop redoes those steps bit for bit), so each step is logged once.
